@@ -1,0 +1,1 @@
+//! Placeholder library target so the integration test crate is a package; the tests live in `main.rs`.
