@@ -1,1 +1,376 @@
+//! hsm-sim: isolated SoftHSM2 tokens for keyd's tests, demos and CI.
+//!
+//! A simulation directory holds its own `softhsm2.conf`, token store and PIN files
+//! (0600), so nothing touches the system's SoftHSM2 tokens. SoftHSM2 reads
+//! `SOFTHSM2_CONF` when a process starts using it, so token initialisation runs in a
+//! child process that gets the variable through [`std::process::Command::env`]; the
+//! `hsm-sim` binary does this by re-running itself.
+//!
+//! [`TestToken`] gives a test its own fresh token through the `hsm-sim` binary.
 
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::error::{Error as CkError, RvError};
+use cryptoki::object::{Attribute, ObjectClass};
+use cryptoki::session::UserType;
+use cryptoki::types::AuthPin;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+use zeroize::Zeroizing;
+
+mod test_token;
+pub use test_token::{BIN_ENV, TestToken, binary};
+
+/// Variable naming a PKCS#11 module to use instead of Debian's SoftHSM2.
+pub const MODULE_ENV: &str = "TEST_PKCS11_MODULE";
+/// Where Debian installs SoftHSM2's module, in the order tried.
+pub const MODULE_CANDIDATES: &[&str] = &[
+    "/usr/lib/softhsm/libsofthsm2.so",
+    "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
+    "/usr/lib/aarch64-linux-gnu/softhsm/libsofthsm2.so",
+    "/usr/local/lib/softhsm/libsofthsm2.so",
+];
+/// The line that marks a configuration as hsm-sim's own (destroy checks it).
+const MARKER: &str = "# written by hsm-sim: an isolated SoftHSM2 token for keyd";
+
+/// hsm-sim failures.
+#[derive(Debug, Error)]
+pub enum SimError {
+    /// No SoftHSM2 module on this machine.
+    #[error(
+        "SoftHSM2 is not installed (no PKCS#11 module at {tried}); install it with `apt-get install softhsm2` (use sudo when not root), or set {MODULE_ENV} to a PKCS#11 module"
+    )]
+    NoModule {
+        /// Paths tried.
+        tried: String,
+    },
+    /// The directory already holds a simulation.
+    #[error(
+        "{0} already holds an hsm-sim token; use another directory or run `hsm-sim destroy --dir {0}` first"
+    )]
+    Exists(PathBuf),
+    /// The directory holds no simulation.
+    #[error(
+        "{0} holds no hsm-sim token (no softhsm2.conf written by hsm-sim); run `hsm-sim init --dir {0} --label LABEL`"
+    )]
+    NotSim(PathBuf),
+    /// A bad token label.
+    #[error("token label {0:?} must be 1 to 32 printable ASCII characters")]
+    Label(String),
+    /// The process was not started with this simulation's SOFTHSM2_CONF.
+    #[error("SOFTHSM2_CONF must be {expected} in this process (it is {actual:?})")]
+    WrongConf {
+        /// The configuration this simulation needs.
+        expected: PathBuf,
+        /// What the environment says.
+        actual: Option<String>,
+    },
+    /// No free slot to initialise.
+    #[error("SoftHSM2 offered no free slot to initialise")]
+    NoFreeSlot,
+    /// A file operation failed.
+    #[error("{what} {path}: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A PKCS#11 call failed.
+    #[error("PKCS#11 {operation} failed: {source}")]
+    Pkcs11 {
+        /// The call.
+        operation: &'static str,
+        /// cryptoki's error.
+        #[source]
+        source: CkError,
+    },
+    /// The child process that initialises the token failed.
+    #[error("token initialisation failed: {0}")]
+    Child(String),
+    /// Randomness unavailable.
+    #[error("the OS random generator failed: {0}")]
+    Random(String),
+}
+
+fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> SimError {
+    let path = path.to_owned();
+    move |source| SimError::Io { what, path, source }
+}
+
+fn ck(operation: &'static str) -> impl FnOnce(CkError) -> SimError {
+    move |source| SimError::Pkcs11 { operation, source }
+}
+
+/// The files of one simulation directory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Layout {
+    /// The directory.
+    pub dir: PathBuf,
+    /// Its `softhsm2.conf` (the value for `SOFTHSM2_CONF`).
+    pub softhsm2_conf: PathBuf,
+    /// The token store.
+    pub tokens: PathBuf,
+    /// The security officer PIN file (0600).
+    pub so_pin: PathBuf,
+    /// The user PIN file (0600).
+    pub user_pin: PathBuf,
+}
+
+impl Layout {
+    /// The layout of `dir` (nothing is created). `dir` is made absolute.
+    pub fn of(dir: &Path) -> Result<Self, SimError> {
+        let dir = std::path::absolute(dir).map_err(io("cannot resolve", dir))?;
+        Ok(Layout {
+            softhsm2_conf: dir.join("softhsm2.conf"),
+            tokens: dir.join("tokens"),
+            so_pin: dir.join("so.pin"),
+            user_pin: dir.join("user.pin"),
+            dir,
+        })
+    }
+
+    /// Whether `dir` holds a configuration written by hsm-sim.
+    pub fn is_sim(&self) -> bool {
+        fs::read_to_string(&self.softhsm2_conf).is_ok_and(|c| c.starts_with(MARKER))
+    }
+
+    /// The RFC 7512 URI of `label` in this simulation, with the user PIN file as
+    /// pin-source.
+    pub fn uri(&self, label: &str, module: &Path) -> String {
+        format!(
+            "pkcs11:token={};object=root?module-path={}&pin-source=file:{}",
+            label,
+            module.display(),
+            self.user_pin.display()
+        )
+    }
+}
+
+/// What `hsm-sim init` reports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Provisioned {
+    /// The value to export as `SOFTHSM2_CONF`.
+    pub softhsm2_conf: PathBuf,
+    /// The token's RFC 7512 URI.
+    pub uri: String,
+}
+
+/// The PKCS#11 module to use: `$TEST_PKCS11_MODULE`, else the first of
+/// [`MODULE_CANDIDATES`] that exists.
+pub fn find_module() -> Result<PathBuf, SimError> {
+    if let Some(m) = std::env::var_os(MODULE_ENV) {
+        let p = PathBuf::from(m);
+        if p.exists() {
+            return Ok(p);
+        }
+        return Err(SimError::NoModule {
+            tried: p.display().to_string(),
+        });
+    }
+    MODULE_CANDIDATES
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .ok_or_else(|| SimError::NoModule {
+            tried: MODULE_CANDIDATES.join(", "),
+        })
+}
+
+/// Checks a token label (SoftHSM2 allows 32 bytes).
+pub fn check_label(label: &str) -> Result<(), SimError> {
+    let ok = !label.is_empty()
+        && label.len() <= 32
+        && label.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
+        && !label.contains([';', '?', '&', '%', '='])
+        && !label.starts_with(' ')
+        && !label.ends_with(' ');
+    if ok {
+        Ok(())
+    } else {
+        Err(SimError::Label(label.to_owned()))
+    }
+}
+
+/// Creates the directory, its configuration, token store and fresh random PIN files.
+///
+/// Refuses a directory that already holds a simulation.
+pub fn prepare(dir: &Path) -> Result<Layout, SimError> {
+    let layout = Layout::of(dir)?;
+    if layout.softhsm2_conf.exists() {
+        return Err(SimError::Exists(layout.dir));
+    }
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&layout.dir)
+        .map_err(io("cannot create", &layout.dir))?;
+    fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&layout.tokens)
+        .map_err(io("cannot create", &layout.tokens))?;
+    write_secret_file(&layout.so_pin, &random_pin()?)?;
+    write_secret_file(&layout.user_pin, &random_pin()?)?;
+    let conf = format!(
+        "{MARKER}\ndirectories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n",
+        layout.tokens.display()
+    );
+    fs::write(&layout.softhsm2_conf, conf).map_err(io("cannot write", &layout.softhsm2_conf))?;
+    Ok(layout)
+}
+
+/// Initialises a token labelled `label` in the free slot, with the layout's PINs.
+///
+/// Must run in a process started with `SOFTHSM2_CONF` = the layout's configuration.
+pub fn init_token_in_process(layout: &Layout, label: &str, module: &Path) -> Result<(), SimError> {
+    check_label(label)?;
+    let actual = std::env::var("SOFTHSM2_CONF").ok();
+    if actual.as_deref().map(Path::new) != Some(layout.softhsm2_conf.as_path()) {
+        return Err(SimError::WrongConf {
+            expected: layout.softhsm2_conf.clone(),
+            actual,
+        });
+    }
+    let ctx = open(module)?;
+    let slots = ctx.get_all_slots().map_err(ck("C_GetSlotList"))?;
+    let mut free = None;
+    for slot in slots {
+        let info = ctx.get_token_info(slot).map_err(ck("C_GetTokenInfo"))?;
+        if !info.token_initialized() {
+            free = Some(slot);
+            break;
+        }
+    }
+    let slot = free.ok_or(SimError::NoFreeSlot)?;
+    let so_pin = read_pin(&layout.so_pin)?;
+    let user_pin = read_pin(&layout.user_pin)?;
+    ctx.init_token(slot, &so_pin, label)
+        .map_err(ck("C_InitToken"))?;
+    // SoftHSM2 moves the new token to a new slot id: find it again by label.
+    let slot = ctx
+        .get_slots_with_initialized_token()
+        .map_err(ck("C_GetSlotList"))?
+        .into_iter()
+        .find(|s| {
+            ctx.get_token_info(*s)
+                .is_ok_and(|i| i.label().trim_end() == label)
+        })
+        .ok_or(SimError::NoFreeSlot)?;
+    let session = ctx.open_rw_session(slot).map_err(ck("C_OpenSession"))?;
+    session
+        .login(UserType::So, Some(&so_pin))
+        .map_err(ck("C_Login(SO)"))?;
+    session.init_pin(&user_pin).map_err(ck("C_InitPIN"))?;
+    Ok(())
+}
+
+/// One token of a simulation, as `hsm-sim status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenStatus {
+    /// Token label.
+    pub label: String,
+    /// Serial number.
+    pub serial: String,
+    /// Whether a root secret (secret key labelled `root`) is present.
+    pub has_root: bool,
+    /// Number of objects visible to the user.
+    pub objects: usize,
+}
+
+/// Lists the initialised tokens. Must run with `SOFTHSM2_CONF` set like
+/// [`init_token_in_process`].
+pub fn status_in_process(layout: &Layout, module: &Path) -> Result<Vec<TokenStatus>, SimError> {
+    let ctx = open(module)?;
+    let user_pin = read_pin(&layout.user_pin)?;
+    let mut out = Vec::new();
+    for slot in ctx
+        .get_slots_with_initialized_token()
+        .map_err(ck("C_GetSlotList"))?
+    {
+        let info = ctx.get_token_info(slot).map_err(ck("C_GetTokenInfo"))?;
+        let session = ctx.open_ro_session(slot).map_err(ck("C_OpenSession"))?;
+        session
+            .login(UserType::User, Some(&user_pin))
+            .map_err(ck("C_Login"))?;
+        let objects = session
+            .find_objects(&[])
+            .map_err(ck("C_FindObjects"))?
+            .len();
+        let roots = session
+            .find_objects(&[
+                Attribute::Class(ObjectClass::SECRET_KEY),
+                Attribute::Label(b"root".to_vec()),
+            ])
+            .map_err(ck("C_FindObjects"))?;
+        out.push(TokenStatus {
+            label: info.label().trim_end().to_owned(),
+            serial: info.serial_number().trim_end().to_owned(),
+            has_root: !roots.is_empty(),
+            objects,
+        });
+    }
+    Ok(out)
+}
+
+/// Removes a simulation: token store, configuration, PIN files, then the directory if
+/// it is empty. Refuses a directory hsm-sim did not write.
+pub fn destroy(dir: &Path) -> Result<(), SimError> {
+    let layout = Layout::of(dir)?;
+    if !layout.is_sim() {
+        return Err(SimError::NotSim(layout.dir));
+    }
+    if layout.tokens.exists() {
+        fs::remove_dir_all(&layout.tokens).map_err(io("cannot remove", &layout.tokens))?;
+    }
+    for f in [&layout.so_pin, &layout.user_pin, &layout.softhsm2_conf] {
+        if f.exists() {
+            fs::remove_file(f).map_err(io("cannot remove", f))?;
+        }
+    }
+    // Leave a directory that holds other files (it was the user's).
+    let _ = fs::remove_dir(&layout.dir);
+    Ok(())
+}
+
+fn open(module: &Path) -> Result<Pkcs11, SimError> {
+    let ctx = Pkcs11::new(module).map_err(ck("module load"))?;
+    match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+        Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => Ok(ctx),
+        Err(e) => Err(ck("C_Initialize")(e)),
+    }
+}
+
+fn random_pin() -> Result<Zeroizing<String>, SimError> {
+    let mut bytes = Zeroizing::new([0u8; 12]);
+    getrandom::fill(bytes.as_mut()).map_err(|e| SimError::Random(e.to_string()))?;
+    Ok(Zeroizing::new(hex::encode(bytes.as_ref())))
+}
+
+fn read_pin(path: &Path) -> Result<AuthPin, SimError> {
+    let text = Zeroizing::new(fs::read_to_string(path).map_err(io("cannot read", path))?);
+    Ok(AuthPin::from(text.trim().to_owned()))
+}
+
+/// Writes a file readable only by its owner (0600), refusing to replace one.
+pub fn write_secret_file(path: &Path, contents: &str) -> Result<(), SimError> {
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io("cannot create", path))?;
+    // Enforce 0600 whatever the umask did.
+    f.set_permissions(fs::Permissions::from_mode(0o600))
+        .map_err(io("cannot chmod", path))?;
+    f.write_all(contents.as_bytes())
+        .and_then(|()| f.write_all(b"\n"))
+        .and_then(|()| f.sync_all())
+        .map_err(io("cannot write", path))
+}

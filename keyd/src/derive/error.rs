@@ -12,7 +12,9 @@ pub enum PathError {
         input: String,
     },
     /// A component is not a number with an optional `'` or `h` suffix.
-    #[error("key path {input:?}: component {position} ({component:?}) is not a child number below 2^31")]
+    #[error(
+        "key path {input:?}: component {position} ({component:?}) is not a child number below 2^31"
+    )]
     BadComponent {
         /// The rejected input.
         input: String,

@@ -76,12 +76,11 @@ impl FromStr for KeyPath {
                     max: MAX_DEPTH,
                 });
             }
-            let number =
-                ChildNumber::from_str(component).map_err(|_| PathError::BadComponent {
-                    input: input.to_owned(),
-                    position,
-                    component: component.to_owned(),
-                })?;
+            let number = ChildNumber::from_str(component).map_err(|_| PathError::BadComponent {
+                input: input.to_owned(),
+                position,
+                component: component.to_owned(),
+            })?;
             if !number.is_hardened() {
                 return Err(PathError::NotHardened {
                     input: input.to_owned(),
@@ -152,11 +151,27 @@ mod tests {
 
     #[test]
     fn rejects_malformed_paths() {
-        for bad in ["", "x/1'", "/1'", "m/", "m/abc'", "m/1''", "m/2147483648'", "m//1'", "m/-1'"] {
-            assert!(bad.parse::<KeyPath>().is_err(), "{bad:?} should be rejected");
+        for bad in [
+            "",
+            "x/1'",
+            "/1'",
+            "m/",
+            "m/abc'",
+            "m/1''",
+            "m/2147483648'",
+            "m//1'",
+            "m/-1'",
+        ] {
+            assert!(
+                bad.parse::<KeyPath>().is_err(),
+                "{bad:?} should be rejected"
+            );
         }
         let deep = format!("m{}", "/1'".repeat(MAX_DEPTH + 1));
-        assert!(matches!(deep.parse::<KeyPath>(), Err(PathError::TooDeep { .. })));
+        assert!(matches!(
+            deep.parse::<KeyPath>(),
+            Err(PathError::TooDeep { .. })
+        ));
     }
 
     #[test]

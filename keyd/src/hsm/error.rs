@@ -9,7 +9,9 @@ use thiserror::Error;
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum UriError {
     /// The URI does not start with `pkcs11:`.
-    #[error("a PKCS#11 URI starts with \"pkcs11:\" (for example pkcs11:token=keyd-root;object=root?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=file:/path/to/user.pin)")]
+    #[error(
+        "a PKCS#11 URI starts with \"pkcs11:\" (for example pkcs11:token=keyd-root;object=root?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=file:/path/to/user.pin)"
+    )]
     Scheme,
     /// An attribute is not `name=value`.
     #[error("PKCS#11 URI attribute {0:?} is not of the form name=value")]
@@ -18,7 +20,9 @@ pub enum UriError {
     #[error("PKCS#11 URI attribute {0:?} has invalid percent-encoding or is not UTF-8")]
     Encoding(String),
     /// An attribute keyd does not know.
-    #[error("PKCS#11 URI attribute {0:?} is not supported (known: token, object, serial, module-path, pin-source)")]
+    #[error(
+        "PKCS#11 URI attribute {0:?} is not supported (known: token, object, serial, module-path, pin-source)"
+    )]
     Unknown(String),
     /// An attribute given twice.
     #[error("PKCS#11 URI attribute {0:?} is given twice")]
@@ -27,7 +31,9 @@ pub enum UriError {
     #[error("PKCS#11 URI needs the attribute {0:?}")]
     Missing(&'static str),
     /// `pin-value` would put the PIN in argv and shell history.
-    #[error("PKCS#11 URI must not carry pin-value: PINs never go on the command line; use pin-source=file:/path or pin-source=env:VARIABLE")]
+    #[error(
+        "PKCS#11 URI must not carry pin-value: PINs never go on the command line; use pin-source=file:/path or pin-source=env:VARIABLE"
+    )]
     PinValue,
     /// `pin-source` is neither `file:` nor `env:`.
     #[error("pin-source {0:?} is not supported: use file:/absolute/path or env:VARIABLE")]
@@ -58,7 +64,9 @@ pub enum HsmError {
         source: cryptoki::error::Error,
     },
     /// No token with the requested label.
-    #[error("no PKCS#11 token labelled {label:?} (tokens present: {available}); check token= in the URI, or SOFTHSM2_CONF for SoftHSM2 (hsm-sim init prints it)")]
+    #[error(
+        "no PKCS#11 token labelled {label:?} (tokens present: {available}); check token= in the URI, or SOFTHSM2_CONF for SoftHSM2 (hsm-sim init prints it)"
+    )]
     TokenNotFound {
         /// The label asked for.
         label: String,
@@ -87,7 +95,9 @@ pub enum HsmError {
         source: std::io::Error,
     },
     /// The PIN file is readable by group or others.
-    #[error("the PIN file {path} has mode {mode:o}; it must not be readable by group or others (chmod 600 {path})")]
+    #[error(
+        "the PIN file {path} has mode {mode:o}; it must not be readable by group or others (chmod 600 {path})"
+    )]
     PinFileMode {
         /// The file.
         path: PathBuf,
@@ -107,7 +117,9 @@ pub enum HsmError {
         source_name: String,
     },
     /// The token already holds a root: a root is never overwritten.
-    #[error("token {label:?} already holds a root secret named {object:?}; a root is never overwritten — use a fresh token")]
+    #[error(
+        "token {label:?} already holds a root secret named {object:?}; a root is never overwritten — use a fresh token"
+    )]
     RootExists {
         /// Token label.
         label: String,
@@ -115,7 +127,9 @@ pub enum HsmError {
         object: String,
     },
     /// The token holds no root.
-    #[error("token {label:?} holds no root secret named {object:?}; run `keyctl ceremony init` or `keyctl ceremony recover` first")]
+    #[error(
+        "token {label:?} holds no root secret named {object:?}; run `keyctl ceremony init` or `keyctl ceremony recover` first"
+    )]
     RootMissing {
         /// Token label.
         label: String,
@@ -123,7 +137,9 @@ pub enum HsmError {
         object: String,
     },
     /// The root object allows its value to leave the token.
-    #[error("the root secret {object:?} on token {label:?} is extractable or not sensitive; keyd refuses to use it")]
+    #[error(
+        "the root secret {object:?} on token {label:?} is extractable or not sensitive; keyd refuses to use it"
+    )]
     RootExposed {
         /// Token label.
         label: String,

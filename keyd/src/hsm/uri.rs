@@ -104,7 +104,11 @@ const VALUE: &AsciiSet = &NON_ALPHANUMERIC
 
 impl fmt::Display for Pkcs11Uri {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "pkcs11:token={}", utf8_percent_encode(&self.token, VALUE))?;
+        write!(
+            f,
+            "pkcs11:token={}",
+            utf8_percent_encode(&self.token, VALUE)
+        )?;
         if let Some(o) = &self.object {
             write!(f, ";object={}", utf8_percent_encode(o, VALUE))?;
         }
@@ -114,7 +118,11 @@ impl fmt::Display for Pkcs11Uri {
         let module = self.module_path.to_string_lossy();
         write!(f, "?module-path={}", utf8_percent_encode(&module, VALUE))?;
         if let Some(p) = &self.pin_source {
-            write!(f, "&pin-source={}", utf8_percent_encode(&p.to_string(), VALUE))?;
+            write!(
+                f,
+                "&pin-source={}",
+                utf8_percent_encode(&p.to_string(), VALUE)
+            )?;
         }
         Ok(())
     }
@@ -137,17 +145,27 @@ mod tests {
             .unwrap();
         assert_eq!(uri.token, "keyd root");
         assert_eq!(uri.object.as_deref(), Some("root"));
-        assert_eq!(uri.module_path, PathBuf::from("/usr/lib/softhsm/libsofthsm2.so"));
-        assert_eq!(uri.pin_source, Some(PinSource::File("/tmp/x/user.pin".into())));
+        assert_eq!(
+            uri.module_path,
+            PathBuf::from("/usr/lib/softhsm/libsofthsm2.so")
+        );
+        assert_eq!(
+            uri.pin_source,
+            Some(PinSource::File("/tmp/x/user.pin".into()))
+        );
         let again: Pkcs11Uri = uri.to_string().parse().unwrap();
         assert_eq!(again, uri);
     }
 
     #[test]
     fn env_and_file_url_pin_sources() {
-        let uri: Pkcs11Uri = "pkcs11:token=t?module-path=/m.so&pin-source=env:ROOT_PIN".parse().unwrap();
+        let uri: Pkcs11Uri = "pkcs11:token=t?module-path=/m.so&pin-source=env:ROOT_PIN"
+            .parse()
+            .unwrap();
         assert_eq!(uri.pin_source, Some(PinSource::Env("ROOT_PIN".into())));
-        let uri: Pkcs11Uri = "pkcs11:token=t?module-path=/m.so&pin-source=file:///p".parse().unwrap();
+        let uri: Pkcs11Uri = "pkcs11:token=t?module-path=/m.so&pin-source=file:///p"
+            .parse()
+            .unwrap();
         assert_eq!(uri.pin_source, Some(PinSource::File("/p".into())));
         assert_eq!(uri.object_or_default(), "root");
     }
@@ -158,12 +176,30 @@ mod tests {
             ("token=t", UriError::Scheme),
             ("pkcs11:object=o?module-path=/m", UriError::Missing("token")),
             ("pkcs11:token=t", UriError::Missing("module-path")),
-            ("pkcs11:token=t?module-path=/m&pin-value=1234", UriError::PinValue),
-            ("pkcs11:token=t;token=u?module-path=/m", UriError::Duplicate("token".into())),
-            ("pkcs11:token=t;foo=1?module-path=/m", UriError::Unknown("foo".into())),
-            ("pkcs11:token?module-path=/m", UriError::Malformed("token".into())),
-            ("pkcs11:token=%ff?module-path=/m", UriError::Encoding("token".into())),
-            ("pkcs11:token=t?module-path=/m&pin-source=http://x", UriError::PinSource("http://x".into())),
+            (
+                "pkcs11:token=t?module-path=/m&pin-value=1234",
+                UriError::PinValue,
+            ),
+            (
+                "pkcs11:token=t;token=u?module-path=/m",
+                UriError::Duplicate("token".into()),
+            ),
+            (
+                "pkcs11:token=t;foo=1?module-path=/m",
+                UriError::Unknown("foo".into()),
+            ),
+            (
+                "pkcs11:token?module-path=/m",
+                UriError::Malformed("token".into()),
+            ),
+            (
+                "pkcs11:token=%ff?module-path=/m",
+                UriError::Encoding("token".into()),
+            ),
+            (
+                "pkcs11:token=t?module-path=/m&pin-source=http://x",
+                UriError::PinSource("http://x".into()),
+            ),
         ];
         for (input, want) in cases {
             assert_eq!(&input.parse::<Pkcs11Uri>().unwrap_err(), want, "{input}");

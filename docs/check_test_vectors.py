@@ -1,0 +1,89 @@
+#!/usr/bin/env python3
+"""Independent check of docs/test-vectors.json, written from DESIGN.md section 2 alone.
+
+Uses only Python's hashlib/hmac and the `cryptography` package for Ed25519/X25519, so it
+shares no code with keyd. Usage: python3 docs/check_test_vectors.py [docs/test-vectors.json]
+"""
+import hashlib
+import hmac
+import json
+import sys
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
+
+RAW = dict(encoding=serialization.Encoding.Raw, format=serialization.PublicFormat.Raw)
+HARDENED = 0x80000000
+
+
+def hmac512(key, msg):
+    return hmac.new(key, msg, hashlib.sha512).digest()
+
+
+def hkdf_sha256(ikm, info, salt=b"keyd/v1", length=32):
+    prk = hmac.new(salt, ikm, hashlib.sha256).digest()
+    return hmac.new(prk, info + b"\x01", hashlib.sha256).digest()[:length]
+
+
+def parse(path):
+    parts = path.split("/")
+    assert parts[0] == "m"
+    out = []
+    for p in parts[1:]:
+        assert p.endswith("'")
+        out.append(int(p[:-1]))
+    return out
+
+
+def child(k, c, index):
+    i = hmac512(c, b"\x00" + k + (index | HARDENED).to_bytes(4, "big"))
+    return i[:32], i[32:]
+
+
+def derive(root, path):
+    indexes = parse(path)
+    if not indexes:
+        i = hmac512(root, b"keyd/v1/root-identity")
+        return i[:32], i[32:]
+    i = hmac512(root, b"keyd/v1/child" + (indexes[0] | HARDENED).to_bytes(4, "big"))
+    k, c = i[:32], i[32:]
+    for index in indexes[1:]:
+        k, c = child(k, c, index)
+    return k, c
+
+
+def publics(k):
+    ed = ed25519.Ed25519PrivateKey.from_private_bytes(hkdf_sha256(k, b"ed25519")).public_key().public_bytes(**RAW)
+    x = x25519.X25519PrivateKey.from_private_bytes(hkdf_sha256(k, b"x25519")).public_key().public_bytes(**RAW)
+    return ed, x, hashlib.sha256(ed).digest()[:16]
+
+
+def main():
+    doc = json.load(open(sys.argv[1] if len(sys.argv) > 1 else "docs/test-vectors.json"))
+    n = 0
+    for vector in doc["slip10_ed25519"]["vectors"]:
+        seed = bytes.fromhex(vector["seed"])
+        master = hmac512(b"ed25519 seed", seed)
+        for row in vector["chain"]:
+            k, c = master[:32], master[32:]
+            for index in parse(row["path"]):
+                k, c = child(k, c, index)
+            assert k.hex() == row["private"] and c.hex() == row["chain_code"], row["path"]
+            pub = ed25519.Ed25519PrivateKey.from_private_bytes(k).public_key().public_bytes(**RAW)
+            assert "00" + pub.hex() == row["public"], row["path"]
+            n += 1
+    for root in doc["keyd"]["roots"]:
+        secret = bytes.fromhex(root["root_hex"])
+        for key in root["keys"]:
+            k, c = derive(secret, key["path"])
+            ed, x, kid = publics(k)
+            got = dict(node_key=k.hex(), chain_code=c.hex(), ed25519_public=ed.hex(),
+                       x25519_public=x.hex(), key_id=kid.hex())
+            for field, value in got.items():
+                assert key[field] == value, (root["name"], key["path"], field)
+            n += 1
+    print(f"{n} vectors agree with an independent implementation")
+
+
+if __name__ == "__main__":
+    main()

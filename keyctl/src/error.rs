@@ -1,0 +1,98 @@
+//! keyctl's errors: what went wrong, then what to try.
+
+use std::path::PathBuf;
+
+use keyd::derive::{DeriveError, PathError};
+use keyd::hsm::{HsmError, UriError};
+use thiserror::Error;
+
+use crate::ceremony::shares::ShareError;
+
+/// Everything a keyctl command can fail with.
+#[derive(Debug, Error)]
+pub enum CtlError {
+    /// A key path argument is invalid.
+    #[error(transparent)]
+    Path(#[from] PathError),
+    /// A PKCS#11 URI argument is invalid.
+    #[error("--hsm: {0}")]
+    Uri(#[from] UriError),
+    /// The token failed or refused.
+    #[error(transparent)]
+    Hsm(#[from] HsmError),
+    /// A derivation failed.
+    #[error(transparent)]
+    Derive(#[from] DeriveError),
+    /// A share is invalid.
+    #[error(transparent)]
+    Share(#[from] ShareError),
+    /// A command-line value is invalid.
+    #[error("{flag}: {message}")]
+    Arg {
+        /// The flag.
+        flag: &'static str,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// A file operation failed.
+    #[error("{what} {path}: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// root.json is missing fields or malformed.
+    #[error("{path} is not a keyd root.json: {message}")]
+    RootFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// The secret rebuilt or imported is not the expected root.
+    #[error("{0}")]
+    Mismatch(String),
+    /// The output directory exists and is not empty.
+    #[error(
+        "{0} already exists and is not empty; choose a new --out directory (a ceremony never overwrites its outputs)"
+    )]
+    OutExists(PathBuf),
+    /// OS randomness failed.
+    #[error("the OS random generator failed: {0}")]
+    Random(String),
+    /// JSON encoding failed.
+    #[error("cannot encode JSON: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+impl CtlError {
+    /// A closure wrapping an I/O error with what was done to which file.
+    pub fn io(what: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
+        let path = path.into();
+        move |source| CtlError::Io { what, path, source }
+    }
+
+    /// What to try next, when there is something specific to say.
+    pub fn hint(&self) -> Option<&'static str> {
+        match self {
+            CtlError::Hsm(HsmError::TokenNotFound { .. }) => Some(
+                "list tokens with `hsm-sim status --dir DIR`, or provision one with `hsm-sim init --dir DIR --label LABEL`",
+            ),
+            CtlError::Hsm(HsmError::ModuleNotFound { .. }) => {
+                Some("then pass its path as module-path= in the --hsm URI")
+            }
+            CtlError::Hsm(HsmError::RootExists { .. }) => Some(
+                "provision a fresh token (`hsm-sim init --dir NEWDIR --label LABEL`) and pass its URI",
+            ),
+            CtlError::Path(_) => Some("paths look like m/1'/0'/2' (every component hardened)"),
+            CtlError::Share(_) => Some(
+                "bring the share files exactly as written by `keyctl ceremony init`; nothing was written to the token",
+            ),
+            _ => None,
+        }
+    }
+}
