@@ -14,14 +14,19 @@ fn doc() -> Result<Value> {
 }
 
 fn s<'a>(v: &'a Value, key: &str) -> Result<&'a str> {
-    v[key].as_str().with_context(|| format!("missing string {key} in {v}"))
+    v[key]
+        .as_str()
+        .with_context(|| format!("missing string {key} in {v}"))
 }
 
 #[test]
 fn slip10_ed25519_vectors() -> Result<()> {
     let doc = doc()?;
     let mut checked = 0;
-    for vector in doc["slip10_ed25519"]["vectors"].as_array().context("vectors")? {
+    for vector in doc["slip10_ed25519"]["vectors"]
+        .as_array()
+        .context("vectors")?
+    {
         let seed = hex::decode(s(vector, "seed")?)?;
         for row in vector["chain"].as_array().context("chain")? {
             let path: KeyPath = s(row, "path")?.parse()?;
@@ -29,10 +34,19 @@ fn slip10_ed25519_vectors() -> Result<()> {
             for index in path.indexes() {
                 node = node.child(index);
             }
-            ensure!(hex::encode(node.danger_key()) == s(row, "private")?, "private at {path}");
-            ensure!(hex::encode(node.danger_chain_code()) == s(row, "chain_code")?, "chain code at {path}");
+            ensure!(
+                hex::encode(node.danger_key()) == s(row, "private")?,
+                "private at {path}"
+            );
+            ensure!(
+                hex::encode(node.danger_chain_code()) == s(row, "chain_code")?,
+                "chain code at {path}"
+            );
             let public = SigningKey::from_bytes(node.danger_key()).verifying_key();
-            ensure!(format!("00{}", hex::encode(public.as_bytes())) == s(row, "public")?, "public at {path}");
+            ensure!(
+                format!("00{}", hex::encode(public.as_bytes())) == s(row, "public")?,
+                "public at {path}"
+            );
             checked += 1;
         }
     }
@@ -55,13 +69,31 @@ fn keyd_scheme_vectors() -> Result<()> {
             let path: KeyPath = s(key, "path")?.parse()?;
             let node = derive_node(&software, &path)?;
             let public = node.public_keys();
-            ensure!(hex::encode(node.danger_key()) == s(key, "node_key")?, "k at {path}");
-            ensure!(hex::encode(node.danger_chain_code()) == s(key, "chain_code")?, "c at {path}");
-            ensure!(public.key_id.to_string() == s(key, "key_id")?, "key id at {path}");
-            ensure!(hex::encode(public.ed25519.as_bytes()) == s(key, "ed25519_public")?, "ed25519 at {path}");
-            ensure!(hex::encode(public.x25519.as_bytes()) == s(key, "x25519_public")?, "x25519 at {path}");
+            ensure!(
+                hex::encode(node.danger_key()) == s(key, "node_key")?,
+                "k at {path}"
+            );
+            ensure!(
+                hex::encode(node.danger_chain_code()) == s(key, "chain_code")?,
+                "c at {path}"
+            );
+            ensure!(
+                public.key_id.to_string() == s(key, "key_id")?,
+                "key id at {path}"
+            );
+            ensure!(
+                hex::encode(public.ed25519.as_bytes()) == s(key, "ed25519_public")?,
+                "ed25519 at {path}"
+            );
+            ensure!(
+                hex::encode(public.x25519.as_bytes()) == s(key, "x25519_public")?,
+                "x25519 at {path}"
+            );
             // The full material agrees with the public-only shortcut.
-            ensure!(node.material().public_keys() == public, "material at {path}");
+            ensure!(
+                node.material().public_keys() == public,
+                "material at {path}"
+            );
             checked += 1;
         }
     }

@@ -1,0 +1,10 @@
+//! End-to-end tests: the real `keyctl` and `hsm-sim` binaries, and the keyd library,
+//! against real SoftHSM2 tokens, each test with its own token.
+
+#![allow(clippy::unwrap_used)]
+
+mod ceremony;
+mod cli;
+mod helpers;
+mod hsm;
+mod hsm_sim;
