@@ -1,0 +1,18 @@
+# Shared by scripts/demo, scripts/test and .ci/run. Source it; do not run it.
+
+# Installs SoftHSM2 from Debian's packages when its PKCS#11 module is missing.
+ensure_softhsm2() {
+  for m in "${TEST_PKCS11_MODULE:-}" /usr/lib/softhsm/libsofthsm2.so \
+           /usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so /usr/lib/aarch64-linux-gnu/softhsm/libsofthsm2.so; do
+    [ -n "$m" ] && [ -e "$m" ] && return 0
+  done
+  echo "==> SoftHSM2 is not installed: installing Debian's softhsm2 package" >&2
+  local sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  if ! command -v apt-get >/dev/null 2>&1; then
+    echo "error: no apt-get here; install SoftHSM2 with your package manager, or set TEST_PKCS11_MODULE" >&2
+    return 1
+  fi
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq softhsm2 >/dev/null
+}
