@@ -1,6 +1,6 @@
 //! keyd: hierarchical key management rooted in a PKCS#11 HSM.
 //!
-//! The library is the protocol: the key tree and its derivation ([`derive`]) and the
+//! The library is the protocol: the key tree and its derivation ([`mod@derive`]) and the
 //! PKCS#11 adapter that holds the root secret ([`hsm`]). Nodes may depend on it to
 //! check keys offline; `keyctl` uses it for the root ceremonies.
 

@@ -122,6 +122,28 @@ mod tests {
         assert_eq!(parent.child(3).danger_key(), a.danger_key());
     }
 
+    proptest::proptest! {
+        /// Derivation is deterministic, and deriving a path equals deriving its parent
+        /// then one hardened child, at every depth below level 1.
+        #[test]
+        fn determinism_and_stepwise(
+            secret in proptest::collection::vec(proptest::num::u8::ANY, 64),
+            indexes in proptest::collection::vec(0u32..(1 << 31), 2..8),
+        ) {
+            let root = SoftwareRoot::danger_from_bytes(&secret);
+            let mut path = KeyPath::root();
+            for i in &indexes { path = path.child(*i).unwrap(); }
+            let a = derive_node(&root, &path).unwrap();
+            let b = derive_node(&root, &path).unwrap();
+            proptest::prop_assert_eq!(a.danger_key(), b.danger_key());
+            let parent = derive_node(&root, &path.parent().unwrap()).unwrap();
+            let last = *indexes.last().unwrap();
+            let stepwise = parent.child(last);
+            proptest::prop_assert_eq!(stepwise.danger_key(), a.danger_key());
+            proptest::prop_assert_eq!(stepwise.public_keys(), a.public_keys());
+        }
+    }
+
     #[test]
     fn debug_is_redacted() {
         let root = SoftwareRoot::danger_from_bytes(&[0xAB; 64]);

@@ -13,7 +13,7 @@ mod uri;
 pub use error::{HsmError, UriError};
 pub use pin::PinSource;
 pub use token::{Hsm, HsmRoot, ROOT_SECRET_LEN};
-pub use uri::Pkcs11Uri;
+pub use uri::{DEFAULT_ROOT_OBJECT, Pkcs11Uri};
 
 /// Where Debian's SoftHSM2 package installs its PKCS#11 module.
 pub const SOFTHSM2_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
