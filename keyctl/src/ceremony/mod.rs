@@ -3,7 +3,7 @@
 //! - [`init`]: make `R`, split it into shares, import it non-extractable, write
 //!   `root.json` and a signed transcript.
 //! - [`recover`]: rebuild `R` from shares into a fresh token and prove it.
-//! - [`derive`]: public keys of any path through the token.
+//! - [`fn@derive`]: public keys of any path through the token.
 
 pub mod init;
 pub mod recover;
