@@ -4,5 +4,6 @@
 //! PKCS#11 adapter that holds the root secret ([`hsm`]). Nodes may depend on it to
 //! check keys offline; `keyctl` uses it for the root ceremonies.
 
+pub mod chain;
 pub mod derive;
 pub mod hsm;

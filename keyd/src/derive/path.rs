@@ -54,6 +54,123 @@ impl KeyPath {
     }
 }
 
+/// What a path names in the key tree: `m`, nodes `m/i'(/1'/n')*`, and epoch keys
+/// `node/0'/e'`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PathRole {
+    /// The root node `m`.
+    Root,
+    /// A node (level 1 `m/i'`, or a child `P/1'/n'`).
+    Node,
+    /// The epoch `epoch` key of `node`.
+    Epoch {
+        /// The node.
+        node: KeyPath,
+        /// The epoch.
+        epoch: u32,
+    },
+    /// Not a key keyd issues (e.g. `m/1'/2'`: branch 2 is unused).
+    Other,
+}
+
+/// Branch under a node holding its epoch keys.
+pub const EPOCH_BRANCH: u32 = 0;
+/// Branch under a node holding its child nodes.
+pub const CHILD_BRANCH: u32 = 1;
+
+impl KeyPath {
+    /// What this path names.
+    pub fn role(&self) -> PathRole {
+        let ix: Vec<u32> = self.indexes().collect();
+        if ix.is_empty() {
+            return PathRole::Root;
+        }
+        // After the level-1 component, pairs (branch, index).
+        let rest = &ix[1..];
+        if !rest.len().is_multiple_of(2) {
+            return PathRole::Other;
+        }
+        let pairs = rest.len() / 2;
+        for (i, pair) in rest.chunks(2).enumerate() {
+            match pair[0] {
+                CHILD_BRANCH => {}
+                EPOCH_BRANCH if i + 1 == pairs => {
+                    return PathRole::Epoch {
+                        node: self.prefix(self.depth() - 2),
+                        epoch: pair[1],
+                    };
+                }
+                _ => return PathRole::Other,
+            }
+        }
+        PathRole::Node
+    }
+
+    /// The first `len` components (`len` at most the depth).
+    pub fn prefix(&self, len: usize) -> KeyPath {
+        let mut p = DerivationPath::default();
+        for c in self.0.iter().take(len) {
+            p.push(c);
+        }
+        KeyPath(p)
+    }
+
+    /// Whether `self` is `other` or one of its ancestors (a prefix of it).
+    pub fn is_prefix_of(&self, other: &KeyPath) -> bool {
+        self.depth() <= other.depth() && self.0.iter().zip(other.0.iter()).all(|(a, b)| a == b)
+    }
+
+    /// The node that certifies this node: `m` for a level-1 node, `P` for `P/1'/n'`.
+    /// `None` for the root and for paths that are not nodes.
+    pub fn parent_node(&self) -> Option<KeyPath> {
+        match (self.role(), self.depth()) {
+            (PathRole::Node, 1) => Some(KeyPath::root()),
+            (PathRole::Node, d) => Some(self.prefix(d - 2)),
+            _ => None,
+        }
+    }
+
+    /// The node paths from level 1 down to this path's node (for an epoch key, its
+    /// node), this one included.
+    pub fn node_lineage(&self) -> impl Iterator<Item = KeyPath> + '_ {
+        (1..=self.depth()).step_by(2).map(|len| self.prefix(len))
+    }
+
+    /// The epoch `epoch` key of this node: `self/0'/epoch'`.
+    pub fn epoch_key(&self, epoch: u32) -> Option<KeyPath> {
+        self.child(EPOCH_BRANCH)?.child(epoch)
+    }
+
+    /// The child node `n` of this node: `self/1'/n'` (`m/n'` for the root).
+    pub fn child_node(&self, n: u32) -> Option<KeyPath> {
+        if self.depth() == 0 {
+            return self.child(n);
+        }
+        self.child(CHILD_BRANCH)?.child(n)
+    }
+}
+
+impl std::hash::Hash for KeyPath {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        for c in self.0.iter() {
+            state.write_u32(u32::from(c));
+        }
+        state.write_usize(self.depth());
+    }
+}
+
+impl PartialOrd for KeyPath {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for KeyPath {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.indexes().cmp(other.indexes())
+    }
+}
+
 impl FromStr for KeyPath {
     type Err = PathError;
 
@@ -180,6 +297,50 @@ mod tests {
         assert_eq!(p.to_string(), "m/5'/0'");
         assert_eq!(p.parent().unwrap().to_string(), "m/5'");
         assert!(KeyPath::root().child(1 << 31).is_none());
+    }
+
+    #[test]
+    fn roles_of_paths() {
+        let p = |s: &str| s.parse::<KeyPath>().unwrap();
+        assert_eq!(p("m").role(), PathRole::Root);
+        assert_eq!(p("m/3'").role(), PathRole::Node);
+        assert_eq!(p("m/3'/1'/7'").role(), PathRole::Node);
+        assert_eq!(
+            p("m/3'/0'/2'").role(),
+            PathRole::Epoch {
+                node: p("m/3'"),
+                epoch: 2
+            }
+        );
+        assert_eq!(
+            p("m/3'/1'/7'/0'/9'").role(),
+            PathRole::Epoch {
+                node: p("m/3'/1'/7'"),
+                epoch: 9
+            }
+        );
+        assert_eq!(
+            p("m/3'/0'/2'/1'/1'").role(),
+            PathRole::Other,
+            "epoch keys have no children"
+        );
+        assert_eq!(p("m/3'/2'/1'").role(), PathRole::Other);
+        assert_eq!(p("m/3'/1'").role(), PathRole::Other);
+        assert_eq!(p("m/3'/1'/7'").parent_node(), Some(p("m/3'")));
+        assert_eq!(p("m/3'").parent_node(), Some(KeyPath::root()));
+        assert_eq!(p("m/3'/0'/1'").parent_node(), None);
+        assert!(p("m/3'").is_prefix_of(&p("m/3'/1'/7'")));
+        assert!(!p("m/3'/1'/7'").is_prefix_of(&p("m/3'")));
+        assert_eq!(
+            p("m/3'/1'/7'/0'/9'")
+                .node_lineage()
+                .map(|x| x.to_string())
+                .collect::<Vec<_>>(),
+            ["m/3'", "m/3'/1'/7'", "m/3'/1'/7'/0'/9'"]
+        );
+        assert_eq!(p("m/3'").epoch_key(4), Some(p("m/3'/0'/4'")));
+        assert_eq!(p("m/3'").child_node(4), Some(p("m/3'/1'/4'")));
+        assert_eq!(KeyPath::root().child_node(4), Some(p("m/4'")));
     }
 
     proptest! {

@@ -1,0 +1,511 @@
+//! The verification engine: applies entries one by one into a [`ChainState`].
+//!
+//! Rules (DESIGN.md section 4): authority links up to genesis; a signer must be live
+//! (not revoked, itself or an ancestor, and within its validity) when it signs;
+//! revocation by any ancestor or by the key itself, irreversible, cascading to the whole
+//! subtree; epochs only move forward; names are unique among live keys. Every rule is
+//! checked before anything changes, so a refused entry leaves the state as it was.
+
+use std::collections::HashMap;
+
+use ed25519_dalek::VerifyingKey;
+
+use super::entry::{Entry, Head};
+use super::error::Rule;
+use super::statement::{Body, KeySet, Statement, TrustLevel};
+use crate::derive::{KeyId, KeyPath};
+
+/// What a key of the chain is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeyKind {
+    /// The root identity.
+    Root {
+        /// Cluster name.
+        cluster: String,
+    },
+    /// A node identity key.
+    Node {
+        /// Its name.
+        name: String,
+        /// Its role.
+        role: String,
+        /// Valid from.
+        not_before: u64,
+        /// Valid until.
+        not_after: u64,
+        /// Epochs certified so far, ascending.
+        epochs: Vec<u32>,
+    },
+    /// An epoch key.
+    Epoch {
+        /// The epoch.
+        epoch: u32,
+    },
+}
+
+/// A revocation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Revocation {
+    /// Who revoked.
+    pub by: KeyPath,
+    /// The revoking entry.
+    pub seq: u64,
+    /// Why.
+    pub reason: String,
+}
+
+/// A key published by the chain.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyRecord {
+    /// Its public keys.
+    pub keys: KeySet,
+    /// Its key id.
+    pub key_id: KeyId,
+    /// The entry that published it.
+    pub seq: u64,
+    /// What it is.
+    pub kind: KeyKind,
+    /// Its own revocation, if any (ancestors' are found by [`ChainState::revocation`]).
+    pub revoked: Option<Revocation>,
+}
+
+/// Another cluster this one trusts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TrustRecord {
+    /// Its name.
+    pub cluster: String,
+    /// Trust level.
+    pub level: TrustLevel,
+    /// Permissions.
+    pub permissions: Vec<String>,
+    /// Expiry.
+    pub expires_at: u64,
+    /// The trusting entry.
+    pub seq: u64,
+}
+
+/// Everything the chain says, verified.
+#[derive(Clone, Debug, Default)]
+pub struct ChainState {
+    pub(super) keys: HashMap<KeyPath, KeyRecord>,
+    pub(super) by_id: HashMap<KeyId, KeyPath>,
+    pub(super) names: HashMap<String, KeyPath>,
+    pub(super) trusted: HashMap<[u8; 32], TrustRecord>,
+    pub(super) successor: Option<(KeySet, u64)>,
+    pub(super) revocations: Vec<KeyPath>,
+    next_seq: u64,
+    last_hash: [u8; 32],
+    last_appended_at: u64,
+}
+
+impl ChainState {
+    /// An empty state, before genesis.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The seq the next entry must have.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Hash of the last applied entry (zeros before genesis): the next entry's `prev`.
+    pub fn last_hash(&self) -> [u8; 32] {
+        self.last_hash
+    }
+
+    /// Time of the last applied entry.
+    pub fn last_appended_at(&self) -> u64 {
+        self.last_appended_at
+    }
+
+    /// Verifies `entry` against every rule and applies it; on error nothing changes.
+    pub fn apply(&mut self, entry: &Entry) -> Result<(), Rule> {
+        self.check_link(entry)?;
+        let st = &entry.statement;
+        let signer = self.check_signer(st, entry.appended_at)?;
+        if !st.verify(&signer) {
+            return Err(Rule::BadSignature {
+                signer: st.signer.clone(),
+            });
+        }
+        self.check_rules(st)?;
+        self.commit(st, entry.seq);
+        self.next_seq += 1;
+        self.last_hash = entry.hash();
+        self.last_appended_at = entry.appended_at;
+        Ok(())
+    }
+
+    /// Verifies a head: it names the last entry and is signed by the root or a live
+    /// level-1 branch key.
+    pub fn verify_head(&self, head: &Head) -> Result<(), Rule> {
+        let last = i128::from(self.next_seq) - 1;
+        if i128::from(head.seq) != last {
+            return Err(Rule::HeadMismatch {
+                seq: head.seq,
+                last,
+            });
+        }
+        if head.hash != self.last_hash {
+            return Err(Rule::HeadHash);
+        }
+        if head.signer.depth() > 1 {
+            return Err(Rule::HeadSigner(head.signer.clone()));
+        }
+        let key = self.live_key(&head.signer, self.last_appended_at)?;
+        if !head.verify(&key) {
+            return Err(Rule::BadSignature {
+                signer: head.signer.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    fn check_link(&self, entry: &Entry) -> Result<(), Rule> {
+        if entry.seq > self.next_seq {
+            return Err(Rule::OutOfOrder {
+                expected: self.next_seq,
+                found: entry.seq,
+            });
+        }
+        if entry.seq < self.next_seq {
+            return Err(Rule::Duplicate {
+                expected: self.next_seq,
+                found: entry.seq,
+            });
+        }
+        if entry.prev != self.last_hash {
+            return Err(Rule::BadPrev);
+        }
+        if entry.appended_at < self.last_appended_at {
+            return Err(Rule::TimeBackwards {
+                found: entry.appended_at,
+                previous: self.last_appended_at,
+            });
+        }
+        let st = &entry.statement;
+        if st.v != super::statement::STATEMENT_VERSION {
+            return Err(Rule::Version(st.v));
+        }
+        st.body.check_bounds().map_err(Rule::Bounds)
+    }
+
+    /// The key that must have signed `st`, checked to be live at `at`.
+    fn check_signer(&self, st: &Statement, at: u64) -> Result<VerifyingKey, Rule> {
+        match (&st.body, self.next_seq) {
+            (Body::Genesis(g), 0) => {
+                if st.signer != KeyPath::root() {
+                    return Err(Rule::GenesisSigner);
+                }
+                VerifyingKey::from_bytes(&g.keys.ed25519).map_err(|_| Rule::BadKey)
+            }
+            (Body::Genesis(_), _) => Err(Rule::SecondGenesis),
+            (_, 0) => Err(Rule::NoGenesis),
+            _ => self.live_key(&st.signer, at),
+        }
+    }
+
+    /// The verifying key at `path`, if that key is live at `at`.
+    fn live_key(&self, path: &KeyPath, at: u64) -> Result<VerifyingKey, Rule> {
+        let record = self.keys.get(path).ok_or_else(|| Rule::UnknownSigner {
+            signer: path.clone(),
+        })?;
+        if let Some((revoked, r)) = self.revocation(path) {
+            return Err(Rule::SignerRevoked {
+                signer: path.clone(),
+                revoked: revoked.clone(),
+                by: r.by.clone(),
+                seq: r.seq,
+            });
+        }
+        if let KeyKind::Node {
+            not_before,
+            not_after,
+            ..
+        } = record.kind
+            && !(not_before..=not_after).contains(&at)
+        {
+            return Err(Rule::SignerExpired {
+                signer: path.clone(),
+                at,
+                not_before,
+                not_after,
+            });
+        }
+        VerifyingKey::from_bytes(&record.keys.ed25519).map_err(|_| Rule::BadKey)
+    }
+
+    /// The revocation that cuts `path` off: its own or an ancestor's.
+    pub fn revocation(&self, path: &KeyPath) -> Option<(&KeyPath, &Revocation)> {
+        if self.revocations.is_empty() {
+            return None;
+        }
+        // Few revocations: test each; many: walk the lineage.
+        if self.revocations.len() <= path.depth() {
+            return self
+                .revocations
+                .iter()
+                .filter(|r| r.is_prefix_of(path))
+                .min_by_key(|r| r.depth())
+                .and_then(|r| self.keys.get_key_value(r))
+                .and_then(|(p, rec)| rec.revoked.as_ref().map(|r| (p, r)));
+        }
+        path.node_lineage().find_map(|p| {
+            self.keys
+                .get_key_value(&p)
+                .and_then(|(p, rec)| rec.revoked.as_ref().map(|r| (p, r)))
+        })
+    }
+
+    fn is_live(&self, path: &KeyPath) -> bool {
+        self.keys.contains_key(path) && self.revocation(path).is_none()
+    }
+
+    fn no_authority(st: &Statement, why: String) -> Rule {
+        Rule::NoAuthority {
+            signer: st.signer.clone(),
+            kind: st.body.kind(),
+            why,
+        }
+    }
+
+    fn check_new_keys(&self, keys: &KeySet) -> Result<KeyId, Rule> {
+        let id = keys.key_id().ok_or(Rule::BadKey)?;
+        if let Some(other) = self.by_id.get(&id) {
+            return Err(Rule::KeyReused {
+                other: other.clone(),
+            });
+        }
+        Ok(id)
+    }
+
+    fn check_rules(&self, st: &Statement) -> Result<(), Rule> {
+        // Epoch keys sign data, not statements, except to revoke themselves.
+        if let Some(KeyRecord {
+            kind: KeyKind::Epoch { .. },
+            ..
+        }) = self.keys.get(&st.signer)
+            && !matches!(&st.body, Body::Revoke(r) if r.target == st.signer)
+        {
+            return Err(Self::no_authority(
+                st,
+                "an epoch key signs only its own revocation".into(),
+            ));
+        }
+        match &st.body {
+            Body::Genesis(g) => self.check_new_keys(&g.keys).map(drop),
+            Body::Certify(c) => {
+                let parent = c.path.parent_node().ok_or_else(|| Rule::NotNode {
+                    path: c.path.clone(),
+                })?;
+                if st.signer != parent {
+                    return Err(Self::no_authority(
+                        st,
+                        format!("only the parent {parent} certifies {}", c.path),
+                    ));
+                }
+                if let Some(existing) = self.keys.get(&c.path) {
+                    return Err(Rule::AlreadyCertified {
+                        path: c.path.clone(),
+                        seq: existing.seq,
+                    });
+                }
+                if let Some(holder) = self.names.get(&c.name)
+                    && self.is_live(holder)
+                {
+                    return Err(Rule::NameTaken {
+                        name: c.name.clone(),
+                        path: holder.clone(),
+                    });
+                }
+                self.check_new_keys(&c.keys).map(drop)
+            }
+            Body::Epoch(e) => {
+                let record = self.keys.get(&e.node).ok_or_else(|| Rule::UnknownTarget {
+                    target: e.node.clone(),
+                })?;
+                let latest = match &record.kind {
+                    KeyKind::Root { .. } => return Err(Rule::RootEpoch),
+                    KeyKind::Epoch { .. } => {
+                        return Err(Rule::NotNode {
+                            path: e.node.clone(),
+                        });
+                    }
+                    KeyKind::Node { epochs, .. } => epochs.last().copied(),
+                };
+                if st.signer != e.node {
+                    return Err(Self::no_authority(
+                        st,
+                        format!("only {} certifies its own epochs", e.node),
+                    ));
+                }
+                if let Some(latest) = latest
+                    && e.epoch <= latest
+                {
+                    return Err(Rule::EpochBackwards {
+                        node: e.node.clone(),
+                        epoch: e.epoch,
+                        latest,
+                    });
+                }
+                if e.node.epoch_key(e.epoch).is_none() {
+                    return Err(Rule::Bounds("epoch number out of range".into()));
+                }
+                self.check_new_keys(&e.keys).map(drop)
+            }
+            Body::Revoke(r) => {
+                if r.target.depth() == 0 {
+                    return Err(Rule::RootRevoke);
+                }
+                let record = self
+                    .keys
+                    .get(&r.target)
+                    .ok_or_else(|| Rule::UnknownTarget {
+                        target: r.target.clone(),
+                    })?;
+                if let Some(prior) = &record.revoked {
+                    return Err(Rule::AlreadyRevoked {
+                        target: r.target.clone(),
+                        seq: prior.seq,
+                    });
+                }
+                if !st.signer.is_prefix_of(&r.target) {
+                    return Err(Self::no_authority(
+                        st,
+                        format!("{} may be revoked only by itself or an ancestor", r.target),
+                    ));
+                }
+                Ok(())
+            }
+            Body::Trust(t) => {
+                Self::check_cluster_signer(st)?;
+                VerifyingKey::from_bytes(&t.root).map_err(|_| Rule::BadKey)?;
+                if self.root_keys().is_some_and(|k| k.ed25519 == t.root) {
+                    return Err(Rule::SelfTrust);
+                }
+                if self.trusted.contains_key(&t.root) {
+                    return Err(Rule::AlreadyTrusted(hex::encode(t.root)));
+                }
+                Ok(())
+            }
+            Body::Untrust(u) => {
+                Self::check_cluster_signer(st)?;
+                if !self.trusted.contains_key(&u.root) {
+                    return Err(Rule::NotTrusted(hex::encode(u.root)));
+                }
+                Ok(())
+            }
+            Body::Succession(s) => {
+                if st.signer.depth() != 0 {
+                    return Err(Self::no_authority(
+                        st,
+                        "only the root names its successor".into(),
+                    ));
+                }
+                if let Some((_, seq)) = self.successor {
+                    return Err(Rule::SecondSuccession(seq));
+                }
+                VerifyingKey::from_bytes(&s.new_root.ed25519).map_err(|_| Rule::BadKey)?;
+                self.check_new_keys(&s.new_root).map(drop)
+            }
+        }
+    }
+
+    fn check_cluster_signer(st: &Statement) -> Result<(), Rule> {
+        if st.signer.depth() > 1 {
+            return Err(Self::no_authority(
+                st,
+                "trust is given by the root or a level-1 branch".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn insert_key(&mut self, path: KeyPath, keys: KeySet, seq: u64, kind: KeyKind) {
+        // check_new_keys proved the key valid.
+        let Some(key_id) = keys.key_id() else { return };
+        self.by_id.insert(key_id, path.clone());
+        self.keys.insert(
+            path,
+            KeyRecord {
+                keys,
+                key_id,
+                seq,
+                kind,
+                revoked: None,
+            },
+        );
+    }
+
+    fn commit(&mut self, st: &Statement, seq: u64) {
+        match &st.body {
+            Body::Genesis(g) => self.insert_key(
+                KeyPath::root(),
+                g.keys,
+                seq,
+                KeyKind::Root {
+                    cluster: g.cluster.clone(),
+                },
+            ),
+            Body::Certify(c) => {
+                self.names.insert(c.name.clone(), c.path.clone());
+                self.insert_key(
+                    c.path.clone(),
+                    c.keys,
+                    seq,
+                    KeyKind::Node {
+                        name: c.name.clone(),
+                        role: c.role.clone(),
+                        not_before: c.not_before,
+                        not_after: c.not_after,
+                        epochs: Vec::new(),
+                    },
+                );
+            }
+            Body::Epoch(e) => {
+                if let Some(KeyRecord {
+                    kind: KeyKind::Node { epochs, .. },
+                    ..
+                }) = self.keys.get_mut(&e.node)
+                {
+                    epochs.push(e.epoch);
+                }
+                if let Some(path) = e.node.epoch_key(e.epoch) {
+                    self.insert_key(path, e.keys, seq, KeyKind::Epoch { epoch: e.epoch });
+                }
+            }
+            Body::Revoke(r) => {
+                if let Some(record) = self.keys.get_mut(&r.target) {
+                    record.revoked = Some(Revocation {
+                        by: st.signer.clone(),
+                        seq,
+                        reason: r.reason.clone(),
+                    });
+                    self.revocations.push(r.target.clone());
+                }
+            }
+            Body::Trust(t) => {
+                self.trusted.insert(
+                    t.root,
+                    TrustRecord {
+                        cluster: t.cluster.clone(),
+                        level: t.level,
+                        permissions: t.permissions.clone(),
+                        expires_at: t.expires_at,
+                        seq,
+                    },
+                );
+            }
+            Body::Untrust(u) => {
+                self.trusted.remove(&u.root);
+            }
+            Body::Succession(s) => self.successor = Some((s.new_root, seq)),
+        }
+    }
+
+    /// The root identity keys, after genesis.
+    pub fn root_keys(&self) -> Option<&KeySet> {
+        self.keys.get(&KeyPath::root()).map(|r| &r.keys)
+    }
+}

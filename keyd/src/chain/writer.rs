@@ -1,0 +1,72 @@
+//! Building a chain: every appended entry is verified by the engine first, so a writer
+//! can never produce a chain that does not verify.
+
+use ed25519_dalek::SigningKey;
+
+use super::entry::{Entry, Head, encode_file};
+use super::error::Rule;
+use super::state::ChainState;
+use super::statement::Statement;
+use crate::derive::KeyPath;
+
+/// A chain being written (by a ceremony, or by keyd in service).
+#[derive(Debug, Clone, Default)]
+pub struct ChainWriter {
+    state: ChainState,
+    entries: Vec<Entry>,
+}
+
+impl ChainWriter {
+    /// An empty chain.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Continues a verified chain.
+    pub fn from_verified(v: super::Verified) -> Self {
+        ChainWriter {
+            state: v.state,
+            entries: v.entries,
+        }
+    }
+
+    /// Appends `statement` at `appended_at`, if the engine accepts it.
+    pub fn append(&mut self, statement: Statement, appended_at: u64) -> Result<&Entry, Rule> {
+        let entry = Entry {
+            seq: self.state.next_seq(),
+            prev: self.state.last_hash(),
+            statement,
+            appended_at: appended_at.max(self.state.last_appended_at()),
+        };
+        self.state.apply(&entry)?;
+        self.entries.push(entry);
+        Ok(&self.entries[self.entries.len() - 1])
+    }
+
+    /// A head over the last entry, signed with the key at `signer`.
+    pub fn head(&self, signer: KeyPath, key: &SigningKey) -> Result<Head, Rule> {
+        let seq = self
+            .state
+            .next_seq()
+            .checked_sub(1)
+            .ok_or(Rule::NoGenesis)?;
+        let head = Head::sign(seq, self.state.last_hash(), signer, key);
+        self.state.verify_head(&head)?;
+        Ok(head)
+    }
+
+    /// The chain file: entries and a head signed with the key at `signer`.
+    pub fn to_file(&self, signer: KeyPath, key: &SigningKey) -> Result<Vec<u8>, Rule> {
+        Ok(encode_file(&self.entries, &self.head(signer, key)?))
+    }
+
+    /// The verified state.
+    pub fn state(&self) -> &ChainState {
+        &self.state
+    }
+
+    /// The entries.
+    pub fn entries(&self) -> &[Entry] {
+        &self.entries
+    }
+}
