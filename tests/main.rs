@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod ceremony;
+mod chain;
 mod cli;
 mod helpers;
 mod hsm;

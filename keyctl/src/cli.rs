@@ -36,6 +36,38 @@ pub enum Command {
     /// Offline root ceremonies (touch the root HSM).
     #[command(subcommand)]
     Ceremony(Ceremony),
+    /// Check and show chain files offline.
+    #[command(subcommand)]
+    Chain(ChainCmd),
+}
+
+/// Output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    /// Human-readable text.
+    Text,
+    /// JSON.
+    Json,
+}
+
+/// Offline chain commands.
+#[derive(Debug, Subcommand)]
+pub enum ChainCmd {
+    /// Verify every entry and the signed head; exit 0 with a summary, or name the first
+    /// bad entry, its seq and the rule it breaks.
+    Verify {
+        /// The chain file.
+        file: PathBuf,
+    },
+    /// Show the keys of a (verified) chain as a tree: names, paths, key ids, epochs,
+    /// revocations, trusted clusters.
+    Show {
+        /// The chain file.
+        file: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
+    },
 }
 
 /// Ceremonies against the root token.
@@ -54,9 +86,55 @@ pub enum Ceremony {
         /// Shares needed to rebuild the root (M, 2 <= M <= N).
         #[arg(long)]
         threshold: u8,
-        /// New (or empty) directory for share-K.json, root.json and transcript.json.
+        /// Cluster name, recorded in the genesis statement.
+        #[arg(long, default_value = "keyd")]
+        cluster: String,
+        /// New (or empty) directory for share-K.json, root.json, chain.cbor and
+        /// transcript.json.
         #[arg(long)]
         out: PathBuf,
+    },
+    /// Certify level-1 branch m/INDEX' named NAME with the root, append it to the chain,
+    /// and write a bundle with the branch secret sealed (HPKE) to a keyd instance's
+    /// install key. The secret is never written in clear.
+    Issue {
+        /// RFC 7512 URI of the root token.
+        #[arg(long)]
+        hsm: String,
+        /// The chain file from `ceremony init` (updated in place).
+        #[arg(long)]
+        chain: PathBuf,
+        /// Branch name (e.g. the datacenter), unique among live keys.
+        #[arg(long)]
+        name: String,
+        /// Branch index: the branch is m/INDEX'.
+        #[arg(long)]
+        index: u32,
+        /// The keyd instance's install public key (64 hex digits, from `keyd init`).
+        #[arg(long)]
+        to: String,
+        /// Validity of the branch certificate, in days.
+        #[arg(long, default_value_t = 1825)]
+        days: u64,
+        /// Where to write the bundle (a new file, 0600).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Revoke a key (by path or name) and its whole subtree with a root-signed statement
+    /// appended to the chain (e.g. a keyd host is lost).
+    Revoke {
+        /// RFC 7512 URI of the root token.
+        #[arg(long)]
+        hsm: String,
+        /// The chain file (updated in place).
+        #[arg(long)]
+        chain: PathBuf,
+        /// The key to revoke: a path (m/1') or a name.
+        #[arg(long)]
+        path: String,
+        /// Why (recorded in the chain).
+        #[arg(long)]
+        reason: String,
     },
     /// Rebuild the root from at least M shares into a fresh token, and prove it by
     /// re-deriving the root identity of root.json. Checks every share before touching

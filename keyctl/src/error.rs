@@ -64,6 +64,25 @@ pub enum CtlError {
     /// OS randomness failed.
     #[error("the OS random generator failed: {0}")]
     Random(String),
+    /// A chain file does not verify.
+    #[error("{file}: {error}")]
+    Chain {
+        /// The file.
+        file: PathBuf,
+        /// The first bad entry and the rule it breaks.
+        error: keyd::chain::ChainError,
+    },
+    /// The chain refuses a statement the ceremony would append.
+    #[error("the chain refuses this {kind}: {rule}")]
+    Refused {
+        /// The statement kind.
+        kind: &'static str,
+        /// The rule it would break.
+        rule: keyd::chain::Rule,
+    },
+    /// A branch bundle problem.
+    #[error(transparent)]
+    Bundle(#[from] keyd::bundle::BundleError),
     /// JSON encoding failed.
     #[error("cannot encode JSON: {0}")]
     Json(#[from] serde_json::Error),
@@ -89,6 +108,9 @@ impl CtlError {
                 "provision a fresh token (`hsm-sim init --dir NEWDIR --label LABEL`) and pass its URI",
             ),
             CtlError::Path(_) => Some("paths look like m/1'/0'/2' (every component hardened)"),
+            CtlError::Chain { .. } => Some(
+                "the file was changed or damaged; restore it from the ceremony's copy, or re-fetch it from keyd",
+            ),
             CtlError::Share(_) => Some(
                 "bring the share files exactly as written by `keyctl ceremony init`; nothing was written to the token",
             ),

@@ -44,3 +44,36 @@ pub fn pretty_json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, CtlError> 
     out.push(b'\n');
     Ok(out)
 }
+
+/// Replaces `path` atomically with `contents` (write a temporary file beside it, sync,
+/// rename), with the given mode.
+pub fn replace_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), CtlError> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let _ = fs::remove_file(&tmp);
+    let result = (|| {
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)
+            .map_err(CtlError::io("cannot create", &tmp))?;
+        f.set_permissions(fs::Permissions::from_mode(mode))
+            .map_err(CtlError::io("cannot chmod", &tmp))?;
+        f.write_all(contents)
+            .and_then(|()| f.sync_all())
+            .map_err(CtlError::io("cannot write", &tmp))?;
+        fs::rename(&tmp, path).map_err(CtlError::io("cannot replace", path))
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}

@@ -1,6 +1,7 @@
 //! `keyctl`: the keyd admin CLI and offline root ceremonies.
 
 mod ceremony;
+mod chain_cmd;
 mod cli;
 mod error;
 mod files;
@@ -13,7 +14,7 @@ use keyd::derive::{self, KeyPath, SoftwareRoot};
 use keyd::hsm::ROOT_SECRET_LEN;
 use zeroize::Zeroizing;
 
-use cli::{Ceremony, Cli, Command};
+use cli::{Ceremony, ChainCmd, Cli, Command, Output};
 use error::CtlError;
 use public::PublicJson;
 
@@ -49,9 +50,10 @@ fn run(cli: Cli) -> Result<(), CtlError> {
             hsm,
             shares,
             threshold,
+            cluster,
             out,
         }) => {
-            let done = ceremony::init::run(&hsm, shares, threshold, &out)?;
+            let done = ceremony::init::run(&hsm, shares, threshold, &cluster, &out)?;
             println!("root created on the token");
             println!("  key id:      {}", done.root.key_id);
             println!("  fingerprint: {}", done.root.fingerprint);
@@ -63,11 +65,59 @@ fn run(cli: Cli) -> Result<(), CtlError> {
                 println!("    {}", f.display());
             }
             println!("  public:      {}", done.out.join("root.json").display());
+            println!("  chain:       {}", done.out.join("chain.cbor").display());
             println!(
                 "  transcript:  {}",
                 done.out.join("transcript.json").display()
             );
             Ok(())
+        }
+        Command::Ceremony(Ceremony::Issue {
+            hsm,
+            chain,
+            name,
+            index,
+            to,
+            days,
+            out,
+        }) => {
+            let done = ceremony::branch::issue(&hsm, &chain, &name, index, days, &to, &out)?;
+            println!(
+                "branch {} ({name}) certified at seq {}, key id {}",
+                done.path, done.seq, done.key_id
+            );
+            println!("  bundle (sealed to the install key): {}", out.display());
+            println!("  chain updated: {}", chain.display());
+            Ok(())
+        }
+        Command::Ceremony(Ceremony::Revoke {
+            hsm,
+            chain,
+            path,
+            reason,
+        }) => {
+            let cut = ceremony::branch::revoke(&hsm, &chain, &path, &reason)?;
+            println!("revoked {} key(s):", cut.len());
+            for p in cut {
+                println!("  {p}");
+            }
+            println!("chain updated: {}", chain.display());
+            Ok(())
+        }
+        Command::Chain(ChainCmd::Verify { file }) => {
+            let v = chain_cmd::load(&file)?;
+            println!("{}", chain_cmd::summary(&file, &v));
+            Ok(())
+        }
+        Command::Chain(ChainCmd::Show { file, output }) => {
+            let v = chain_cmd::load(&file)?;
+            match output {
+                Output::Json => print_json(&chain_cmd::to_json(&v)),
+                Output::Text => {
+                    print!("{}", chain_cmd::to_text(&v));
+                    Ok(())
+                }
+            }
         }
         Command::Ceremony(Ceremony::Recover {
             hsm,

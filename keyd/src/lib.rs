@@ -4,6 +4,10 @@
 //! PKCS#11 adapter that holds the root secret ([`hsm`]). Nodes may depend on it to
 //! check keys offline; `keyctl` uses it for the root ceremonies.
 
+pub mod bundle;
 pub mod chain;
 pub mod derive;
 pub mod hsm;
+
+#[doc(hidden)]
+pub mod fuzzing;

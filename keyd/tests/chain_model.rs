@@ -84,6 +84,9 @@ impl Model {
     }
 }
 
+/// What an accepted operation does to the model.
+type Effect = Box<dyn FnOnce(&mut Model)>;
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 
@@ -97,7 +100,7 @@ proptest! {
 
         for op in ops {
             let nodes = m.nodes();
-            let (statement, expect_ok, effect): (_, bool, Box<dyn FnOnce(&mut Model)>) = match op {
+            let (statement, expect_ok, effect): (_, bool, Effect) = match op {
                 Op::Certify { parent, n } => {
                     let parent = nodes[parent % nodes.len()];
                     let ppath = m.keys[parent].path.clone();

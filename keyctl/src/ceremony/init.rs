@@ -2,7 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
-use keyd::derive::SoftwareRoot;
+use keyd::chain::{Body, ChainWriter, Genesis, Statement};
+use keyd::derive::{KeyPath, SoftwareRoot};
 use keyd::hsm::{Hsm, ROOT_SECRET_LEN};
 use serde_json::json;
 use zeroize::Zeroizing;
@@ -46,8 +47,18 @@ pub fn check_split(threshold: u8, shares: u8) -> Result<(), CtlError> {
 /// staging directory that is renamed to `out` only once the token holds the root and
 /// has proved it by re-deriving the root identity; on any failure after the import the
 /// root is destroyed again.
-pub fn run(uri: &str, shares: u8, threshold: u8, out: &Path) -> Result<InitOutcome, CtlError> {
+pub fn run(
+    uri: &str,
+    shares: u8,
+    threshold: u8,
+    cluster: &str,
+    out: &Path,
+) -> Result<InitOutcome, CtlError> {
     check_split(threshold, shares)?;
+    keyd::chain::check_name(cluster).map_err(|message| CtlError::Arg {
+        flag: "--cluster",
+        message,
+    })?;
     if !files::is_absent_or_empty(out) {
         return Err(CtlError::OutExists(out.to_owned()));
     }
@@ -90,7 +101,7 @@ pub fn run(uri: &str, shares: u8, threshold: u8, out: &Path) -> Result<InitOutco
     );
 
     let staging = staging_dir(out)?;
-    let result = write_and_import(&hsm, &staging, secret.as_ref(), &root, &share_set);
+    let result = write_and_import(&hsm, &staging, secret.as_ref(), &root, &share_set, cluster);
     drop(secret);
     match result {
         Ok(share_names) => {
@@ -118,6 +129,7 @@ fn write_and_import(
     secret: &[u8],
     root: &RootJson,
     share_set: &[shares::ShareFile],
+    cluster: &str,
 ) -> Result<Vec<String>, CtlError> {
     let mut names = Vec::with_capacity(share_set.len());
     for share in share_set {
@@ -137,9 +149,29 @@ fn write_and_import(
                 "the token derives a different root identity than the imported secret; the token's HMAC is not what keyd expects".into(),
             ));
         }
+        // The chain starts with the self-signed genesis statement.
+        let key = super::branch::root_signing_key(&hsm_root)?;
+        let unix = crate::chain_cmd::unix_now();
+        let genesis = Body::Genesis(Genesis {
+            cluster: cluster.to_owned(),
+            keys: (&through_hsm).into(),
+        });
+        let mut chain = ChainWriter::new();
+        chain
+            .append(Statement::sign(genesis, KeyPath::root(), unix, &key), unix)
+            .map_err(|rule| CtlError::Refused {
+                kind: "genesis",
+                rule,
+            })?;
+        let chain_file = chain
+            .to_file(KeyPath::root(), &key)
+            .map_err(|rule| CtlError::Refused { kind: "head", rule })?;
+        files::write_private(&staging.join("chain.cbor"), &chain_file)?;
         let body = json!({
             "format": "keyd-transcript/v1",
             "ceremony": "init",
+            "cluster": cluster,
+            "chain_head": hex::encode(chain.state().last_hash()),
             "at": now(),
             "token": hsm.token_label(),
             "object": hsm.root_label(),
@@ -156,6 +188,7 @@ fn write_and_import(
                 format!("R split {}-of-{} with Shamir's scheme over GF(256) (blahaj)", root.threshold, root.shares),
                 "R imported as CKK_GENERIC_SECRET: CKA_TOKEN, CKA_PRIVATE, CKA_SENSITIVE, not CKA_EXTRACTABLE, CKA_SIGN only",
                 "root identity re-derived through C_Sign(CKM_SHA512_HMAC) and matched the secret",
+                "genesis statement signed by the root identity: chain.cbor",
             ],
         });
         transcript::write(&staging.join("transcript.json"), &hsm_root, body)

@@ -4,7 +4,9 @@
 //!   `root.json` and a signed transcript.
 //! - [`recover`]: rebuild `R` from shares into a fresh token and prove it.
 //! - [`fn@derive`]: public keys of any path through the token.
+//! - [`branch`]: `issue` (certify and seal a level-1 branch) and `revoke`.
 
+pub mod branch;
 pub mod init;
 pub mod recover;
 pub mod shares;

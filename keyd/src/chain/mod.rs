@@ -16,7 +16,7 @@ mod statement;
 mod status;
 mod writer;
 
-pub use cbor::CborError;
+pub use cbor::{CborError, decode_exact, to_vec as cbor_bytes};
 pub use entry::{Entry, Head, MAX_RECORD_BYTES, Record, Records, encode_file};
 pub use error::{ChainError, Rule};
 pub use state::{ChainState, KeyKind, KeyRecord, Revocation, TrustRecord};

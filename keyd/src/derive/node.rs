@@ -34,6 +34,11 @@ impl NodeSecret {
         NodeSecret::from_i(&hmac_sha512(&self.c, &[&[0u8], &self.k, &ser]))
     }
 
+    /// A node from its key and chain code (as carried by a sealed branch bundle).
+    pub fn danger_from_parts(k: [u8; 32], c: [u8; 32]) -> NodeSecret {
+        NodeSecret { k, c }
+    }
+
     /// All per-node keys (signing, X25519, X-Wing seed, storage).
     pub fn material(&self) -> KeyMaterial {
         KeyMaterial::from_node_key(&self.k)

@@ -1,0 +1,136 @@
+//! `keyctl ceremony issue` and `keyctl ceremony revoke`: root-signed statements about
+//! level-1 branches, appended to the ceremony's chain file.
+
+use std::path::Path;
+
+use ed25519_dalek::SigningKey;
+use keyd::bundle::{self, BranchBundle};
+use keyd::chain::{Body, Certify, ChainWriter, Revoke, Statement};
+use keyd::derive::{self, KeyPath, RootSecret};
+use keyd::hsm::Hsm;
+
+use crate::chain_cmd::{self, unix_now};
+use crate::error::CtlError;
+use crate::files;
+
+/// Chain files are public.
+const CHAIN_MODE: u32 = 0o644;
+
+/// The root identity's signing key, derived through the token.
+pub fn root_signing_key(root: &dyn RootSecret) -> Result<SigningKey, CtlError> {
+    Ok(derive::derive_node(root, &KeyPath::root())?
+        .material()
+        .signing_key()
+        .clone())
+}
+
+/// Loads the chain and checks it belongs to the token's root.
+fn load_for(hsm: &Hsm, chain_file: &Path) -> Result<(ChainWriter, SigningKey), CtlError> {
+    let verified = chain_cmd::load(chain_file)?;
+    let root = hsm.root()?;
+    let key = root_signing_key(&root)?;
+    if verified.state.root_keys().map(|k| k.ed25519) != Some(key.verifying_key().to_bytes()) {
+        return Err(CtlError::Mismatch(format!(
+            "{} is the chain of another root than the one in token {:?}",
+            chain_file.display(),
+            hsm.token_label()
+        )));
+    }
+    Ok((ChainWriter::from_verified(verified), key))
+}
+
+fn append(w: &mut ChainWriter, st: Statement) -> Result<(), CtlError> {
+    let kind = st.body.kind();
+    w.append(st, unix_now())
+        .map(drop)
+        .map_err(|rule| CtlError::Refused { kind, rule })
+}
+
+fn chain_bytes(w: &ChainWriter, key: &SigningKey) -> Result<Vec<u8>, CtlError> {
+    w.to_file(KeyPath::root(), key)
+        .map_err(|rule| CtlError::Refused { kind: "head", rule })
+}
+
+/// What `issue` did.
+#[derive(Debug)]
+pub struct Issued {
+    /// The branch path.
+    pub path: KeyPath,
+    /// Its key id.
+    pub key_id: String,
+    /// The chain's new head seq.
+    pub seq: u64,
+}
+
+/// Certifies branch `m/index'` named `name`, valid for `days`, and writes the bundle
+/// sealed to `install_key` to `out` (a new file) and the extended chain to `chain_file`.
+pub fn issue(
+    uri: &str,
+    chain_file: &Path,
+    name: &str,
+    index: u32,
+    days: u64,
+    install_key: &str,
+    out: &Path,
+) -> Result<Issued, CtlError> {
+    let install = bundle::parse_install_public(install_key)?;
+    let path = KeyPath::root().child(index).ok_or_else(|| CtlError::Arg {
+        flag: "--index",
+        message: format!("{index} is not below 2^31"),
+    })?;
+    if out.exists() {
+        return Err(CtlError::OutExists(out.to_owned()));
+    }
+    let hsm = super::open(uri)?;
+    let (mut w, key) = load_for(&hsm, chain_file)?;
+    let root = hsm.root()?;
+    let branch = derive::derive_node(&root, &path)?;
+    let now = unix_now();
+    let body = Body::Certify(Certify {
+        path: path.clone(),
+        name: name.to_owned(),
+        role: "keyd".to_owned(),
+        keys: (&branch.public_keys()).into(),
+        not_before: now.saturating_sub(300),
+        not_after: now.saturating_add(days.saturating_mul(86_400)),
+    });
+    append(&mut w, Statement::sign(body, KeyPath::root(), now, &key))?;
+    let chain = chain_bytes(&w, &key)?;
+    let bundle = BranchBundle::seal(name, &path, &branch, &install, chain.clone())?;
+    files::write_private(out, &bundle.to_cbor())?;
+    if let Err(e) = files::replace_atomic(chain_file, &chain, CHAIN_MODE) {
+        let _ = std::fs::remove_file(out);
+        return Err(e);
+    }
+    Ok(Issued {
+        path,
+        key_id: branch.public_keys().key_id.to_string(),
+        seq: w.state().next_seq() - 1,
+    })
+}
+
+/// Appends a root-signed revocation of `target` to `chain_file`, returning the keys it
+/// cuts off.
+pub fn revoke(
+    uri: &str,
+    chain_file: &Path,
+    target: &str,
+    reason: &str,
+) -> Result<Vec<KeyPath>, CtlError> {
+    let hsm = super::open(uri)?;
+    let (mut w, key) = load_for(&hsm, chain_file)?;
+    let target = match w.state().find(target) {
+        Some((p, _)) => p.clone(),
+        None => target.parse::<KeyPath>()?,
+    };
+    let body = Body::Revoke(Revoke {
+        target: target.clone(),
+        reason: reason.to_owned(),
+    });
+    append(
+        &mut w,
+        Statement::sign(body, KeyPath::root(), unix_now(), &key),
+    )?;
+    files::replace_atomic(chain_file, &chain_bytes(&w, &key)?, CHAIN_MODE)?;
+    Ok(w.state().cut_off_by(&target))
+}

@@ -1,0 +1,234 @@
+//! `keyctl chain verify` and `keyctl chain show`: offline checks of a chain file.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use keyd::chain::{self, ChainState, KeyKind, KeyStatus, Verified};
+use keyd::derive::KeyPath;
+use serde_json::{Value, json};
+
+use crate::error::CtlError;
+
+/// Reads and verifies a chain file.
+pub fn load(file: &Path) -> Result<Verified, CtlError> {
+    let bytes = std::fs::read(file).map_err(CtlError::io("cannot read", file))?;
+    chain::verify_file(&bytes).map_err(|error| CtlError::Chain {
+        file: file.to_owned(),
+        error,
+    })
+}
+
+/// Unix seconds now.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// The one-paragraph summary `chain verify` prints.
+pub fn summary(file: &Path, v: &Verified) -> String {
+    let s = &v.state;
+    let now = unix_now();
+    let (mut live, mut revoked) = (0, 0);
+    for (path, _) in s.keys() {
+        match s.status_at(path, now) {
+            KeyStatus::Revoked { .. } => revoked += 1,
+            _ => live += 1,
+        }
+    }
+    format!(
+        "chain {} verifies: {} entries, head seq {} hash {} signed by {}; {} keys ({} not revoked, {} revoked), {} trusted cluster(s)",
+        file.display(),
+        v.entries.len(),
+        v.head.seq,
+        hex::encode(v.head.hash),
+        v.head.signer,
+        s.len(),
+        live,
+        revoked,
+        s.trusted().count()
+    )
+}
+
+fn status_json(status: &KeyStatus) -> Value {
+    match status {
+        KeyStatus::Valid { .. } => json!({"state": "valid"}),
+        KeyStatus::Unknown => json!({"state": "unknown"}),
+        KeyStatus::Revoked {
+            revoked,
+            by,
+            seq,
+            reason,
+            ..
+        } => {
+            json!({"state": "revoked", "revoked": revoked.to_string(), "by": by.to_string(), "seq": seq, "reason": reason})
+        }
+        KeyStatus::Superseded { current, .. } => {
+            json!({"state": "superseded", "current_epoch": current})
+        }
+        KeyStatus::Expired {
+            not_before,
+            not_after,
+            ..
+        } => json!({"state": "expired", "not_before": not_before, "not_after": not_after}),
+    }
+}
+
+fn status_text(status: &KeyStatus) -> String {
+    match status {
+        KeyStatus::Valid { .. } => "valid".into(),
+        KeyStatus::Unknown => "unknown".into(),
+        KeyStatus::Revoked {
+            path,
+            revoked,
+            by,
+            seq,
+            reason,
+        } if path == revoked => format!("REVOKED by {by} at seq {seq} ({reason})"),
+        KeyStatus::Revoked { revoked, seq, .. } => {
+            format!("REVOKED with ancestor {revoked} at seq {seq}")
+        }
+        KeyStatus::Superseded { current, .. } => format!("superseded by epoch {current}"),
+        KeyStatus::Expired { not_after, .. } => format!("EXPIRED (valid until {not_after})"),
+    }
+}
+
+/// The chain as JSON: head, keys (sorted by path) and trusted clusters.
+pub fn to_json(v: &Verified) -> Value {
+    let s = &v.state;
+    let now = unix_now();
+    let mut keys: Vec<_> = s.keys().collect();
+    keys.sort_by(|a, b| a.0.cmp(b.0));
+    let keys: Vec<Value> = keys
+        .into_iter()
+        .map(|(path, r)| {
+            let mut k = json!({
+                "path": path.to_string(),
+                "key_id": r.key_id.to_string(),
+                "ed25519_public": hex::encode(r.keys.ed25519),
+                "x25519_public": hex::encode(r.keys.x25519),
+                "seq": r.seq,
+                "status": status_json(&s.status_at(path, now)),
+            });
+            match &r.kind {
+                KeyKind::Root { cluster } => {
+                    k["kind"] = "root".into();
+                    k["cluster"] = cluster.clone().into();
+                }
+                KeyKind::Node {
+                    name,
+                    role,
+                    not_before,
+                    not_after,
+                    ..
+                } => {
+                    k["kind"] = "node".into();
+                    k["name"] = name.clone().into();
+                    k["role"] = role.clone().into();
+                    k["not_before"] = (*not_before).into();
+                    k["not_after"] = (*not_after).into();
+                    if let Some((e, _)) = s.current_epoch(path) {
+                        k["current_epoch"] = e.into();
+                    }
+                }
+                KeyKind::Epoch { epoch } => {
+                    k["kind"] = "epoch".into();
+                    k["epoch"] = (*epoch).into();
+                }
+            }
+            k
+        })
+        .collect();
+    let trusted: Vec<Value> = s
+        .trusted()
+        .map(|(root, t)| {
+            json!({"cluster": t.cluster, "root": hex::encode(root), "level": format!("{:?}", t.level).to_lowercase(),
+                   "permissions": t.permissions, "expires_at": t.expires_at, "seq": t.seq})
+        })
+        .collect();
+    json!({
+        "head": {"seq": v.head.seq, "hash": hex::encode(v.head.hash), "signer": v.head.signer.to_string()},
+        "entries": v.entries.len(),
+        "keys": keys,
+        "trusted": trusted,
+    })
+}
+
+/// The chain as a readable tree.
+pub fn to_text(v: &Verified) -> String {
+    let s = &v.state;
+    let now = unix_now();
+    let mut out = String::new();
+    tree(s, &KeyPath::root(), 0, now, &mut out);
+    let mut trusted: Vec<_> = s.trusted().collect();
+    trusted.sort_by_key(|(_, t)| t.seq);
+    if !trusted.is_empty() {
+        out.push_str("trusted clusters:\n");
+        for (root, t) in trusted {
+            out.push_str(&format!(
+                "  {} root {} level {:?} permissions [{}] expires {}\n",
+                t.cluster,
+                hex::encode(root),
+                t.level,
+                t.permissions.join(", "),
+                t.expires_at
+            ));
+        }
+    }
+    out.push_str(&format!(
+        "head: seq {} hash {} signed by {}\n",
+        v.head.seq,
+        hex::encode(v.head.hash),
+        v.head.signer
+    ));
+    out
+}
+
+/// Parent of a key in the displayed tree: an epoch key's node, a node's certifier.
+fn display_parent(path: &KeyPath) -> Option<KeyPath> {
+    match path.role() {
+        keyd::derive::PathRole::Epoch { node, .. } => Some(node),
+        _ => path.parent_node(),
+    }
+}
+
+fn tree(s: &ChainState, path: &KeyPath, indent: usize, now: u64, out: &mut String) {
+    let mut children: BTreeMap<KeyPath, Vec<KeyPath>> = BTreeMap::new();
+    for (p, _) in s.keys() {
+        if let Some(parent) = display_parent(p) {
+            children.entry(parent).or_default().push(p.clone());
+        }
+    }
+    for list in children.values_mut() {
+        // Epochs (branch 0') sort before child nodes (branch 1').
+        list.sort();
+    }
+    let mut stack = vec![(path.clone(), indent)];
+    while let Some((path, indent)) = stack.pop() {
+        line(s, &path, indent, now, out);
+        if let Some(list) = children.get(&path) {
+            stack.extend(list.iter().rev().map(|c| (c.clone(), indent + 1)));
+        }
+    }
+}
+
+fn line(s: &ChainState, path: &KeyPath, indent: usize, now: u64, out: &mut String) {
+    let Some(r) = s.key(path) else { return };
+    let pad = "  ".repeat(indent);
+    let status = status_text(&s.status_at(path, now));
+    match &r.kind {
+        KeyKind::Root { cluster } => out.push_str(&format!(
+            "{pad}{path} cluster {cluster:?} (root) key {} {status}\n",
+            r.key_id
+        )),
+        KeyKind::Node { name, role, .. } => out.push_str(&format!(
+            "{pad}{path} {name} [{role}] key {} {status}\n",
+            r.key_id
+        )),
+        KeyKind::Epoch { epoch } => out.push_str(&format!(
+            "{pad}epoch {epoch} {path} key {} {status}\n",
+            r.key_id
+        )),
+    }
+}

@@ -1,0 +1,37 @@
+//! Entry points for the fuzz targets in `fuzz/` (one-line calls into these). Each
+//! checks the invariants that must hold for any input: no panic, and whatever decodes
+//! re-encodes to the very same bytes.
+
+use crate::chain::{self, Statement};
+use crate::derive::KeyPath;
+
+/// Verifies arbitrary bytes as a chain file; a chain that verifies must re-encode to
+/// its input.
+pub fn chain_file(data: &[u8]) {
+    if let Ok(v) = chain::verify_file(data) {
+        assert_eq!(chain::encode_file(&v.entries, &v.head), data);
+    }
+}
+
+/// Decodes arbitrary bytes as a statement; a decoded statement re-encodes to its input.
+pub fn statement(data: &[u8]) {
+    if let Ok(st) = Statement::from_cbor(data) {
+        assert_eq!(st.to_cbor(), data);
+        let _ = st.body.check_bounds();
+    }
+}
+
+/// Parses arbitrary text as a key path and a PKCS#11 URI; a parsed path prints back to
+/// a string that parses to the same path.
+pub fn text(data: &[u8]) {
+    let Ok(s) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(p) = s.parse::<KeyPath>() {
+        assert_eq!(p.to_string().parse::<KeyPath>().ok(), Some(p.clone()));
+        let _ = p.role();
+    }
+    if let Ok(u) = s.parse::<crate::hsm::Pkcs11Uri>() {
+        assert_eq!(u.to_string().parse::<crate::hsm::Pkcs11Uri>().ok(), Some(u));
+    }
+}
