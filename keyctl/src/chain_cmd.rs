@@ -14,7 +14,7 @@ pub fn load(file: &Path) -> Result<Verified, CtlError> {
     let bytes = std::fs::read(file).map_err(CtlError::io("cannot read", file))?;
     chain::verify_file(&bytes).map_err(|error| CtlError::Chain {
         file: file.to_owned(),
-        error,
+        error: Box::new(error),
     })
 }
 

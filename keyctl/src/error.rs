@@ -70,7 +70,7 @@ pub enum CtlError {
         /// The file.
         file: PathBuf,
         /// The first bad entry and the rule it breaks.
-        error: keyd::chain::ChainError,
+        error: Box<keyd::chain::ChainError>,
     },
     /// The chain refuses a statement the ceremony would append.
     #[error("the chain refuses this {kind}: {rule}")]
@@ -78,7 +78,7 @@ pub enum CtlError {
         /// The statement kind.
         kind: &'static str,
         /// The rule it would break.
-        rule: keyd::chain::Rule,
+        rule: Box<keyd::chain::Rule>,
     },
     /// A branch bundle problem.
     #[error(transparent)]

@@ -39,16 +39,22 @@ fn load_for(hsm: &Hsm, chain_file: &Path) -> Result<(ChainWriter, SigningKey), C
     Ok((ChainWriter::from_verified(verified), key))
 }
 
-fn append(w: &mut ChainWriter, st: Statement) -> Result<(), CtlError> {
+pub(super) fn append(w: &mut ChainWriter, st: Statement) -> Result<(), CtlError> {
     let kind = st.body.kind();
     w.append(st, unix_now())
         .map(drop)
-        .map_err(|rule| CtlError::Refused { kind, rule })
+        .map_err(|rule| CtlError::Refused {
+            kind,
+            rule: Box::new(rule),
+        })
 }
 
-fn chain_bytes(w: &ChainWriter, key: &SigningKey) -> Result<Vec<u8>, CtlError> {
+pub(super) fn chain_bytes(w: &ChainWriter, key: &SigningKey) -> Result<Vec<u8>, CtlError> {
     w.to_file(KeyPath::root(), key)
-        .map_err(|rule| CtlError::Refused { kind: "head", rule })
+        .map_err(|rule| CtlError::Refused {
+            kind: "head",
+            rule: Box::new(rule),
+        })
 }
 
 /// What `issue` did.

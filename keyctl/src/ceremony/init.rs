@@ -157,15 +157,11 @@ fn write_and_import(
             keys: (&through_hsm).into(),
         });
         let mut chain = ChainWriter::new();
-        chain
-            .append(Statement::sign(genesis, KeyPath::root(), unix, &key), unix)
-            .map_err(|rule| CtlError::Refused {
-                kind: "genesis",
-                rule,
-            })?;
-        let chain_file = chain
-            .to_file(KeyPath::root(), &key)
-            .map_err(|rule| CtlError::Refused { kind: "head", rule })?;
+        super::branch::append(
+            &mut chain,
+            Statement::sign(genesis, KeyPath::root(), unix, &key),
+        )?;
+        let chain_file = super::branch::chain_bytes(&chain, &key)?;
         files::write_private(&staging.join("chain.cbor"), &chain_file)?;
         let body = json!({
             "format": "keyd-transcript/v1",
