@@ -133,8 +133,19 @@ impl<'a> Records<'a> {
     }
 }
 
-impl Iterator for Records<'_> {
-    type Item = Result<(usize, Record), (usize, CborError)>;
+/// The encoding of a record's opening: a one-entry map keyed "entry".
+const ENTRY_RECORD_PREFIX: &[u8] = &[0xa1, 0x65, b'e', b'n', b't', b'r', b'y'];
+
+/// The hash of the entry inside a record's canonical bytes, without re-encoding it.
+pub fn entry_hash_of_record(record_bytes: &[u8]) -> Option<[u8; 32]> {
+    record_bytes
+        .strip_prefix(ENTRY_RECORD_PREFIX)
+        .map(|entry| Sha256::digest(entry).into())
+}
+
+impl<'a> Iterator for Records<'a> {
+    /// The record's offset, the record, and its canonical bytes.
+    type Item = Result<(usize, Record, &'a [u8]), (usize, CborError)>;
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.offset >= self.input.len() {
@@ -144,7 +155,7 @@ impl Iterator for Records<'_> {
         match cbor::decode_prefix::<Record>(&self.input[at..], MAX_RECORD_BYTES) {
             Ok((record, used)) => {
                 self.offset += used;
-                Some(Ok((at, record)))
+                Some(Ok((at, record, &self.input[at..at + used])))
             }
             Err(e) => {
                 self.offset = self.input.len();

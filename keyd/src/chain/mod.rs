@@ -17,7 +17,7 @@ mod status;
 mod writer;
 
 pub use cbor::{CborError, decode_exact, to_vec as cbor_bytes};
-pub use entry::{Entry, Head, MAX_RECORD_BYTES, Record, Records, encode_file};
+pub use entry::{Entry, Head, MAX_RECORD_BYTES, Record, Records, encode_file, entry_hash_of_record};
 pub use error::{ChainError, Rule};
 pub use state::{ChainState, KeyKind, KeyRecord, Revocation, TrustRecord};
 pub use statement::{
@@ -54,13 +54,14 @@ pub fn verify_file(bytes: &[u8]) -> Result<Verified, ChainError> {
         }
         let record = record.map_err(|(_, e)| fail(None, decode_rule(e)))?;
         match record {
-            (_, Record::Entry(entry)) => {
+            (_, Record::Entry(entry), bytes) => {
+                let hash = entry::entry_hash_of_record(bytes).unwrap_or_else(|| entry.hash());
                 state
-                    .apply(&entry)
+                    .apply_hashed(&entry, hash)
                     .map_err(|rule| fail(Some(entry.seq), rule))?;
                 entries.push(entry);
             }
-            (_, Record::Head(h)) => {
+            (_, Record::Head(h), _) => {
                 state.verify_head(&h).map_err(|rule| fail(None, rule))?;
                 head = Some(h);
             }

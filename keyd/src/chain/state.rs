@@ -67,6 +67,9 @@ pub struct KeyRecord {
     pub kind: KeyKind,
     /// Its own revocation, if any (ancestors' are found by [`ChainState::revocation`]).
     pub revoked: Option<Revocation>,
+    /// The decoded Ed25519 key of the root and nodes (the keys that sign statements),
+    /// kept so that applying an entry never decodes its signer's key again.
+    signer: Option<Box<VerifyingKey>>,
 }
 
 /// Another cluster this one trusts.
@@ -121,6 +124,12 @@ impl ChainState {
 
     /// Verifies `entry` against every rule and applies it; on error nothing changes.
     pub fn apply(&mut self, entry: &Entry) -> Result<(), Rule> {
+        self.apply_hashed(entry, entry.hash())
+    }
+
+    /// [`ChainState::apply`] for an entry whose hash the caller already computed from
+    /// its canonical encoding (as [`super::Records`] does), saving a re-encoding.
+    pub fn apply_hashed(&mut self, entry: &Entry, hash: [u8; 32]) -> Result<(), Rule> {
         self.check_link(entry)?;
         let st = &entry.statement;
         let signer = self.check_signer(st, entry.appended_at)?;
@@ -129,10 +138,10 @@ impl ChainState {
                 signer: st.signer.clone(),
             });
         }
-        self.check_rules(st)?;
-        self.commit(st, entry.seq);
+        let new_key = self.check_rules(st)?;
+        self.commit(st, entry.seq, new_key);
         self.next_seq += 1;
-        self.last_hash = entry.hash();
+        self.last_hash = hash;
         self.last_appended_at = entry.appended_at;
         Ok(())
     }
@@ -198,7 +207,7 @@ impl ChainState {
                 if st.signer != KeyPath::root() {
                     return Err(Rule::GenesisSigner);
                 }
-                VerifyingKey::from_bytes(&g.keys.ed25519).map_err(|_| Rule::BadKey)
+                g.keys.verifying_key().ok_or(Rule::BadKey)
             }
             (Body::Genesis(_), _) => Err(Rule::SecondGenesis),
             (_, 0) => Err(Rule::NoGenesis),
@@ -233,7 +242,10 @@ impl ChainState {
                 not_after,
             });
         }
-        VerifyingKey::from_bytes(&record.keys.ed25519).map_err(|_| Rule::BadKey)
+        match &record.signer {
+            Some(key) => Ok(**key),
+            None => record.keys.verifying_key().ok_or(Rule::BadKey),
+        }
     }
 
     /// The revocation that cuts `path` off: its own or an ancestor's.
@@ -270,17 +282,19 @@ impl ChainState {
         }
     }
 
-    fn check_new_keys(&self, keys: &KeySet) -> Result<KeyId, Rule> {
-        let id = keys.key_id().ok_or(Rule::BadKey)?;
-        if let Some(other) = self.by_id.get(&id) {
+    /// Checks a key a statement publishes: a valid point, not published before.
+    fn check_new_keys(&self, keys: &KeySet) -> Result<Option<VerifyingKey>, Rule> {
+        let key = keys.verifying_key().ok_or(Rule::BadKey)?;
+        if let Some(other) = self.by_id.get(&keys.key_id()) {
             return Err(Rule::KeyReused {
                 other: other.clone(),
             });
         }
-        Ok(id)
+        Ok(Some(key))
     }
 
-    fn check_rules(&self, st: &Statement) -> Result<(), Rule> {
+    /// Checks every rule for `st`; returns the decoded key it publishes, if any.
+    fn check_rules(&self, st: &Statement) -> Result<Option<VerifyingKey>, Rule> {
         // Epoch keys sign data, not statements, except to revoke themselves.
         if let Some(KeyRecord {
             kind: KeyKind::Epoch { .. },
@@ -294,7 +308,7 @@ impl ChainState {
             ));
         }
         match &st.body {
-            Body::Genesis(g) => self.check_new_keys(&g.keys).map(drop),
+            Body::Genesis(g) => self.check_new_keys(&g.keys),
             Body::Certify(c) => {
                 let parent = c.path.parent_node().ok_or_else(|| Rule::NotNode {
                     path: c.path.clone(),
@@ -319,7 +333,7 @@ impl ChainState {
                         path: holder.clone(),
                     });
                 }
-                self.check_new_keys(&c.keys).map(drop)
+                self.check_new_keys(&c.keys)
             }
             Body::Epoch(e) => {
                 let record = self.keys.get(&e.node).ok_or_else(|| Rule::UnknownTarget {
@@ -352,7 +366,7 @@ impl ChainState {
                 if e.node.epoch_key(e.epoch).is_none() {
                     return Err(Rule::Bounds("epoch number out of range".into()));
                 }
-                self.check_new_keys(&e.keys).map(drop)
+                self.check_new_keys(&e.keys)
             }
             Body::Revoke(r) => {
                 if r.target.depth() == 0 {
@@ -376,7 +390,7 @@ impl ChainState {
                         format!("{} may be revoked only by itself or an ancestor", r.target),
                     ));
                 }
-                Ok(())
+                Ok(None)
             }
             Body::Trust(t) => {
                 Self::check_cluster_signer(st)?;
@@ -387,14 +401,14 @@ impl ChainState {
                 if self.trusted.contains_key(&t.root) {
                     return Err(Rule::AlreadyTrusted(hex::encode(t.root)));
                 }
-                Ok(())
+                Ok(None)
             }
             Body::Untrust(u) => {
                 Self::check_cluster_signer(st)?;
                 if !self.trusted.contains_key(&u.root) {
                     return Err(Rule::NotTrusted(hex::encode(u.root)));
                 }
-                Ok(())
+                Ok(None)
             }
             Body::Succession(s) => {
                 if st.signer.depth() != 0 {
@@ -406,8 +420,7 @@ impl ChainState {
                 if let Some((_, seq)) = self.successor {
                     return Err(Rule::SecondSuccession(seq));
                 }
-                VerifyingKey::from_bytes(&s.new_root.ed25519).map_err(|_| Rule::BadKey)?;
-                self.check_new_keys(&s.new_root).map(drop)
+                self.check_new_keys(&s.new_root)
             }
         }
     }
@@ -422,10 +435,21 @@ impl ChainState {
         Ok(())
     }
 
-    fn insert_key(&mut self, path: KeyPath, keys: KeySet, seq: u64, kind: KeyKind) {
-        // check_new_keys proved the key valid.
-        let Some(key_id) = keys.key_id() else { return };
+    fn insert_key(
+        &mut self,
+        path: KeyPath,
+        keys: KeySet,
+        seq: u64,
+        kind: KeyKind,
+        decoded: Option<VerifyingKey>,
+    ) {
+        let key_id = keys.key_id();
         self.by_id.insert(key_id, path.clone());
+        // Only keys that sign statements keep their decoded form.
+        let signer = match kind {
+            KeyKind::Epoch { .. } => None,
+            _ => decoded.map(Box::new),
+        };
         self.keys.insert(
             path,
             KeyRecord {
@@ -434,11 +458,12 @@ impl ChainState {
                 seq,
                 kind,
                 revoked: None,
+                signer,
             },
         );
     }
 
-    fn commit(&mut self, st: &Statement, seq: u64) {
+    fn commit(&mut self, st: &Statement, seq: u64, decoded: Option<VerifyingKey>) {
         match &st.body {
             Body::Genesis(g) => self.insert_key(
                 KeyPath::root(),
@@ -447,6 +472,7 @@ impl ChainState {
                 KeyKind::Root {
                     cluster: g.cluster.clone(),
                 },
+                decoded,
             ),
             Body::Certify(c) => {
                 self.names.insert(c.name.clone(), c.path.clone());
@@ -461,6 +487,7 @@ impl ChainState {
                         not_after: c.not_after,
                         epochs: Vec::new(),
                     },
+                    decoded,
                 );
             }
             Body::Epoch(e) => {
@@ -472,7 +499,7 @@ impl ChainState {
                     epochs.push(e.epoch);
                 }
                 if let Some(path) = e.node.epoch_key(e.epoch) {
-                    self.insert_key(path, e.keys, seq, KeyKind::Epoch { epoch: e.epoch });
+                    self.insert_key(path, e.keys, seq, KeyKind::Epoch { epoch: e.epoch }, None);
                 }
             }
             Body::Revoke(r) => {

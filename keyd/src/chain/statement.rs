@@ -37,10 +37,13 @@ pub struct KeySet {
 
 impl KeySet {
     /// The key id of the Ed25519 key.
-    pub fn key_id(&self) -> Option<KeyId> {
-        VerifyingKey::from_bytes(&self.ed25519)
-            .ok()
-            .map(|k| KeyId::of(&k))
+    pub fn key_id(&self) -> KeyId {
+        KeyId::of_bytes(&self.ed25519)
+    }
+
+    /// The Ed25519 key, if it is a valid point.
+    pub fn verifying_key(&self) -> Option<VerifyingKey> {
+        VerifyingKey::from_bytes(&self.ed25519).ok()
     }
 }
 

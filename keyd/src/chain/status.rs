@@ -110,14 +110,7 @@ impl ChainState {
 
     /// The status of an Ed25519 public key at time `now` (Unix seconds).
     pub fn status_of_key(&self, ed25519: &[u8; 32], now: u64) -> KeyStatus {
-        let Some(id) = KeySet {
-            ed25519: *ed25519,
-            x25519: [0; 32],
-        }
-        .key_id() else {
-            return KeyStatus::Unknown;
-        };
-        match self.by_id.get(&id) {
+        match self.by_id.get(&KeyId::of_bytes(ed25519)) {
             Some(path)
                 if self
                     .keys

@@ -132,7 +132,12 @@ pub struct KeyId(pub [u8; 16]);
 impl KeyId {
     /// The key id of an Ed25519 public key.
     pub fn of(key: &VerifyingKey) -> Self {
-        let digest = Sha256::digest(key.as_bytes());
+        Self::of_bytes(key.as_bytes())
+    }
+
+    /// The key id of an encoded Ed25519 public key (not checked to be a valid point).
+    pub fn of_bytes(key: &[u8; 32]) -> Self {
+        let digest = Sha256::digest(key);
         let mut id = [0u8; 16];
         id.copy_from_slice(&digest[..16]);
         KeyId(id)
