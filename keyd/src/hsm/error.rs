@@ -146,6 +146,25 @@ pub enum HsmError {
         /// Object label.
         object: String,
     },
+    /// The seal token already holds a seal key.
+    #[error("token {label:?} already holds a seal key named {object:?}; it is never replaced (data sealed under it would be lost)")]
+    SealKeyExists {
+        /// Token label.
+        label: String,
+        /// Object label.
+        object: String,
+    },
+    /// The seal token has no seal key.
+    #[error("token {label:?} holds no seal key named {object:?}; run `keyd init` first")]
+    SealKeyMissing {
+        /// Token label.
+        label: String,
+        /// Object label.
+        object: String,
+    },
+    /// A sealed blob that does not open (tampered, or sealed by another key).
+    #[error("sealed data does not open with this seal key (tampered, or sealed by another token)")]
+    Unseal,
     /// Any other PKCS#11 failure.
     #[error("PKCS#11 {operation} failed: {source}")]
     Pkcs11 {

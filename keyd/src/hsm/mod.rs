@@ -7,6 +7,7 @@
 
 mod error;
 mod pin;
+mod seal;
 mod token;
 mod uri;
 

@@ -67,7 +67,8 @@ impl Hsm {
         &self.label
     }
 
-    /// The label of the root secret object (the URI's `object`, default `root`).
+    /// The label of the key object this handle works with: the URI's `object` (default
+    /// `root`; the seal token names its AES key, e.g. `seal`).
     pub fn root_label(&self) -> &str {
         &self.object
     }
@@ -167,8 +168,17 @@ impl Hsm {
     }
 
     fn find_root(&self) -> Result<Option<ObjectHandle>, HsmError> {
+        self.find_object(ObjectClass::SECRET_KEY)
+    }
+
+    pub(super) fn session(&self) -> &Session {
+        &self.session
+    }
+
+    /// The object of `class` labelled like the URI's `object`.
+    pub(super) fn find_object(&self, class: ObjectClass) -> Result<Option<ObjectHandle>, HsmError> {
         let template = [
-            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::Class(class),
             Attribute::Label(self.object.as_bytes().to_vec()),
         ];
         let found = self
