@@ -8,6 +8,16 @@ pub mod bundle;
 pub mod chain;
 pub mod derive;
 pub mod hsm;
+#[cfg(feature = "server")]
+pub mod api;
+#[cfg(feature = "server")]
+pub mod config;
+#[cfg(feature = "server")]
+pub mod identity;
+#[cfg(feature = "server")]
+pub mod service;
+#[cfg(feature = "server")]
+pub mod store;
 
 #[doc(hidden)]
 pub mod fuzzing;

@@ -1,0 +1,146 @@
+//! `keyd.toml`: parsed into [`RawConfig`] (unknown keys refused), then checked into
+//! [`Config`]. Errors name the file and the key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use thiserror::Error;
+
+use crate::hsm::Pkcs11Uri;
+
+/// A configuration that cannot be used.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Not valid TOML or an unknown key.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// toml's message (names the key).
+        message: String,
+    },
+    /// A value that does not make sense.
+    #[error("{path}: {key}: {message}")]
+    Value {
+        /// The file.
+        path: PathBuf,
+        /// The key.
+        key: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// The file as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Address to listen on (`127.0.0.1:0` picks a free port).
+    pub listen: String,
+    /// Directory for keyd.redb, the CA certificate and the first admin credential.
+    pub data_dir: PathBuf,
+    /// RFC 7512 URI of the seal token and its AES key object.
+    pub seal_hsm: String,
+    /// Lifetime of node and admin client certificates, in hours.
+    #[serde(default = "default_cert_hours")]
+    pub client_cert_hours: u64,
+    /// Lifetime of an enrollment token, in seconds.
+    #[serde(default = "default_token_seconds")]
+    pub enroll_token_seconds: u64,
+    /// Log format: `text` or `json`.
+    #[serde(default = "default_log_format")]
+    pub log_format: String,
+}
+
+fn default_cert_hours() -> u64 {
+    24
+}
+fn default_token_seconds() -> u64 {
+    600
+}
+fn default_log_format() -> String {
+    "text".into()
+}
+
+/// A checked configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// The seal token.
+    pub seal_hsm: Pkcs11Uri,
+    /// Client certificate lifetime, seconds.
+    pub client_cert_seconds: u64,
+    /// Enrollment token lifetime, seconds.
+    pub enroll_token_seconds: u64,
+    /// JSON logs.
+    pub log_json: bool,
+}
+
+impl Config {
+    /// Reads and checks `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let raw: RawConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        let value = |key, message: String| ConfigError::Value {
+            path: path.to_owned(),
+            key,
+            message,
+        };
+        let listen = raw
+            .listen
+            .parse()
+            .map_err(|e| value("listen", format!("{:?} is not host:port: {e}", raw.listen)))?;
+        let seal_hsm = raw
+            .seal_hsm
+            .parse()
+            .map_err(|e: crate::hsm::UriError| value("seal_hsm", e.to_string()))?;
+        if raw.client_cert_hours == 0 || raw.client_cert_hours > 24 * 366 {
+            return Err(value("client_cert_hours", "must be 1 to 8784".into()));
+        }
+        if raw.enroll_token_seconds == 0 || raw.enroll_token_seconds > 7 * 86_400 {
+            return Err(value("enroll_token_seconds", "must be 1 to 604800".into()));
+        }
+        let log_json = match raw.log_format.as_str() {
+            "text" => false,
+            "json" => true,
+            other => return Err(value("log_format", format!("{other:?} is not text or json"))),
+        };
+        let data_dir = if raw.data_dir.is_relative() {
+            path.parent().unwrap_or(Path::new(".")).join(&raw.data_dir)
+        } else {
+            raw.data_dir
+        };
+        Ok(Config {
+            listen,
+            data_dir,
+            seal_hsm,
+            client_cert_seconds: raw.client_cert_hours * 3600,
+            enroll_token_seconds: raw.enroll_token_seconds,
+            log_json,
+        })
+    }
+
+    /// The database file.
+    pub fn db_path(&self) -> PathBuf {
+        self.data_dir.join("keyd.redb")
+    }
+}

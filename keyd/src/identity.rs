@@ -1,0 +1,205 @@
+//! TLS identities issued from keyd's branch: the CA certificate (the branch identity key
+//! itself, self-signed, byte-identical across restarts), the server certificate, and
+//! short-lived client certificates for nodes (from a CSR) and admins.
+//!
+//! A client certificate names its principal in a URI SAN: `keyd:node:<path>` or
+//! `keyd:admin:<name>`. The chain, not the certificate, says whether a node is still
+//! valid: every request checks it.
+
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, PKCS_ED25519,
+    SanType, SerialNumber,
+};
+use rustls::pki_types::PrivatePkcs8KeyDer;
+use thiserror::Error;
+use time::OffsetDateTime;
+use zeroize::Zeroizing;
+
+use crate::derive::{KeyMaterial, KeyPath};
+
+/// Certificate failures.
+#[derive(Debug, Error)]
+pub enum IdentityError {
+    /// rcgen refused.
+    #[error("certificate: {0}")]
+    Cert(#[from] rcgen::Error),
+    /// A CSR that cannot be used.
+    #[error("the certificate signing request is not usable: {0}")]
+    Csr(String),
+}
+
+/// Who a client certificate names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    /// A node of the tree.
+    Node(KeyPath),
+    /// An administrator.
+    Admin(String),
+}
+
+impl Principal {
+    /// The URI SAN text.
+    pub fn uri(&self) -> String {
+        match self {
+            Principal::Node(p) => format!("keyd:node:{p}"),
+            Principal::Admin(n) => format!("keyd:admin:{n}"),
+        }
+    }
+
+    /// Parses a URI SAN.
+    pub fn from_uri(uri: &str) -> Option<Principal> {
+        if let Some(p) = uri.strip_prefix("keyd:node:") {
+            return p.parse().ok().map(Principal::Node);
+        }
+        uri.strip_prefix("keyd:admin:")
+            .filter(|n| crate::chain::check_name(n).is_ok())
+            .map(|n| Principal::Admin(n.to_owned()))
+    }
+
+    /// The principal a DER certificate names, if any.
+    pub fn of_certificate(der: &[u8]) -> Option<Principal> {
+        let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+        let san = cert.subject_alternative_name().ok()??;
+        san.value.general_names.iter().find_map(|n| match n {
+            x509_parser::extensions::GeneralName::URI(u) => Principal::from_uri(u),
+            _ => None,
+        })
+    }
+}
+
+/// PKCS#8 v1 encoding of an Ed25519 seed (RFC 8410 section 7).
+fn ed25519_pkcs8(seed: &[u8; 32]) -> Zeroizing<Vec<u8>> {
+    const PREFIX: [u8; 16] = [
+        0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04,
+        0x20,
+    ];
+    let mut der = Zeroizing::new(Vec::with_capacity(48));
+    der.extend_from_slice(&PREFIX);
+    der.extend_from_slice(seed);
+    der
+}
+
+/// The certificate authority: keyd's branch identity key.
+pub struct Ca {
+    issuer: Issuer<'static, KeyPair>,
+    cert_pem: String,
+    cert_der: Vec<u8>,
+}
+
+impl std::fmt::Debug for Ca {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ca").finish_non_exhaustive()
+    }
+}
+
+fn dn(common_name: &str) -> DistinguishedName {
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::OrganizationName, "keyd");
+    dn.push(DnType::CommonName, common_name);
+    dn
+}
+
+fn at(unix: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp(unix).unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+fn now() -> i64 {
+    OffsetDateTime::now_utc().unix_timestamp()
+}
+
+impl Ca {
+    /// The CA of branch `path` named `name`, signing with the branch identity key.
+    pub fn from_branch(branch: &KeyMaterial, name: &str, path: &KeyPath) -> Result<Ca, IdentityError> {
+        let pkcs8 = ed25519_pkcs8(&branch.signing_key().to_bytes());
+        let key = KeyPair::from_pkcs8_der_and_sign_algo(
+            &PrivatePkcs8KeyDer::from(pkcs8.as_slice()),
+            &PKCS_ED25519,
+        )?;
+        let mut params = CertificateParams::default();
+        params.distinguished_name = dn(&format!("keyd {name} ({path})"));
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
+        // Fixed fields: the same key always gives the same CA certificate.
+        params.not_before = at(1_735_689_600); // 2025-01-01
+        params.not_after = at(4_891_363_200); // 2125-01-01
+        params.serial_number = Some(SerialNumber::from_slice(&branch.public_keys().key_id.0));
+        let cert = params.self_signed(&key)?;
+        Ok(Ca {
+            cert_pem: cert.pem(),
+            cert_der: cert.der().to_vec(),
+            issuer: Issuer::new(params, key),
+        })
+    }
+
+    /// The CA certificate, PEM.
+    pub fn cert_pem(&self) -> &str {
+        &self.cert_pem
+    }
+
+    /// The CA certificate, DER.
+    pub fn cert_der(&self) -> &[u8] {
+        &self.cert_der
+    }
+
+    fn leaf(common_name: &str, sans: Vec<SanType>, seconds: u64, server: bool) -> CertificateParams {
+        let mut params = CertificateParams::default();
+        params.distinguished_name = dn(common_name);
+        params.subject_alt_names = sans;
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![if server {
+            ExtendedKeyUsagePurpose::ServerAuth
+        } else {
+            ExtendedKeyUsagePurpose::ClientAuth
+        }];
+        let t = now();
+        params.not_before = at(t - 300);
+        params.not_after = at(t + seconds as i64);
+        params.use_authority_key_identifier_extension = true;
+        params
+    }
+
+    /// A server certificate for `names` (DNS names or IP addresses) with a fresh key:
+    /// `(certificate DER, PKCS#8 key DER)`.
+    pub fn server_cert(&self, names: &[String], seconds: u64) -> Result<(Vec<u8>, Zeroizing<Vec<u8>>), IdentityError> {
+        let key = KeyPair::generate_for(&PKCS_ED25519)?;
+        let mut sans = Vec::new();
+        for n in names {
+            sans.push(match n.parse::<std::net::IpAddr>() {
+                Ok(ip) => SanType::IpAddress(ip),
+                Err(_) => SanType::DnsName(n.clone().try_into()?),
+            });
+        }
+        let cert = Self::leaf("keyd server", sans, seconds, true).signed_by(&key, &self.issuer)?;
+        Ok((cert.der().to_vec(), Zeroizing::new(key.serialize_der())))
+    }
+
+    /// A client certificate for `principal`, for the key in `csr_pem`; the CSR's own
+    /// names and extensions are ignored.
+    pub fn client_cert_from_csr(
+        &self,
+        csr_pem: &str,
+        principal: &Principal,
+        common_name: &str,
+        seconds: u64,
+    ) -> Result<String, IdentityError> {
+        let csr = CertificateSigningRequestParams::from_pem(csr_pem)
+            .map_err(|e| IdentityError::Csr(e.to_string()))?;
+        let params = Self::leaf(common_name, vec![SanType::URI(principal.uri().try_into()?)], seconds, false);
+        Ok(params.signed_by(&csr.public_key, &self.issuer)?.pem())
+    }
+
+    /// A client certificate and a fresh key for `principal`: `(certificate PEM, key PEM)`.
+    pub fn client_credential(
+        &self,
+        principal: &Principal,
+        common_name: &str,
+        seconds: u64,
+    ) -> Result<(String, Zeroizing<String>), IdentityError> {
+        let key = KeyPair::generate_for(&PKCS_ED25519)?;
+        let params = Self::leaf(common_name, vec![SanType::URI(principal.uri().try_into()?)], seconds, false);
+        let cert = params.signed_by(&key, &self.issuer)?;
+        Ok((cert.pem(), Zeroizing::new(key.serialize_pem())))
+    }
+}

@@ -1,0 +1,460 @@
+//! The running service: auth checks, chain updates, key use. Handlers call only this.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+
+use ed25519_dalek::{Signature, Signer, VerifyingKey};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use thiserror::Error;
+use zeroize::Zeroizing;
+
+use crate::chain::{
+    self, Body, Certify, ChainWriter, Epoch, KeyKind, KeyStatus, Revoke, Rule, Statement,
+};
+use crate::config::Config;
+use crate::derive::{KeyMaterial, KeyPath, NodeSecret};
+use crate::identity::{Ca, IdentityError, Principal};
+use crate::store::{Store, StoreError};
+
+/// Service-level failures; the API maps each to a status and a stable code.
+#[derive(Debug, Error)]
+pub enum ServiceError {
+    /// The caller presented no client certificate, or one naming no principal.
+    #[error("a client certificate issued by this keyd is required")]
+    Unauthenticated,
+    /// The caller's key is no longer valid in the chain.
+    #[error("the client's key is not valid: {0}")]
+    Revoked(String),
+    /// The principal may not do this.
+    #[error("{0}")]
+    Forbidden(String),
+    /// Bad input.
+    #[error("{0}")]
+    BadRequest(String),
+    /// An unknown node or key.
+    #[error("{0}")]
+    NotFound(String),
+    /// The chain refuses the change.
+    #[error("the chain refuses this change: {0}")]
+    Chain(#[from] Rule),
+    /// An enrollment token that is unknown, used or expired.
+    #[error("the enrollment token is unknown, already used or expired")]
+    BadToken,
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Certificate issuance failed.
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+}
+
+/// An enrollment token's stored record.
+#[derive(Serialize, Deserialize)]
+struct TokenRecord {
+    path: KeyPath,
+    expires_at: u64,
+}
+
+/// Unix seconds now.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// The result of `verify`.
+#[derive(Debug, Serialize)]
+pub struct Verification {
+    /// Whether the signature verifies and the key is a valid key of the cluster.
+    pub valid: bool,
+    /// Whether the signature itself verifies.
+    pub signature_ok: bool,
+    /// The key's path, if it is a key of the cluster.
+    pub path: Option<String>,
+    /// Its epoch, for epoch keys.
+    pub epoch: Option<u32>,
+    /// Its status (`valid`, `unknown`, `revoked`, `superseded`, `expired`).
+    pub status: String,
+    /// Why a key is not valid.
+    pub reason: Option<String>,
+}
+
+/// keyd at run time.
+pub struct Service {
+    store: Store,
+    config: Config,
+    branch_path: KeyPath,
+    branch_name: String,
+    branch: NodeSecret,
+    ca: Ca,
+    chain: RwLock<ChainWriter>,
+    keys: Mutex<HashMap<KeyPath, Arc<KeyMaterial>>>,
+}
+
+impl std::fmt::Debug for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Service")
+            .field("branch", &self.branch_path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Service {
+    /// Assembles the service from an unsealed branch and the stored chain.
+    pub fn new(
+        store: Store,
+        config: Config,
+        branch_name: String,
+        branch_path: KeyPath,
+        branch: NodeSecret,
+        chain: ChainWriter,
+    ) -> Result<Service, ServiceError> {
+        let ca = Ca::from_branch(&branch.material(), &branch_name, &branch_path)?;
+        Ok(Service {
+            store,
+            config,
+            branch_path,
+            branch_name,
+            branch,
+            ca,
+            chain: RwLock::new(chain),
+            keys: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The CA.
+    pub fn ca(&self) -> &Ca {
+        &self.ca
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The branch path.
+    pub fn branch_path(&self) -> &KeyPath {
+        &self.branch_path
+    }
+
+    fn read_chain(&self) -> std::sync::RwLockReadGuard<'_, ChainWriter> {
+        self.chain.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The key material at `path` (under the branch), cached.
+    fn material(&self, path: &KeyPath) -> Result<Arc<KeyMaterial>, ServiceError> {
+        let mut cache = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(m) = cache.get(path) {
+            return Ok(m.clone());
+        }
+        if !self.branch_path.is_prefix_of(path) {
+            return Err(ServiceError::Forbidden(format!("{path} is not under this keyd's branch {}", self.branch_path)));
+        }
+        let mut node = self.branch.clone();
+        for index in path.indexes().skip(self.branch_path.depth()) {
+            node = node.child(index);
+        }
+        let m = Arc::new(node.material());
+        if cache.len() > 100_000 {
+            cache.clear();
+        }
+        cache.insert(path.clone(), m.clone());
+        Ok(m)
+    }
+
+    /// Checks that a client certificate's principal is still valid now.
+    pub fn authenticate(&self, principal: Option<Principal>) -> Result<Principal, ServiceError> {
+        let principal = principal.ok_or(ServiceError::Unauthenticated)?;
+        if let Principal::Node(path) = &principal {
+            let status = self.read_chain().state().status_at(path, unix_now());
+            if !status.is_valid() {
+                return Err(ServiceError::Revoked(describe(&status)));
+            }
+        }
+        Ok(principal)
+    }
+
+    fn require_admin(principal: &Principal) -> Result<(), ServiceError> {
+        match principal {
+            Principal::Admin(_) => Ok(()),
+            Principal::Node(p) => Err(ServiceError::Forbidden(format!("{p} is a node; this needs an admin credential"))),
+        }
+    }
+
+    /// Appends the statements `build` makes against the current state, and persists
+    /// them with the new head (and an optional token record) in one transaction.
+    fn append<T>(&self, build: impl FnOnce(&ChainWriter) -> Result<Built<T>, ServiceError>) -> Result<T, ServiceError> {
+        let mut chain = self.chain.write().unwrap_or_else(|e| e.into_inner());
+        let built = build(&chain)?;
+        let first = chain.entries().len();
+        let now = unix_now();
+        for st in built.statements {
+            if let Err(rule) = chain.append(st, now) {
+                if chain.entries().len() > first {
+                    *chain = self.reload_chain()?;
+                }
+                return Err(rule.into());
+            }
+        }
+        let branch_key = self.branch.material();
+        let head = chain.head(self.branch_path.clone(), branch_key.signing_key())?;
+        let token = built.token.as_ref().map(|(h, r)| (h.as_slice(), r.as_slice()));
+        if let Err(e) = self.store.append_chain(&chain.entries()[first..], &head, token) {
+            // Keep memory equal to disk.
+            *chain = self.reload_chain()?;
+            return Err(e.into());
+        }
+        Ok(built.value)
+    }
+
+    fn reload_chain(&self) -> Result<ChainWriter, ServiceError> {
+        let (entries, _) = self.store.load_chain()?;
+        let mut w = ChainWriter::new();
+        for e in entries {
+            w.append(e.statement, e.appended_at)?;
+        }
+        Ok(w)
+    }
+
+    /// Creates a node under `parent` (a name or path; default the branch), certified by
+    /// the parent with epoch 0, and a one-time enrollment token for it:
+    /// `(path, token, expires_at)`.
+    pub fn add_node(
+        &self,
+        principal: &Principal,
+        name: &str,
+        parent: Option<&str>,
+    ) -> Result<(KeyPath, Zeroizing<String>, u64), ServiceError> {
+        Self::require_admin(principal)?;
+        chain::check_name(name).map_err(ServiceError::BadRequest)?;
+        let mut raw = Zeroizing::new([0u8; 32]);
+        getrandom::fill(raw.as_mut()).map_err(|e| ServiceError::BadRequest(format!("randomness: {e}")))?;
+        let token = Zeroizing::new(hex::encode(raw.as_ref()));
+        let hash = Sha256::digest(token.as_bytes()).to_vec();
+        let expires_at = unix_now() + self.config.enroll_token_seconds;
+        let path = self.append(|w| {
+            let state = w.state();
+            let parent_path = match parent {
+                None => self.branch_path.clone(),
+                Some(p) => state
+                    .find(p)
+                    .map(|(p, _)| p.clone())
+                    .ok_or_else(|| ServiceError::NotFound(format!("no node {p:?}")))?,
+            };
+            if !matches!(state.key(&parent_path).map(|r| &r.kind), Some(KeyKind::Node { .. })) {
+                return Err(ServiceError::BadRequest(format!("{parent_path} is not a node")));
+            }
+            let path = (0..u32::MAX >> 1)
+                .filter_map(|n| parent_path.child_node(n))
+                .find(|c| state.key(c).is_none())
+                .ok_or_else(|| ServiceError::BadRequest("no free child index".into()))?;
+            let epoch_path = path
+                .epoch_key(0)
+                .ok_or_else(|| ServiceError::BadRequest("path too deep".into()))?;
+            let now = unix_now();
+            let node = self.material(&path)?;
+            let parent_key = self.material(&parent_path)?;
+            let epoch_key = self.material(&epoch_path)?;
+            let certify = Statement::sign(
+                Body::Certify(Certify {
+                    path: path.clone(),
+                    name: name.to_owned(),
+                    role: "node".to_owned(),
+                    keys: (&node.public_keys()).into(),
+                    not_before: now.saturating_sub(300),
+                    not_after: now + 5 * 365 * 86_400,
+                }),
+                parent_path,
+                now,
+                parent_key.signing_key(),
+            );
+            let epoch = Statement::sign(
+                Body::Epoch(Epoch {
+                    node: path.clone(),
+                    epoch: 0,
+                    keys: (&epoch_key.public_keys()).into(),
+                }),
+                path.clone(),
+                now,
+                node.signing_key(),
+            );
+            let record = chain::cbor_bytes(&TokenRecord {
+                path: path.clone(),
+                expires_at,
+            });
+            Ok(Built {
+                statements: vec![certify, epoch],
+                token: Some((hash, record)),
+                value: path,
+            })
+        })?;
+        Ok((path, token, expires_at))
+    }
+
+    /// Redeems an enrollment token (once) for a client certificate for the key in
+    /// `csr_pem`: `(certificate PEM, node path)`.
+    pub fn enroll(&self, token: &str, csr_pem: &str) -> Result<(String, KeyPath), ServiceError> {
+        // Check the CSR before spending the token.
+        rcgen::CertificateSigningRequestParams::from_pem(csr_pem)
+            .map_err(|e| ServiceError::BadRequest(format!("csr: not a PEM certificate signing request: {e}")))?;
+        let hash = Sha256::digest(token.trim().as_bytes());
+        let record = self.store.take_token(&hash)?.ok_or(ServiceError::BadToken)?;
+        let record: TokenRecord =
+            chain::decode_exact(&record, 4096).map_err(|_| ServiceError::BadToken)?;
+        if record.expires_at < unix_now() {
+            return Err(ServiceError::BadToken);
+        }
+        let principal = self.authenticate(Some(Principal::Node(record.path.clone())))?;
+        let name = match self.read_chain().state().key(&record.path).map(|r| &r.kind) {
+            Some(KeyKind::Node { name, .. }) => name.clone(),
+            _ => record.path.to_string(),
+        };
+        let cert = self.ca.client_cert_from_csr(csr_pem, &principal, &name, self.config.client_cert_seconds)?;
+        Ok((cert, record.path))
+    }
+
+    /// Signs `data` with the node's current epoch key: `(signature, key id, epoch, key path)`.
+    pub fn sign(&self, principal: &Principal, data: &[u8]) -> Result<(Signature, String, u32, KeyPath), ServiceError> {
+        let Principal::Node(node) = principal else {
+            return Err(ServiceError::Forbidden("only nodes sign; admins have no signing key".into()));
+        };
+        let (epoch, record_id) = {
+            let chain = self.read_chain();
+            let (epoch, record) = chain
+                .state()
+                .current_epoch(node)
+                .ok_or_else(|| ServiceError::Revoked(format!("{node} has no valid epoch key")))?;
+            (epoch, record.key_id.to_string())
+        };
+        let path = node.epoch_key(epoch).ok_or_else(|| ServiceError::NotFound("epoch".into()))?;
+        let key = self.material(&path)?;
+        Ok((key.signing_key().sign(data), record_id, epoch, path))
+    }
+
+    /// Verifies `signature` over `data` by the Ed25519 key `public`, and says whether
+    /// that key is a valid key of this cluster.
+    pub fn verify(&self, data: &[u8], signature: &[u8; 64], public: &[u8; 32]) -> Verification {
+        let signature_ok = VerifyingKey::from_bytes(public)
+            .map(|k| k.verify_strict(data, &Signature::from_bytes(signature)).is_ok())
+            .unwrap_or(false);
+        let chain = self.read_chain();
+        let status = chain.state().status_of_key(public, unix_now());
+        let (path, epoch) = match chain.state().path_of(&crate::derive::KeyId::of_bytes(public)) {
+            Some(p) => (
+                Some(p.to_string()),
+                match chain.state().key(p).map(|r| &r.kind) {
+                    Some(KeyKind::Epoch { epoch }) => Some(*epoch),
+                    _ => None,
+                },
+            ),
+            None => (None, None),
+        };
+        let (name, reason) = match &status {
+            KeyStatus::Valid { .. } => ("valid", None),
+            KeyStatus::Unknown => ("unknown", Some(describe(&status))),
+            KeyStatus::Revoked { .. } => ("revoked", Some(describe(&status))),
+            KeyStatus::Superseded { .. } => ("superseded", Some(describe(&status))),
+            KeyStatus::Expired { .. } => ("expired", Some(describe(&status))),
+        };
+        Verification {
+            valid: signature_ok && status.is_valid(),
+            signature_ok,
+            path,
+            epoch,
+            status: name.to_owned(),
+            reason,
+        }
+    }
+
+    /// Revokes a node (name or path) under this branch, signed by the branch key:
+    /// returns the keys cut off.
+    pub fn revoke(&self, principal: &Principal, target: &str, reason: &str) -> Result<Vec<KeyPath>, ServiceError> {
+        Self::require_admin(principal)?;
+        self.append(|w| {
+            let target = w
+                .state()
+                .find(target)
+                .map(|(p, _)| p.clone())
+                .ok_or_else(|| ServiceError::NotFound(format!("no node or key {target:?}")))?;
+            if !self.branch_path.is_prefix_of(&target) || target == self.branch_path {
+                return Err(ServiceError::Forbidden(format!(
+                    "{target} is not below this keyd's branch {}",
+                    self.branch_path
+                )));
+            }
+            let key = self.material(&self.branch_path)?;
+            let st = Statement::sign(
+                Body::Revoke(Revoke { target: target.clone(), reason: reason.to_owned() }),
+                self.branch_path.clone(),
+                unix_now(),
+                key.signing_key(),
+            );
+            Ok(Built { statements: vec![st], token: None, value: target })
+        })
+        .map(|target| self.read_chain().state().cut_off_by(&target))
+    }
+
+    /// The chain file records from `since` on, with the current head.
+    pub fn chain_since(&self, since: u64) -> Result<Vec<u8>, ServiceError> {
+        let chain = self.read_chain();
+        let entries = chain.entries();
+        let from = usize::try_from(since).unwrap_or(usize::MAX).min(entries.len());
+        let key = self.branch.material();
+        let head = chain.head(self.branch_path.clone(), key.signing_key())?;
+        Ok(chain::encode_file(&entries[from..], &head))
+    }
+
+    /// Node names and paths with their status, sorted by path.
+    pub fn list_nodes(&self, principal: &Principal) -> Result<Vec<(String, String, String)>, ServiceError> {
+        Self::require_admin(principal)?;
+        let chain = self.read_chain();
+        let now = unix_now();
+        let mut out: Vec<_> = chain
+            .state()
+            .keys()
+            .filter_map(|(p, r)| match &r.kind {
+                KeyKind::Node { name, .. } => Some((p.clone(), name.clone())),
+                _ => None,
+            })
+            .collect();
+        out.sort();
+        Ok(out
+            .into_iter()
+            .map(|(p, name)| {
+                let status = chain.state().status_at(&p, now);
+                let s = if status.is_valid() { "valid".to_owned() } else { describe(&status) };
+                (name, p.to_string(), s)
+            })
+            .collect())
+    }
+
+    /// The branch name.
+    pub fn branch_name(&self) -> &str {
+        &self.branch_name
+    }
+}
+
+/// What an `append` builder returns.
+struct Built<T> {
+    statements: Vec<Statement>,
+    token: Option<(Vec<u8>, Vec<u8>)>,
+    value: T,
+}
+
+fn describe(status: &KeyStatus) -> String {
+    match status {
+        KeyStatus::Valid { path, .. } => format!("{path} is valid"),
+        KeyStatus::Unknown => "not a key of this cluster".into(),
+        KeyStatus::Revoked { path, revoked, by, seq, reason } => {
+            if path == revoked {
+                format!("{path} was revoked by {by} at seq {seq} ({reason})")
+            } else {
+                format!("{path} is cut off: its ancestor {revoked} was revoked by {by} at seq {seq} ({reason})")
+            }
+        }
+        KeyStatus::Superseded { path, epoch, current } => format!("{path} is epoch {epoch}; the current epoch is {current}"),
+        KeyStatus::Expired { path, not_after, .. } => format!("{path} expired at {not_after}"),
+    }
+}
