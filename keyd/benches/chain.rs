@@ -13,13 +13,20 @@ use std::time::Instant;
 
 use common::{NOW, Tree};
 use ed25519_dalek::{Signer, SigningKey};
-use keyd::chain::{Body, Certify, ChainState, Entry, Epoch, Head, KeySet, Record, Records, Statement, encode_file, entry_hash_of_record};
+use keyd::chain::{
+    Body, Certify, ChainState, Entry, Epoch, Head, KeySet, Record, Records, Statement, encode_file,
+    entry_hash_of_record,
+};
 use keyd::derive::KeyPath;
 
 fn rss_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/statm")
         .ok()
-        .and_then(|s| s.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()))
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse::<u64>().ok())
+        })
         .map(|pages| pages * 4096)
         .unwrap_or(0)
 }
@@ -30,7 +37,13 @@ fn keyset(i: u64, salt: u8) -> (SigningKey, KeySet) {
     seed[..8].copy_from_slice(&i.to_le_bytes());
     let sk = SigningKey::from_bytes(&seed);
     let ed = sk.verifying_key().to_bytes();
-    (sk, KeySet { ed25519: ed, x25519: ed })
+    (
+        sk,
+        KeySet {
+            ed25519: ed,
+            x25519: ed,
+        },
+    )
 }
 
 /// A valid chain of genesis + branch + `n` statements.
@@ -48,8 +61,14 @@ fn build(tree: &Tree, n: u64) -> Vec<u8> {
             let (p, k) = &parents[(i % 1000) as usize];
             (p, k)
         };
-        let idx = if i < 1000 { i as u32 } else { (i / 1000) as u32 };
-        let path = parent_path.child_node(idx).unwrap_or_else(|| unreachable!());
+        let idx = if i < 1000 {
+            i as u32
+        } else {
+            (i / 1000) as u32
+        };
+        let path = parent_path
+            .child_node(idx)
+            .unwrap_or_else(|| unreachable!());
         let (sk, keys) = keyset(i, 1);
         let body = Body::Certify(Certify {
             path: path.clone(),
@@ -62,7 +81,11 @@ fn build(tree: &Tree, n: u64) -> Vec<u8> {
         statements.push(Statement::sign(body, parent_path.clone(), NOW, parent_key));
         if (statements.len() as u64) < n + 2 {
             let (_, ekeys) = keyset(i, 2);
-            let body = Body::Epoch(Epoch { node: path.clone(), epoch: 0, keys: ekeys });
+            let body = Body::Epoch(Epoch {
+                node: path.clone(),
+                epoch: 0,
+                keys: ekeys,
+            });
             statements.push(Statement::sign(body, path.clone(), NOW, &sk));
         }
         if i < 1000 {
@@ -73,12 +96,22 @@ fn build(tree: &Tree, n: u64) -> Vec<u8> {
     let mut entries = Vec::with_capacity(statements.len());
     let mut prev = [0u8; 32];
     for (seq, statement) in statements.into_iter().enumerate() {
-        let e = Entry { seq: seq as u64, prev, statement, appended_at: NOW };
+        let e = Entry {
+            seq: seq as u64,
+            prev,
+            statement,
+            appended_at: NOW,
+        };
         prev = e.hash();
         entries.push(e);
     }
     let last = entries.len() as u64 - 1;
-    let head = Head::sign(last, prev, KeyPath::root(), &tree.signing_key(&KeyPath::root()));
+    let head = Head::sign(
+        last,
+        prev,
+        KeyPath::root(),
+        &tree.signing_key(&KeyPath::root()),
+    );
     encode_file(&entries, &head)
 }
 
@@ -87,7 +120,11 @@ fn main() {
         .skip(1)
         .filter_map(|a| a.parse().ok())
         .collect();
-    let sizes = if sizes.is_empty() { vec![10_000, 100_000, 1_000_000] } else { sizes };
+    let sizes = if sizes.is_empty() {
+        vec![10_000, 100_000, 1_000_000]
+    } else {
+        sizes
+    };
     let tree = Tree::new(3);
 
     // Raw verify_strict on a statement-sized message.
@@ -104,7 +141,10 @@ fn main() {
     }
     let raw = n as f64 / t.elapsed().as_secs_f64();
     println!("raw Ed25519 verify_strict (260-byte message): {raw:.0}/s on one core\n");
-    println!("{:>9} {:>10} {:>12} {:>12} {:>9} {:>13} {:>11}", "entries", "build s", "file MB", "apply /s", "vs raw", "state MB", "B/key");
+    println!(
+        "{:>9} {:>10} {:>12} {:>12} {:>9} {:>13} {:>11}",
+        "entries", "build s", "file MB", "apply /s", "vs raw", "state MB", "B/key"
+    );
 
     for n in sizes {
         let t = Instant::now();

@@ -122,7 +122,12 @@ impl Config {
         let log_json = match raw.log_format.as_str() {
             "text" => false,
             "json" => true,
-            other => return Err(value("log_format", format!("{other:?} is not text or json"))),
+            other => {
+                return Err(value(
+                    "log_format",
+                    format!("{other:?} is not text or json"),
+                ));
+            }
         };
         let data_dir = if raw.data_dir.is_relative() {
             path.parent().unwrap_or(Path::new(".")).join(&raw.data_dir)

@@ -8,8 +8,8 @@
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
-    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, PKCS_ED25519,
-    SanType, SerialNumber,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, PKCS_ED25519, SanType,
+    SerialNumber,
 };
 use rustls::pki_types::PrivatePkcs8KeyDer;
 use thiserror::Error;
@@ -110,7 +110,11 @@ fn now() -> i64 {
 
 impl Ca {
     /// The CA of branch `path` named `name`, signing with the branch identity key.
-    pub fn from_branch(branch: &KeyMaterial, name: &str, path: &KeyPath) -> Result<Ca, IdentityError> {
+    pub fn from_branch(
+        branch: &KeyMaterial,
+        name: &str,
+        path: &KeyPath,
+    ) -> Result<Ca, IdentityError> {
         let pkcs8 = ed25519_pkcs8(&branch.signing_key().to_bytes());
         let key = KeyPair::from_pkcs8_der_and_sign_algo(
             &PrivatePkcs8KeyDer::from(pkcs8.as_slice()),
@@ -119,7 +123,10 @@ impl Ca {
         let mut params = CertificateParams::default();
         params.distinguished_name = dn(&format!("keyd {name} ({path})"));
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
         // Fixed fields: the same key always gives the same CA certificate.
         params.not_before = at(1_735_689_600); // 2025-01-01
         params.not_after = at(4_891_363_200); // 2125-01-01
@@ -142,7 +149,12 @@ impl Ca {
         &self.cert_der
     }
 
-    fn leaf(common_name: &str, sans: Vec<SanType>, seconds: u64, server: bool) -> CertificateParams {
+    fn leaf(
+        common_name: &str,
+        sans: Vec<SanType>,
+        seconds: u64,
+        server: bool,
+    ) -> CertificateParams {
         let mut params = CertificateParams::default();
         params.distinguished_name = dn(common_name);
         params.subject_alt_names = sans;
@@ -162,7 +174,11 @@ impl Ca {
 
     /// A server certificate for `names` (DNS names or IP addresses) with a fresh key:
     /// `(certificate DER, PKCS#8 key DER)`.
-    pub fn server_cert(&self, names: &[String], seconds: u64) -> Result<(Vec<u8>, Zeroizing<Vec<u8>>), IdentityError> {
+    pub fn server_cert(
+        &self,
+        names: &[String],
+        seconds: u64,
+    ) -> Result<(Vec<u8>, Zeroizing<Vec<u8>>), IdentityError> {
         let key = KeyPair::generate_for(&PKCS_ED25519)?;
         let mut sans = Vec::new();
         for n in names {
@@ -186,7 +202,12 @@ impl Ca {
     ) -> Result<String, IdentityError> {
         let csr = CertificateSigningRequestParams::from_pem(csr_pem)
             .map_err(|e| IdentityError::Csr(e.to_string()))?;
-        let params = Self::leaf(common_name, vec![SanType::URI(principal.uri().try_into()?)], seconds, false);
+        let params = Self::leaf(
+            common_name,
+            vec![SanType::URI(principal.uri().try_into()?)],
+            seconds,
+            false,
+        );
         Ok(params.signed_by(&csr.public_key, &self.issuer)?.pem())
     }
 
@@ -197,9 +218,23 @@ impl Ca {
         common_name: &str,
         seconds: u64,
     ) -> Result<(String, Zeroizing<String>), IdentityError> {
-        let key = KeyPair::generate_for(&PKCS_ED25519)?;
-        let params = Self::leaf(common_name, vec![SanType::URI(principal.uri().try_into()?)], seconds, false);
+        let mut seed = Zeroizing::new([0u8; 32]);
+        getrandom::fill(seed.as_mut())
+            .map_err(|e| IdentityError::Csr(format!("randomness: {e}")))?;
+        // PKCS#8 v1, which every TLS client (OpenSSL included) reads.
+        let der = ed25519_pkcs8(&seed);
+        let key = KeyPair::from_pkcs8_der_and_sign_algo(
+            &PrivatePkcs8KeyDer::from(der.as_slice()),
+            &PKCS_ED25519,
+        )?;
+        let params = Self::leaf(
+            common_name,
+            vec![SanType::URI(principal.uri().try_into()?)],
+            seconds,
+            false,
+        );
         let cert = params.signed_by(&key, &self.issuer)?;
-        Ok((cert.pem(), Zeroizing::new(key.serialize_pem())))
+        let key_pem = Zeroizing::new(pem::encode(&pem::Pem::new("PRIVATE KEY", der.to_vec())));
+        Ok((cert.pem(), key_pem))
     }
 }

@@ -4,14 +4,14 @@
 //! PKCS#11 adapter that holds the root secret ([`hsm`]). Nodes may depend on it to
 //! check keys offline; `keyctl` uses it for the root ceremonies.
 
-pub mod bundle;
-pub mod chain;
-pub mod derive;
-pub mod hsm;
 #[cfg(feature = "server")]
 pub mod api;
+pub mod bundle;
+pub mod chain;
 #[cfg(feature = "server")]
 pub mod config;
+pub mod derive;
+pub mod hsm;
 #[cfg(feature = "server")]
 pub mod identity;
 #[cfg(feature = "server")]

@@ -1,1 +1,269 @@
-fn main() {}
+//! `keyd`: the keyd daemon. `keyd init`, `keyd import BUNDLE`, `keyd serve`.
+
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use keyd::bundle::{BranchBundle, InstallKey};
+use keyd::chain::{ChainWriter, KeySet};
+use keyd::config::Config;
+use keyd::derive::{KeyPath, NodeSecret};
+use keyd::hsm::Hsm;
+use keyd::identity::{Ca, Principal};
+use keyd::service::Service;
+use keyd::store::{Store, key};
+use zeroize::Zeroizing;
+
+/// keyd: hierarchical key management — the daemon.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// The configuration file (see keyd.example.toml).
+    #[arg(long, global = true, default_value = "keyd.toml")]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Create the store, the install key pair (prints its public key for `keyctl
+    /// ceremony issue --to`) and the AES-256 seal key on the seal token.
+    Init,
+    /// Load the branch bundle from `keyctl ceremony issue`: seal the branch secret with
+    /// the seal token, store the chain, write ca.pem and the first admin credential.
+    Import {
+        /// The bundle file.
+        bundle: PathBuf,
+    },
+    /// Serve the REST API over HTTPS with client certificates.
+    Serve,
+}
+
+const INSTALL_AAD: &[u8] = b"keyd/v1/install-key";
+
+fn branch_aad(path: &KeyPath) -> Vec<u8> {
+    format!("keyd/v1/branch-secret {path}").into_bytes()
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if let Err(e) = run(cli) {
+        eprintln!("keyd: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let config = Config::load(&cli.config)?;
+    match cli.command {
+        Cmd::Init => init(&config),
+        Cmd::Import { bundle } => import(&config, &bundle),
+        Cmd::Serve => serve(config),
+    }
+}
+
+fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    f.write_all(contents)?;
+    f.sync_all()?;
+    Ok(())
+}
+
+fn init(config: &Config) -> Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&config.data_dir)
+        .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
+    let hsm = Hsm::open(&config.seal_hsm)?;
+    let db = config.db_path();
+    let store = Store::create(&db)?;
+    let done = (|| -> Result<[u8; 32]> {
+        hsm.generate_seal_key()?;
+        let install = InstallKey::generate();
+        let sealed = hsm.seal(INSTALL_AAD, install.danger_secret())?;
+        store.set_meta(&[
+            (key::INSTALL_SEALED, &sealed),
+            (key::INSTALL_PUBLIC, &install.public()),
+        ])?;
+        Ok(install.public())
+    })();
+    match done {
+        Ok(public) => {
+            println!("keyd initialised: {}", db.display());
+            println!("install public key: {}", hex::encode(public));
+            println!(
+                "next: keyctl ceremony issue … --to {} --out BUNDLE, then keyd import BUNDLE",
+                hex::encode(public)
+            );
+            Ok(())
+        }
+        Err(e) => {
+            drop(store);
+            let _ = std::fs::remove_file(&db);
+            Err(e)
+        }
+    }
+}
+
+fn unseal_install(store: &Store, hsm: &Hsm) -> Result<InstallKey> {
+    let sealed = store
+        .meta(key::INSTALL_SEALED)?
+        .context("the store has no install key; run keyd init")?;
+    let secret = hsm.unseal(INSTALL_AAD, &sealed)?;
+    let bytes: [u8; 32] = secret.as_slice().try_into().context("install key length")?;
+    let bytes = Zeroizing::new(bytes);
+    Ok(InstallKey::from_secret(&bytes)?)
+}
+
+fn import(config: &Config, bundle_file: &Path) -> Result<()> {
+    let store = Store::open(&config.db_path())?;
+    if store.meta(key::BRANCH_SEALED)?.is_some() {
+        bail!("this keyd already holds a branch; a keyd instance serves one branch");
+    }
+    let hsm = Hsm::open(&config.seal_hsm)?;
+    let install = unseal_install(&store, &hsm)?;
+    let bytes = std::fs::read(bundle_file)
+        .with_context(|| format!("cannot read {}", bundle_file.display()))?;
+    let bundle = BranchBundle::from_cbor(&bytes)?;
+    let (branch, verified) = bundle.open(&install)?;
+    let mut secret = Zeroizing::new([0u8; 64]);
+    secret[..32].copy_from_slice(branch.danger_key());
+    secret[32..].copy_from_slice(branch.danger_chain_code());
+    let sealed = hsm.seal(&branch_aad(&bundle.path), secret.as_ref())?;
+    let ca = Ca::from_branch(&branch.material(), &bundle.name, &bundle.path)?;
+    let (admin_cert, admin_key) = ca.client_credential(
+        &Principal::Admin("admin".into()),
+        "admin",
+        config.client_cert_seconds,
+    )?;
+    let dir = &config.data_dir;
+    write_file(&dir.join("ca.pem"), ca.cert_pem().as_bytes(), 0o644)?;
+    write_file(&dir.join("admin.pem"), admin_cert.as_bytes(), 0o600)?;
+    write_file(&dir.join("admin.key"), admin_key.as_bytes(), 0o600)?;
+    store.append_chain(&verified.entries, &verified.head, None)?;
+    store.set_meta(&[
+        (key::BRANCH_PATH, bundle.path.to_string().as_bytes()),
+        (key::BRANCH_NAME, bundle.name.as_bytes()),
+        (key::BRANCH_SEALED, &sealed),
+    ])?;
+    println!(
+        "branch {} ({}) imported; chain of {} entries stored",
+        bundle.path,
+        bundle.name,
+        verified.entries.len()
+    );
+    println!("CA certificate:   {}", dir.join("ca.pem").display());
+    println!(
+        "admin credential: {} and {}",
+        dir.join("admin.pem").display(),
+        dir.join("admin.key").display()
+    );
+    Ok(())
+}
+
+fn load_service(config: Config) -> Result<Service> {
+    let store = Store::open(&config.db_path())?;
+    let hsm = Hsm::open(&config.seal_hsm)?;
+    let path: KeyPath = String::from_utf8(
+        store
+            .meta(key::BRANCH_PATH)?
+            .context("no branch imported; run keyd import BUNDLE")?,
+    )?
+    .parse()?;
+    let name = String::from_utf8(
+        store
+            .meta(key::BRANCH_NAME)?
+            .context("branch name missing")?,
+    )?;
+    let sealed = store
+        .meta(key::BRANCH_SEALED)?
+        .context("branch secret missing")?;
+    let secret = hsm.unseal(&branch_aad(&path), &sealed)?;
+    if secret.len() != 64 {
+        bail!("the stored branch secret has the wrong length");
+    }
+    let mut k = [0u8; 32];
+    let mut c = [0u8; 32];
+    k.copy_from_slice(&secret[..32]);
+    c.copy_from_slice(&secret[32..]);
+    let branch = NodeSecret::danger_from_parts(k, c);
+    let (entries, _) = store.load_chain()?;
+    let mut chain = ChainWriter::new();
+    for e in entries {
+        chain
+            .append(e.statement, e.appended_at)
+            .map_err(|rule| anyhow::anyhow!("stored chain: {rule}"))?;
+    }
+    let certified = chain.state().key(&path).map(|r| r.keys);
+    if certified != Some(KeySet::from(&branch.public_keys())) {
+        bail!("the unsealed branch secret is not the branch the stored chain certifies");
+    }
+    drop(hsm);
+    Ok(Service::new(store, config, name, path, branch, chain)?)
+}
+
+fn serve(config: Config) -> Result<()> {
+    init_tracing(config.log_json);
+    let listen = config.listen;
+    let svc = load_service(config)?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(svc.ca().cert_der().to_vec().into())?;
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .allow_unauthenticated()
+    .build()?;
+    let (cert, key) = svc.ca().server_cert(
+        &["127.0.0.1".into(), "localhost".into(), "::1".into()],
+        30 * 86_400,
+    )?;
+    let tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(
+            vec![cert.into()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.to_vec().into()),
+        )?;
+    let listener = std::net::TcpListener::bind(listen)
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let addr = listener.local_addr()?;
+    let data = actix_web::web::Data::new(svc);
+    let server = actix_web::HttpServer::new(move || {
+        actix_web::App::new()
+            .app_data(data.clone())
+            .wrap(actix_web::middleware::Logger::new("%r %s %Dms").log_target("keyd::access"))
+            .configure(keyd::api::routes)
+    })
+    .on_connect(keyd::api::on_connect)
+    .workers(2)
+    .listen_rustls_0_23(listener, tls)?;
+    println!("keyd listening on https://{addr}");
+    std::io::stdout().flush()?;
+    actix_rt::System::new().block_on(server.run())?;
+    Ok(())
+}
+
+fn init_tracing(json: bool) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("KEYD_LOG").unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

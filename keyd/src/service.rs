@@ -150,7 +150,10 @@ impl Service {
             return Ok(m.clone());
         }
         if !self.branch_path.is_prefix_of(path) {
-            return Err(ServiceError::Forbidden(format!("{path} is not under this keyd's branch {}", self.branch_path)));
+            return Err(ServiceError::Forbidden(format!(
+                "{path} is not under this keyd's branch {}",
+                self.branch_path
+            )));
         }
         let mut node = self.branch.clone();
         for index in path.indexes().skip(self.branch_path.depth()) {
@@ -179,13 +182,18 @@ impl Service {
     fn require_admin(principal: &Principal) -> Result<(), ServiceError> {
         match principal {
             Principal::Admin(_) => Ok(()),
-            Principal::Node(p) => Err(ServiceError::Forbidden(format!("{p} is a node; this needs an admin credential"))),
+            Principal::Node(p) => Err(ServiceError::Forbidden(format!(
+                "{p} is a node; this needs an admin credential"
+            ))),
         }
     }
 
     /// Appends the statements `build` makes against the current state, and persists
     /// them with the new head (and an optional token record) in one transaction.
-    fn append<T>(&self, build: impl FnOnce(&ChainWriter) -> Result<Built<T>, ServiceError>) -> Result<T, ServiceError> {
+    fn append<T>(
+        &self,
+        build: impl FnOnce(&ChainWriter) -> Result<Built<T>, ServiceError>,
+    ) -> Result<T, ServiceError> {
         let mut chain = self.chain.write().unwrap_or_else(|e| e.into_inner());
         let built = build(&chain)?;
         let first = chain.entries().len();
@@ -200,8 +208,14 @@ impl Service {
         }
         let branch_key = self.branch.material();
         let head = chain.head(self.branch_path.clone(), branch_key.signing_key())?;
-        let token = built.token.as_ref().map(|(h, r)| (h.as_slice(), r.as_slice()));
-        if let Err(e) = self.store.append_chain(&chain.entries()[first..], &head, token) {
+        let token = built
+            .token
+            .as_ref()
+            .map(|(h, r)| (h.as_slice(), r.as_slice()));
+        if let Err(e) = self
+            .store
+            .append_chain(&chain.entries()[first..], &head, token)
+        {
             // Keep memory equal to disk.
             *chain = self.reload_chain()?;
             return Err(e.into());
@@ -230,7 +244,8 @@ impl Service {
         Self::require_admin(principal)?;
         chain::check_name(name).map_err(ServiceError::BadRequest)?;
         let mut raw = Zeroizing::new([0u8; 32]);
-        getrandom::fill(raw.as_mut()).map_err(|e| ServiceError::BadRequest(format!("randomness: {e}")))?;
+        getrandom::fill(raw.as_mut())
+            .map_err(|e| ServiceError::BadRequest(format!("randomness: {e}")))?;
         let token = Zeroizing::new(hex::encode(raw.as_ref()));
         let hash = Sha256::digest(token.as_bytes()).to_vec();
         let expires_at = unix_now() + self.config.enroll_token_seconds;
@@ -243,8 +258,13 @@ impl Service {
                     .map(|(p, _)| p.clone())
                     .ok_or_else(|| ServiceError::NotFound(format!("no node {p:?}")))?,
             };
-            if !matches!(state.key(&parent_path).map(|r| &r.kind), Some(KeyKind::Node { .. })) {
-                return Err(ServiceError::BadRequest(format!("{parent_path} is not a node")));
+            if !matches!(
+                state.key(&parent_path).map(|r| &r.kind),
+                Some(KeyKind::Node { .. })
+            ) {
+                return Err(ServiceError::BadRequest(format!(
+                    "{parent_path} is not a node"
+                )));
             }
             let path = (0..u32::MAX >> 1)
                 .filter_map(|n| parent_path.child_node(n))
@@ -297,10 +317,14 @@ impl Service {
     /// `csr_pem`: `(certificate PEM, node path)`.
     pub fn enroll(&self, token: &str, csr_pem: &str) -> Result<(String, KeyPath), ServiceError> {
         // Check the CSR before spending the token.
-        rcgen::CertificateSigningRequestParams::from_pem(csr_pem)
-            .map_err(|e| ServiceError::BadRequest(format!("csr: not a PEM certificate signing request: {e}")))?;
+        rcgen::CertificateSigningRequestParams::from_pem(csr_pem).map_err(|e| {
+            ServiceError::BadRequest(format!("csr: not a PEM certificate signing request: {e}"))
+        })?;
         let hash = Sha256::digest(token.trim().as_bytes());
-        let record = self.store.take_token(&hash)?.ok_or(ServiceError::BadToken)?;
+        let record = self
+            .store
+            .take_token(&hash)?
+            .ok_or(ServiceError::BadToken)?;
         let record: TokenRecord =
             chain::decode_exact(&record, 4096).map_err(|_| ServiceError::BadToken)?;
         if record.expires_at < unix_now() {
@@ -311,14 +335,25 @@ impl Service {
             Some(KeyKind::Node { name, .. }) => name.clone(),
             _ => record.path.to_string(),
         };
-        let cert = self.ca.client_cert_from_csr(csr_pem, &principal, &name, self.config.client_cert_seconds)?;
+        let cert = self.ca.client_cert_from_csr(
+            csr_pem,
+            &principal,
+            &name,
+            self.config.client_cert_seconds,
+        )?;
         Ok((cert, record.path))
     }
 
     /// Signs `data` with the node's current epoch key: `(signature, key id, epoch, key path)`.
-    pub fn sign(&self, principal: &Principal, data: &[u8]) -> Result<(Signature, String, u32, KeyPath), ServiceError> {
+    pub fn sign(
+        &self,
+        principal: &Principal,
+        data: &[u8],
+    ) -> Result<(Signature, String, u32, KeyPath), ServiceError> {
         let Principal::Node(node) = principal else {
-            return Err(ServiceError::Forbidden("only nodes sign; admins have no signing key".into()));
+            return Err(ServiceError::Forbidden(
+                "only nodes sign; admins have no signing key".into(),
+            ));
         };
         let (epoch, record_id) = {
             let chain = self.read_chain();
@@ -328,7 +363,9 @@ impl Service {
                 .ok_or_else(|| ServiceError::Revoked(format!("{node} has no valid epoch key")))?;
             (epoch, record.key_id.to_string())
         };
-        let path = node.epoch_key(epoch).ok_or_else(|| ServiceError::NotFound("epoch".into()))?;
+        let path = node
+            .epoch_key(epoch)
+            .ok_or_else(|| ServiceError::NotFound("epoch".into()))?;
         let key = self.material(&path)?;
         Ok((key.signing_key().sign(data), record_id, epoch, path))
     }
@@ -337,11 +374,17 @@ impl Service {
     /// that key is a valid key of this cluster.
     pub fn verify(&self, data: &[u8], signature: &[u8; 64], public: &[u8; 32]) -> Verification {
         let signature_ok = VerifyingKey::from_bytes(public)
-            .map(|k| k.verify_strict(data, &Signature::from_bytes(signature)).is_ok())
+            .map(|k| {
+                k.verify_strict(data, &Signature::from_bytes(signature))
+                    .is_ok()
+            })
             .unwrap_or(false);
         let chain = self.read_chain();
         let status = chain.state().status_of_key(public, unix_now());
-        let (path, epoch) = match chain.state().path_of(&crate::derive::KeyId::of_bytes(public)) {
+        let (path, epoch) = match chain
+            .state()
+            .path_of(&crate::derive::KeyId::of_bytes(public))
+        {
             Some(p) => (
                 Some(p.to_string()),
                 match chain.state().key(p).map(|r| &r.kind) {
@@ -370,7 +413,12 @@ impl Service {
 
     /// Revokes a node (name or path) under this branch, signed by the branch key:
     /// returns the keys cut off.
-    pub fn revoke(&self, principal: &Principal, target: &str, reason: &str) -> Result<Vec<KeyPath>, ServiceError> {
+    pub fn revoke(
+        &self,
+        principal: &Principal,
+        target: &str,
+        reason: &str,
+    ) -> Result<Vec<KeyPath>, ServiceError> {
         Self::require_admin(principal)?;
         self.append(|w| {
             let target = w
@@ -386,12 +434,19 @@ impl Service {
             }
             let key = self.material(&self.branch_path)?;
             let st = Statement::sign(
-                Body::Revoke(Revoke { target: target.clone(), reason: reason.to_owned() }),
+                Body::Revoke(Revoke {
+                    target: target.clone(),
+                    reason: reason.to_owned(),
+                }),
                 self.branch_path.clone(),
                 unix_now(),
                 key.signing_key(),
             );
-            Ok(Built { statements: vec![st], token: None, value: target })
+            Ok(Built {
+                statements: vec![st],
+                token: None,
+                value: target,
+            })
         })
         .map(|target| self.read_chain().state().cut_off_by(&target))
     }
@@ -400,14 +455,19 @@ impl Service {
     pub fn chain_since(&self, since: u64) -> Result<Vec<u8>, ServiceError> {
         let chain = self.read_chain();
         let entries = chain.entries();
-        let from = usize::try_from(since).unwrap_or(usize::MAX).min(entries.len());
+        let from = usize::try_from(since)
+            .unwrap_or(usize::MAX)
+            .min(entries.len());
         let key = self.branch.material();
         let head = chain.head(self.branch_path.clone(), key.signing_key())?;
         Ok(chain::encode_file(&entries[from..], &head))
     }
 
     /// Node names and paths with their status, sorted by path.
-    pub fn list_nodes(&self, principal: &Principal) -> Result<Vec<(String, String, String)>, ServiceError> {
+    pub fn list_nodes(
+        &self,
+        principal: &Principal,
+    ) -> Result<Vec<(String, String, String)>, ServiceError> {
         Self::require_admin(principal)?;
         let chain = self.read_chain();
         let now = unix_now();
@@ -424,7 +484,11 @@ impl Service {
             .into_iter()
             .map(|(p, name)| {
                 let status = chain.state().status_at(&p, now);
-                let s = if status.is_valid() { "valid".to_owned() } else { describe(&status) };
+                let s = if status.is_valid() {
+                    "valid".to_owned()
+                } else {
+                    describe(&status)
+                };
                 (name, p.to_string(), s)
             })
             .collect())
@@ -447,14 +511,28 @@ fn describe(status: &KeyStatus) -> String {
     match status {
         KeyStatus::Valid { path, .. } => format!("{path} is valid"),
         KeyStatus::Unknown => "not a key of this cluster".into(),
-        KeyStatus::Revoked { path, revoked, by, seq, reason } => {
+        KeyStatus::Revoked {
+            path,
+            revoked,
+            by,
+            seq,
+            reason,
+        } => {
             if path == revoked {
                 format!("{path} was revoked by {by} at seq {seq} ({reason})")
             } else {
-                format!("{path} is cut off: its ancestor {revoked} was revoked by {by} at seq {seq} ({reason})")
+                format!(
+                    "{path} is cut off: its ancestor {revoked} was revoked by {by} at seq {seq} ({reason})"
+                )
             }
         }
-        KeyStatus::Superseded { path, epoch, current } => format!("{path} is epoch {epoch}; the current epoch is {current}"),
-        KeyStatus::Expired { path, not_after, .. } => format!("{path} expired at {not_after}"),
+        KeyStatus::Superseded {
+            path,
+            epoch,
+            current,
+        } => format!("{path} is epoch {epoch}; the current epoch is {current}"),
+        KeyStatus::Expired {
+            path, not_after, ..
+        } => format!("{path} expired at {not_after}"),
     }
 }

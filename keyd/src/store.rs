@@ -61,6 +61,9 @@ pub enum StoreError {
     Missing(PathBuf),
 }
 
+/// Stored entry rows and the stored head, undecoded.
+type RawChain = (Vec<Vec<u8>>, Option<Vec<u8>>);
+
 /// The keyd database.
 pub struct Store {
     db: Database,
@@ -69,7 +72,9 @@ pub struct Store {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("path", &self.path).finish_non_exhaustive()
+        f.debug_struct("Store")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
     }
 }
 
@@ -177,7 +182,7 @@ impl Store {
 
     /// The stored chain entries in order, and the head.
     pub fn load_chain(&self) -> Result<(Vec<Entry>, Option<Head>), StoreError> {
-        let rows = (|| -> Result<(Vec<Vec<u8>>, Option<Vec<u8>>), redb::Error> {
+        let rows = (|| -> Result<RawChain, redb::Error> {
             let tx = self.db.begin_read()?;
             let chain = tx.open_table(CHAIN)?;
             let mut rows = Vec::new();
@@ -185,7 +190,10 @@ impl Store {
                 let (_, v) = row?;
                 rows.push(v.value().to_vec());
             }
-            let head = tx.open_table(META)?.get(key::HEAD)?.map(|v| v.value().to_vec());
+            let head = tx
+                .open_table(META)?
+                .get(key::HEAD)?
+                .map(|v| v.value().to_vec());
             Ok((rows, head))
         })()
         .map_err(self.db_err())?;

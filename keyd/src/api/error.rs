@@ -26,6 +26,15 @@ impl ApiError {
         }
     }
 
+    /// An error with an explicit status.
+    pub fn with_status(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
     /// The stable code.
     pub fn code(&self) -> &'static str {
         self.code
@@ -58,7 +67,11 @@ impl From<ServiceError> for ApiError {
         } else {
             e.to_string()
         };
-        ApiError { status, code, message }
+        ApiError {
+            status,
+            code,
+            message,
+        }
     }
 }
 

@@ -46,7 +46,10 @@ fn b64(field: &'static str, text: &str) -> Result<Vec<u8>, ApiError> {
 
 fn fixed<const N: usize>(field: &'static str, bytes: &[u8]) -> Result<[u8; N], ApiError> {
     bytes.try_into().map_err(|_| {
-        ApiError::bad_request("bad_length", format!("{field}: expected {N} bytes, got {}", bytes.len()))
+        ApiError::bad_request(
+            "bad_length",
+            format!("{field}: expected {N} bytes, got {}", bytes.len()),
+        )
     })
 }
 
@@ -55,7 +58,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.app_data(
         web::JsonConfig::default()
             .limit(MAX_BODY)
-            .error_handler(|e, _| ApiError::bad_request("bad_json", e.to_string()).into()),
+            .error_handler(|e, _| ApiError::from_json(&e).into()),
     )
     .app_data(
         web::QueryConfig::default()
@@ -81,8 +84,27 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 }
 
 impl ApiError {
+    fn from_json(e: &actix_web::error::JsonPayloadError) -> Self {
+        use actix_web::error::JsonPayloadError as J;
+        match e {
+            J::OverflowKnownLength { .. } | J::Overflow { .. } => ApiError::with_status(
+                actix_web::http::StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!("the body exceeds {MAX_BODY} bytes"),
+            ),
+            J::ContentType => ApiError::with_status(
+                actix_web::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "send Content-Type: application/json",
+            ),
+            other => ApiError::bad_request("bad_json", other.to_string()),
+        }
+    }
+
     fn not_found() -> Self {
-        ApiError::from(crate::service::ServiceError::NotFound("no such endpoint".into()))
+        ApiError::from(crate::service::ServiceError::NotFound(
+            "no such endpoint".into(),
+        ))
     }
 }
 
@@ -103,9 +125,14 @@ struct ChainQuery {
     since: u64,
 }
 
-async fn chain(svc: web::Data<Service>, q: web::Query<ChainQuery>) -> Result<HttpResponse, ApiError> {
+async fn chain(
+    svc: web::Data<Service>,
+    q: web::Query<ChainQuery>,
+) -> Result<HttpResponse, ApiError> {
     let bytes = svc.chain_since(q.since)?;
-    Ok(HttpResponse::Ok().content_type("application/cbor").body(bytes))
+    Ok(HttpResponse::Ok()
+        .content_type("application/cbor")
+        .body(bytes))
 }
 
 #[derive(Deserialize)]
@@ -115,7 +142,10 @@ struct EnrollRequest {
     csr: String,
 }
 
-async fn enroll(svc: web::Data<Service>, body: web::Json<EnrollRequest>) -> Result<HttpResponse, ApiError> {
+async fn enroll(
+    svc: web::Data<Service>,
+    body: web::Json<EnrollRequest>,
+) -> Result<HttpResponse, ApiError> {
     let (certificate, path) = svc.enroll(&body.token, &body.csr)?;
     Ok(HttpResponse::Ok().json(json!({
         "certificate": certificate,
@@ -130,7 +160,11 @@ struct SignRequest {
     data: String,
 }
 
-async fn sign(req: HttpRequest, svc: web::Data<Service>, body: web::Json<SignRequest>) -> Result<HttpResponse, ApiError> {
+async fn sign(
+    req: HttpRequest,
+    svc: web::Data<Service>,
+    body: web::Json<SignRequest>,
+) -> Result<HttpResponse, ApiError> {
     let who = principal(&req, &svc)?;
     let data = b64("data", &body.data)?;
     let (signature, key_id, epoch, path) = svc.sign(&who, &data)?;
@@ -150,7 +184,11 @@ struct VerifyRequest {
     public_key: String,
 }
 
-async fn verify(req: HttpRequest, svc: web::Data<Service>, body: web::Json<VerifyRequest>) -> Result<HttpResponse, ApiError> {
+async fn verify(
+    req: HttpRequest,
+    svc: web::Data<Service>,
+    body: web::Json<VerifyRequest>,
+) -> Result<HttpResponse, ApiError> {
     principal(&req, &svc)?;
     let data = b64("data", &body.data)?;
     let signature: [u8; 64] = fixed("signature", &b64("signature", &body.signature)?)?;
@@ -167,7 +205,11 @@ struct AddNode {
     parent: Option<String>,
 }
 
-async fn add_node(req: HttpRequest, svc: web::Data<Service>, body: web::Json<AddNode>) -> Result<HttpResponse, ApiError> {
+async fn add_node(
+    req: HttpRequest,
+    svc: web::Data<Service>,
+    body: web::Json<AddNode>,
+) -> Result<HttpResponse, ApiError> {
     let who = principal(&req, &svc)?;
     let (path, token, expires_at) = svc.add_node(&who, &body.name, body.parent.as_deref())?;
     Ok(HttpResponse::Created().json(json!({
@@ -202,5 +244,6 @@ async fn revoke(
 ) -> Result<HttpResponse, ApiError> {
     let who = principal(&req, &svc)?;
     let cut = svc.revoke(&who, &name, &body.reason)?;
-    Ok(HttpResponse::Ok().json(json!({"revoked": cut.iter().map(|p| p.to_string()).collect::<Vec<_>>()})))
+    Ok(HttpResponse::Ok()
+        .json(json!({"revoked": cut.iter().map(|p| p.to_string()).collect::<Vec<_>>()})))
 }

@@ -17,7 +17,9 @@ mod status;
 mod writer;
 
 pub use cbor::{CborError, decode_exact, to_vec as cbor_bytes};
-pub use entry::{Entry, Head, MAX_RECORD_BYTES, Record, Records, encode_file, entry_hash_of_record};
+pub use entry::{
+    Entry, Head, MAX_RECORD_BYTES, Record, Records, encode_file, entry_hash_of_record,
+};
 pub use error::{ChainError, Rule};
 pub use state::{ChainState, KeyKind, KeyRecord, Revocation, TrustRecord};
 pub use statement::{

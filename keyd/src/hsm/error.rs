@@ -147,7 +147,9 @@ pub enum HsmError {
         object: String,
     },
     /// The seal token already holds a seal key.
-    #[error("token {label:?} already holds a seal key named {object:?}; it is never replaced (data sealed under it would be lost)")]
+    #[error(
+        "token {label:?} already holds a seal key named {object:?}; it is never replaced (data sealed under it would be lost)"
+    )]
     SealKeyExists {
         /// Token label.
         label: String,

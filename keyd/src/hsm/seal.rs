@@ -55,10 +55,11 @@ impl Hsm {
     }
 
     fn seal_key(&self) -> Result<ObjectHandle, HsmError> {
-        self.find_seal_key()?.ok_or_else(|| HsmError::SealKeyMissing {
-            label: self.token_label().to_owned(),
-            object: self.root_label().to_owned(),
-        })
+        self.find_seal_key()?
+            .ok_or_else(|| HsmError::SealKeyMissing {
+                label: self.token_label().to_owned(),
+                object: self.root_label().to_owned(),
+            })
     }
 
     /// Seals `plaintext` under the seal key, bound to `aad`.
