@@ -14,6 +14,8 @@ pub struct Bins {
     pub keyctl: PathBuf,
     /// `hsm-sim`.
     pub hsm_sim: PathBuf,
+    /// `keyd`.
+    pub keyd: PathBuf,
 }
 
 /// Builds `keyctl` and `hsm-sim` once per test process, in the same target directory
@@ -55,6 +57,7 @@ fn build() -> Result<Bins> {
     Ok(Bins {
         keyctl: profile_dir.join("keyctl"),
         hsm_sim: profile_dir.join("hsm-sim"),
+        keyd: profile_dir.join("keyd"),
     })
 }
 

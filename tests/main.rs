@@ -6,6 +6,8 @@
 mod ceremony;
 mod chain;
 mod cli;
+mod cluster;
 mod helpers;
 mod hsm;
 mod hsm_sim;
+mod service;

@@ -1,0 +1,294 @@
+//! A real cluster for service tests: a root token and a ceremony, a seal token, and a
+//! `keyd` process (init, import, serve on 127.0.0.1:0), with mTLS clients.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use hsm_sim::TestToken;
+use serde_json::Value;
+use ureq::tls::{Certificate, ClientCert, PrivateKey, RootCerts, TlsConfig};
+
+use crate::helpers::{bins, keyctl_ok, token};
+
+/// A running keyd with its tokens and files.
+pub struct Cluster {
+    pub root: TestToken,
+    pub seal: TestToken,
+    pub dir: tempfile::TempDir,
+    pub addr: String,
+    child: Option<Child>,
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap_or_default()
+}
+
+impl Cluster {
+    /// Root ceremony, keyd init, branch issue and import, then serve.
+    pub fn start() -> Result<Self> {
+        let root = token("root")?;
+        let seal = token("seal")?;
+        let dir = tempfile::tempdir()?;
+        let ceremony = dir.path().join("ceremony");
+        keyctl_ok(
+            &root,
+            &[
+                "ceremony",
+                "init",
+                "--hsm",
+                root.uri(),
+                "--shares",
+                "3",
+                "--threshold",
+                "2",
+                "--out",
+                s(&ceremony),
+            ],
+        )?;
+        let seal_uri = seal.uri().replace("object=root", "object=seal");
+        let config = dir.path().join("keyd.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\nseal_hsm = \"{seal_uri}\"\nenroll_token_seconds = 60\n"
+            ),
+        )?;
+        let mut cluster = Cluster {
+            root,
+            seal,
+            dir,
+            addr: String::new(),
+            child: None,
+        };
+        let init = cluster.keyd(&["init"])?;
+        let install = init
+            .lines()
+            .find_map(|l| l.strip_prefix("install public key: "))
+            .context("keyd init printed no install key")?
+            .to_owned();
+        let bundle = cluster.dir.path().join("dc1.bundle");
+        let chain = ceremony.join("chain.cbor");
+        keyctl_ok(
+            &cluster.root,
+            &[
+                "ceremony",
+                "issue",
+                "--hsm",
+                cluster.root.uri(),
+                "--chain",
+                s(&chain),
+                "--name",
+                "dc1",
+                "--index",
+                "1",
+                "--to",
+                &install,
+                "--out",
+                s(&bundle),
+            ],
+        )?;
+        cluster.keyd(&["import", s(&bundle)])?;
+        cluster.serve()?;
+        Ok(cluster)
+    }
+
+    fn config(&self) -> PathBuf {
+        self.dir.path().join("keyd.toml")
+    }
+
+    pub fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// Runs a keyd subcommand to completion, returning stdout.
+    pub fn keyd(&self, args: &[&str]) -> Result<String> {
+        let out = self
+            .seal
+            .command(&bins().keyd)
+            .arg("--config")
+            .arg(self.config())
+            .args(args)
+            .output()?;
+        if !out.status.success() {
+            bail!(
+                "keyd {args:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8(out.stdout)?)
+    }
+
+    /// Starts `keyd serve` and waits for its address.
+    pub fn serve(&mut self) -> Result<()> {
+        let mut child = self
+            .seal
+            .command(&bins().keyd)
+            .arg("--config")
+            .arg(self.config())
+            .arg("serve")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let stdout = child.stdout.take().context("stdout")?;
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        self.child = Some(child);
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .context("keyd serve did not start")?;
+        self.addr = line
+            .trim()
+            .strip_prefix("keyd listening on ")
+            .with_context(|| format!("unexpected first line {line:?}"))?
+            .to_owned();
+        Ok(())
+    }
+
+    /// Kills keyd with SIGKILL (no clean shutdown).
+    pub fn kill9(&mut self) -> Result<()> {
+        if let Some(mut c) = self.child.take() {
+            c.kill()?;
+            c.wait()?;
+        }
+        Ok(())
+    }
+
+    fn ca(&self) -> Result<Certificate<'static>> {
+        Ok(Certificate::from_pem(&std::fs::read(
+            self.data().join("ca.pem"),
+        )?)?)
+    }
+
+    fn agent(&self, client: Option<ClientCert>) -> Result<ureq::Agent> {
+        let tls = TlsConfig::builder()
+            .root_certs(RootCerts::new_with_certs(&[self.ca()?]))
+            .client_cert(client)
+            .build();
+        Ok(ureq::Agent::config_builder()
+            .tls_config(tls)
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(20)))
+            .build()
+            .into())
+    }
+
+    /// A client without a certificate.
+    pub fn anonymous(&self) -> Result<Client> {
+        Ok(Client {
+            agent: self.agent(None)?,
+            base: self.addr.clone(),
+        })
+    }
+
+    /// A client with the admin credential written by `keyd import`.
+    pub fn admin(&self) -> Result<Client> {
+        let cert = Certificate::from_pem(&std::fs::read(self.data().join("admin.pem"))?)?;
+        let key = PrivateKey::from_pem(&std::fs::read(self.data().join("admin.key"))?)?;
+        Ok(Client {
+            agent: self.agent(Some(ClientCert::new_with_certs(&[cert], key)))?,
+            base: self.addr.clone(),
+        })
+    }
+
+    /// Adds a node and enrolls it with a fresh key and CSR: a client for it.
+    pub fn enrolled_node(&self, name: &str) -> Result<(Client, Value)> {
+        let (status, added) = self
+            .admin()?
+            .post("/v1/nodes", &serde_json::json!({"name": name}))?;
+        if status != 201 {
+            bail!("add node {name}: {status} {added}");
+        }
+        self.enroll(added["token"].as_str().context("token")?)
+    }
+
+    /// Enrolls with `token`: a client for the node and the enroll response.
+    pub fn enroll(&self, token: &str) -> Result<(Client, Value)> {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519)?;
+        let csr = rcgen::CertificateParams::default()
+            .serialize_request(&key)?
+            .pem()?;
+        let (status, enrolled) = self.anonymous()?.post(
+            "/v1/enroll",
+            &serde_json::json!({"token": token, "csr": csr}),
+        )?;
+        if status != 200 {
+            bail!("enroll: {status} {enrolled}");
+        }
+        let cert = Certificate::from_pem(
+            enrolled["certificate"]
+                .as_str()
+                .context("certificate")?
+                .as_bytes(),
+        )?;
+        let key = PrivateKey::from_pem(key.serialize_pem().as_bytes())?;
+        let client = Client {
+            agent: self.agent(Some(ClientCert::new_with_certs(&[cert], key)))?,
+            base: self.addr.clone(),
+        };
+        Ok((client, enrolled))
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = self.kill9();
+    }
+}
+
+/// An HTTPS client for one identity.
+pub struct Client {
+    agent: ureq::Agent,
+    base: String,
+}
+
+impl Client {
+    /// POSTs JSON, returning the status and the JSON body.
+    pub fn post(&self, path: &str, body: &Value) -> Result<(u16, Value)> {
+        let mut resp = self
+            .agent
+            .post(format!("{}{path}", self.base))
+            .send_json(body)?;
+        let status = resp.status().as_u16();
+        let text = resp.body_mut().read_to_string()?;
+        Ok((
+            status,
+            serde_json::from_str(&text).with_context(|| format!("body {text:?}"))?,
+        ))
+    }
+
+    /// POSTs raw bytes with a content type.
+    pub fn post_raw(&self, path: &str, content_type: &str, body: Vec<u8>) -> Result<(u16, Value)> {
+        let mut resp = self
+            .agent
+            .post(format!("{}{path}", self.base))
+            .header("content-type", content_type)
+            .send(&body[..])?;
+        let status = resp.status().as_u16();
+        let text = resp.body_mut().read_to_string()?;
+        Ok((
+            status,
+            serde_json::from_str(&text).with_context(|| format!("body {text:?}"))?,
+        ))
+    }
+
+    /// GETs, returning the status and the raw body.
+    pub fn get(&self, path: &str) -> Result<(u16, Vec<u8>)> {
+        let mut resp = self.agent.get(format!("{}{path}", self.base)).call()?;
+        let status = resp.status().as_u16();
+        Ok((
+            status,
+            resp.body_mut()
+                .with_config()
+                .limit(512 * 1024 * 1024)
+                .read_to_vec()?,
+        ))
+    }
+}

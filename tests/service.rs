@@ -1,0 +1,257 @@
+//! keyd end to end: a real keyd process over real TLS on 127.0.0.1 with a real SoftHSM2
+//! seal token; results cross-checked outside keyd.
+
+use anyhow::{Context, Result, ensure};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use ed25519_dalek::{Signature, VerifyingKey};
+use keyd::chain::{KeyStatus, verify_file};
+use keyd::derive::KeyPath;
+use serde_json::json;
+
+use crate::cluster::Cluster;
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[test]
+fn enroll_sign_verify_revoke() -> Result<()> {
+    let c = Cluster::start()?;
+    let (status, body) = c.anonymous()?.get("/healthz")?;
+    ensure!(status == 200 && body == br#"{"status":"ok"}"#);
+
+    let (node, enrolled) = c.enrolled_node("web-1")?;
+    ensure!(enrolled["path"] == "m/1'/1'/0'", "{enrolled}");
+    let data = b"hello keyd";
+    let (status, signed) = node.post("/v1/sign", &json!({"data": B64.encode(data)}))?;
+    ensure!(status == 200, "{signed}");
+    ensure!(signed["path"] == "m/1'/1'/0'/0'/0'" && signed["epoch"] == 0);
+
+    // Offline: fetch the chain, verify it with the library, and check the signature
+    // with ed25519-dalek against the epoch key the chain publishes.
+    let (status, chain) = c.anonymous()?.get("/v1/chain")?;
+    ensure!(status == 200);
+    let v = verify_file(&chain)?;
+    ensure!(
+        v.head.signer == "m/1'".parse::<KeyPath>()?,
+        "keyd signs heads with its branch key"
+    );
+    let epoch_path: KeyPath = "m/1'/1'/0'/0'/0'".parse()?;
+    let record = v.state.key(&epoch_path).context("epoch key in chain")?;
+    ensure!(record.key_id.to_string() == signed["key_id"]);
+    let sig: [u8; 64] = B64
+        .decode(signed["signature"].as_str().context("sig")?)?
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("signature length"))?;
+    VerifyingKey::from_bytes(&record.keys.ed25519)?
+        .verify_strict(data, &Signature::from_bytes(&sig))?;
+
+    let verify_body = json!({
+        "data": B64.encode(data),
+        "signature": signed["signature"],
+        "public_key": hex::encode(record.keys.ed25519),
+    });
+    let (status, verdict) = node.post("/v1/verify", &verify_body)?;
+    ensure!(
+        status == 200 && verdict["valid"] == true && verdict["status"] == "valid",
+        "{verdict}"
+    );
+    let mut tampered = verify_body.clone();
+    tampered["data"] = json!(B64.encode(b"hello keyD"));
+    let (_, verdict) = node.post("/v1/verify", &tampered)?;
+    ensure!(
+        verdict["valid"] == false && verdict["signature_ok"] == false,
+        "{verdict}"
+    );
+
+    // A node is not an admin.
+    let (status, err) = node.post("/v1/nodes", &json!({"name": "x"}))?;
+    ensure!(
+        status == 403 && err["error"]["code"] == "forbidden",
+        "{err}"
+    );
+
+    // Revocation takes effect on the very next request.
+    let (status, revoked) = c
+        .admin()?
+        .post("/v1/nodes/web-1/revoke", &json!({"reason": "compromised"}))?;
+    ensure!(status == 200, "{revoked}");
+    ensure!(
+        revoked["revoked"] == json!(["m/1'/1'/0'", "m/1'/1'/0'/0'/0'"]),
+        "{revoked}"
+    );
+    let (status, err) = node.post("/v1/sign", &json!({"data": B64.encode(data)}))?;
+    ensure!(
+        status == 401 && err["error"]["code"] == "key_not_valid",
+        "{err}"
+    );
+    ensure!(
+        err["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("revoked by m/1'")),
+        "{err}"
+    );
+    let (_, verdict) = c.admin()?.post("/v1/verify", &verify_body)?;
+    ensure!(
+        verdict["valid"] == false
+            && verdict["status"] == "revoked"
+            && verdict["signature_ok"] == true,
+        "{verdict}"
+    );
+
+    // The fetched chain says the same, offline.
+    let (_, chain) = c.anonymous()?.get("/v1/chain")?;
+    let v = verify_file(&chain)?;
+    ensure!(matches!(
+        v.state.status_at(&epoch_path, unix_now()),
+        KeyStatus::Revoked { .. }
+    ));
+    // Incremental fetch: entries from seq 3 on, with the head.
+    let (_, tail) = c.anonymous()?.get("/v1/chain?since=3")?;
+    ensure!(tail.len() < chain.len());
+    Ok(())
+}
+
+#[test]
+fn tokens_are_single_use_and_bad_input_gets_stable_codes() -> Result<()> {
+    let c = Cluster::start()?;
+    let admin = c.admin()?;
+    let (status, added) = admin.post("/v1/nodes", &json!({"name": "db-1"}))?;
+    ensure!(status == 201, "{added}");
+    let token = added["token"].as_str().context("token")?.to_owned();
+    let (node, _) = c.enroll(&token)?;
+    let err = c.enroll(&token).err().context("replayed token must fail")?;
+    ensure!(err.to_string().contains("bad_token"), "{err}");
+
+    let err = c.enroll("00").err().context("unknown token must fail")?;
+    ensure!(err.to_string().contains("bad_token"), "{err}");
+    let anon = c.anonymous()?;
+    let cases: Vec<(u16, &str, (u16, serde_json::Value))> = vec![
+        (
+            401,
+            "unauthenticated",
+            anon.post("/v1/sign", &json!({"data": "aGk="}))?,
+        ),
+        (
+            400,
+            "bad_base64",
+            node.post("/v1/sign", &json!({"data": "!!"}))?,
+        ),
+        (
+            400,
+            "bad_json",
+            node.post("/v1/sign", &json!({"dataa": "aGk="}))?,
+        ),
+        (
+            400,
+            "bad_json",
+            node.post_raw("/v1/sign", "application/json", b"{\"data\":".to_vec())?,
+        ),
+        (
+            415,
+            "unsupported_media_type",
+            node.post_raw("/v1/sign", "text/plain", b"{}".to_vec())?,
+        ),
+        (
+            413,
+            "too_large",
+            node.post_raw("/v1/sign", "application/json", vec![b' '; 300 * 1024])?,
+        ),
+        (
+            400,
+            "bad_length",
+            node.post(
+                "/v1/verify",
+                &json!({"data": "", "signature": "aGk=", "public_key": "00"}),
+            )?,
+        ),
+        (
+            400,
+            "bad_hex",
+            node.post(
+                "/v1/verify",
+                &json!({"data": "", "signature": B64.encode([0u8; 64]), "public_key": "zz"}),
+            )?,
+        ),
+        (
+            404,
+            "not_found",
+            admin.post("/v1/nodes/nope/revoke", &json!({"reason": "x"}))?,
+        ),
+        (404, "not_found", admin.post("/v1/nowhere", &json!({}))?),
+        (
+            400,
+            "bad_request",
+            admin.post("/v1/nodes", &json!({"name": "bad name"}))?,
+        ),
+        (
+            409,
+            "chain_refused",
+            admin.post("/v1/nodes", &json!({"name": "db-1"}))?,
+        ),
+        (
+            400,
+            "bad_request",
+            anon.post("/v1/enroll", &json!({"token": "00", "csr": "not a csr"}))?,
+        ),
+        (
+            400,
+            "bad_query",
+            anon.get("/v1/chain?since=x")
+                .map(|(s, b)| (s, serde_json::from_slice(&b).unwrap_or_default()))?,
+        ),
+    ];
+    for (want_status, want_code, (status, body)) in cases {
+        ensure!(
+            status == want_status && body["error"]["code"] == want_code,
+            "want {want_status} {want_code}, got {status} {body}"
+        );
+        ensure!(
+            body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty())
+        );
+    }
+    // None of that changed anything: db-1 is still the only node added.
+    let (_, chain) = anon.get("/v1/chain")?;
+    ensure!(verify_file(&chain)?.state.find("db-1").is_some());
+    ensure!(
+        verify_file(&chain)?.entries.len() == 4,
+        "genesis, dc1, db-1 certify and epoch"
+    );
+    Ok(())
+}
+
+#[test]
+fn kill_9_loses_nothing_acknowledged() -> Result<()> {
+    let mut c = Cluster::start()?;
+    let admin = c.admin()?;
+    let mut tokens = Vec::new();
+    for i in 0..5 {
+        let (status, added) = admin.post("/v1/nodes", &json!({"name": format!("n{i}")}))?;
+        ensure!(status == 201, "{added}");
+        tokens.push(added["token"].as_str().context("token")?.to_owned());
+    }
+    let (status, _) = admin.post("/v1/nodes/n4/revoke", &json!({"reason": "test"}))?;
+    ensure!(status == 200);
+    let (_, before) = c.anonymous()?.get("/v1/chain")?;
+    c.kill9()?;
+    c.serve()?;
+    let (_, after) = c.anonymous()?.get("/v1/chain")?;
+    let (b, a) = (verify_file(&before)?, verify_file(&after)?);
+    ensure!(
+        a.entries == b.entries,
+        "every acknowledged entry survived kill -9"
+    );
+    // Acknowledged tokens still work after the restart; revoked n4 stays revoked.
+    let (node, _) = c.enroll(&tokens[0])?;
+    let (status, _) = node.post("/v1/sign", &json!({"data": "aGk="}))?;
+    ensure!(status == 200);
+    let err = c.enroll(&tokens[4]).err().context("n4 is revoked")?;
+    ensure!(err.to_string().contains("key_not_valid"), "{err}");
+    Ok(())
+}
