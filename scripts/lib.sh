@@ -16,3 +16,22 @@ ensure_softhsm2() {
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq softhsm2 >/dev/null
 }
+
+# Installs Debian packages whose commands are missing: ensure_commands CMD:PACKAGE ...
+ensure_commands() {
+  local missing=()
+  for pair in "$@"; do
+    command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  echo "==> installing ${missing[*]}" >&2
+  local sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+# Prints the value of a string field from one line of compact JSON: json_field NAME
+json_field() {
+  sed -E "s/.*\"$1\":\"([^\"]*)\".*/\\1/"
+}

@@ -149,3 +149,40 @@ impl Config {
         self.data_dir.join("keyd.redb")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_text(text: &str) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("keyd.toml");
+        std::fs::write(&path, text).expect("write");
+        Config::load(&path)
+    }
+
+    #[test]
+    fn the_example_config_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("keyd.example.toml");
+        let c = Config::load(&path).expect("example config");
+        assert_eq!(c.listen.port(), 8443);
+        assert_eq!(c.client_cert_seconds, 24 * 3600);
+        assert_eq!(c.seal_hsm.token, "keyd-seal");
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let base = "listen = \"127.0.0.1:0\"\ndata_dir = \"d\"\nseal_hsm = \"pkcs11:token=s?module-path=/m.so&pin-source=env:P\"\n";
+        assert!(load_text(base).is_ok());
+        let e = load_text(&format!("{base}bogus = 1\n")).unwrap_err().to_string();
+        assert!(e.contains("bogus"), "{e}");
+        let e = load_text(&base.replace("127.0.0.1:0", "nope")).unwrap_err().to_string();
+        assert!(e.contains("listen"), "{e}");
+        let e = load_text(&base.replace("pin-source=env:P", "pin-value=1")).unwrap_err().to_string();
+        assert!(e.contains("seal_hsm") && e.contains("pin-value"), "{e}");
+        let e = load_text(&format!("{base}log_format = \"xml\"\n")).unwrap_err().to_string();
+        assert!(e.contains("log_format"), "{e}");
+        let e = load_text(&format!("{base}client_cert_hours = 0\n")).unwrap_err().to_string();
+        assert!(e.contains("client_cert_hours"), "{e}");
+    }
+}
