@@ -255,3 +255,76 @@ fn kill_9_loses_nothing_acknowledged() -> Result<()> {
     ensure!(err.to_string().contains("key_not_valid"), "{err}");
     Ok(())
 }
+
+#[test]
+fn encrypt_decrypt_seal_unseal() -> Result<()> {
+    let c = Cluster::start()?;
+    let (alice, _) = c.enrolled_node("alice")?;
+    let (bob, _) = c.enrolled_node("bob")?;
+    let (carol, _) = c.enrolled_node("carol")?;
+    let secret = b"the launch code is 0000";
+
+    // Public-key: alice -> bob opens at bob only, and names alice as the sender.
+    let (status, enc) = alice.post(
+        "/v1/encrypt",
+        &json!({"to": "bob", "plaintext": B64.encode(secret)}),
+    )?;
+    ensure!(status == 200, "{enc}");
+    ensure!(enc["recipient"] == "m/1'/1'/1'/0'/0'", "{enc}");
+    let envelope = enc["envelope"].clone();
+    let (status, dec) = bob.post("/v1/decrypt", &json!({"envelope": envelope}))?;
+    ensure!(status == 200, "{dec}");
+    ensure!(B64.decode(dec["plaintext"].as_str().context("plaintext")?)? == secret);
+    ensure!(dec["sender"] == "m/1'/1'/0'/0'/0'", "{dec}");
+    for other in [&carol, &alice] {
+        let (status, err) = other.post("/v1/decrypt", &json!({"envelope": envelope}))?;
+        ensure!(
+            status == 403 && err["error"]["code"] == "forbidden",
+            "{err}"
+        );
+    }
+    // Not readable in the envelope; tampering is caught.
+    let raw = B64.decode(envelope.as_str().context("envelope")?)?;
+    ensure!(!raw.windows(secret.len()).any(|w| w == secret));
+    let mut tampered = raw.clone();
+    let n = tampered.len();
+    tampered[n - 70] ^= 1;
+    let (status, err) = bob.post("/v1/decrypt", &json!({"envelope": B64.encode(&tampered)}))?;
+    ensure!(
+        status == 400 && err["error"]["code"] == "bad_envelope",
+        "{err}"
+    );
+    let (status, err) = bob.post("/v1/decrypt", &json!({"envelope": B64.encode(b"junk")}))?;
+    ensure!(
+        status == 400 && err["error"]["code"] == "bad_envelope",
+        "{err}"
+    );
+    let (status, err) = alice.post("/v1/encrypt", &json!({"to": "nobody", "plaintext": "aGk="}))?;
+    ensure!(
+        status == 404 && err["error"]["code"] == "not_found",
+        "{err}"
+    );
+
+    // Symmetric: alice seals for herself; nobody else unseals.
+    let (status, sealed) = alice.post("/v1/seal", &json!({"plaintext": B64.encode(secret)}))?;
+    ensure!(status == 200, "{sealed}");
+    let (status, opened) = alice.post("/v1/unseal", &json!({"envelope": sealed["envelope"]}))?;
+    ensure!(
+        status == 200 && B64.decode(opened["plaintext"].as_str().context("pt")?)? == secret,
+        "{opened}"
+    );
+    let (status, err) = bob.post("/v1/unseal", &json!({"envelope": sealed["envelope"]}))?;
+    ensure!(status == 403, "{err}");
+
+    // A revoked sender's envelopes no longer decrypt.
+    let (status, _) = c
+        .admin()?
+        .post("/v1/nodes/alice/revoke", &json!({"reason": "left"}))?;
+    ensure!(status == 200);
+    let (status, err) = bob.post("/v1/decrypt", &json!({"envelope": envelope}))?;
+    ensure!(
+        status == 401 && err["error"]["code"] == "key_not_valid",
+        "{err}"
+    );
+    Ok(())
+}

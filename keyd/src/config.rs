@@ -174,15 +174,25 @@ mod tests {
     fn errors_name_the_key() {
         let base = "listen = \"127.0.0.1:0\"\ndata_dir = \"d\"\nseal_hsm = \"pkcs11:token=s?module-path=/m.so&pin-source=env:P\"\n";
         assert!(load_text(base).is_ok());
-        let e = load_text(&format!("{base}bogus = 1\n")).unwrap_err().to_string();
+        let e = load_text(&format!("{base}bogus = 1\n"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("bogus"), "{e}");
-        let e = load_text(&base.replace("127.0.0.1:0", "nope")).unwrap_err().to_string();
+        let e = load_text(&base.replace("127.0.0.1:0", "nope"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("listen"), "{e}");
-        let e = load_text(&base.replace("pin-source=env:P", "pin-value=1")).unwrap_err().to_string();
+        let e = load_text(&base.replace("pin-source=env:P", "pin-value=1"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("seal_hsm") && e.contains("pin-value"), "{e}");
-        let e = load_text(&format!("{base}log_format = \"xml\"\n")).unwrap_err().to_string();
+        let e = load_text(&format!("{base}log_format = \"xml\"\n"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("log_format"), "{e}");
-        let e = load_text(&format!("{base}client_cert_hours = 0\n")).unwrap_err().to_string();
+        let e = load_text(&format!("{base}client_cert_hours = 0\n"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("client_cert_hours"), "{e}");
     }
 }

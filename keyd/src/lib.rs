@@ -11,6 +11,7 @@ pub mod chain;
 #[cfg(feature = "server")]
 pub mod config;
 pub mod derive;
+pub mod envelope;
 pub mod hsm;
 #[cfg(feature = "server")]
 pub mod identity;

@@ -14,6 +14,7 @@ use crate::chain::{
 };
 use crate::config::Config;
 use crate::derive::{KeyMaterial, KeyPath, NodeSecret};
+use crate::envelope::{Encrypted, Sealed};
 use crate::identity::{Ca, IdentityError, Principal};
 use crate::store::{Store, StoreError};
 
@@ -44,6 +45,9 @@ pub enum ServiceError {
     /// Storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// An envelope that is malformed, tampered or not for this key.
+    #[error(transparent)]
+    Envelope(crate::envelope::EnvelopeError),
     /// Certificate issuance failed.
     #[error(transparent)]
     Identity(#[from] IdentityError),
@@ -492,6 +496,143 @@ impl Service {
                 (name, p.to_string(), s)
             })
             .collect())
+    }
+
+    /// The node a principal is, for key operations.
+    fn node_of(principal: &Principal) -> Result<&KeyPath, ServiceError> {
+        match principal {
+            Principal::Node(p) => Ok(p),
+            Principal::Admin(_) => Err(ServiceError::Forbidden(
+                "only nodes use keys; admins have none".into(),
+            )),
+        }
+    }
+
+    /// The node's current epoch key path and its material.
+    fn current_key(&self, node: &KeyPath) -> Result<(KeyPath, Arc<KeyMaterial>), ServiceError> {
+        let epoch = self
+            .read_chain()
+            .state()
+            .current_epoch(node)
+            .map(|(e, _)| e)
+            .ok_or_else(|| ServiceError::Revoked(format!("{node} has no valid epoch key")))?;
+        let path = node
+            .epoch_key(epoch)
+            .ok_or_else(|| ServiceError::NotFound("epoch".into()))?;
+        let m = self.material(&path)?;
+        Ok((path, m))
+    }
+
+    /// An epoch key of `node` named by an envelope: it must belong to the node and not
+    /// be revoked (older epochs still open).
+    fn opening_key(&self, node: &KeyPath, key: &KeyPath) -> Result<Arc<KeyMaterial>, ServiceError> {
+        match key.role() {
+            crate::derive::PathRole::Epoch { node: owner, .. } if &owner == node => {}
+            _ => {
+                return Err(ServiceError::Forbidden(format!(
+                    "the envelope is for {key}, not for {node}"
+                )));
+            }
+        }
+        let status = self.read_chain().state().status_at(key, unix_now());
+        match status {
+            KeyStatus::Valid { .. } | KeyStatus::Superseded { .. } => self.material(key),
+            other => Err(ServiceError::Revoked(describe(&other))),
+        }
+    }
+
+    /// Seals `plaintext` for the node's own storage.
+    pub fn seal(&self, principal: &Principal, plaintext: &[u8]) -> Result<Vec<u8>, ServiceError> {
+        let node = Self::node_of(principal)?;
+        let (path, key) = self.current_key(node)?;
+        let mut salt = [0u8; 32];
+        let mut nonce = [0u8; 12];
+        getrandom::fill(&mut salt)
+            .and_then(|()| getrandom::fill(&mut nonce))
+            .map_err(|e| ServiceError::BadRequest(format!("randomness: {e}")))?;
+        Ok(Sealed::seal(&path, &key, plaintext, salt, nonce).to_cbor())
+    }
+
+    /// Opens an envelope from [`Service::seal`] of this node.
+    pub fn unseal(
+        &self,
+        principal: &Principal,
+        envelope: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, ServiceError> {
+        let node = Self::node_of(principal)?;
+        let sealed = Sealed::from_cbor(envelope).map_err(ServiceError::Envelope)?;
+        let key = self.opening_key(node, &sealed.key)?;
+        sealed.open(&key).map_err(ServiceError::Envelope)
+    }
+
+    /// Encrypts to node `to` (name or path), signed by the caller: the envelope and the
+    /// recipient key path.
+    pub fn encrypt(
+        &self,
+        principal: &Principal,
+        to: &str,
+        plaintext: &[u8],
+    ) -> Result<(Vec<u8>, KeyPath), ServiceError> {
+        let node = Self::node_of(principal)?;
+        let (recipient, keys) = {
+            let chain = self.read_chain();
+            let state = chain.state();
+            let target = state
+                .find(to)
+                .map(|(p, _)| p.clone())
+                .ok_or_else(|| ServiceError::NotFound(format!("no node {to:?}")))?;
+            let (_, record) = state.current_epoch(&target).ok_or_else(|| {
+                ServiceError::NotFound(format!("{target} has no valid epoch key to encrypt to"))
+            })?;
+            let epoch = match record.kind {
+                KeyKind::Epoch { epoch } => epoch,
+                _ => 0,
+            };
+            (
+                target
+                    .epoch_key(epoch)
+                    .ok_or_else(|| ServiceError::NotFound("epoch".into()))?,
+                record.keys,
+            )
+        };
+        let (sender, key) = self.current_key(node)?;
+        let e = Encrypted::encrypt(&recipient, &keys, &sender, key.signing_key(), plaintext)
+            .map_err(ServiceError::Envelope)?;
+        Ok((e.to_cbor(), recipient))
+    }
+
+    /// Decrypts an envelope addressed to the caller after checking its sender's
+    /// signature against the chain: the plaintext and the sender's key path.
+    pub fn decrypt(
+        &self,
+        principal: &Principal,
+        envelope: &[u8],
+    ) -> Result<(Zeroizing<Vec<u8>>, KeyPath), ServiceError> {
+        let node = Self::node_of(principal)?;
+        let e = Encrypted::from_cbor(envelope).map_err(ServiceError::Envelope)?;
+        let sender_key = {
+            let chain = self.read_chain();
+            let state = chain.state();
+            match state.status_at(&e.sender, unix_now()) {
+                KeyStatus::Valid { .. } | KeyStatus::Superseded { .. } => {}
+                other => {
+                    return Err(ServiceError::Revoked(format!(
+                        "sender: {}",
+                        describe(&other)
+                    )));
+                }
+            }
+            state
+                .key(&e.sender)
+                .and_then(|r| r.keys.verifying_key())
+                .ok_or_else(|| {
+                    ServiceError::NotFound(format!("sender {} is not in the chain", e.sender))
+                })?
+        };
+        e.verify_sender(&sender_key)
+            .map_err(ServiceError::Envelope)?;
+        let key = self.opening_key(node, &e.recipient)?;
+        Ok((e.open(&key).map_err(ServiceError::Envelope)?, e.sender))
     }
 
     /// The branch name.

@@ -57,6 +57,7 @@ impl From<ServiceError> for ApiError {
             ServiceError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ServiceError::Chain(_) => (StatusCode::CONFLICT, "chain_refused"),
             ServiceError::BadToken => (StatusCode::UNAUTHORIZED, "bad_token"),
+            ServiceError::Envelope(_) => (StatusCode::BAD_REQUEST, "bad_envelope"),
             ServiceError::Store(StoreError::Corrupt { .. })
             | ServiceError::Store(_)
             | ServiceError::Identity(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),

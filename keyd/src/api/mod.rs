@@ -74,6 +74,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/enroll", web::post().to(enroll))
             .route("/sign", web::post().to(sign))
             .route("/verify", web::post().to(verify))
+            .route("/encrypt", web::post().to(encrypt))
+            .route("/decrypt", web::post().to(decrypt))
+            .route("/seal", web::post().to(seal))
+            .route("/unseal", web::post().to(unseal))
             .route("/nodes", web::post().to(add_node))
             .route("/nodes", web::get().to(list_nodes))
             .route("/nodes/{name}/revoke", web::post().to(revoke)),
@@ -246,4 +250,68 @@ async fn revoke(
     let cut = svc.revoke(&who, &name, &body.reason)?;
     Ok(HttpResponse::Ok()
         .json(json!({"revoked": cut.iter().map(|p| p.to_string()).collect::<Vec<_>>()})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EncryptRequest {
+    to: String,
+    plaintext: String,
+}
+
+async fn encrypt(
+    req: HttpRequest,
+    svc: web::Data<Service>,
+    body: web::Json<EncryptRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let who = principal(&req, &svc)?;
+    let plaintext = b64("plaintext", &body.plaintext)?;
+    let (envelope, recipient) = svc.encrypt(&who, &body.to, &plaintext)?;
+    Ok(HttpResponse::Ok()
+        .json(json!({"envelope": B64.encode(envelope), "recipient": recipient.to_string()})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EnvelopeRequest {
+    envelope: String,
+}
+
+async fn decrypt(
+    req: HttpRequest,
+    svc: web::Data<Service>,
+    body: web::Json<EnvelopeRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let who = principal(&req, &svc)?;
+    let envelope = b64("envelope", &body.envelope)?;
+    let (plaintext, sender) = svc.decrypt(&who, &envelope)?;
+    Ok(HttpResponse::Ok()
+        .json(json!({"plaintext": B64.encode(plaintext.as_slice()), "sender": sender.to_string()})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SealRequest {
+    plaintext: String,
+}
+
+async fn seal(
+    req: HttpRequest,
+    svc: web::Data<Service>,
+    body: web::Json<SealRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let who = principal(&req, &svc)?;
+    let plaintext = b64("plaintext", &body.plaintext)?;
+    Ok(HttpResponse::Ok().json(json!({"envelope": B64.encode(svc.seal(&who, &plaintext)?)})))
+}
+
+async fn unseal(
+    req: HttpRequest,
+    svc: web::Data<Service>,
+    body: web::Json<EnvelopeRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let who = principal(&req, &svc)?;
+    let envelope = b64("envelope", &body.envelope)?;
+    let plaintext = svc.unseal(&who, &envelope)?;
+    Ok(HttpResponse::Ok().json(json!({"plaintext": B64.encode(plaintext.as_slice())})))
 }

@@ -1,0 +1,314 @@
+//! Versioned CBOR envelopes. Both carry the path (hence key id and epoch) of the key that
+//! opens them, so older epochs still decrypt until revoked.
+//!
+//! - [`Sealed`]: symmetric, for a node's own storage: ChaCha20-Poly1305 under a
+//!   per-envelope key drawn by HKDF-SHA256 from the epoch key's storage key and a random
+//!   salt.
+//! - [`Encrypted`]: public-key, to a recipient node's epoch key with HPKE (RFC 9180,
+//!   DHKEM(X25519, HKDF-SHA256), HKDF-SHA256, ChaCha20-Poly1305), signed by the sender's
+//!   epoch key.
+
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{ChaCha20Poly1305, Nonce};
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use hkdf::Hkdf;
+use hpke::aead::ChaCha20Poly1305 as HpkeChaCha;
+use hpke::kdf::HkdfSha256;
+use hpke::kem::X25519HkdfSha256;
+use hpke::{Deserializable, Kem, OpModeR, OpModeS, Serializable};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+use thiserror::Error;
+use zeroize::Zeroizing;
+
+use crate::chain::{self, KeySet, cbor_bytes};
+use crate::derive::{KeyMaterial, KeyPath};
+
+/// Envelope format version.
+pub const ENVELOPE_VERSION: u8 = 1;
+/// The one public-key suite so far.
+pub const SUITE_X25519: &str = "x25519-hkdf-sha256-chacha20poly1305";
+/// Largest envelope accepted.
+pub const MAX_ENVELOPE: usize = 1024 * 1024;
+const SEAL_INFO: &[u8] = b"keyd/v1/seal-envelope";
+const HPKE_INFO: &[u8] = b"keyd/v1/encrypt";
+const SIGN_DOMAIN: &[u8] = b"keyd/v1/encrypted\0";
+
+/// Envelopes that do not open.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum EnvelopeError {
+    /// Not an envelope of this version.
+    #[error("not a keyd envelope: {0}")]
+    Malformed(String),
+    /// Authentication failed: tampered, or not for this key.
+    #[error("the envelope does not open: tampered, or not sealed to this key")]
+    Open,
+    /// The sender's signature does not verify.
+    #[error("the sender's signature does not verify")]
+    Signature,
+    /// A suite keyd does not know.
+    #[error("unknown suite {0:?}")]
+    Suite(String),
+}
+
+/// A symmetric envelope.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sealed {
+    /// [`ENVELOPE_VERSION`].
+    pub v: u8,
+    /// The epoch key whose storage key seals it.
+    pub key: KeyPath,
+    /// HKDF salt.
+    #[serde(with = "serde_bytes")]
+    pub salt: [u8; 32],
+    /// AEAD nonce.
+    #[serde(with = "serde_bytes")]
+    pub nonce: [u8; 12],
+    /// Ciphertext and tag.
+    #[serde(with = "serde_bytes")]
+    pub ct: Vec<u8>,
+}
+
+#[derive(Serialize)]
+struct SealedHeader<'a> {
+    v: u8,
+    key: &'a KeyPath,
+    #[serde(with = "serde_bytes")]
+    salt: &'a [u8; 32],
+    #[serde(with = "serde_bytes")]
+    nonce: &'a [u8; 12],
+}
+
+fn seal_key(material: &KeyMaterial, salt: &[u8; 32]) -> Zeroizing<[u8; 32]> {
+    let mut key = Zeroizing::new([0u8; 32]);
+    if Hkdf::<Sha256>::new(Some(salt), material.storage_key())
+        .expand(SEAL_INFO, key.as_mut())
+        .is_err()
+    {
+        unreachable!("HKDF-SHA256 expands 32 bytes");
+    }
+    key
+}
+
+impl Sealed {
+    fn aad(&self) -> Vec<u8> {
+        cbor_bytes(&SealedHeader {
+            v: self.v,
+            key: &self.key,
+            salt: &self.salt,
+            nonce: &self.nonce,
+        })
+    }
+
+    /// Seals `plaintext` with the storage key of the epoch key at `key`; `salt` and
+    /// `nonce` must come from a CSPRNG.
+    pub fn seal(
+        key: &KeyPath,
+        material: &KeyMaterial,
+        plaintext: &[u8],
+        salt: [u8; 32],
+        nonce: [u8; 12],
+    ) -> Sealed {
+        let mut s = Sealed {
+            v: ENVELOPE_VERSION,
+            key: key.clone(),
+            salt,
+            nonce,
+            ct: Vec::new(),
+        };
+        let k = seal_key(material, &s.salt);
+        let cipher = ChaCha20Poly1305::new_from_slice(k.as_ref())
+            .unwrap_or_else(|_| unreachable!("32-byte key"));
+        let aad = s.aad();
+        s.ct = cipher
+            .encrypt(
+                &Nonce::from(s.nonce),
+                Payload {
+                    msg: plaintext,
+                    aad: &aad,
+                },
+            )
+            .unwrap_or_else(|_| unreachable!("encryption of a bounded message cannot fail"));
+        s
+    }
+
+    /// Opens with the storage key of the epoch key the envelope names.
+    pub fn open(&self, material: &KeyMaterial) -> Result<Zeroizing<Vec<u8>>, EnvelopeError> {
+        let k = seal_key(material, &self.salt);
+        let cipher =
+            ChaCha20Poly1305::new_from_slice(k.as_ref()).map_err(|_| EnvelopeError::Open)?;
+        cipher
+            .decrypt(
+                &Nonce::from(self.nonce),
+                Payload {
+                    msg: &self.ct,
+                    aad: &self.aad(),
+                },
+            )
+            .map(Zeroizing::new)
+            .map_err(|_| EnvelopeError::Open)
+    }
+
+    /// Canonical CBOR.
+    pub fn to_cbor(&self) -> Vec<u8> {
+        cbor_bytes(self)
+    }
+
+    /// Decodes canonical CBOR.
+    pub fn from_cbor(bytes: &[u8]) -> Result<Sealed, EnvelopeError> {
+        let s: Sealed = chain::decode_exact(bytes, MAX_ENVELOPE)
+            .map_err(|e| EnvelopeError::Malformed(e.to_string()))?;
+        if s.v != ENVELOPE_VERSION {
+            return Err(EnvelopeError::Malformed(format!("version {}", s.v)));
+        }
+        Ok(s)
+    }
+}
+
+/// A public-key envelope, signed by its sender.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Encrypted {
+    /// [`ENVELOPE_VERSION`].
+    pub v: u8,
+    /// [`SUITE_X25519`].
+    pub suite: String,
+    /// The recipient's epoch key.
+    pub recipient: KeyPath,
+    /// The sender's epoch key.
+    pub sender: KeyPath,
+    /// HPKE encapsulated key.
+    #[serde(with = "serde_bytes")]
+    pub enc: Vec<u8>,
+    /// HPKE ciphertext.
+    #[serde(with = "serde_bytes")]
+    pub ct: Vec<u8>,
+    /// Ed25519 signature by the sender over everything above.
+    #[serde(with = "serde_bytes")]
+    pub signature: [u8; 64],
+}
+
+#[derive(Serialize)]
+struct EncryptedHeader<'a> {
+    v: u8,
+    suite: &'a str,
+    recipient: &'a KeyPath,
+    sender: &'a KeyPath,
+}
+
+#[derive(Serialize)]
+struct EncryptedUnsigned<'a> {
+    v: u8,
+    suite: &'a str,
+    recipient: &'a KeyPath,
+    sender: &'a KeyPath,
+    #[serde(with = "serde_bytes")]
+    enc: &'a [u8],
+    #[serde(with = "serde_bytes")]
+    ct: &'a [u8],
+}
+
+impl Encrypted {
+    fn aad(&self) -> Vec<u8> {
+        cbor_bytes(&EncryptedHeader {
+            v: self.v,
+            suite: &self.suite,
+            recipient: &self.recipient,
+            sender: &self.sender,
+        })
+    }
+
+    fn signed_bytes(&self) -> Vec<u8> {
+        let mut out = SIGN_DOMAIN.to_vec();
+        out.extend(cbor_bytes(&EncryptedUnsigned {
+            v: self.v,
+            suite: &self.suite,
+            recipient: &self.recipient,
+            sender: &self.sender,
+            enc: &self.enc,
+            ct: &self.ct,
+        }));
+        out
+    }
+
+    /// Encrypts `plaintext` to the recipient's X25519 key and signs it as `sender`.
+    pub fn encrypt(
+        recipient: &KeyPath,
+        recipient_keys: &KeySet,
+        sender: &KeyPath,
+        sender_key: &SigningKey,
+        plaintext: &[u8],
+    ) -> Result<Encrypted, EnvelopeError> {
+        let pk = <X25519HkdfSha256 as Kem>::PublicKey::from_bytes(&recipient_keys.x25519)
+            .map_err(|_| EnvelopeError::Open)?;
+        let mut e = Encrypted {
+            v: ENVELOPE_VERSION,
+            suite: SUITE_X25519.to_owned(),
+            recipient: recipient.clone(),
+            sender: sender.clone(),
+            enc: Vec::new(),
+            ct: Vec::new(),
+            signature: [0; 64],
+        };
+        let (enc, ct) = hpke::single_shot_seal::<HpkeChaCha, HkdfSha256, X25519HkdfSha256>(
+            &OpModeS::Base,
+            &pk,
+            HPKE_INFO,
+            plaintext,
+            &e.aad(),
+        )
+        .map_err(|_| EnvelopeError::Open)?;
+        e.enc = enc.to_bytes().to_vec();
+        e.ct = ct;
+        e.signature = sender_key.sign(&e.signed_bytes()).to_bytes();
+        Ok(e)
+    }
+
+    /// Checks the sender's signature with its Ed25519 key (from the chain).
+    pub fn verify_sender(&self, sender_key: &VerifyingKey) -> Result<(), EnvelopeError> {
+        sender_key
+            .verify_strict(
+                &self.signed_bytes(),
+                &Signature::from_bytes(&self.signature),
+            )
+            .map_err(|_| EnvelopeError::Signature)
+    }
+
+    /// Opens with the recipient epoch key's material.
+    pub fn open(&self, recipient: &KeyMaterial) -> Result<Zeroizing<Vec<u8>>, EnvelopeError> {
+        if self.suite != SUITE_X25519 {
+            return Err(EnvelopeError::Suite(self.suite.clone()));
+        }
+        let secret = Zeroizing::new(recipient.x25519_secret().to_bytes());
+        let sk = <X25519HkdfSha256 as Kem>::PrivateKey::from_bytes(secret.as_ref())
+            .map_err(|_| EnvelopeError::Open)?;
+        let enc = <X25519HkdfSha256 as Kem>::EncappedKey::from_bytes(&self.enc)
+            .map_err(|_| EnvelopeError::Open)?;
+        hpke::single_shot_open::<HpkeChaCha, HkdfSha256, X25519HkdfSha256>(
+            &OpModeR::Base,
+            &sk,
+            &enc,
+            HPKE_INFO,
+            &self.ct,
+            &self.aad(),
+        )
+        .map(Zeroizing::new)
+        .map_err(|_| EnvelopeError::Open)
+    }
+
+    /// Canonical CBOR.
+    pub fn to_cbor(&self) -> Vec<u8> {
+        cbor_bytes(self)
+    }
+
+    /// Decodes canonical CBOR.
+    pub fn from_cbor(bytes: &[u8]) -> Result<Encrypted, EnvelopeError> {
+        let e: Encrypted = chain::decode_exact(bytes, MAX_ENVELOPE)
+            .map_err(|e| EnvelopeError::Malformed(e.to_string()))?;
+        if e.v != ENVELOPE_VERSION {
+            return Err(EnvelopeError::Malformed(format!("version {}", e.v)));
+        }
+        Ok(e)
+    }
+}
