@@ -328,3 +328,48 @@ fn encrypt_decrypt_seal_unseal() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn rekey_rewrap_datakey() -> Result<()> {
+    let c = Cluster::start()?;
+    let (node, _) = c.enrolled_node("app")?;
+    let (_, sealed) = node.post("/v1/seal", &json!({"plaintext": B64.encode(b"old data")}))?;
+    let (status, rekeyed) = node.post("/v1/rekey", &json!({}))?;
+    ensure!(
+        status == 200 && rekeyed["key"] == "m/1'/1'/0'/0'/1'",
+        "{rekeyed}"
+    );
+    // Signing moves to the new epoch; the old epoch still opens what it sealed.
+    let (_, signed) = node.post("/v1/sign", &json!({"data": "aGk="}))?;
+    ensure!(signed["epoch"] == 1, "{signed}");
+    let (status, opened) = node.post("/v1/unseal", &json!({"envelope": sealed["envelope"]}))?;
+    ensure!(
+        status == 200 && B64.decode(opened["plaintext"].as_str().context("pt")?)? == b"old data"
+    );
+    // Rewrap moves it to the current epoch.
+    let (status, rewrapped) = node.post("/v1/rewrap", &json!({"envelope": sealed["envelope"]}))?;
+    ensure!(status == 200, "{rewrapped}");
+    let raw = B64.decode(rewrapped["envelope"].as_str().context("env")?)?;
+    let env = keyd::envelope::Sealed::from_cbor(&raw)?;
+    ensure!(env.key == "m/1'/1'/0'/0'/1'".parse::<KeyPath>()?);
+    // Admin rekeys a node by name; a node may not rekey another.
+    let (status, r) = c.admin()?.post("/v1/nodes/app/rekey", &json!({}))?;
+    ensure!(status == 200 && r["key"] == "m/1'/1'/0'/0'/2'", "{r}");
+    let (status, _) = node.post("/v1/nodes/app/rekey", &json!({}))?;
+    ensure!(status == 403);
+    // The chain shows epoch 0 and 1 superseded, 2 current.
+    let (_, chain) = c.anonymous()?.get("/v1/chain")?;
+    let v = verify_file(&chain)?;
+    let (current, _) = v
+        .state
+        .current_epoch(&"m/1'/1'/0'".parse()?)
+        .context("epoch")?;
+    ensure!(current == 2);
+    // A data key comes with its sealed form, which unseals to the same key.
+    let (status, dk) = node.post("/v1/datakey", &json!({}))?;
+    ensure!(status == 200, "{dk}");
+    let (_, opened) = node.post("/v1/unseal", &json!({"envelope": dk["envelope"]}))?;
+    ensure!(opened["plaintext"] == dk["key"]);
+    ensure!(B64.decode(dk["key"].as_str().context("key")?)?.len() == 32);
+    Ok(())
+}

@@ -635,6 +635,80 @@ impl Service {
         Ok((e.open(&key).map_err(ServiceError::Envelope)?, e.sender))
     }
 
+    /// Moves `target` (the caller itself for a node; any node under the branch for an
+    /// admin) to its next epoch: returns the new epoch key path.
+    pub fn rekey(
+        &self,
+        principal: &Principal,
+        target: Option<&str>,
+    ) -> Result<KeyPath, ServiceError> {
+        let node = match (principal, target) {
+            (Principal::Node(p), None) => p.clone(),
+            (Principal::Node(_), Some(_)) => {
+                return Err(ServiceError::Forbidden("a node rekeys only itself".into()));
+            }
+            (Principal::Admin(_), Some(t)) => self
+                .read_chain()
+                .state()
+                .find(t)
+                .map(|(p, _)| p.clone())
+                .ok_or_else(|| ServiceError::NotFound(format!("no node {t:?}")))?,
+            (Principal::Admin(_), None) => {
+                return Err(ServiceError::BadRequest("name the node to rekey".into()));
+            }
+        };
+        if !self.branch_path.is_prefix_of(&node) || node == self.branch_path {
+            return Err(ServiceError::Forbidden(format!(
+                "{node} is not a node below this keyd's branch"
+            )));
+        }
+        self.append(|w| {
+            let next = match w.state().key(&node).map(|r| &r.kind) {
+                Some(KeyKind::Node { epochs, .. }) => epochs.last().map_or(0, |e| e + 1),
+                _ => return Err(ServiceError::NotFound(format!("{node} is not a node"))),
+            };
+            let path = node
+                .epoch_key(next)
+                .ok_or_else(|| ServiceError::BadRequest("epoch out of range".into()))?;
+            let epoch_key = self.material(&path)?;
+            let node_key = self.material(&node)?;
+            let st = Statement::sign(
+                Body::Epoch(Epoch {
+                    node: node.clone(),
+                    epoch: next,
+                    keys: (&epoch_key.public_keys()).into(),
+                }),
+                node.clone(),
+                unix_now(),
+                node_key.signing_key(),
+            );
+            Ok(Built {
+                statements: vec![st],
+                token: None,
+                value: path,
+            })
+        })
+    }
+
+    /// Re-seals an envelope of an older epoch under the node's current epoch.
+    pub fn rewrap(&self, principal: &Principal, envelope: &[u8]) -> Result<Vec<u8>, ServiceError> {
+        let plaintext = self.unseal(principal, envelope)?;
+        self.seal(principal, &plaintext)
+    }
+
+    /// A fresh 256-bit data key and its sealed form (for envelope encryption by the
+    /// node itself).
+    pub fn datakey(
+        &self,
+        principal: &Principal,
+    ) -> Result<(Zeroizing<[u8; 32]>, Vec<u8>), ServiceError> {
+        let mut key = Zeroizing::new([0u8; 32]);
+        getrandom::fill(key.as_mut())
+            .map_err(|e| ServiceError::BadRequest(format!("randomness: {e}")))?;
+        let sealed = self.seal(principal, key.as_ref())?;
+        Ok((key, sealed))
+    }
+
     /// The branch name.
     pub fn branch_name(&self) -> &str {
         &self.branch_name

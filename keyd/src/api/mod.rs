@@ -78,6 +78,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/decrypt", web::post().to(decrypt))
             .route("/seal", web::post().to(seal))
             .route("/unseal", web::post().to(unseal))
+            .route("/rewrap", web::post().to(rewrap))
+            .route("/datakey", web::post().to(datakey))
+            .route("/rekey", web::post().to(rekey_self))
+            .route("/nodes/{name}/rekey", web::post().to(rekey_node))
             .route("/nodes", web::post().to(add_node))
             .route("/nodes", web::get().to(list_nodes))
             .route("/nodes/{name}/revoke", web::post().to(revoke)),
@@ -314,4 +318,37 @@ async fn unseal(
     let envelope = b64("envelope", &body.envelope)?;
     let plaintext = svc.unseal(&who, &envelope)?;
     Ok(HttpResponse::Ok().json(json!({"plaintext": B64.encode(plaintext.as_slice())})))
+}
+
+async fn rewrap(
+    req: HttpRequest,
+    svc: web::Data<Service>,
+    body: web::Json<EnvelopeRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let who = principal(&req, &svc)?;
+    let envelope = b64("envelope", &body.envelope)?;
+    Ok(HttpResponse::Ok().json(json!({"envelope": B64.encode(svc.rewrap(&who, &envelope)?)})))
+}
+
+async fn datakey(req: HttpRequest, svc: web::Data<Service>) -> Result<HttpResponse, ApiError> {
+    let who = principal(&req, &svc)?;
+    let (key, sealed) = svc.datakey(&who)?;
+    Ok(HttpResponse::Ok()
+        .json(json!({"key": B64.encode(key.as_ref()), "envelope": B64.encode(sealed)})))
+}
+
+async fn rekey_self(req: HttpRequest, svc: web::Data<Service>) -> Result<HttpResponse, ApiError> {
+    let who = principal(&req, &svc)?;
+    let key = svc.rekey(&who, None)?;
+    Ok(HttpResponse::Ok().json(json!({"key": key.to_string()})))
+}
+
+async fn rekey_node(
+    req: HttpRequest,
+    svc: web::Data<Service>,
+    name: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let who = principal(&req, &svc)?;
+    let key = svc.rekey(&who, Some(&name))?;
+    Ok(HttpResponse::Ok().json(json!({"key": key.to_string()})))
 }
