@@ -18,7 +18,7 @@ pub struct Bins {
     pub keyd: PathBuf,
 }
 
-/// Builds `keyctl` and `hsm-sim` once per test process, in the same target directory
+/// Builds `keyd`, `keyctl` and `hsm-sim` once per test process, in the same target directory
 /// and profile as this test binary, and returns their paths.
 pub fn bins() -> &'static Bins {
     static BINS: OnceLock<Bins> = OnceLock::new();
@@ -36,17 +36,11 @@ fn build() -> Result<Bins> {
     let target_dir = profile_dir.parent().context("no target directory")?;
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
-    cmd.args([
-        "build",
-        "--quiet",
-        "-p",
-        "keyctl",
-        "-p",
-        "hsm-sim",
-        "--target-dir",
-    ])
-    .arg(target_dir)
-    .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
+    // The whole workspace's binaries, as `cargo test --workspace` selects it, so that
+    // features unify the same way and nothing is rebuilt twice.
+    cmd.args(["build", "--quiet", "--workspace", "--bins", "--target-dir"])
+        .arg(target_dir)
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
     if profile_dir.file_name().is_some_and(|n| n == "release") {
         cmd.arg("--release");
     }

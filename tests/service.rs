@@ -373,3 +373,43 @@ fn rekey_rewrap_datakey() -> Result<()> {
     ensure!(B64.decode(dk["key"].as_str().context("key")?)?.len() == 32);
     Ok(())
 }
+
+#[test]
+fn batch_sign_and_verify() -> Result<()> {
+    let c = Cluster::start()?;
+    let (node, _) = c.enrolled_node("batcher")?;
+    let items: Vec<_> = (0..1000)
+        .map(|i| json!({"data": B64.encode(format!("item {i}"))}))
+        .collect();
+    let (status, signed) = node.post("/v1/batch/sign", &json!({"items": items}))?;
+    ensure!(status == 200, "{signed}");
+    let results = signed["results"].as_array().context("results")?;
+    ensure!(results.len() == 1000);
+    let (_, chain) = c.anonymous()?.get("/v1/chain")?;
+    let v = verify_file(&chain)?;
+    let key = v
+        .state
+        .key(&signed["path"].as_str().context("path")?.parse()?)
+        .context("key")?;
+    let vk = VerifyingKey::from_bytes(&key.keys.ed25519)?;
+    let mut checks = Vec::new();
+    for (i, r) in results.iter().enumerate() {
+        let sig: [u8; 64] = B64
+            .decode(r["signature"].as_str().context("sig")?)?
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("length"))?;
+        vk.verify_strict(format!("item {i}").as_bytes(), &Signature::from_bytes(&sig))?;
+        checks.push(json!({"data": B64.encode(format!("item {i}")), "signature": r["signature"], "public_key": hex::encode(key.keys.ed25519)}));
+    }
+    checks[7]["data"] = json!(B64.encode("forged"));
+    let (status, verdicts) = node.post("/v1/batch/verify", &json!({"items": checks}))?;
+    ensure!(status == 200, "{verdicts}");
+    let verdicts = verdicts["results"].as_array().context("results")?;
+    ensure!(
+        verdicts
+            .iter()
+            .enumerate()
+            .all(|(i, v)| v["valid"] == (i != 7))
+    );
+    Ok(())
+}

@@ -16,7 +16,9 @@ use crate::identity::Principal;
 use crate::service::Service;
 
 /// Largest JSON body accepted.
-pub const MAX_BODY: usize = 256 * 1024;
+pub const MAX_BODY: usize = 4 * 1024 * 1024;
+/// Most items in a batch request.
+pub const MAX_BATCH: usize = 1000;
 
 /// The DER client certificate of a connection, stored by [`on_connect`].
 #[derive(Clone)]
@@ -79,6 +81,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/seal", web::post().to(seal))
             .route("/unseal", web::post().to(unseal))
             .route("/rewrap", web::post().to(rewrap))
+            .route("/batch/sign", web::post().to(batch_sign))
+            .route("/batch/verify", web::post().to(batch_verify))
             .route("/datakey", web::post().to(datakey))
             .route("/rekey", web::post().to(rekey_self))
             .route("/nodes/{name}/rekey", web::post().to(rekey_node))
@@ -351,4 +355,66 @@ async fn rekey_node(
     let who = principal(&req, &svc)?;
     let key = svc.rekey(&who, Some(&name))?;
     Ok(HttpResponse::Ok().json(json!({"key": key.to_string()})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Batch<T> {
+    items: Vec<T>,
+}
+
+fn check_batch<T>(b: &Batch<T>) -> Result<(), ApiError> {
+    if b.items.is_empty() || b.items.len() > MAX_BATCH {
+        return Err(ApiError::bad_request(
+            "bad_batch",
+            format!("items: {} given, 1 to {MAX_BATCH} allowed", b.items.len()),
+        ));
+    }
+    Ok(())
+}
+
+async fn batch_sign(
+    req: HttpRequest,
+    svc: web::Data<Service>,
+    body: web::Json<Batch<SignRequest>>,
+) -> Result<HttpResponse, ApiError> {
+    let who = principal(&req, &svc)?;
+    check_batch(&body)?;
+    let data = body
+        .items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            B64.decode(&item.data).map_err(|e| {
+                ApiError::bad_request("bad_base64", format!("items[{i}].data: not base64: {e}"))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let (signatures, key_id, epoch, path) = svc.sign_batch(&who, &data)?;
+    let results: Vec<_> = signatures
+        .iter()
+        .map(|s| json!({"signature": B64.encode(s.to_bytes())}))
+        .collect();
+    Ok(HttpResponse::Ok().json(
+        json!({"key_id": key_id, "epoch": epoch, "path": path.to_string(), "results": results}),
+    ))
+}
+
+async fn batch_verify(
+    req: HttpRequest,
+    svc: web::Data<Service>,
+    body: web::Json<Batch<VerifyRequest>>,
+) -> Result<HttpResponse, ApiError> {
+    principal(&req, &svc)?;
+    check_batch(&body)?;
+    let mut results = Vec::with_capacity(body.items.len());
+    for item in &body.items {
+        let data = b64("data", &item.data)?;
+        let signature: [u8; 64] = fixed("signature", &b64("signature", &item.signature)?)?;
+        let public = hex::decode(item.public_key.trim())
+            .map_err(|e| ApiError::bad_request("bad_hex", format!("public_key: not hex: {e}")))?;
+        let public: [u8; 32] = fixed("public_key", &public)?;
+        results.push(svc.verify(&data, &signature, &public));
+    }
+    Ok(HttpResponse::Ok().json(json!({"results": results})))
 }
