@@ -423,13 +423,8 @@ impl Service {
             ),
             None => (None, None),
         };
-        let (name, reason) = match &status {
-            KeyStatus::Valid { .. } => ("valid", None),
-            KeyStatus::Unknown => ("unknown", Some(describe(&status))),
-            KeyStatus::Revoked { .. } => ("revoked", Some(describe(&status))),
-            KeyStatus::Superseded { .. } => ("superseded", Some(describe(&status))),
-            KeyStatus::Expired { .. } => ("expired", Some(describe(&status))),
-        };
+        let name = status.name();
+        let reason = (!status.is_valid()).then(|| status.to_string());
         Verification {
             valid: signature_ok && status.is_valid(),
             signature_ok,
@@ -748,31 +743,5 @@ struct Built<T> {
 }
 
 fn describe(status: &KeyStatus) -> String {
-    match status {
-        KeyStatus::Valid { path, .. } => format!("{path} is valid"),
-        KeyStatus::Unknown => "not a key of this cluster".into(),
-        KeyStatus::Revoked {
-            path,
-            revoked,
-            by,
-            seq,
-            reason,
-        } => {
-            if path == revoked {
-                format!("{path} was revoked by {by} at seq {seq} ({reason})")
-            } else {
-                format!(
-                    "{path} is cut off: its ancestor {revoked} was revoked by {by} at seq {seq} ({reason})"
-                )
-            }
-        }
-        KeyStatus::Superseded {
-            path,
-            epoch,
-            current,
-        } => format!("{path} is epoch {epoch}; the current epoch is {current}"),
-        KeyStatus::Expired {
-            path, not_after, ..
-        } => format!("{path} expired at {not_after}"),
-    }
+    status.to_string()
 }

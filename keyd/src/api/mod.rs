@@ -196,17 +196,27 @@ struct VerifyRequest {
     public_key: String,
 }
 
+/// A verify request decoded: data, signature, public key.
+type VerifyParts = (Vec<u8>, [u8; 64], [u8; 32]);
+
+impl VerifyRequest {
+    /// The data, the 64-byte signature and the 32-byte public key.
+    fn parse(&self) -> Result<VerifyParts, ApiError> {
+        let data = b64("data", &self.data)?;
+        let signature = fixed("signature", &b64("signature", &self.signature)?)?;
+        let public = hex::decode(self.public_key.trim())
+            .map_err(|e| ApiError::bad_request("bad_hex", format!("public_key: not hex: {e}")))?;
+        Ok((data, signature, fixed("public_key", &public)?))
+    }
+}
+
 async fn verify(
     req: HttpRequest,
     svc: web::Data<Service>,
     body: web::Json<VerifyRequest>,
 ) -> Result<HttpResponse, ApiError> {
     principal(&req, &svc)?;
-    let data = b64("data", &body.data)?;
-    let signature: [u8; 64] = fixed("signature", &b64("signature", &body.signature)?)?;
-    let public = hex::decode(body.public_key.trim())
-        .map_err(|e| ApiError::bad_request("bad_hex", format!("public_key: not hex: {e}")))?;
-    let public: [u8; 32] = fixed("public_key", &public)?;
+    let (data, signature, public) = body.parse()?;
     Ok(HttpResponse::Ok().json(svc.verify(&data, &signature, &public)))
 }
 
@@ -409,11 +419,7 @@ async fn batch_verify(
     check_batch(&body)?;
     let mut results = Vec::with_capacity(body.items.len());
     for item in &body.items {
-        let data = b64("data", &item.data)?;
-        let signature: [u8; 64] = fixed("signature", &b64("signature", &item.signature)?)?;
-        let public = hex::decode(item.public_key.trim())
-            .map_err(|e| ApiError::bad_request("bad_hex", format!("public_key: not hex: {e}")))?;
-        let public: [u8; 32] = fixed("public_key", &public)?;
+        let (data, signature, public) = item.parse()?;
         results.push(svc.verify(&data, &signature, &public));
     }
     Ok(HttpResponse::Ok().json(json!({"results": results})))

@@ -55,6 +55,55 @@ impl KeyStatus {
     pub fn is_valid(&self) -> bool {
         matches!(self, KeyStatus::Valid { .. })
     }
+
+    /// A one-word name: `valid`, `unknown`, `revoked`, `superseded`, `expired`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            KeyStatus::Valid { .. } => "valid",
+            KeyStatus::Unknown => "unknown",
+            KeyStatus::Revoked { .. } => "revoked",
+            KeyStatus::Superseded { .. } => "superseded",
+            KeyStatus::Expired { .. } => "expired",
+        }
+    }
+}
+
+impl std::fmt::Display for KeyStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeyStatus::Valid { path, .. } => write!(f, "{path} is valid"),
+            KeyStatus::Unknown => f.write_str("not a key of this cluster"),
+            KeyStatus::Revoked {
+                path,
+                revoked,
+                by,
+                seq,
+                reason,
+            } if path == revoked => {
+                write!(f, "{path} was revoked by {by} at seq {seq} ({reason})")
+            }
+            KeyStatus::Revoked {
+                path,
+                revoked,
+                by,
+                seq,
+                reason,
+            } => write!(
+                f,
+                "{path} is cut off: its ancestor {revoked} was revoked by {by} at seq {seq} ({reason})"
+            ),
+            KeyStatus::Superseded {
+                path,
+                epoch,
+                current,
+            } => {
+                write!(f, "{path} is epoch {epoch}; the current epoch is {current}")
+            }
+            KeyStatus::Expired {
+                path, not_after, ..
+            } => write!(f, "{path} expired at {not_after}"),
+        }
+    }
 }
 
 impl ChainState {
