@@ -159,7 +159,28 @@ fn tokens_are_single_use_and_bad_input_gets_stable_codes() -> Result<()> {
         (
             413,
             "too_large",
-            node.post_raw("/v1/sign", "application/json", vec![b' '; 300 * 1024])?,
+            node.post_raw("/v1/sign", "application/json", vec![b' '; 5 * 1024 * 1024])?,
+        ),
+        (
+            400,
+            "bad_batch",
+            node.post("/v1/batch/sign", &json!({"items": []}))?,
+        ),
+        (
+            400,
+            "bad_batch",
+            node.post(
+                "/v1/batch/sign",
+                &json!({"items": vec![json!({"data": ""}); 1001]}),
+            )?,
+        ),
+        (
+            400,
+            "bad_base64",
+            node.post(
+                "/v1/batch/sign",
+                &json!({"items": [{"data": "aGk="}, {"data": "??"}]}),
+            )?,
         ),
         (
             400,
