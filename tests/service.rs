@@ -434,3 +434,141 @@ fn batch_sign_and_verify() -> Result<()> {
     );
     Ok(())
 }
+
+/// keyctl against a running keyd: node add/list/revoke with the admin credential; sign,
+/// verify, encrypt, decrypt and chain fetch with node credentials.
+#[test]
+fn keyctl_drives_keyd() -> Result<()> {
+    use std::process::Command;
+    let c = Cluster::start()?;
+    let dir = c.dir.path();
+    let keyctl = |args: &[&str]| -> Result<serde_json::Value> {
+        let out = Command::new(&crate::helpers::bins().keyctl)
+            .args(args)
+            .output()?;
+        ensure!(
+            out.status.success(),
+            "keyctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(serde_json::from_slice(&out.stdout)
+            .unwrap_or(json!(String::from_utf8_lossy(&out.stdout))))
+    };
+    let data = c.data();
+    let config = |name: &str, cert: &str, key: &str| -> Result<String> {
+        let p = dir.join(format!("{name}.toml"));
+        std::fs::write(
+            &p,
+            format!(
+                "url = \"{}\"\nca = \"{}\"\ncert = \"{cert}\"\nkey = \"{key}\"\n",
+                c.addr,
+                data.join("ca.pem").display()
+            ),
+        )?;
+        Ok(p.to_string_lossy().into_owned())
+    };
+    let admin = config(
+        "admin",
+        &data.join("admin.pem").to_string_lossy(),
+        &data.join("admin.key").to_string_lossy(),
+    )?;
+    // Two nodes, enrolled with keys and CSRs made here.
+    let mut node_configs = Vec::new();
+    for name in ["alpha", "beta"] {
+        let added = keyctl(&["node", "add", name, "--config", &admin])?;
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519)?;
+        let csr = rcgen::CertificateParams::default()
+            .serialize_request(&key)?
+            .pem()?;
+        let (status, enrolled) = c
+            .anonymous()?
+            .post("/v1/enroll", &json!({"token": added["token"], "csr": csr}))?;
+        ensure!(status == 200, "{enrolled}");
+        let cert_file = dir.join(format!("{name}.pem"));
+        let key_file = dir.join(format!("{name}.key"));
+        std::fs::write(
+            &cert_file,
+            enrolled["certificate"].as_str().context("cert")?,
+        )?;
+        std::fs::write(&key_file, key.serialize_pem())?;
+        node_configs.push(config(
+            name,
+            &cert_file.to_string_lossy(),
+            &key_file.to_string_lossy(),
+        )?);
+    }
+    let (alpha, beta) = (&node_configs[0], &node_configs[1]);
+    let msg = dir.join("msg.txt");
+    std::fs::write(&msg, "signed by alpha")?;
+    let m = msg.to_string_lossy().into_owned();
+    let signed = keyctl(&["sign", "--config", alpha, "--in", &m])?;
+    let chain_file = dir.join("fetched.cbor");
+    let fetched = keyctl(&[
+        "chain",
+        "fetch",
+        "--config",
+        beta,
+        "--out",
+        &chain_file.to_string_lossy(),
+    ])?;
+    ensure!(fetched.to_string().contains("verifies"), "{fetched}");
+    let v = verify_file(&std::fs::read(&chain_file)?)?;
+    let key = v
+        .state
+        .key(&signed["path"].as_str().context("path")?.parse()?)
+        .context("key")?;
+    let verdict = keyctl(&[
+        "verify",
+        "--config",
+        beta,
+        "--in",
+        &m,
+        "--signature",
+        signed["signature"].as_str().context("sig")?,
+        "--public-key",
+        &hex::encode(key.keys.ed25519),
+    ])?;
+    ensure!(verdict["valid"] == true, "{verdict}");
+    let env = dir.join("msg.env");
+    let opened = dir.join("msg.out");
+    keyctl(&[
+        "encrypt",
+        "--config",
+        alpha,
+        "--to",
+        "beta",
+        "--in",
+        &m,
+        "--out",
+        &env.to_string_lossy(),
+    ])?;
+    let dec = keyctl(&[
+        "decrypt",
+        "--config",
+        beta,
+        "--in",
+        &env.to_string_lossy(),
+        "--out",
+        &opened.to_string_lossy(),
+    ])?;
+    ensure!(std::fs::read(&opened)? == b"signed by alpha");
+    ensure!(dec["sender"] == signed["path"], "{dec}");
+    let list = keyctl(&["node", "list", "--config", &admin])?;
+    ensure!(
+        list["nodes"].as_array().is_some_and(|n| n.len() == 3),
+        "{list}"
+    );
+    keyctl(&[
+        "node", "revoke", "alpha", "--reason", "test", "--config", &admin,
+    ])?;
+    let out = Command::new(&crate::helpers::bins().keyctl)
+        .args(["sign", "--config", alpha, "--in", &m])
+        .output()?;
+    ensure!(out.status.code() == Some(1));
+    let err = String::from_utf8(out.stderr)?;
+    ensure!(
+        err.contains("key_not_valid") && err.contains("try:"),
+        "{err}"
+    );
+    Ok(())
+}

@@ -36,9 +36,104 @@ pub enum Command {
     /// Offline root ceremonies (touch the root HSM).
     #[command(subcommand)]
     Ceremony(Ceremony),
-    /// Check and show chain files offline.
+    /// Check and show chain files offline; fetch one from keyd.
     #[command(subcommand)]
     Chain(ChainCmd),
+    /// Administer nodes on a running keyd (admin credential).
+    #[command(subcommand)]
+    Node(NodeCmd),
+    /// Sign a file with the node's current epoch key (node credential).
+    Sign {
+        /// keyctl.toml: url, ca, cert, key.
+        #[arg(long)]
+        config: PathBuf,
+        /// The data to sign.
+        #[arg(long = "in")]
+        input: PathBuf,
+    },
+    /// Verify a signature and the signing key's standing in the chain.
+    Verify {
+        /// keyctl.toml: url, ca, cert, key.
+        #[arg(long)]
+        config: PathBuf,
+        /// The signed data.
+        #[arg(long = "in")]
+        input: PathBuf,
+        /// The signature, base64.
+        #[arg(long)]
+        signature: String,
+        /// The Ed25519 public key, hex.
+        #[arg(long)]
+        public_key: String,
+    },
+    /// Encrypt a file to a node (HPKE), signed by the caller (node credential).
+    Encrypt {
+        /// keyctl.toml: url, ca, cert, key.
+        #[arg(long)]
+        config: PathBuf,
+        /// The recipient node (name or path).
+        #[arg(long)]
+        to: String,
+        /// The plaintext.
+        #[arg(long = "in")]
+        input: PathBuf,
+        /// Where to write the envelope (new file).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Decrypt an envelope addressed to the caller (node credential).
+    Decrypt {
+        /// keyctl.toml: url, ca, cert, key.
+        #[arg(long)]
+        config: PathBuf,
+        /// The envelope.
+        #[arg(long = "in")]
+        input: PathBuf,
+        /// Where to write the plaintext (new file, 0600).
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+/// Node administration against keyd.
+#[derive(Debug, Subcommand)]
+pub enum NodeCmd {
+    /// Certify a new node and print its one-time enrollment token (JSON).
+    Add {
+        /// keyctl.toml with an admin credential.
+        #[arg(long)]
+        config: PathBuf,
+        /// Node name.
+        name: String,
+        /// Parent node (name or path); default keyd's branch.
+        #[arg(long)]
+        parent: Option<String>,
+    },
+    /// List nodes and their status (JSON).
+    List {
+        /// keyctl.toml with an admin credential.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Revoke a node and its subtree.
+    Revoke {
+        /// keyctl.toml with an admin credential.
+        #[arg(long)]
+        config: PathBuf,
+        /// Node name or path.
+        name: String,
+        /// Why.
+        #[arg(long)]
+        reason: String,
+    },
+    /// Move a node to its next epoch.
+    Rekey {
+        /// keyctl.toml with an admin credential.
+        #[arg(long)]
+        config: PathBuf,
+        /// Node name or path.
+        name: String,
+    },
 }
 
 /// Output formats.
@@ -58,6 +153,15 @@ pub enum ChainCmd {
     Verify {
         /// The chain file.
         file: PathBuf,
+    },
+    /// Fetch the chain from keyd, verify it, and write it to a file.
+    Fetch {
+        /// keyctl.toml: url, ca, cert, key.
+        #[arg(long)]
+        config: PathBuf,
+        /// Where to write it.
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Show the keys of a (verified) chain as a tree: names, paths, key ids, epochs,
     /// revocations, trusted clusters.

@@ -83,6 +83,19 @@ pub enum CtlError {
     /// A branch bundle problem.
     #[error(transparent)]
     Bundle(#[from] keyd::bundle::BundleError),
+    /// keyd answered with an error.
+    #[error("keyd refused: {code} ({status}): {message}")]
+    Api {
+        /// HTTP status.
+        status: u16,
+        /// Stable error code.
+        code: String,
+        /// keyd's message.
+        message: String,
+    },
+    /// keyd could not be reached or answered garbage.
+    #[error("cannot talk to keyd: {0}")]
+    Http(String),
     /// JSON encoding failed.
     #[error("cannot encode JSON: {0}")]
     Json(#[from] serde_json::Error),
@@ -111,6 +124,14 @@ impl CtlError {
             CtlError::Chain { .. } => Some(
                 "the file was changed or damaged; restore it from the ceremony's copy, or re-fetch it from keyd",
             ),
+            CtlError::Http(_) => Some(
+                "check url in the --config file and that keyd serve is running; the CA in the config must be keyd's ca.pem",
+            ),
+            CtlError::Api { code, .. } if code == "unauthenticated" || code == "key_not_valid" => {
+                Some(
+                    "the certificate in the --config file is not accepted: enroll again or ask an admin",
+                )
+            }
             CtlError::Share(_) => Some(
                 "bring the share files exactly as written by `keyctl ceremony init`; nothing was written to the token",
             ),

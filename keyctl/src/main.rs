@@ -3,9 +3,11 @@
 mod ceremony;
 mod chain_cmd;
 mod cli;
+mod client;
 mod error;
 mod files;
 mod public;
+mod remote;
 
 use std::process::ExitCode;
 
@@ -104,6 +106,15 @@ fn run(cli: Cli) -> Result<(), CtlError> {
             println!("chain updated: {}", chain.display());
             Ok(())
         }
+        remote @ (Command::Node(_)
+        | Command::Sign { .. }
+        | Command::Verify { .. }
+        | Command::Encrypt { .. }
+        | Command::Decrypt { .. }
+        | Command::Chain(ChainCmd::Fetch { .. })) => match remote::run(remote)? {
+            Some(v) => print_json(&v),
+            None => Ok(()),
+        },
         Command::Chain(ChainCmd::Verify { file }) => {
             let v = chain_cmd::load(&file)?;
             println!("{}", chain_cmd::summary(&file, &v));

@@ -1,0 +1,138 @@
+//! The REST client for a running keyd: mTLS with the credential named in a keyctl
+//! config file.
+//!
+//! ```toml
+//! url = "https://127.0.0.1:8443"
+//! ca = "/var/lib/keyd/ca.pem"
+//! cert = "/var/lib/keyd/admin.pem"   # or a node's certificate
+//! key = "/var/lib/keyd/admin.key"
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde_json::Value;
+use ureq::tls::{Certificate, ClientCert, PrivateKey, RootCerts, TlsConfig};
+
+use crate::error::CtlError;
+
+/// keyctl.toml.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClientConfig {
+    url: String,
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+/// A client of one keyd, as one principal.
+pub struct Client {
+    agent: ureq::Agent,
+    url: String,
+}
+
+fn read(path: &Path, base: &Path) -> Result<Vec<u8>, CtlError> {
+    let path = if path.is_relative() {
+        base.join(path)
+    } else {
+        path.to_owned()
+    };
+    std::fs::read(&path).map_err(CtlError::io("cannot read", path))
+}
+
+impl Client {
+    /// Reads the config file and its certificate files.
+    pub fn from_config(file: &Path) -> Result<Client, CtlError> {
+        let text = std::fs::read_to_string(file).map_err(CtlError::io("cannot read", file))?;
+        let cfg: ClientConfig = toml::from_str(&text).map_err(|e| CtlError::Arg {
+            flag: "--config",
+            message: format!("{}: {e}", file.display()),
+        })?;
+        let base = file.parent().unwrap_or(Path::new("."));
+        let bad = |what: &str, e: ureq::Error| CtlError::Arg {
+            flag: "--config",
+            message: format!("{}: {what}: {e}", file.display()),
+        };
+        let ca = Certificate::from_pem(&read(&cfg.ca, base)?).map_err(|e| bad("ca", e))?;
+        let cert = Certificate::from_pem(&read(&cfg.cert, base)?).map_err(|e| bad("cert", e))?;
+        let key = PrivateKey::from_pem(&read(&cfg.key, base)?).map_err(|e| bad("key", e))?;
+        let tls = TlsConfig::builder()
+            .root_certs(RootCerts::new_with_certs(&[ca]))
+            .client_cert(Some(ClientCert::new_with_certs(&[cert], key)))
+            .build();
+        let agent = ureq::Agent::config_builder()
+            .tls_config(tls)
+            .http_status_as_error(false)
+            .timeout_global(Some(std::time::Duration::from_secs(30)))
+            .build()
+            .into();
+        Ok(Client {
+            agent,
+            url: cfg.url.trim_end_matches('/').to_owned(),
+        })
+    }
+
+    fn decode(
+        &self,
+        path: &str,
+        mut resp: ureq::http::Response<ureq::Body>,
+    ) -> Result<Value, CtlError> {
+        let status = resp.status().as_u16();
+        let text = resp
+            .body_mut()
+            .read_to_string()
+            .map_err(|e| CtlError::Http(format!("{path}: {e}")))?;
+        let body: Value = serde_json::from_str(&text).map_err(|_| {
+            CtlError::Http(format!("{path}: {status} with a body that is not JSON"))
+        })?;
+        if !(200..300).contains(&status) {
+            return Err(CtlError::Api {
+                status,
+                code: body["error"]["code"]
+                    .as_str()
+                    .unwrap_or("unknown")
+                    .to_owned(),
+                message: body["error"]["message"].as_str().unwrap_or("").to_owned(),
+            });
+        }
+        Ok(body)
+    }
+
+    /// POSTs JSON.
+    pub fn post(&self, path: &str, body: &Value) -> Result<Value, CtlError> {
+        let resp = self
+            .agent
+            .post(format!("{}{path}", self.url))
+            .send_json(body)
+            .map_err(|e| CtlError::Http(format!("{}{path}: {e}", self.url)))?;
+        self.decode(path, resp)
+    }
+
+    /// GETs JSON.
+    pub fn get(&self, path: &str) -> Result<Value, CtlError> {
+        let resp = self
+            .agent
+            .get(format!("{}{path}", self.url))
+            .call()
+            .map_err(|e| CtlError::Http(format!("{}{path}: {e}", self.url)))?;
+        self.decode(path, resp)
+    }
+
+    /// GETs raw bytes.
+    pub fn get_bytes(&self, path: &str) -> Result<Vec<u8>, CtlError> {
+        let mut resp = self
+            .agent
+            .get(format!("{}{path}", self.url))
+            .call()
+            .map_err(|e| CtlError::Http(format!("{}{path}: {e}", self.url)))?;
+        if resp.status() != 200 {
+            return self.decode(path, resp).map(|_| Vec::new());
+        }
+        resp.body_mut()
+            .with_config()
+            .limit(1 << 30)
+            .read_to_vec()
+            .map_err(|e| CtlError::Http(format!("{path}: {e}")))
+    }
+}
