@@ -88,7 +88,9 @@ fn check_mode(_path: &std::path::Path) -> Result<(), HsmError> {
 impl fmt::Display for PinSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            PinSource::File(p) => write!(f, "file:{}", p.display()),
+            // Always `file://` + path: parse strips one leading `//`, so this prints
+            // back to the same path even when the path itself starts with `//`.
+            PinSource::File(p) => write!(f, "file://{}", p.display()),
             PinSource::Env(v) => write!(f, "env:{v}"),
         }
     }

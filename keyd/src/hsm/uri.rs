@@ -170,6 +170,23 @@ mod tests {
         assert_eq!(uri.object_or_default(), "root");
     }
 
+    /// Found by the `text` fuzz target: a PIN file path starting with `//` printed as
+    /// `file://…` and parsed back as another path.
+    #[test]
+    fn pin_file_paths_round_trip() {
+        for path in ["/p", "//p", "///p", "p", "/a//b"] {
+            let uri = Pkcs11Uri {
+                token: "t".into(),
+                object: None,
+                serial: None,
+                module_path: "/m.so".into(),
+                pin_source: Some(PinSource::File(path.into())),
+            };
+            let back: Pkcs11Uri = uri.to_string().parse().unwrap();
+            assert_eq!(back, uri, "{path}");
+        }
+    }
+
     #[test]
     fn rejects_bad_uris() {
         let cases: &[(&str, UriError)] = &[
