@@ -1,0 +1,228 @@
+//! Key operations for nodes: seal/unseal, encrypt/decrypt, rewrap,
+//! datakey, rekey.
+
+use std::sync::Arc;
+
+use zeroize::Zeroizing;
+
+use super::{Built, Service, ServiceError, describe, unix_now};
+use crate::chain::{Body, Epoch, KeyKind, KeyStatus, Statement};
+use crate::derive::{KeyMaterial, KeyPath};
+use crate::envelope::{Encrypted, Sealed};
+use crate::identity::Principal;
+
+impl Service {
+    /// The node a principal is, for key operations.
+    fn node_of(principal: &Principal) -> Result<&KeyPath, ServiceError> {
+        match principal {
+            Principal::Node(p) => Ok(p),
+            Principal::Admin(_) => Err(ServiceError::Forbidden(
+                "only nodes use keys; admins have none".into(),
+            )),
+        }
+    }
+
+    /// The node's current epoch key path and its material.
+    pub(super) fn current_key(
+        &self,
+        node: &KeyPath,
+    ) -> Result<(KeyPath, Arc<KeyMaterial>), ServiceError> {
+        let epoch = self
+            .read_chain()
+            .state()
+            .current_epoch(node)
+            .map(|(e, _)| e)
+            .ok_or_else(|| ServiceError::Revoked(format!("{node} has no valid epoch key")))?;
+        let path = node
+            .epoch_key(epoch)
+            .ok_or_else(|| ServiceError::NotFound("epoch".into()))?;
+        let m = self.material(&path)?;
+        Ok((path, m))
+    }
+
+    /// An epoch key of `node` named by an envelope: it must belong to the node and not
+    /// be revoked (older epochs still open).
+    fn opening_key(&self, node: &KeyPath, key: &KeyPath) -> Result<Arc<KeyMaterial>, ServiceError> {
+        match key.role() {
+            crate::derive::PathRole::Epoch { node: owner, .. } if &owner == node => {}
+            _ => {
+                return Err(ServiceError::Forbidden(format!(
+                    "the envelope is for {key}, not for {node}"
+                )));
+            }
+        }
+        let status = self.read_chain().state().status_at(key, unix_now());
+        match status {
+            KeyStatus::Valid { .. } | KeyStatus::Superseded { .. } => self.material(key),
+            other => Err(ServiceError::Revoked(describe(&other))),
+        }
+    }
+
+    /// Seals `plaintext` for the node's own storage.
+    pub fn seal(&self, principal: &Principal, plaintext: &[u8]) -> Result<Vec<u8>, ServiceError> {
+        let node = Self::node_of(principal)?;
+        let (path, key) = self.current_key(node)?;
+        let mut salt = [0u8; 32];
+        let mut nonce = [0u8; 12];
+        getrandom::fill(&mut salt)
+            .and_then(|()| getrandom::fill(&mut nonce))
+            .map_err(|e| ServiceError::BadRequest(format!("randomness: {e}")))?;
+        Ok(Sealed::seal(&path, &key, plaintext, salt, nonce).to_cbor())
+    }
+
+    /// Opens an envelope from [`Service::seal`] of this node.
+    pub fn unseal(
+        &self,
+        principal: &Principal,
+        envelope: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, ServiceError> {
+        let node = Self::node_of(principal)?;
+        let sealed = Sealed::from_cbor(envelope).map_err(ServiceError::Envelope)?;
+        let key = self.opening_key(node, &sealed.key)?;
+        sealed.open(&key).map_err(ServiceError::Envelope)
+    }
+
+    /// Encrypts to node `to` (name or path), signed by the caller: the envelope and the
+    /// recipient key path.
+    pub fn encrypt(
+        &self,
+        principal: &Principal,
+        to: &str,
+        plaintext: &[u8],
+    ) -> Result<(Vec<u8>, KeyPath), ServiceError> {
+        let node = Self::node_of(principal)?;
+        let (recipient, keys) = {
+            let chain = self.read_chain();
+            let state = chain.state();
+            let target = state
+                .find(to)
+                .map(|(p, _)| p.clone())
+                .ok_or_else(|| ServiceError::NotFound(format!("no node {to:?}")))?;
+            let (_, record) = state.current_epoch(&target).ok_or_else(|| {
+                ServiceError::NotFound(format!("{target} has no valid epoch key to encrypt to"))
+            })?;
+            let epoch = match record.kind {
+                KeyKind::Epoch { epoch } => epoch,
+                _ => 0,
+            };
+            (
+                target
+                    .epoch_key(epoch)
+                    .ok_or_else(|| ServiceError::NotFound("epoch".into()))?,
+                record.keys,
+            )
+        };
+        let (sender, key) = self.current_key(node)?;
+        let e = Encrypted::encrypt(&recipient, &keys, &sender, key.signing_key(), plaintext)
+            .map_err(ServiceError::Envelope)?;
+        Ok((e.to_cbor(), recipient))
+    }
+
+    /// Decrypts an envelope addressed to the caller after checking its sender's
+    /// signature against the chain: the plaintext and the sender's key path.
+    pub fn decrypt(
+        &self,
+        principal: &Principal,
+        envelope: &[u8],
+    ) -> Result<(Zeroizing<Vec<u8>>, KeyPath), ServiceError> {
+        let node = Self::node_of(principal)?;
+        let e = Encrypted::from_cbor(envelope).map_err(ServiceError::Envelope)?;
+        let sender_key = {
+            let chain = self.read_chain();
+            let state = chain.state();
+            match state.status_at(&e.sender, unix_now()) {
+                KeyStatus::Valid { .. } | KeyStatus::Superseded { .. } => {}
+                other => {
+                    return Err(ServiceError::Revoked(format!(
+                        "sender: {}",
+                        describe(&other)
+                    )));
+                }
+            }
+            state
+                .key(&e.sender)
+                .and_then(|r| r.keys.verifying_key())
+                .ok_or_else(|| {
+                    ServiceError::NotFound(format!("sender {} is not in the chain", e.sender))
+                })?
+        };
+        e.verify_sender(&sender_key)
+            .map_err(ServiceError::Envelope)?;
+        let key = self.opening_key(node, &e.recipient)?;
+        Ok((e.open(&key).map_err(ServiceError::Envelope)?, e.sender))
+    }
+
+    /// Moves `target` (the caller itself for a node; any node under the branch for an
+    /// admin) to its next epoch: returns the new epoch key path.
+    pub fn rekey(
+        &self,
+        principal: &Principal,
+        target: Option<&str>,
+    ) -> Result<KeyPath, ServiceError> {
+        let node = match (principal, target) {
+            (Principal::Node(p), None) => p.clone(),
+            (Principal::Node(_), Some(_)) => {
+                return Err(ServiceError::Forbidden("a node rekeys only itself".into()));
+            }
+            (Principal::Admin(_), Some(t)) => self
+                .read_chain()
+                .state()
+                .find(t)
+                .map(|(p, _)| p.clone())
+                .ok_or_else(|| ServiceError::NotFound(format!("no node {t:?}")))?,
+            (Principal::Admin(_), None) => {
+                return Err(ServiceError::BadRequest("name the node to rekey".into()));
+            }
+        };
+        if !self.branch_path.is_prefix_of(&node) || node == self.branch_path {
+            return Err(ServiceError::Forbidden(format!(
+                "{node} is not a node below this keyd's branch"
+            )));
+        }
+        self.append(|w| {
+            let next = match w.state().key(&node).map(|r| &r.kind) {
+                Some(KeyKind::Node { epochs, .. }) => epochs.last().map_or(0, |e| e + 1),
+                _ => return Err(ServiceError::NotFound(format!("{node} is not a node"))),
+            };
+            let path = node
+                .epoch_key(next)
+                .ok_or_else(|| ServiceError::BadRequest("epoch out of range".into()))?;
+            let epoch_key = self.material(&path)?;
+            let node_key = self.material(&node)?;
+            let st = Statement::sign(
+                Body::Epoch(Epoch {
+                    node: node.clone(),
+                    epoch: next,
+                    keys: (&epoch_key.public_keys()).into(),
+                }),
+                node.clone(),
+                unix_now(),
+                node_key.signing_key(),
+            );
+            Ok(Built {
+                statements: vec![st],
+                token: None,
+                value: path,
+            })
+        })
+    }
+
+    /// Re-seals an envelope of an older epoch under the node's current epoch.
+    pub fn rewrap(&self, principal: &Principal, envelope: &[u8]) -> Result<Vec<u8>, ServiceError> {
+        let plaintext = self.unseal(principal, envelope)?;
+        self.seal(principal, &plaintext)
+    }
+
+    /// A fresh 256-bit data key and its sealed form (for envelope encryption by the
+    /// node itself).
+    pub fn datakey(
+        &self,
+        principal: &Principal,
+    ) -> Result<(Zeroizing<[u8; 32]>, Vec<u8>), ServiceError> {
+        let mut key = Zeroizing::new([0u8; 32]);
+        getrandom::fill(key.as_mut())
+            .map_err(|e| ServiceError::BadRequest(format!("randomness: {e}")))?;
+        let sealed = self.seal(principal, key.as_ref())?;
+        Ok((key, sealed))
+    }
+}
