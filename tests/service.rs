@@ -110,6 +110,18 @@ fn enroll_sign_verify_revoke() -> Result<()> {
         v.state.status_at(&epoch_path, unix_now()),
         KeyStatus::Revoked { .. }
     ));
+    // Prometheus metrics count requests by route and status, errors by code, latency.
+    let (status, metrics) = c.anonymous()?.get("/metrics")?;
+    let metrics = String::from_utf8(metrics)?;
+    ensure!(status == 200);
+    for want in [
+        "keyd_requests_total{route=\"/v1/sign\",status=\"200\"} 1",
+        "keyd_requests_total{route=\"/v1/sign\",status=\"401\"} 1",
+        "keyd_errors_total{code=\"key_not_valid\"} 1",
+        "keyd_request_duration_seconds_count{route=\"/v1/sign\"} 2",
+    ] {
+        ensure!(metrics.contains(want), "{want} not in:\n{metrics}");
+    }
     // Incremental fetch: entries from seq 3 on, with the head.
     let (_, tail) = c.anonymous()?.get("/v1/chain?since=3")?;
     ensure!(tail.len() < chain.len());

@@ -244,6 +244,19 @@ fn serve(config: Config) -> Result<()> {
         actix_web::App::new()
             .app_data(data.clone())
             .wrap(actix_web::middleware::Logger::new("%r %s %Dms").log_target("keyd::access"))
+            .wrap_fn(|req, srv| {
+                use actix_web::dev::Service as _;
+                let start = std::time::Instant::now();
+                let route = req
+                    .match_pattern()
+                    .unwrap_or_else(|| "unmatched".to_owned());
+                let fut = srv.call(req);
+                async move {
+                    let res = fut.await?;
+                    keyd::api::metrics().request(&route, res.status().as_u16(), start.elapsed());
+                    Ok(res)
+                }
+            })
             .configure(keyd::api::routes)
     })
     .on_connect(keyd::api::on_connect)

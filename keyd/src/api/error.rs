@@ -82,6 +82,7 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
+        super::metrics().error(self.code);
         HttpResponse::build(self.status)
             .json(json!({"error": {"code": self.code, "message": self.message}}))
     }

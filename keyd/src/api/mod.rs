@@ -2,6 +2,7 @@
 //! client-certificate extractor.
 
 mod error;
+mod metrics;
 
 use actix_web::dev::Extensions;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -11,6 +12,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 pub use error::ApiError;
+pub use metrics::{Metrics, metrics};
 
 use crate::identity::Principal;
 use crate::service::Service;
@@ -69,6 +71,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .app_data(web::PayloadConfig::default().limit(MAX_BODY))
     .route("/healthz", web::get().to(healthz))
     .route("/readyz", web::get().to(healthz))
+    .route("/metrics", web::get().to(prometheus))
     .service(
         web::scope("/v1")
             .route("/ca", web::get().to(ca))
@@ -122,6 +125,12 @@ impl ApiError {
 
 async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
+}
+
+async fn prometheus() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(metrics().render())
 }
 
 async fn ca(svc: web::Data<Service>) -> HttpResponse {

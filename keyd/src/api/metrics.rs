@@ -1,0 +1,107 @@
+//! Prometheus metrics: requests and latency by route and status, errors by code.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+/// Latency histogram bucket bounds, seconds.
+const BUCKETS: [f64; 12] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+];
+
+#[derive(Default)]
+struct Histogram {
+    counts: [u64; BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
+
+#[derive(Default)]
+struct Inner {
+    requests: BTreeMap<(String, u16), u64>,
+    latency: BTreeMap<String, Histogram>,
+    errors: BTreeMap<&'static str, u64>,
+}
+
+/// The process's metrics.
+#[derive(Default)]
+pub struct Metrics {
+    inner: Mutex<Inner>,
+}
+
+/// The global metrics.
+pub fn metrics() -> &'static Metrics {
+    static METRICS: OnceLock<Metrics> = OnceLock::new();
+    METRICS.get_or_init(Metrics::default)
+}
+
+impl Metrics {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records one request to `route` (the matched pattern) with its status and time.
+    pub fn request(&self, route: &str, status: u16, took: Duration) {
+        let secs = took.as_secs_f64();
+        let mut m = self.lock();
+        *m.requests.entry((route.to_owned(), status)).or_default() += 1;
+        let h = m.latency.entry(route.to_owned()).or_default();
+        h.count += 1;
+        h.sum += secs;
+        for (i, bound) in BUCKETS.iter().enumerate() {
+            if secs <= *bound {
+                h.counts[i] += 1;
+            }
+        }
+    }
+
+    /// Records an error response by its stable code.
+    pub fn error(&self, code: &'static str) {
+        *self.lock().errors.entry(code).or_default() += 1;
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let m = self.lock();
+        let mut out = String::new();
+        out.push_str("# HELP keyd_requests_total Requests by route and status.\n# TYPE keyd_requests_total counter\n");
+        for ((route, status), n) in &m.requests {
+            let _ = writeln!(
+                out,
+                "keyd_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}"
+            );
+        }
+        out.push_str("# HELP keyd_request_duration_seconds Request latency by route.\n# TYPE keyd_request_duration_seconds histogram\n");
+        for (route, h) in &m.latency {
+            for (bound, n) in BUCKETS.iter().zip(h.counts) {
+                let _ = writeln!(
+                    out,
+                    "keyd_request_duration_seconds_bucket{{route=\"{route}\",le=\"{bound}\"}} {n}"
+                );
+            }
+            let _ = writeln!(
+                out,
+                "keyd_request_duration_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {}",
+                h.count
+            );
+            let _ = writeln!(
+                out,
+                "keyd_request_duration_seconds_sum{{route=\"{route}\"}} {}",
+                h.sum
+            );
+            let _ = writeln!(
+                out,
+                "keyd_request_duration_seconds_count{{route=\"{route}\"}} {}",
+                h.count
+            );
+        }
+        out.push_str(
+            "# HELP keyd_errors_total Error responses by code.\n# TYPE keyd_errors_total counter\n",
+        );
+        for (code, n) in &m.errors {
+            let _ = writeln!(out, "keyd_errors_total{{code=\"{code}\"}} {n}");
+        }
+        out
+    }
+}
