@@ -279,6 +279,31 @@ impl Client {
         ))
     }
 
+    /// POSTs `body` as `content_type` asking for `accept`; returns the status, the
+    /// response content type and the raw body.
+    pub fn exchange(
+        &self,
+        path: &str,
+        content_type: &str,
+        accept: &str,
+        body: Vec<u8>,
+    ) -> Result<(u16, String, Vec<u8>)> {
+        let mut resp = self
+            .agent
+            .post(format!("{}{path}", self.base))
+            .header("content-type", content_type)
+            .header("accept", accept)
+            .send(&body[..])?;
+        let status = resp.status().as_u16();
+        let ct = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        Ok((status, ct, resp.body_mut().read_to_vec()?))
+    }
+
     /// GETs, returning the status and the raw body.
     pub fn get(&self, path: &str) -> Result<(u16, Vec<u8>)> {
         let mut resp = self.agent.get(format!("{}{path}", self.base)).call()?;

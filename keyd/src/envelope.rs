@@ -4,9 +4,9 @@
 //! - [`Sealed`]: symmetric, for a node's own storage: ChaCha20-Poly1305 under a
 //!   per-envelope key drawn by HKDF-SHA256 from the epoch key's storage key and a random
 //!   salt.
-//! - [`Encrypted`]: public-key, to a recipient node's epoch key with HPKE (RFC 9180,
-//!   DHKEM(X25519, HKDF-SHA256), HKDF-SHA256, ChaCha20-Poly1305), signed by the sender's
-//!   epoch key.
+//! - [`Encrypted`]: public-key, to a recipient node's epoch key with HPKE (RFC 9180;
+//!   KEM X-Wing — ML-KEM-768 + X25519 — by default, DHKEM(X25519, HKDF-SHA256) on request;
+//!   HKDF-SHA256; ChaCha20-Poly1305), signed by the sender's epoch key.
 
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Nonce};
@@ -14,20 +14,22 @@ use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use hkdf::Hkdf;
 use hpke::aead::ChaCha20Poly1305 as HpkeChaCha;
 use hpke::kdf::HkdfSha256;
-use hpke::kem::X25519HkdfSha256;
+use hpke::kem::{X25519HkdfSha256, XWing};
 use hpke::{Deserializable, Kem, OpModeR, OpModeS, Serializable};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use thiserror::Error;
 use zeroize::Zeroizing;
 
-use crate::chain::{self, KeySet, cbor_bytes};
+use crate::chain::{self, cbor_bytes};
 use crate::derive::{KeyMaterial, KeyPath};
 
 /// Envelope format version.
 pub const ENVELOPE_VERSION: u8 = 1;
-/// The one public-key suite so far.
+/// The classical public-key suite, for compatibility.
 pub const SUITE_X25519: &str = "x25519-hkdf-sha256-chacha20poly1305";
+/// The hybrid post-quantum public-key suite, the default.
+pub const SUITE_X_WING: &str = "xwing-hkdf-sha256-chacha20poly1305";
 /// Largest envelope accepted.
 pub const MAX_ENVELOPE: usize = 1024 * 1024;
 const SEAL_INFO: &[u8] = b"keyd/v1/seal-envelope";
@@ -49,6 +51,70 @@ pub enum EnvelopeError {
     /// A suite keyd does not know.
     #[error("unknown suite {0:?}")]
     Suite(String),
+}
+
+/// The HPKE suite of an [`Encrypted`] envelope.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Suite {
+    /// X-Wing (ML-KEM-768 + X25519), HKDF-SHA256, ChaCha20-Poly1305: [`SUITE_X_WING`].
+    #[default]
+    XWing,
+    /// DHKEM(X25519, HKDF-SHA256), HKDF-SHA256, ChaCha20-Poly1305: [`SUITE_X25519`].
+    X25519,
+}
+
+impl Suite {
+    /// The name carried in envelopes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Suite::XWing => SUITE_X_WING,
+            Suite::X25519 => SUITE_X25519,
+        }
+    }
+
+    /// The suite of an envelope or request: its full name, or `x-wing` / `x25519`.
+    pub fn parse(name: &str) -> Result<Suite, EnvelopeError> {
+        match name {
+            SUITE_X_WING | "x-wing" | "xwing" => Ok(Suite::XWing),
+            SUITE_X25519 | "x25519" => Ok(Suite::X25519),
+            other => Err(EnvelopeError::Suite(other.to_owned())),
+        }
+    }
+}
+
+fn hpke_seal<K: Kem>(
+    pk: &K::PublicKey,
+    plaintext: &[u8],
+    aad: &[u8],
+) -> Result<(Vec<u8>, Vec<u8>), EnvelopeError> {
+    let (enc, ct) = hpke::single_shot_seal::<HpkeChaCha, HkdfSha256, K>(
+        &OpModeS::Base,
+        pk,
+        HPKE_INFO,
+        plaintext,
+        aad,
+    )
+    .map_err(|_| EnvelopeError::Open)?;
+    Ok((enc.to_bytes().to_vec(), ct))
+}
+
+fn hpke_open<K: Kem>(
+    sk: &K::PrivateKey,
+    enc: &[u8],
+    ct: &[u8],
+    aad: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, EnvelopeError> {
+    let enc = K::EncappedKey::from_bytes(enc).map_err(|_| EnvelopeError::Open)?;
+    hpke::single_shot_open::<HpkeChaCha, HkdfSha256, K>(
+        &OpModeR::Base,
+        sk,
+        &enc,
+        HPKE_INFO,
+        ct,
+        aad,
+    )
+    .map(Zeroizing::new)
+    .map_err(|_| EnvelopeError::Open)
 }
 
 /// A symmetric envelope.
@@ -172,7 +238,7 @@ impl Sealed {
 pub struct Encrypted {
     /// [`ENVELOPE_VERSION`].
     pub v: u8,
-    /// [`SUITE_X25519`].
+    /// [`SUITE_X_WING`] or [`SUITE_X25519`].
     pub suite: String,
     /// The recipient's epoch key.
     pub recipient: KeyPath,
@@ -232,37 +298,44 @@ impl Encrypted {
         out
     }
 
-    /// Encrypts `plaintext` to the recipient's X25519 key and signs it as `sender`.
+    /// Encrypts `plaintext` to the recipient epoch key (its material: keyd holds the
+    /// keys of its branch, and the X-Wing public key is not published in the chain) and
+    /// signs it as `sender`.
     pub fn encrypt(
+        suite: Suite,
         recipient: &KeyPath,
-        recipient_keys: &KeySet,
+        recipient_keys: &KeyMaterial,
         sender: &KeyPath,
         sender_key: &SigningKey,
         plaintext: &[u8],
     ) -> Result<Encrypted, EnvelopeError> {
-        let pk = <X25519HkdfSha256 as Kem>::PublicKey::from_bytes(&recipient_keys.x25519)
-            .map_err(|_| EnvelopeError::Open)?;
         let mut e = Encrypted {
             v: ENVELOPE_VERSION,
-            suite: SUITE_X25519.to_owned(),
+            suite: suite.name().to_owned(),
             recipient: recipient.clone(),
             sender: sender.clone(),
             enc: Vec::new(),
             ct: Vec::new(),
             signature: [0; 64],
         };
-        let (enc, ct) = hpke::single_shot_seal::<HpkeChaCha, HkdfSha256, X25519HkdfSha256>(
-            &OpModeS::Base,
-            &pk,
-            HPKE_INFO,
-            plaintext,
-            &e.aad(),
-        )
-        .map_err(|_| EnvelopeError::Open)?;
-        e.enc = enc.to_bytes().to_vec();
-        e.ct = ct;
+        let aad = e.aad();
+        (e.enc, e.ct) = match suite {
+            Suite::XWing => hpke_seal::<XWing>(&recipient_keys.x_wing().1, plaintext, &aad)?,
+            Suite::X25519 => {
+                let pk = <X25519HkdfSha256 as Kem>::PublicKey::from_bytes(
+                    recipient_keys.public_keys().x25519.as_bytes(),
+                )
+                .map_err(|_| EnvelopeError::Open)?;
+                hpke_seal::<X25519HkdfSha256>(&pk, plaintext, &aad)?
+            }
+        };
         e.signature = sender_key.sign(&e.signed_bytes()).to_bytes();
         Ok(e)
+    }
+
+    /// The envelope's suite.
+    pub fn suite(&self) -> Result<Suite, EnvelopeError> {
+        Suite::parse(&self.suite)
     }
 
     /// Checks the sender's signature with its Ed25519 key (from the chain).
@@ -277,24 +350,16 @@ impl Encrypted {
 
     /// Opens with the recipient epoch key's material.
     pub fn open(&self, recipient: &KeyMaterial) -> Result<Zeroizing<Vec<u8>>, EnvelopeError> {
-        if self.suite != SUITE_X25519 {
-            return Err(EnvelopeError::Suite(self.suite.clone()));
+        let aad = self.aad();
+        match self.suite()? {
+            Suite::XWing => hpke_open::<XWing>(&recipient.x_wing().0, &self.enc, &self.ct, &aad),
+            Suite::X25519 => {
+                let secret = Zeroizing::new(recipient.x25519_secret().to_bytes());
+                let sk = <X25519HkdfSha256 as Kem>::PrivateKey::from_bytes(secret.as_ref())
+                    .map_err(|_| EnvelopeError::Open)?;
+                hpke_open::<X25519HkdfSha256>(&sk, &self.enc, &self.ct, &aad)
+            }
         }
-        let secret = Zeroizing::new(recipient.x25519_secret().to_bytes());
-        let sk = <X25519HkdfSha256 as Kem>::PrivateKey::from_bytes(secret.as_ref())
-            .map_err(|_| EnvelopeError::Open)?;
-        let enc = <X25519HkdfSha256 as Kem>::EncappedKey::from_bytes(&self.enc)
-            .map_err(|_| EnvelopeError::Open)?;
-        hpke::single_shot_open::<HpkeChaCha, HkdfSha256, X25519HkdfSha256>(
-            &OpModeR::Base,
-            &sk,
-            &enc,
-            HPKE_INFO,
-            &self.ct,
-            &self.aad(),
-        )
-        .map(Zeroizing::new)
-        .map_err(|_| EnvelopeError::Open)
     }
 
     /// Canonical CBOR.
@@ -310,5 +375,104 @@ impl Encrypted {
             return Err(EnvelopeError::Malformed(format!("version {}", e.v)));
         }
         Ok(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(n: u8) -> (KeyPath, KeyMaterial) {
+        let path: KeyPath = format!("m/1'/{n}'/0'/0'").parse().expect("path");
+        (path, KeyMaterial::from_node_key(&[n; 32]))
+    }
+
+    #[test]
+    fn both_suites_open_at_the_recipient_only() {
+        let (to, bob) = node(2);
+        let (from, alice) = node(1);
+        let (_, carol) = node(3);
+        for suite in [Suite::XWing, Suite::X25519] {
+            let e = Encrypted::encrypt(suite, &to, &bob, &from, alice.signing_key(), b"hi")
+                .expect("encrypt");
+            let e = Encrypted::from_cbor(&e.to_cbor()).expect("round trip");
+            assert_eq!(e.suite(), Ok(suite));
+            e.verify_sender(&alice.signing_key().verifying_key())
+                .expect("sender");
+            assert_eq!(
+                e.verify_sender(&carol.signing_key().verifying_key()),
+                Err(EnvelopeError::Signature)
+            );
+            assert_eq!(e.open(&bob).expect("open").as_slice(), b"hi");
+            assert_eq!(e.open(&carol), Err(EnvelopeError::Open));
+            let mut t = e.clone();
+            t.ct[0] ^= 1;
+            assert_eq!(t.open(&bob), Err(EnvelopeError::Open));
+            assert_eq!(
+                t.verify_sender(&alice.signing_key().verifying_key()),
+                Err(EnvelopeError::Signature)
+            );
+        }
+    }
+
+    #[test]
+    fn the_suite_cannot_be_swapped() {
+        let (to, bob) = node(2);
+        let (from, alice) = node(1);
+        let mut e = Encrypted::encrypt(Suite::XWing, &to, &bob, &from, alice.signing_key(), b"x")
+            .expect("encrypt");
+        e.suite = SUITE_X25519.into();
+        // The suite is signed and bound as AAD: neither the signature nor HPKE accepts it.
+        assert_eq!(
+            e.verify_sender(&alice.signing_key().verifying_key()),
+            Err(EnvelopeError::Signature)
+        );
+        assert_eq!(e.open(&bob), Err(EnvelopeError::Open));
+        e.suite = "rot13".into();
+        assert_eq!(e.open(&bob), Err(EnvelopeError::Suite("rot13".into())));
+    }
+
+    #[test]
+    fn x_wing_keys_are_derived_deterministically() {
+        let (_, a) = node(7);
+        let (_, b) = node(7);
+        let (_, c) = node(8);
+        assert_eq!(a.x_wing().1.to_bytes(), b.x_wing().1.to_bytes());
+        assert_ne!(a.x_wing().1.to_bytes(), c.x_wing().1.to_bytes());
+        assert_eq!(a.x_wing().1.to_bytes().len(), 1216);
+    }
+
+    #[test]
+    fn suite_names() {
+        for (name, suite) in [
+            ("x-wing", Suite::XWing),
+            ("xwing", Suite::XWing),
+            (SUITE_X_WING, Suite::XWing),
+            ("x25519", Suite::X25519),
+            (SUITE_X25519, Suite::X25519),
+        ] {
+            assert_eq!(Suite::parse(name), Ok(suite));
+            assert_eq!(Suite::parse(suite.name()), Ok(suite));
+        }
+        assert_eq!(Suite::default(), Suite::XWing);
+        assert!(Suite::parse("X25519 ").is_err());
+    }
+
+    #[test]
+    fn sealed_round_trip_and_junk() {
+        let (path, m) = node(4);
+        let (_, other) = node(5);
+        let s = Sealed::seal(&path, &m, b"mine", [1; 32], [2; 12]);
+        let s = Sealed::from_cbor(&s.to_cbor()).expect("round trip");
+        assert_eq!(s.open(&m).expect("open").as_slice(), b"mine");
+        assert_eq!(s.open(&other), Err(EnvelopeError::Open));
+        assert!(matches!(
+            Sealed::from_cbor(b"junk"),
+            Err(EnvelopeError::Malformed(_))
+        ));
+        assert!(matches!(
+            Encrypted::from_cbor(&s.to_cbor()),
+            Err(EnvelopeError::Malformed(_))
+        ));
     }
 }

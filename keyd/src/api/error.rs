@@ -3,7 +3,8 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::service::ServiceError;
 use crate::store::StoreError;
@@ -16,7 +17,42 @@ pub struct ApiError {
     message: String,
 }
 
+/// The body of every error: `{"error": {"code", "message"}}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    error: ErrorDetail,
+}
+
+/// An error's stable code and its message.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable, machine-readable code (`bad_json`, `key_not_valid`, ...).
+    code: &'static str,
+    /// What was wrong, for people.
+    message: String,
+}
+
 impl ApiError {
+    /// A 500 that says nothing more.
+    pub fn internal() -> Self {
+        ApiError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            code: "internal",
+            message: "internal error".to_owned(),
+        }
+    }
+
+    /// The error body, counted in the metrics (for batch items).
+    pub fn counted_body(self) -> ErrorBody {
+        super::metrics().error(self.code);
+        ErrorBody {
+            error: ErrorDetail {
+                code: self.code,
+                message: self.message,
+            },
+        }
+    }
+
     /// A 400 with `code`.
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
         ApiError {
@@ -83,7 +119,11 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         super::metrics().error(self.code);
-        HttpResponse::build(self.status)
-            .json(json!({"error": {"code": self.code, "message": self.message}}))
+        HttpResponse::build(self.status).json(ErrorBody {
+            error: ErrorDetail {
+                code: self.code,
+                message: self.message.clone(),
+            },
+        })
     }
 }

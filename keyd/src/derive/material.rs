@@ -2,9 +2,12 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::OnceLock;
 
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use hkdf::Hkdf;
+use hpke::Kem;
+use hpke::kem::XWing;
 use sha2::{Digest, Sha256};
 use x25519_dalek::StaticSecret;
 use zeroize::Zeroizing;
@@ -41,8 +44,12 @@ pub struct KeyMaterial {
     signing: SigningKey,
     x25519: StaticSecret,
     x_wing_seed: Zeroizing<[u8; 32]>,
+    x_wing: OnceLock<XWingKeyPair>,
     storage: Zeroizing<[u8; 32]>,
 }
+
+/// An X-Wing key pair (the private part zeroizes itself on drop).
+pub type XWingKeyPair = (<XWing as Kem>::PrivateKey, <XWing as Kem>::PublicKey);
 
 impl KeyMaterial {
     /// Draws every per-node key from `k`.
@@ -52,6 +59,7 @@ impl KeyMaterial {
             signing: SigningKey::from_bytes(&expand(&hk, info::ED25519)),
             x25519: StaticSecret::from(*expand(&hk, info::X25519)),
             x_wing_seed: expand(&hk, info::X_WING),
+            x_wing: OnceLock::new(),
             storage: expand(&hk, info::STORAGE),
         }
     }
@@ -69,6 +77,13 @@ impl KeyMaterial {
     /// The 32-byte X-Wing seed.
     pub fn x_wing_seed(&self) -> &[u8; 32] {
         &self.x_wing_seed
+    }
+
+    /// The X-Wing key pair, drawn from the X-Wing seed with HPKE's `DeriveKeyPair`
+    /// (computed on first use, then kept).
+    pub fn x_wing(&self) -> &XWingKeyPair {
+        self.x_wing
+            .get_or_init(|| XWing::derive_keypair(self.x_wing_seed.as_ref()))
     }
 
     /// The 32-byte AEAD storage key.

@@ -8,7 +8,7 @@ use zeroize::Zeroizing;
 use super::{Built, Service, ServiceError, describe, unix_now};
 use crate::chain::{Body, Epoch, KeyKind, KeyStatus, Statement};
 use crate::derive::{KeyMaterial, KeyPath};
-use crate::envelope::{Encrypted, Sealed};
+use crate::envelope::{Encrypted, Sealed, Suite};
 use crate::identity::Principal;
 
 impl Service {
@@ -82,16 +82,17 @@ impl Service {
         sealed.open(&key).map_err(ServiceError::Envelope)
     }
 
-    /// Encrypts to node `to` (name or path), signed by the caller: the envelope and the
-    /// recipient key path.
+    /// Encrypts to node `to` (name or path) with `suite`, signed by the caller: the
+    /// envelope and the recipient key path.
     pub fn encrypt(
         &self,
         principal: &Principal,
         to: &str,
+        suite: Suite,
         plaintext: &[u8],
     ) -> Result<(Vec<u8>, KeyPath), ServiceError> {
         let node = Self::node_of(principal)?;
-        let (recipient, keys) = {
+        let recipient = {
             let chain = self.read_chain();
             let state = chain.state();
             let target = state
@@ -105,16 +106,21 @@ impl Service {
                 KeyKind::Epoch { epoch } => epoch,
                 _ => 0,
             };
-            (
-                target
-                    .epoch_key(epoch)
-                    .ok_or_else(|| ServiceError::NotFound("epoch".into()))?,
-                record.keys,
-            )
+            target
+                .epoch_key(epoch)
+                .ok_or_else(|| ServiceError::NotFound("epoch".into()))?
         };
+        let keys = self.material(&recipient)?;
         let (sender, key) = self.current_key(node)?;
-        let e = Encrypted::encrypt(&recipient, &keys, &sender, key.signing_key(), plaintext)
-            .map_err(ServiceError::Envelope)?;
+        let e = Encrypted::encrypt(
+            suite,
+            &recipient,
+            &keys,
+            &sender,
+            key.signing_key(),
+            plaintext,
+        )
+        .map_err(ServiceError::Envelope)?;
         Ok((e.to_cbor(), recipient))
     }
 

@@ -70,7 +70,7 @@ pub fn unix_now() -> u64 {
 }
 
 /// The result of `verify`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Verification {
     /// Whether the signature verifies and the key is a valid key of the cluster.
     pub valid: bool,
@@ -373,31 +373,6 @@ impl Service {
             .ok_or_else(|| ServiceError::NotFound("epoch".into()))?;
         let key = self.material(&path)?;
         Ok((key.signing_key().sign(data), record_id, epoch, path))
-    }
-
-    /// Signs every item with the node's current epoch key (one key lookup for all).
-    pub fn sign_batch(
-        &self,
-        principal: &Principal,
-        items: &[Vec<u8>],
-    ) -> Result<(Vec<Signature>, String, u32, KeyPath), ServiceError> {
-        let Principal::Node(node) = principal else {
-            return Err(ServiceError::Forbidden(
-                "only nodes sign; admins have no signing key".into(),
-            ));
-        };
-        let (path, key) = self.current_key(node)?;
-        let epoch = match path.role() {
-            crate::derive::PathRole::Epoch { epoch, .. } => epoch,
-            _ => 0,
-        };
-        let key_id = key.public_keys().key_id.to_string();
-        Ok((
-            items.iter().map(|d| key.signing_key().sign(d)).collect(),
-            key_id,
-            epoch,
-            path,
-        ))
     }
 
     /// Verifies `signature` over `data` by the Ed25519 key `public`, and says whether

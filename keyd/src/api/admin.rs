@@ -1,0 +1,235 @@
+//! Cluster endpoints: the CA certificate, the chain, enrollment and certificate
+//! renewal, and the admin's node operations.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::body::{Body, Format};
+use super::error::ErrorBody;
+use super::{ApiError, principal};
+use crate::service::Service;
+
+/// The CA certificate (PEM) that clients trust for keyd's server certificate.
+#[utoipa::path(get, path = "/v1/ca", tag = "cluster",
+    responses((status = 200, description = "PEM certificate", content_type = "application/x-pem-file", body = String)))]
+pub async fn ca(svc: web::Data<Service>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/x-pem-file")
+        .body(svc.ca().cert_pem().to_owned())
+}
+
+/// Where to start the chain.
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ChainQuery {
+    /// The first sequence number wanted (default 0: the whole chain).
+    #[serde(default)]
+    since: u64,
+}
+
+/// Chain records from `since` and the head signed by this keyd's branch key, as a CBOR
+/// chain file (verify it with `keyctl chain verify` or `keyd::chain`).
+#[utoipa::path(get, path = "/v1/chain", tag = "cluster", params(ChainQuery),
+    responses((status = 200, description = "CBOR chain file", content_type = "application/cbor", body = Vec<u8>),
+        (status = "4XX", body = ErrorBody)))]
+pub async fn chain(
+    svc: web::Data<Service>,
+    q: web::Query<ChainQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let bytes = svc.chain_since(q.since)?;
+    Ok(HttpResponse::Ok()
+        .content_type("application/cbor")
+        .body(bytes))
+}
+
+/// A one-time token and a certificate signing request.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollRequest {
+    /// The enrollment token from `POST /v1/nodes`.
+    token: String,
+    /// PEM PKCS#10 request for the node's TLS key.
+    csr: String,
+}
+
+/// A client certificate, the CA and the node's path.
+#[derive(Serialize, ToSchema)]
+pub struct EnrollResponse {
+    /// PEM client certificate naming the node.
+    certificate: String,
+    /// PEM CA certificate.
+    ca: String,
+    /// The node's path.
+    path: String,
+}
+
+/// Redeems an enrollment token (once) for a client certificate.
+#[utoipa::path(post, path = "/v1/enroll", tag = "cluster",
+    request_body(content = EnrollRequest),
+    responses((status = 200, body = EnrollResponse), (status = "4XX", body = ErrorBody)))]
+pub async fn enroll(
+    req: HttpRequest,
+    svc: web::Data<Service>,
+    body: Body<EnrollRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let (certificate, path) = svc.enroll(&body.0.token, &body.0.csr)?;
+    Format::wanted(&req).reply(
+        StatusCode::OK,
+        &EnrollResponse {
+            certificate,
+            ca: svc.ca().cert_pem().to_owned(),
+            path: path.to_string(),
+        },
+    )
+}
+
+/// A node to create.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddNode {
+    /// Its name, unique in the cluster.
+    name: String,
+    /// Its parent: a name or path (default: this keyd's branch).
+    parent: Option<String>,
+}
+
+/// The node created and its enrollment token.
+#[derive(Serialize, ToSchema)]
+pub struct NodeAdded {
+    /// Its name.
+    name: String,
+    /// Its path.
+    path: String,
+    /// The one-time enrollment token.
+    token: String,
+    /// When the token expires (Unix seconds).
+    expires_at: u64,
+}
+
+/// Creates a node (certified in the chain) and its one-time enrollment token (admin).
+#[utoipa::path(post, path = "/v1/nodes", tag = "admin",
+    request_body(content = AddNode),
+    responses((status = 201, body = NodeAdded), (status = "4XX", body = ErrorBody)))]
+pub async fn add_node(
+    req: HttpRequest,
+    svc: web::Data<Service>,
+    body: Body<AddNode>,
+) -> Result<HttpResponse, ApiError> {
+    let who = principal(&req, &svc)?;
+    let AddNode { name, parent } = body.0;
+    let (path, token, expires_at) = svc.add_node(&who, &name, parent.as_deref())?;
+    Format::wanted(&req).reply(
+        StatusCode::CREATED,
+        &NodeAdded {
+            name,
+            path: path.to_string(),
+            token: token.as_str().to_owned(),
+            expires_at,
+        },
+    )
+}
+
+/// A node and its status.
+#[derive(Serialize, ToSchema)]
+pub struct NodeInfo {
+    /// Its name.
+    name: String,
+    /// Its path.
+    path: String,
+    /// `valid`, or why it is not.
+    status: String,
+}
+
+/// The nodes of this keyd's branch.
+#[derive(Serialize, ToSchema)]
+pub struct NodeList {
+    /// Sorted by path.
+    nodes: Vec<NodeInfo>,
+}
+
+/// Lists the nodes with their status (admin).
+#[utoipa::path(get, path = "/v1/nodes", tag = "admin",
+    responses((status = 200, body = NodeList), (status = "4XX", body = ErrorBody)))]
+pub async fn list_nodes(
+    req: HttpRequest,
+    svc: web::Data<Service>,
+) -> Result<HttpResponse, ApiError> {
+    let who = principal(&req, &svc)?;
+    let nodes = svc
+        .list_nodes(&who)?
+        .into_iter()
+        .map(|(name, path, status)| NodeInfo { name, path, status })
+        .collect();
+    Format::wanted(&req).reply(StatusCode::OK, &NodeList { nodes })
+}
+
+/// Why a node is revoked.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeRequest {
+    /// Recorded in the chain.
+    reason: String,
+}
+
+/// What a revocation cut.
+#[derive(Serialize, ToSchema)]
+pub struct Revoked {
+    /// The node and every descendant, now refused.
+    revoked: Vec<String>,
+}
+
+/// Revokes a node and, with it, every descendant (admin).
+#[utoipa::path(post, path = "/v1/nodes/{name}/revoke", tag = "admin",
+    params(("name" = String, Path, description = "node name or path")),
+    request_body(content = RevokeRequest),
+    responses((status = 200, body = Revoked), (status = "4XX", body = ErrorBody)))]
+pub async fn revoke(
+    req: HttpRequest,
+    svc: web::Data<Service>,
+    name: web::Path<String>,
+    body: Body<RevokeRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let who = principal(&req, &svc)?;
+    let cut = svc.revoke(&who, &name, &body.0.reason)?;
+    Format::wanted(&req).reply(
+        StatusCode::OK,
+        &Revoked {
+            revoked: cut.iter().map(|p| p.to_string()).collect(),
+        },
+    )
+}
+
+/// A new epoch key.
+#[derive(Serialize, ToSchema)]
+pub struct Rekeyed {
+    /// Its path.
+    key: String,
+}
+
+/// Moves the caller (a node) to its next epoch.
+#[utoipa::path(post, path = "/v1/rekey", tag = "node operations",
+    responses((status = 200, body = Rekeyed), (status = "4XX", body = ErrorBody)))]
+pub async fn rekey_self(
+    req: HttpRequest,
+    svc: web::Data<Service>,
+) -> Result<HttpResponse, ApiError> {
+    let who = principal(&req, &svc)?;
+    let key = svc.rekey(&who, None)?.to_string();
+    Format::wanted(&req).reply(StatusCode::OK, &Rekeyed { key })
+}
+
+/// Moves a node to its next epoch (admin).
+#[utoipa::path(post, path = "/v1/nodes/{name}/rekey", tag = "admin",
+    params(("name" = String, Path, description = "node name or path")),
+    responses((status = 200, body = Rekeyed), (status = "4XX", body = ErrorBody)))]
+pub async fn rekey_node(
+    req: HttpRequest,
+    svc: web::Data<Service>,
+    name: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let who = principal(&req, &svc)?;
+    let key = svc.rekey(&who, Some(&name))?.to_string();
+    Format::wanted(&req).reply(StatusCode::OK, &Rekeyed { key })
+}

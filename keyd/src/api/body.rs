@@ -1,0 +1,240 @@
+//! Request and response bodies: JSON by default, CBOR on request.
+//!
+//! A request names its format with `Content-Type` (`application/json` or
+//! `application/cbor`); a response is CBOR when `Accept` names `application/cbor`, JSON
+//! otherwise. Byte fields are base64 text in JSON and byte strings in CBOR. Errors are
+//! always JSON.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+
+use actix_web::dev::Payload;
+use actix_web::http::{StatusCode, header};
+use actix_web::{FromRequest, HttpMessage, HttpRequest, HttpResponse, web};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use serde::de::{DeserializeOwned, Visitor};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
+use utoipa::openapi::{RefOr, Schema};
+use utoipa::{PartialSchema, ToSchema};
+use zeroize::Zeroizing;
+
+use super::{ApiError, MAX_BODY};
+
+/// The JSON media type.
+pub const JSON: &str = "application/json";
+/// The CBOR media type.
+pub const CBOR: &str = "application/cbor";
+
+/// A body format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// `application/json`.
+    Json,
+    /// `application/cbor`.
+    Cbor,
+}
+
+impl Format {
+    /// The response format a request asks for with `Accept`.
+    pub fn wanted(req: &HttpRequest) -> Format {
+        let accept = req
+            .headers()
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if accept
+            .split(',')
+            .any(|m| m.split(';').next().is_some_and(|m| m.trim() == CBOR))
+        {
+            Format::Cbor
+        } else {
+            Format::Json
+        }
+    }
+
+    /// The format of a request body, from its `Content-Type`.
+    fn of_body(req: &HttpRequest) -> Result<Format, ApiError> {
+        match req.mime_type() {
+            Ok(Some(m)) if m.essence_str() == JSON => Ok(Format::Json),
+            Ok(Some(m)) if m.essence_str() == CBOR => Ok(Format::Cbor),
+            _ => Err(ApiError::with_status(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                format!("send Content-Type: {JSON} or {CBOR}"),
+            )),
+        }
+    }
+
+    /// A response with `value` in this format.
+    pub fn reply<T: Serialize>(
+        self,
+        status: StatusCode,
+        value: &T,
+    ) -> Result<HttpResponse, ApiError> {
+        let (content_type, body) = match self {
+            Format::Json => (
+                JSON,
+                serde_json::to_vec(value).map_err(|_| ApiError::internal())?,
+            ),
+            Format::Cbor => {
+                let mut out = Vec::new();
+                ciborium::into_writer(value, &mut out).map_err(|_| ApiError::internal())?;
+                (CBOR, out)
+            }
+        };
+        Ok(HttpResponse::build(status)
+            .content_type(content_type)
+            .body(body))
+    }
+
+    fn decode<T: DeserializeOwned>(self, bytes: &[u8]) -> Result<T, ApiError> {
+        match self {
+            Format::Json => serde_json::from_slice(bytes)
+                .map_err(|e| ApiError::bad_request("bad_json", format!("request body: {e}"))),
+            Format::Cbor => {
+                let mut rest = bytes;
+                let value = ciborium::from_reader(&mut rest)
+                    .map_err(|e| ApiError::bad_request("bad_cbor", format!("request body: {e}")))?;
+                if !rest.is_empty() {
+                    return Err(ApiError::bad_request(
+                        "bad_cbor",
+                        format!("request body: {} bytes after the value", rest.len()),
+                    ));
+                }
+                Ok(value)
+            }
+        }
+    }
+}
+
+/// A request body in JSON or CBOR (extractor).
+pub struct Body<T>(pub T);
+
+impl<T: DeserializeOwned + 'static> FromRequest for Body<T> {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let format = Format::of_body(req);
+        let bytes = web::Bytes::from_request(req, payload);
+        Box::pin(async move {
+            let format = format?;
+            let bytes = bytes.await.map_err(|e| {
+                if e.as_response_error().status_code() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::with_status(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "too_large",
+                        format!("the body exceeds {MAX_BODY} bytes"),
+                    )
+                } else {
+                    ApiError::bad_request("bad_body", format!("request body: {e}"))
+                }
+            })?;
+            format.decode(&bytes).map(Body)
+        })
+    }
+}
+
+/// Bytes in a request: base64 text in JSON, a byte string in CBOR. Decoded by
+/// [`Blob::bytes`], which names the field when the text is not base64.
+pub enum Blob {
+    /// Base64 text, not yet decoded.
+    Text(Zeroizing<String>),
+    /// A CBOR byte string.
+    Raw(Zeroizing<Vec<u8>>),
+}
+
+impl Blob {
+    /// The bytes; `field` names the field in the error.
+    pub fn bytes(&self, field: &str) -> Result<Zeroizing<Vec<u8>>, ApiError> {
+        match self {
+            Blob::Raw(b) => Ok(b.clone()),
+            Blob::Text(t) => B64.decode(t.as_bytes()).map(Zeroizing::new).map_err(|e| {
+                ApiError::bad_request("bad_base64", format!("{field}: not base64: {e}"))
+            }),
+        }
+    }
+}
+
+impl fmt::Debug for Blob {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Blob(..)")
+    }
+}
+
+impl<'de> Deserialize<'de> for Blob {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Blob, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Blob;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("base64 text (JSON) or a byte string (CBOR)")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Blob, E> {
+                Ok(Blob::Text(Zeroizing::new(v.to_owned())))
+            }
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Blob, E> {
+                Ok(Blob::Text(Zeroizing::new(v)))
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Blob, E> {
+                Ok(Blob::Raw(Zeroizing::new(v.to_vec())))
+            }
+            fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Blob, E> {
+                Ok(Blob::Raw(Zeroizing::new(v)))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Bytes in a response: base64 text in JSON, a byte string in CBOR; zeroized on drop.
+pub struct Bytes(pub Zeroizing<Vec<u8>>);
+
+impl Bytes {
+    /// Wraps bytes.
+    pub fn new(bytes: impl Into<Vec<u8>>) -> Bytes {
+        Bytes(Zeroizing::new(bytes.into()))
+    }
+}
+
+impl Serialize for Bytes {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            s.serialize_str(&Zeroizing::new(B64.encode(self.0.as_slice())))
+        } else {
+            s.serialize_bytes(&self.0)
+        }
+    }
+}
+
+fn bytes_schema() -> RefOr<Schema> {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Byte)))
+        .description(Some("base64 in JSON, a byte string in CBOR"))
+        .into()
+}
+
+impl PartialSchema for Blob {
+    fn schema() -> RefOr<Schema> {
+        bytes_schema()
+    }
+}
+
+impl ToSchema for Blob {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("Bytes")
+    }
+}
+
+impl PartialSchema for Bytes {
+    fn schema() -> RefOr<Schema> {
+        bytes_schema()
+    }
+}
+
+impl ToSchema for Bytes {}
