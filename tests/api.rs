@@ -314,6 +314,7 @@ fn openapi_lists_every_route() -> Result<()> {
         "get /v1/ca",
         "get /v1/chain",
         "post /v1/enroll",
+        "post /v1/renew",
         "post /v1/nodes",
         "get /v1/nodes",
         "post /v1/nodes/{name}/revoke",

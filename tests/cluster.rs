@@ -198,6 +198,23 @@ impl Cluster {
         })
     }
 
+    /// A keyctl.toml for the admin credential written by `keyd import`.
+    pub fn admin_config(&self) -> Result<String> {
+        let p = self.dir.path().join("admin.toml");
+        let data = self.data();
+        std::fs::write(
+            &p,
+            format!(
+                "url = \"{}\"\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
+                self.addr,
+                data.join("ca.pem").display(),
+                data.join("admin.pem").display(),
+                data.join("admin.key").display()
+            ),
+        )?;
+        Ok(p.to_string_lossy().into_owned())
+    }
+
     /// Adds a node and enrolls it with a fresh key and CSR: a client for it.
     pub fn enrolled_node(&self, name: &str) -> Result<(Client, Value)> {
         let (status, added) = self
@@ -316,4 +333,33 @@ impl Client {
                 .read_to_vec()?,
         ))
     }
+}
+
+/// Runs keyctl with `env`, which must succeed: its JSON output (or its text as a string).
+pub fn keyctl(args: &[&str], env: &[(&str, &str)]) -> Result<Value> {
+    let out = std::process::Command::new(&bins().keyctl)
+        .args(args)
+        .envs(env.iter().copied())
+        .output()?;
+    if !out.status.success() {
+        bail!("keyctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&out.stdout).into_owned())))
+}
+
+/// Runs keyctl, which must fail (exit 1): its standard error.
+pub fn keyctl_fails(args: &[&str], env: &[(&str, &str)]) -> Result<String> {
+    let out = std::process::Command::new(&bins().keyctl)
+        .args(args)
+        .envs(env.iter().copied())
+        .output()?;
+    if out.status.code() != Some(1) {
+        bail!(
+            "keyctl {args:?} should fail: {:?} {}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stderr).into_owned())
 }

@@ -219,8 +219,8 @@ fn tokens_are_single_use_and_bad_input_gets_stable_codes() -> Result<()> {
             admin.post("/v1/nodes", &json!({"name": "db-1"}))?,
         ),
         (
-            400,
-            "bad_request",
+            401,
+            "bad_token",
             anon.post("/v1/enroll", &json!({"token": "00", "csr": "not a csr"}))?,
         ),
         (

@@ -68,30 +68,94 @@ pub enum Command {
     },
     /// Encrypt a file to a node (HPKE), signed by the caller (node credential).
     Encrypt {
-        /// keyctl.toml: url, ca, cert, key.
-        #[arg(long)]
-        config: PathBuf,
+        /// Config, plaintext and envelope files.
+        #[command(flatten)]
+        io: FileOp,
         /// The recipient node (name or path).
         #[arg(long)]
         to: String,
-        /// The plaintext.
-        #[arg(long = "in")]
-        input: PathBuf,
-        /// Where to write the envelope (new file).
+        /// HPKE suite: x-wing (default; ML-KEM-768 + X25519 hybrid) or x25519.
         #[arg(long)]
-        out: PathBuf,
+        suite: Option<String>,
     },
     /// Decrypt an envelope addressed to the caller (node credential).
-    Decrypt {
+    Decrypt(FileOp),
+    /// Seal a file for the caller's own storage (node credential).
+    Seal(FileOp),
+    /// Open an envelope the caller sealed (node credential).
+    Unseal(FileOp),
+    /// Re-seal an envelope of an older epoch under the caller's current epoch.
+    Rewrap(FileOp),
+    /// A fresh 256-bit data key and its sealed form (node credential).
+    Datakey {
         /// keyctl.toml: url, ca, cert, key.
         #[arg(long)]
         config: PathBuf,
-        /// The envelope.
-        #[arg(long = "in")]
-        input: PathBuf,
-        /// Where to write the plaintext (new file, 0600).
+        /// Where to write the key (new file, 0600).
         #[arg(long)]
         out: PathBuf,
+        /// Where to write its sealed form (new file).
+        #[arg(long)]
+        envelope: PathBuf,
+    },
+    /// Move the caller to its next epoch (node credential).
+    Rekey {
+        /// keyctl.toml: url, ca, cert, key.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Enroll a node with its one-time token: writes its TLS key, certificate, the CA
+    /// and a keyctl.toml into DIR; in exported mode also its sealed identity secret.
+    Enroll {
+        /// keyd's URL, e.g. https://127.0.0.1:8443.
+        #[arg(long)]
+        url: String,
+        /// keyd's CA certificate (from `keyctl ca export` by an admin).
+        #[arg(long)]
+        ca: PathBuf,
+        /// File holding the enrollment token (or set KEYD_ENROLL_TOKEN).
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+        /// New directory for the node's credential.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Renew the client certificate named in a keyctl.toml before it expires (same key).
+    Renew {
+        /// keyctl.toml: url, ca, cert, key.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// keyd's CA certificate.
+    #[command(subcommand)]
+    Ca(CaCmd),
+}
+
+/// A file in, a file out, through keyd.
+#[derive(Debug, clap::Args)]
+pub struct FileOp {
+    /// keyctl.toml: url, ca, cert, key.
+    #[arg(long)]
+    pub config: PathBuf,
+    /// The input file.
+    #[arg(long = "in")]
+    pub input: PathBuf,
+    /// Where to write the result (a new file; 0600).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// The CA certificate.
+#[derive(Debug, Subcommand)]
+pub enum CaCmd {
+    /// Print (or write) the CA certificate that curl and other clients trust.
+    Export {
+        /// keyctl.toml: url, ca, cert, key.
+        #[arg(long)]
+        config: PathBuf,
+        /// Write it here instead of printing it.
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
 }
 
@@ -108,6 +172,10 @@ pub enum NodeCmd {
         /// Parent node (name or path); default keyd's branch.
         #[arg(long)]
         parent: Option<String>,
+        /// held (keyd keeps the node's keys) or exported (the node also receives its
+        /// identity secret at enrollment).
+        #[arg(long, value_enum, default_value_t = Mode::Held)]
+        mode: Mode,
     },
     /// List nodes and their status (JSON).
     List {
@@ -134,6 +202,25 @@ pub enum NodeCmd {
         /// Node name or path.
         name: String,
     },
+}
+
+/// Where a node's keys live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// keyd holds the keys.
+    Held,
+    /// The node gets its identity secret too.
+    Exported,
+}
+
+impl Mode {
+    /// The API's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Held => "held",
+            Mode::Exported => "exported",
+        }
+    }
 }
 
 /// Output formats.

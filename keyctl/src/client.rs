@@ -19,11 +19,33 @@ use crate::error::CtlError;
 /// keyctl.toml.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ClientConfig {
-    url: String,
-    ca: PathBuf,
-    cert: PathBuf,
-    key: PathBuf,
+pub struct ClientConfig {
+    /// keyd's URL.
+    pub url: String,
+    /// keyd's CA certificate (relative to the config file's directory).
+    pub ca: PathBuf,
+    /// The client certificate.
+    pub cert: PathBuf,
+    /// Its key (0600).
+    pub key: PathBuf,
+}
+
+impl ClientConfig {
+    /// Reads a config file; relative paths in it are made relative to its directory.
+    pub fn read(file: &Path) -> Result<ClientConfig, CtlError> {
+        let text = std::fs::read_to_string(file).map_err(CtlError::io("cannot read", file))?;
+        let mut cfg: ClientConfig = toml::from_str(&text).map_err(|e| CtlError::Arg {
+            flag: "--config",
+            message: format!("{}: {e}", file.display()),
+        })?;
+        let base = file.parent().unwrap_or(Path::new("."));
+        for p in [&mut cfg.ca, &mut cfg.cert, &mut cfg.key] {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        Ok(cfg)
+    }
 }
 
 /// A client of one keyd, as one principal.
@@ -32,34 +54,37 @@ pub struct Client {
     url: String,
 }
 
-fn read(path: &Path, base: &Path) -> Result<Vec<u8>, CtlError> {
-    let path = if path.is_relative() {
-        base.join(path)
-    } else {
-        path.to_owned()
-    };
-    std::fs::read(&path).map_err(CtlError::io("cannot read", path))
+fn read(path: &Path) -> Result<Vec<u8>, CtlError> {
+    std::fs::read(path).map_err(CtlError::io("cannot read", path))
 }
 
 impl Client {
     /// Reads the config file and its certificate files.
     pub fn from_config(file: &Path) -> Result<Client, CtlError> {
-        let text = std::fs::read_to_string(file).map_err(CtlError::io("cannot read", file))?;
-        let cfg: ClientConfig = toml::from_str(&text).map_err(|e| CtlError::Arg {
-            flag: "--config",
-            message: format!("{}: {e}", file.display()),
-        })?;
-        let base = file.parent().unwrap_or(Path::new("."));
+        let cfg = ClientConfig::read(file)?;
         let bad = |what: &str, e: ureq::Error| CtlError::Arg {
             flag: "--config",
             message: format!("{}: {what}: {e}", file.display()),
         };
-        let ca = Certificate::from_pem(&read(&cfg.ca, base)?).map_err(|e| bad("ca", e))?;
-        let cert = Certificate::from_pem(&read(&cfg.cert, base)?).map_err(|e| bad("cert", e))?;
-        let key = PrivateKey::from_pem(&read(&cfg.key, base)?).map_err(|e| bad("key", e))?;
+        let cert = Certificate::from_pem(&read(&cfg.cert)?).map_err(|e| bad("cert", e))?;
+        let key = PrivateKey::from_pem(&read(&cfg.key)?).map_err(|e| bad("key", e))?;
+        Client::new(
+            &cfg.url,
+            &cfg.ca,
+            Some(ClientCert::new_with_certs(&[cert], key)),
+        )
+    }
+
+    /// A client of keyd at `url`, trusting the CA in `ca`, with an optional client
+    /// certificate.
+    pub fn new(url: &str, ca: &Path, client: Option<ClientCert>) -> Result<Client, CtlError> {
+        let ca_cert = Certificate::from_pem(&read(ca)?).map_err(|e| CtlError::Arg {
+            flag: "--ca",
+            message: format!("{}: {e}", ca.display()),
+        })?;
         let tls = TlsConfig::builder()
-            .root_certs(RootCerts::new_with_certs(&[ca]))
-            .client_cert(Some(ClientCert::new_with_certs(&[cert], key)))
+            .root_certs(RootCerts::new_with_certs(&[ca_cert]))
+            .client_cert(client)
             .build();
         let agent = ureq::Agent::config_builder()
             .tls_config(tls)
@@ -69,7 +94,7 @@ impl Client {
             .into();
         Ok(Client {
             agent,
-            url: cfg.url.trim_end_matches('/').to_owned(),
+            url: url.trim_end_matches('/').to_owned(),
         })
     }
 

@@ -83,6 +83,9 @@ pub enum CtlError {
     /// A branch bundle problem.
     #[error(transparent)]
     Bundle(#[from] keyd::bundle::BundleError),
+    /// A TLS key or CSR problem.
+    #[error(transparent)]
+    TlsKey(#[from] keyd::tls_key::TlsKeyError),
     /// keyd answered with an error.
     #[error("keyd refused: {code} ({status}): {message}")]
     Api {

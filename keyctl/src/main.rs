@@ -4,6 +4,7 @@ mod ceremony;
 mod chain_cmd;
 mod cli;
 mod client;
+mod enroll;
 mod error;
 mod files;
 mod public;
@@ -111,6 +112,14 @@ fn run(cli: Cli) -> Result<(), CtlError> {
         | Command::Verify { .. }
         | Command::Encrypt { .. }
         | Command::Decrypt { .. }
+        | Command::Seal { .. }
+        | Command::Unseal { .. }
+        | Command::Rewrap { .. }
+        | Command::Datakey { .. }
+        | Command::Rekey { .. }
+        | Command::Enroll { .. }
+        | Command::Renew { .. }
+        | Command::Ca(_)
         | Command::Chain(ChainCmd::Fetch { .. })) => match remote::run(remote)? {
             Some(v) => print_json(&v),
             None => Ok(()),

@@ -6,53 +6,117 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde_json::{Value, json};
 
-use crate::cli::{Command, NodeCmd};
+use crate::cli::{CaCmd, Command, FileOp, NodeCmd};
 use crate::client::Client;
 use crate::error::CtlError;
-use crate::files;
+use crate::{enroll, files};
 
 fn read(path: &Path) -> Result<Vec<u8>, CtlError> {
     std::fs::read(path).map_err(CtlError::io("cannot read", path))
 }
 
-fn field(v: &Value, name: &str) -> Result<Vec<u8>, CtlError> {
+/// A base64 field of a keyd answer, decoded.
+pub fn field(v: &Value, name: &str) -> Result<Vec<u8>, CtlError> {
     B64.decode(v[name].as_str().unwrap_or_default())
         .map_err(|e| CtlError::Http(format!("keyd returned a bad {name}: {e}")))
+}
+
+/// Posts `{field: base64(file)}` to `path` and writes the answer's `out_field` to `out`
+/// (a new file, 0600): the shape of encrypt, decrypt, seal, unseal and rewrap.
+fn file_op(
+    io: &FileOp,
+    path: &str,
+    mut body: Value,
+    in_field: &str,
+    out_field: &str,
+) -> Result<Value, CtlError> {
+    body[in_field] = B64.encode(read(&io.input)?).into();
+    let mut resp = Client::from_config(&io.config)?.post(path, &body)?;
+    files::write_private(&io.out, &field(&resp, out_field)?)?;
+    if let Some(m) = resp.as_object_mut() {
+        m.remove(out_field);
+        m.insert("out".into(), io.out.display().to_string().into());
+    }
+    Ok(resp)
 }
 
 /// Runs a remote command, returning the JSON to print (None when it printed itself).
 pub fn run(command: Command) -> Result<Option<Value>, CtlError> {
     Ok(Some(match command {
-        Command::Node(NodeCmd::Add { config, name, parent }) => {
-            let mut body = json!({"name": name});
+        Command::Node(NodeCmd::Add {
+            config,
+            name,
+            parent,
+            mode,
+        }) => {
+            let mut body = json!({"name": name, "mode": mode.name()});
             if let Some(p) = parent {
                 body["parent"] = p.into();
             }
             Client::from_config(&config)?.post("/v1/nodes", &body)?
         }
         Command::Node(NodeCmd::List { config }) => Client::from_config(&config)?.get("/v1/nodes")?,
-        Command::Node(NodeCmd::Revoke { config, name, reason }) => Client::from_config(&config)?
+        Command::Node(NodeCmd::Revoke {
+            config,
+            name,
+            reason,
+        }) => Client::from_config(&config)?
             .post(&format!("/v1/nodes/{name}/revoke"), &json!({"reason": reason}))?,
         Command::Node(NodeCmd::Rekey { config, name }) => {
             Client::from_config(&config)?.post(&format!("/v1/nodes/{name}/rekey"), &json!({}))?
         }
+        Command::Rekey { config } => Client::from_config(&config)?.post("/v1/rekey", &json!({}))?,
         Command::Sign { config, input } => Client::from_config(&config)?
             .post("/v1/sign", &json!({"data": B64.encode(read(&input)?)}))?,
-        Command::Verify { config, input, signature, public_key } => Client::from_config(&config)?.post(
+        Command::Verify {
+            config,
+            input,
+            signature,
+            public_key,
+        } => Client::from_config(&config)?.post(
             "/v1/verify",
             &json!({"data": B64.encode(read(&input)?), "signature": signature, "public_key": public_key}),
         )?,
-        Command::Encrypt { config, to, input, out } => {
-            let resp = Client::from_config(&config)?
-                .post("/v1/encrypt", &json!({"to": to, "plaintext": B64.encode(read(&input)?)}))?;
-            files::write_private(&out, &field(&resp, "envelope")?)?;
-            json!({"recipient": resp["recipient"], "out": out.display().to_string()})
+        Command::Encrypt { io, to, suite } => {
+            let mut body = json!({ "to": to });
+            if let Some(s) = suite {
+                body["suite"] = s.into();
+            }
+            file_op(&io, "/v1/encrypt", body, "plaintext", "envelope")?
         }
-        Command::Decrypt { config, input, out } => {
-            let resp = Client::from_config(&config)?
-                .post("/v1/decrypt", &json!({"envelope": B64.encode(read(&input)?)}))?;
-            files::write_private(&out, &field(&resp, "plaintext")?)?;
-            json!({"sender": resp["sender"], "out": out.display().to_string()})
+        Command::Decrypt(io) => file_op(&io, "/v1/decrypt", json!({}), "envelope", "plaintext")?,
+        Command::Seal(io) => file_op(&io, "/v1/seal", json!({}), "plaintext", "envelope")?,
+        Command::Unseal(io) => file_op(&io, "/v1/unseal", json!({}), "envelope", "plaintext")?,
+        Command::Rewrap(io) => file_op(&io, "/v1/rewrap", json!({}), "envelope", "envelope")?,
+        Command::Datakey {
+            config,
+            out,
+            envelope,
+        } => {
+            let resp = Client::from_config(&config)?.post("/v1/datakey", &json!({}))?;
+            files::write_private(&out, &field(&resp, "key")?)?;
+            files::write_private(&envelope, &field(&resp, "envelope")?)?;
+            json!({"out": out.display().to_string(), "envelope": envelope.display().to_string()})
+        }
+        Command::Enroll {
+            url,
+            ca,
+            token_file,
+            out,
+        } => enroll::enroll(&url, &ca, token_file.as_deref(), &out)?,
+        Command::Renew { config } => enroll::renew(&config)?,
+        Command::Ca(CaCmd::Export { config, out }) => {
+            let pem = Client::from_config(&config)?.get_bytes("/v1/ca")?;
+            match out {
+                Some(out) => {
+                    files::replace_atomic(&out, &pem, 0o644)?;
+                    json!({"out": out.display().to_string()})
+                }
+                None => {
+                    print!("{}", String::from_utf8_lossy(&pem));
+                    return Ok(None);
+                }
+            }
         }
         Command::Chain(crate::cli::ChainCmd::Fetch { config, out }) => {
             let bytes = Client::from_config(&config)?.get_bytes("/v1/chain")?;

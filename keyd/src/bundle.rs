@@ -201,8 +201,23 @@ impl BranchBundle {
     }
 
     /// Verifies the chain (the branch must be certified, live, with these keys), opens
-    /// the secret with `install`, and checks it derives the certified keys.
+    /// the secret with `install`, and checks it derives the certified keys. Only a
+    /// branch (`m/i'`) bundle opens here: that is what `keyd import` takes.
     pub fn open(&self, install: &InstallKey) -> Result<(NodeSecret, chain::Verified), BundleError> {
+        if self.path.depth() != 1 {
+            return Err(BundleError::NotCertified {
+                path: self.path.clone(),
+            });
+        }
+        self.open_node(install)
+    }
+
+    /// [`BranchBundle::open`] for a node at any depth: what an exported-mode node gets at
+    /// enrollment, its identity secret sealed to the install key it sent.
+    pub fn open_node(
+        &self,
+        install: &InstallKey,
+    ) -> Result<(NodeSecret, chain::Verified), BundleError> {
         if self.format != BUNDLE_FORMAT {
             return Err(BundleError::Malformed(format!("format {:?}", self.format)));
         }
@@ -216,7 +231,7 @@ impl BranchBundle {
         let certified = verified.state.key(&self.path).is_some_and(|r| {
             r.keys == self.keys && matches!(r.kind, KeyKind::Node { .. }) && r.revoked.is_none()
         }) && verified.state.revocation(&self.path).is_none();
-        if !certified || self.path.depth() != 1 {
+        if !certified {
             return Err(BundleError::NotCertified {
                 path: self.path.clone(),
             });

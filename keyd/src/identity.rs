@@ -17,6 +17,7 @@ use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
 use crate::derive::{KeyMaterial, KeyPath};
+use crate::tls_key::ed25519_pkcs8;
 
 /// Certificate failures.
 #[derive(Debug, Error)]
@@ -66,18 +67,6 @@ impl Principal {
             _ => None,
         })
     }
-}
-
-/// PKCS#8 v1 encoding of an Ed25519 seed (RFC 8410 section 7).
-fn ed25519_pkcs8(seed: &[u8; 32]) -> Zeroizing<Vec<u8>> {
-    const PREFIX: [u8; 16] = [
-        0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04,
-        0x20,
-    ];
-    let mut der = Zeroizing::new(Vec::with_capacity(48));
-    der.extend_from_slice(&PREFIX);
-    der.extend_from_slice(seed);
-    der
 }
 
 /// The certificate authority: keyd's branch identity key.
@@ -169,6 +158,12 @@ impl Ca {
         params.not_before = at(t - 300);
         params.not_after = at(t + seconds as i64);
         params.use_authority_key_identifier_extension = true;
+        // A fresh serial per certificate (RFC 5280: positive, at most 20 bytes).
+        let mut serial = [0u8; 16];
+        if getrandom::fill(&mut serial).is_ok() {
+            serial[0] &= 0x7f;
+            params.serial_number = Some(SerialNumber::from_slice(&serial));
+        }
         params
     }
 

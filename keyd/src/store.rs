@@ -216,6 +216,16 @@ impl Store {
         Ok((entries, head))
     }
 
+    /// The record of a token, if it is still there (not spent).
+    pub fn token(&self, hash: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let run = || -> Result<Option<Vec<u8>>, redb::Error> {
+            let tx = self.db.begin_read()?;
+            let tokens = tx.open_table(TOKENS)?;
+            Ok(tokens.get(hash)?.map(|v| v.value().to_vec()))
+        };
+        run().map_err(self.db_err())
+    }
+
     /// Removes and returns the record of a token (single use), in one transaction.
     pub fn take_token(&self, hash: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         self.write(|tx| {

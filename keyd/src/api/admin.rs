@@ -6,10 +6,10 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::body::{Body, Format};
+use super::body::{Body, Bytes, Format};
 use super::error::ErrorBody;
 use super::{ApiError, principal};
-use crate::service::Service;
+use crate::service::{EnrollMode, Service};
 
 /// The CA certificate (PEM) that clients trust for keyd's server certificate.
 #[utoipa::path(get, path = "/v1/ca", tag = "cluster",
@@ -52,6 +52,10 @@ pub struct EnrollRequest {
     token: String,
     /// PEM PKCS#10 request for the node's TLS key.
     csr: String,
+    /// Exported mode only: the X25519 public key (64 hex digits) the node's identity
+    /// secret is sealed to.
+    #[serde(default)]
+    install_key: Option<String>,
 }
 
 /// A client certificate, the CA and the node's path.
@@ -63,6 +67,12 @@ pub struct EnrollResponse {
     ca: String,
     /// The node's path.
     path: String,
+    /// `held` or `exported`.
+    mode: EnrollMode,
+    /// Exported mode: the node's identity secret sealed (HPKE) to `install_key`, with the
+    /// chain certifying it (a CBOR bundle; open it with `keyd::bundle::BranchBundle`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bundle: Option<Bytes>,
 }
 
 /// Redeems an enrollment token (once) for a client certificate.
@@ -74,15 +84,48 @@ pub async fn enroll(
     svc: web::Data<Service>,
     body: Body<EnrollRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let (certificate, path) = svc.enroll(&body.0.token, &body.0.csr)?;
+    let r = &body.0;
+    let enrolled = svc.enroll(&r.token, &r.csr, r.install_key.as_deref())?;
     Format::wanted(&req).reply(
         StatusCode::OK,
         &EnrollResponse {
-            certificate,
+            certificate: enrolled.certificate,
             ca: svc.ca().cert_pem().to_owned(),
-            path: path.to_string(),
+            path: enrolled.path.to_string(),
+            mode: enrolled.mode,
+            bundle: enrolled.bundle.map(Bytes::new),
         },
     )
+}
+
+/// A certificate signing request for a new client certificate.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RenewRequest {
+    /// PEM PKCS#10 request (a new TLS key, or the same).
+    csr: String,
+}
+
+/// A renewed client certificate.
+#[derive(Serialize, ToSchema)]
+pub struct RenewResponse {
+    /// PEM client certificate naming the same principal.
+    certificate: String,
+}
+
+/// A fresh short-lived client certificate for the caller (authenticated by its current,
+/// still valid certificate; a revoked node gets none).
+#[utoipa::path(post, path = "/v1/renew", tag = "cluster",
+    request_body(content = RenewRequest),
+    responses((status = 200, body = RenewResponse), (status = "4XX", body = ErrorBody)))]
+pub async fn renew(
+    req: HttpRequest,
+    svc: web::Data<Service>,
+    body: Body<RenewRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let who = principal(&req, &svc)?;
+    let certificate = svc.renew(&who, &body.0.csr)?;
+    Format::wanted(&req).reply(StatusCode::OK, &RenewResponse { certificate })
 }
 
 /// A node to create.
@@ -93,6 +136,10 @@ pub struct AddNode {
     name: String,
     /// Its parent: a name or path (default: this keyd's branch).
     parent: Option<String>,
+    /// `held` (default: keyd keeps its keys) or `exported` (the node also gets its
+    /// identity secret at enrollment).
+    #[serde(default)]
+    mode: EnrollMode,
 }
 
 /// The node created and its enrollment token.
@@ -106,6 +153,8 @@ pub struct NodeAdded {
     token: String,
     /// When the token expires (Unix seconds).
     expires_at: u64,
+    /// Its enrollment mode.
+    mode: EnrollMode,
 }
 
 /// Creates a node (certified in the chain) and its one-time enrollment token (admin).
@@ -118,8 +167,8 @@ pub async fn add_node(
     body: Body<AddNode>,
 ) -> Result<HttpResponse, ApiError> {
     let who = principal(&req, &svc)?;
-    let AddNode { name, parent } = body.0;
-    let (path, token, expires_at) = svc.add_node(&who, &name, parent.as_deref())?;
+    let AddNode { name, parent, mode } = body.0;
+    let (path, token, expires_at) = svc.add_node(&who, &name, parent.as_deref(), mode)?;
     Format::wanted(&req).reply(
         StatusCode::CREATED,
         &NodeAdded {
@@ -127,6 +176,7 @@ pub async fn add_node(
             path: path.to_string(),
             token: token.as_str().to_owned(),
             expires_at,
+            mode,
         },
     )
 }

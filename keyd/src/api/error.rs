@@ -93,6 +93,7 @@ impl From<ServiceError> for ApiError {
             ServiceError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ServiceError::Chain(_) => (StatusCode::CONFLICT, "chain_refused"),
             ServiceError::BadToken => (StatusCode::UNAUTHORIZED, "bad_token"),
+            ServiceError::WrongMode(_) => (StatusCode::BAD_REQUEST, "wrong_mode"),
             ServiceError::Envelope(_) => (StatusCode::BAD_REQUEST, "bad_envelope"),
             ServiceError::Store(StoreError::Corrupt { .. })
             | ServiceError::Store(_)

@@ -64,6 +64,7 @@ fn principal(req: &HttpRequest, svc: &Service) -> Result<Principal, ApiError> {
         admin::ca,
         admin::chain,
         admin::enroll,
+        admin::renew,
         admin::add_node,
         admin::list_nodes,
         admin::revoke,
@@ -105,6 +106,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/ca", web::get().to(admin::ca))
             .route("/chain", web::get().to(admin::chain))
             .route("/enroll", web::post().to(admin::enroll))
+            .route("/renew", web::post().to(admin::renew))
             .route("/nodes", web::post().to(admin::add_node))
             .route("/nodes", web::get().to(admin::list_nodes))
             .route("/nodes/{name}/revoke", web::post().to(admin::revoke))

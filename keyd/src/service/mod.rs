@@ -4,20 +4,19 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
 use ed25519_dalek::{Signature, Signer, VerifyingKey};
-use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+use serde::Serialize;
 use thiserror::Error;
-use zeroize::Zeroizing;
 
-use crate::chain::{
-    self, Body, Certify, ChainWriter, Epoch, KeyKind, KeyStatus, Revoke, Rule, Statement,
-};
+use crate::chain::{self, Body, ChainWriter, KeyKind, KeyStatus, Revoke, Rule, Statement};
 use crate::config::Config;
 use crate::derive::{KeyMaterial, KeyPath, NodeSecret};
 use crate::identity::{Ca, IdentityError, Principal};
 use crate::store::{Store, StoreError};
 
+mod enroll;
 mod keys;
+
+pub use enroll::{EnrollMode, Enrolled};
 
 /// Service-level failures; the API maps each to a status and a stable code.
 #[derive(Debug, Error)]
@@ -43,6 +42,10 @@ pub enum ServiceError {
     /// An enrollment token that is unknown, used or expired.
     #[error("the enrollment token is unknown, already used or expired")]
     BadToken,
+    /// An enrollment that does not match the node's mode (an install key for a held
+    /// node, or none for an exported one).
+    #[error("{0}")]
+    WrongMode(String),
     /// Storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -52,13 +55,6 @@ pub enum ServiceError {
     /// Certificate issuance failed.
     #[error(transparent)]
     Identity(#[from] IdentityError),
-}
-
-/// An enrollment token's stored record.
-#[derive(Serialize, Deserialize)]
-struct TokenRecord {
-    path: KeyPath,
-    expires_at: u64,
 }
 
 /// Unix seconds now.
@@ -154,6 +150,16 @@ impl Service {
         if let Some(m) = cache.get(path) {
             return Ok(m.clone());
         }
+        let m = Arc::new(self.secret_at(path)?.material());
+        if cache.len() > 100_000 {
+            cache.clear();
+        }
+        cache.insert(path.clone(), m.clone());
+        Ok(m)
+    }
+
+    /// The secret of the node at `path`, under the branch.
+    fn secret_at(&self, path: &KeyPath) -> Result<NodeSecret, ServiceError> {
         if !self.branch_path.is_prefix_of(path) {
             return Err(ServiceError::Forbidden(format!(
                 "{path} is not under this keyd's branch {}",
@@ -164,12 +170,7 @@ impl Service {
         for index in path.indexes().skip(self.branch_path.depth()) {
             node = node.child(index);
         }
-        let m = Arc::new(node.material());
-        if cache.len() > 100_000 {
-            cache.clear();
-        }
-        cache.insert(path.clone(), m.clone());
-        Ok(m)
+        Ok(node)
     }
 
     /// Checks that a client certificate's principal is still valid now.
@@ -235,118 +236,6 @@ impl Service {
             w.append(e.statement, e.appended_at)?;
         }
         Ok(w)
-    }
-
-    /// Creates a node under `parent` (a name or path; default the branch), certified by
-    /// the parent with epoch 0, and a one-time enrollment token for it:
-    /// `(path, token, expires_at)`.
-    pub fn add_node(
-        &self,
-        principal: &Principal,
-        name: &str,
-        parent: Option<&str>,
-    ) -> Result<(KeyPath, Zeroizing<String>, u64), ServiceError> {
-        Self::require_admin(principal)?;
-        chain::check_name(name).map_err(ServiceError::BadRequest)?;
-        let mut raw = Zeroizing::new([0u8; 32]);
-        getrandom::fill(raw.as_mut())
-            .map_err(|e| ServiceError::BadRequest(format!("randomness: {e}")))?;
-        let token = Zeroizing::new(hex::encode(raw.as_ref()));
-        let hash = Sha256::digest(token.as_bytes()).to_vec();
-        let expires_at = unix_now() + self.config.enroll_token_seconds;
-        let path = self.append(|w| {
-            let state = w.state();
-            let parent_path = match parent {
-                None => self.branch_path.clone(),
-                Some(p) => state
-                    .find(p)
-                    .map(|(p, _)| p.clone())
-                    .ok_or_else(|| ServiceError::NotFound(format!("no node {p:?}")))?,
-            };
-            if !matches!(
-                state.key(&parent_path).map(|r| &r.kind),
-                Some(KeyKind::Node { .. })
-            ) {
-                return Err(ServiceError::BadRequest(format!(
-                    "{parent_path} is not a node"
-                )));
-            }
-            let path = (0..u32::MAX >> 1)
-                .filter_map(|n| parent_path.child_node(n))
-                .find(|c| state.key(c).is_none())
-                .ok_or_else(|| ServiceError::BadRequest("no free child index".into()))?;
-            let epoch_path = path
-                .epoch_key(0)
-                .ok_or_else(|| ServiceError::BadRequest("path too deep".into()))?;
-            let now = unix_now();
-            let node = self.material(&path)?;
-            let parent_key = self.material(&parent_path)?;
-            let epoch_key = self.material(&epoch_path)?;
-            let certify = Statement::sign(
-                Body::Certify(Certify {
-                    path: path.clone(),
-                    name: name.to_owned(),
-                    role: "node".to_owned(),
-                    keys: (&node.public_keys()).into(),
-                    not_before: now.saturating_sub(300),
-                    not_after: now + 5 * 365 * 86_400,
-                }),
-                parent_path,
-                now,
-                parent_key.signing_key(),
-            );
-            let epoch = Statement::sign(
-                Body::Epoch(Epoch {
-                    node: path.clone(),
-                    epoch: 0,
-                    keys: (&epoch_key.public_keys()).into(),
-                }),
-                path.clone(),
-                now,
-                node.signing_key(),
-            );
-            let record = chain::cbor_bytes(&TokenRecord {
-                path: path.clone(),
-                expires_at,
-            });
-            Ok(Built {
-                statements: vec![certify, epoch],
-                token: Some((hash, record)),
-                value: path,
-            })
-        })?;
-        Ok((path, token, expires_at))
-    }
-
-    /// Redeems an enrollment token (once) for a client certificate for the key in
-    /// `csr_pem`: `(certificate PEM, node path)`.
-    pub fn enroll(&self, token: &str, csr_pem: &str) -> Result<(String, KeyPath), ServiceError> {
-        // Check the CSR before spending the token.
-        rcgen::CertificateSigningRequestParams::from_pem(csr_pem).map_err(|e| {
-            ServiceError::BadRequest(format!("csr: not a PEM certificate signing request: {e}"))
-        })?;
-        let hash = Sha256::digest(token.trim().as_bytes());
-        let record = self
-            .store
-            .take_token(&hash)?
-            .ok_or(ServiceError::BadToken)?;
-        let record: TokenRecord =
-            chain::decode_exact(&record, 4096).map_err(|_| ServiceError::BadToken)?;
-        if record.expires_at < unix_now() {
-            return Err(ServiceError::BadToken);
-        }
-        let principal = self.authenticate(Some(Principal::Node(record.path.clone())))?;
-        let name = match self.read_chain().state().key(&record.path).map(|r| &r.kind) {
-            Some(KeyKind::Node { name, .. }) => name.clone(),
-            _ => record.path.to_string(),
-        };
-        let cert = self.ca.client_cert_from_csr(
-            csr_pem,
-            &principal,
-            &name,
-            self.config.client_cert_seconds,
-        )?;
-        Ok((cert, record.path))
     }
 
     /// Signs `data` with the node's current epoch key: `(signature, key id, epoch, key path)`.

@@ -1,0 +1,219 @@
+//! Nodes joining: node creation with a one-time token, enrollment (a client certificate,
+//! and in exported mode the node's sealed identity secret), certificate renewal.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
+
+use super::{Built, Service, ServiceError, unix_now};
+use crate::bundle::{self, BranchBundle};
+use crate::chain::{self, Body, Certify, Epoch, KeyKind, Statement};
+use crate::derive::KeyPath;
+use crate::identity::Principal;
+
+/// Where a node's keys live.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum EnrollMode {
+    /// keyd holds the node's keys and serves its operations (the default).
+    #[default]
+    Held,
+    /// The node also receives its identity secret at enrollment and keeps its own keys
+    /// (keyd, an ancestor, can still derive them to rekey, revoke and recover).
+    Exported,
+}
+
+/// An enrollment token's stored record.
+#[derive(Serialize, Deserialize)]
+struct TokenRecord {
+    path: KeyPath,
+    expires_at: u64,
+    #[serde(default)]
+    mode: EnrollMode,
+}
+
+/// What enrollment gives a node.
+#[derive(Debug)]
+pub struct Enrolled {
+    /// Its client certificate (PEM).
+    pub certificate: String,
+    /// Its path.
+    pub path: KeyPath,
+    /// Its mode.
+    pub mode: EnrollMode,
+    /// In exported mode: a [`BranchBundle`] (CBOR) holding the node's identity secret,
+    /// sealed to the install key the node sent, with the chain that certifies it.
+    pub bundle: Option<Vec<u8>>,
+}
+
+impl Service {
+    /// Creates a node under `parent` (a name or path; default the branch), certified by
+    /// the parent with epoch 0, and a one-time enrollment token for it:
+    /// `(path, token, expires_at)`. In `mode` exported, enrollment also hands the node
+    /// its identity secret, sealed to a key the node generates.
+    pub fn add_node(
+        &self,
+        principal: &Principal,
+        name: &str,
+        parent: Option<&str>,
+        mode: EnrollMode,
+    ) -> Result<(KeyPath, Zeroizing<String>, u64), ServiceError> {
+        Self::require_admin(principal)?;
+        chain::check_name(name).map_err(ServiceError::BadRequest)?;
+        let mut raw = Zeroizing::new([0u8; 32]);
+        getrandom::fill(raw.as_mut())
+            .map_err(|e| ServiceError::BadRequest(format!("randomness: {e}")))?;
+        let token = Zeroizing::new(hex::encode(raw.as_ref()));
+        let hash = Sha256::digest(token.as_bytes()).to_vec();
+        let expires_at = unix_now() + self.config.enroll_token_seconds;
+        let path = self.append(|w| {
+            let state = w.state();
+            let parent_path = match parent {
+                None => self.branch_path.clone(),
+                Some(p) => state
+                    .find(p)
+                    .map(|(p, _)| p.clone())
+                    .ok_or_else(|| ServiceError::NotFound(format!("no node {p:?}")))?,
+            };
+            if !matches!(
+                state.key(&parent_path).map(|r| &r.kind),
+                Some(KeyKind::Node { .. })
+            ) {
+                return Err(ServiceError::BadRequest(format!(
+                    "{parent_path} is not a node"
+                )));
+            }
+            let path = (0..u32::MAX >> 1)
+                .filter_map(|n| parent_path.child_node(n))
+                .find(|c| state.key(c).is_none())
+                .ok_or_else(|| ServiceError::BadRequest("no free child index".into()))?;
+            let epoch_path = path
+                .epoch_key(0)
+                .ok_or_else(|| ServiceError::BadRequest("path too deep".into()))?;
+            let now = unix_now();
+            let node = self.material(&path)?;
+            let parent_key = self.material(&parent_path)?;
+            let epoch_key = self.material(&epoch_path)?;
+            let certify = Statement::sign(
+                Body::Certify(Certify {
+                    path: path.clone(),
+                    name: name.to_owned(),
+                    role: "node".to_owned(),
+                    keys: (&node.public_keys()).into(),
+                    not_before: now.saturating_sub(300),
+                    not_after: now + 5 * 365 * 86_400,
+                }),
+                parent_path,
+                now,
+                parent_key.signing_key(),
+            );
+            let epoch = Statement::sign(
+                Body::Epoch(Epoch {
+                    node: path.clone(),
+                    epoch: 0,
+                    keys: (&epoch_key.public_keys()).into(),
+                }),
+                path.clone(),
+                now,
+                node.signing_key(),
+            );
+            let record = chain::cbor_bytes(&TokenRecord {
+                path: path.clone(),
+                expires_at,
+                mode,
+            });
+            Ok(Built {
+                statements: vec![certify, epoch],
+                token: Some((hash, record)),
+                value: path,
+            })
+        })?;
+        Ok((path, token, expires_at))
+    }
+
+    /// Redeems an enrollment token (once) for a client certificate for the key in
+    /// `csr_pem`; in exported mode `install_key` (64 hex digits, X25519) is required and
+    /// the node's identity secret comes back sealed to it. The token is spent only when
+    /// everything else succeeded, and only once even under concurrent redemptions.
+    pub fn enroll(
+        &self,
+        token: &str,
+        csr_pem: &str,
+        install_key: Option<&str>,
+    ) -> Result<Enrolled, ServiceError> {
+        let install_key = install_key
+            .map(bundle::parse_install_public)
+            .transpose()
+            .map_err(|e| ServiceError::BadRequest(format!("install_key: {e}")))?;
+        let hash = Sha256::digest(token.trim().as_bytes());
+        let record = self.store.token(&hash)?.ok_or(ServiceError::BadToken)?;
+        let record: TokenRecord =
+            chain::decode_exact(&record, 4096).map_err(|_| ServiceError::BadToken)?;
+        if record.expires_at < unix_now() {
+            return Err(ServiceError::BadToken);
+        }
+        let path = record.path;
+        match (record.mode, install_key) {
+            (EnrollMode::Held, Some(_)) => {
+                return Err(ServiceError::WrongMode(format!(
+                    "install_key: {path} enrolls in held mode: its keys stay in keyd"
+                )));
+            }
+            (EnrollMode::Exported, None) => {
+                return Err(ServiceError::WrongMode(format!(
+                    "install_key: required: {path} enrolls in exported mode"
+                )));
+            }
+            _ => {}
+        }
+        let principal = self.authenticate(Some(Principal::Node(path.clone())))?;
+        let certificate = self.renew(&principal, csr_pem)?;
+        let bundle = match install_key {
+            None => None,
+            Some(key) => {
+                let secret = self.secret_at(&path)?;
+                let chain = self.chain_since(0)?;
+                let sealed =
+                    BranchBundle::seal(&self.name_of(&principal), &path, &secret, &key, chain)
+                        .map_err(|e| ServiceError::BadRequest(format!("install_key: {e}")))?;
+                Some(sealed.to_cbor())
+            }
+        };
+        // Spend the token last: a request refused above leaves it usable.
+        if self.store.take_token(&hash)?.is_none() {
+            return Err(ServiceError::BadToken);
+        }
+        Ok(Enrolled {
+            certificate,
+            path,
+            mode: record.mode,
+            bundle,
+        })
+    }
+
+    /// A fresh client certificate for the key in `csr_pem`, for a caller whose current
+    /// certificate is still valid (and whose key the chain still holds valid).
+    pub fn renew(&self, principal: &Principal, csr_pem: &str) -> Result<String, ServiceError> {
+        rcgen::CertificateSigningRequestParams::from_pem(csr_pem).map_err(|e| {
+            ServiceError::BadRequest(format!("csr: not a PEM certificate signing request: {e}"))
+        })?;
+        Ok(self.ca.client_cert_from_csr(
+            csr_pem,
+            principal,
+            &self.name_of(principal),
+            self.config.client_cert_seconds,
+        )?)
+    }
+
+    /// The common name for a principal's certificate: a node's name in the chain, an
+    /// admin's name.
+    fn name_of(&self, principal: &Principal) -> String {
+        match principal {
+            Principal::Admin(name) => name.clone(),
+            Principal::Node(path) => match self.read_chain().state().key(path).map(|r| &r.kind) {
+                Some(KeyKind::Node { name, .. }) => name.clone(),
+                _ => path.to_string(),
+            },
+        }
+    }
+}
