@@ -355,3 +355,72 @@ fn openapi_lists_every_route() -> Result<()> {
     }
     Ok(())
 }
+
+/// Every request gets an id, echoed in `x-request-id` and on its access log line; the
+/// log records state changes and never what a client sent: no token, no plaintext, no
+/// key. Operations are counted by kind and outcome, batch items one each.
+#[test]
+fn request_ids_logs_without_secrets_and_operation_metrics() -> Result<()> {
+    let c = Cluster::start()?;
+    let (status, added) = c.admin()?.post("/v1/nodes", &json!({"name": "n1"}))?;
+    ensure!(status == 201, "{added}");
+    let token = added["token"].as_str().context("token")?.to_owned();
+    let (node, _) = c.enroll(&token)?;
+    let secret = "the launch code is 0000";
+    let signed = node.reply(
+        "/v1/sign",
+        JSON,
+        JSON,
+        serde_json::to_vec(&json!({"data": B64.encode(secret)}))?,
+    )?;
+    ensure!(signed.status == 200);
+    let id = signed.header("x-request-id");
+    ensure!(!id.is_empty());
+    let (status, enc) = node.post(
+        "/v1/encrypt",
+        &json!({"to": "n1", "plaintext": B64.encode(secret)}),
+    )?;
+    ensure!(status == 200, "{enc}");
+    let (status, dec) = node.post("/v1/decrypt", &json!({"envelope": enc["envelope"]}))?;
+    ensure!(
+        status == 200 && dec["plaintext"] == B64.encode(secret),
+        "{dec}"
+    );
+    let (status, _) = node.post(
+        "/v1/batch/seal",
+        &json!({"items": [{"plaintext": B64.encode(secret)}, {"plaintext": "??"}, {"plaintext": ""}]}),
+    )?;
+    ensure!(status == 200);
+    let next = node.reply("/v1/sign", JSON, JSON, b"{\"data\":\"\"}".to_vec())?;
+    ensure!(next.header("x-request-id") != id, "ids are unique");
+
+    let (_, metrics) = c.anonymous()?.get("/metrics")?;
+    let metrics = String::from_utf8(metrics)?;
+    for want in [
+        "keyd_operations_total{op=\"sign\",outcome=\"ok\"} 2",
+        "keyd_operations_total{op=\"encrypt\",outcome=\"ok\"} 1",
+        "keyd_operations_total{op=\"decrypt\",outcome=\"ok\"} 1",
+        "keyd_operations_total{op=\"seal\",outcome=\"ok\"} 2",
+        "keyd_operations_total{op=\"seal\",outcome=\"error\"} 1",
+    ] {
+        ensure!(metrics.contains(want), "{want} not in:\n{metrics}");
+    }
+
+    let log = c.log()?;
+    let access = log
+        .lines()
+        .find(|l| l.contains(&id) && l.contains("keyd::access"))
+        .with_context(|| format!("no access line for {id} in:\n{log}"))?;
+    ensure!(
+        access.contains("/v1/sign") && access.contains("status=200"),
+        "{access}"
+    );
+    ensure!(
+        log.contains("chain: appended") && log.contains("enrolled"),
+        "{log}"
+    );
+    for leaked in [token.as_str(), secret, &B64.encode(secret), "PRIVATE KEY"] {
+        ensure!(!log.contains(leaked), "the log holds {leaked:?}:\n{log}");
+    }
+    Ok(())
+}

@@ -131,7 +131,12 @@ impl Cluster {
             .arg(self.config())
             .arg("serve")
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(
+                std::fs::File::options()
+                    .create(true)
+                    .append(true)
+                    .open(self.dir.path().join("keyd.log"))?,
+            )
             .spawn()?;
         let stdout = child.stdout.take().context("stdout")?;
         let (tx, rx) = mpsc::channel();
@@ -150,6 +155,11 @@ impl Cluster {
             .with_context(|| format!("unexpected first line {line:?}"))?
             .to_owned();
         Ok(())
+    }
+
+    /// What keyd logged so far (standard error, across restarts).
+    pub fn log(&self) -> Result<String> {
+        Ok(std::fs::read_to_string(self.dir.path().join("keyd.log"))?)
     }
 
     /// Kills keyd with SIGKILL (no clean shutdown).
@@ -260,6 +270,27 @@ impl Drop for Cluster {
     }
 }
 
+/// A response.
+pub struct Reply {
+    /// The status.
+    pub status: u16,
+    /// The headers.
+    pub headers: ureq::http::HeaderMap,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    /// A header's value ("" when absent).
+    pub fn header(&self, name: &str) -> String {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    }
+}
+
 /// An HTTPS client for one identity.
 pub struct Client {
     agent: ureq::Agent,
@@ -305,20 +336,29 @@ impl Client {
         accept: &str,
         body: Vec<u8>,
     ) -> Result<(u16, String, Vec<u8>)> {
+        let r = self.reply(path, content_type, accept, body)?;
+        Ok((r.status, r.header("content-type"), r.body))
+    }
+
+    /// POSTs `body` as `content_type` asking for `accept`: the whole reply.
+    pub fn reply(
+        &self,
+        path: &str,
+        content_type: &str,
+        accept: &str,
+        body: Vec<u8>,
+    ) -> Result<Reply> {
         let mut resp = self
             .agent
             .post(format!("{}{path}", self.base))
             .header("content-type", content_type)
             .header("accept", accept)
             .send(&body[..])?;
-        let status = resp.status().as_u16();
-        let ct = resp
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned();
-        Ok((status, ct, resp.body_mut().read_to_vec()?))
+        Ok(Reply {
+            status: resp.status().as_u16(),
+            headers: resp.headers().clone(),
+            body: resp.body_mut().read_to_vec()?,
+        })
     }
 
     /// GETs, returning the status and the raw body.

@@ -243,20 +243,7 @@ fn serve(config: Config) -> Result<()> {
     let server = actix_web::HttpServer::new(move || {
         actix_web::App::new()
             .app_data(data.clone())
-            .wrap(actix_web::middleware::Logger::new("%r %s %Dms").log_target("keyd::access"))
-            .wrap_fn(|req, srv| {
-                use actix_web::dev::Service as _;
-                let start = std::time::Instant::now();
-                let route = req
-                    .match_pattern()
-                    .unwrap_or_else(|| "unmatched".to_owned());
-                let fut = srv.call(req);
-                async move {
-                    let res = fut.await?;
-                    keyd::api::metrics().request(&route, res.status().as_u16(), start.elapsed());
-                    Ok(res)
-                }
-            })
+            .wrap(actix_web::middleware::from_fn(keyd::api::observe))
             .configure(keyd::api::routes)
     })
     .on_connect(keyd::api::on_connect)
@@ -273,7 +260,8 @@ fn init_tracing(json: bool) {
         tracing_subscriber::EnvFilter::try_from_env("KEYD_LOG").unwrap_or_else(|_| "info".into());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     if json {
         builder.json().init();
     } else {

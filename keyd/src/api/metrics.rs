@@ -1,4 +1,5 @@
-//! Prometheus metrics: requests and latency by route and status, errors by code.
+//! Prometheus metrics: requests and latency by route and status, errors by code,
+//! operations by kind.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -22,6 +23,7 @@ struct Inner {
     requests: BTreeMap<(String, u16), u64>,
     latency: BTreeMap<String, Histogram>,
     errors: BTreeMap<&'static str, u64>,
+    operations: BTreeMap<(&'static str, &'static str), u64>,
 }
 
 /// The process's metrics.
@@ -59,6 +61,17 @@ impl Metrics {
     /// Records an error response by its stable code.
     pub fn error(&self, code: &'static str) {
         *self.lock().errors.entry(code).or_default() += 1;
+    }
+
+    /// Records operations of one kind (`sign`, `encrypt`, ...): how many succeeded and
+    /// how many failed (a batch counts each item).
+    pub fn operations(&self, op: &'static str, ok: u64, failed: u64) {
+        let mut m = self.lock();
+        for (outcome, n) in [("ok", ok), ("error", failed)] {
+            if n > 0 {
+                *m.operations.entry((op, outcome)).or_default() += n;
+            }
+        }
     }
 
     /// The Prometheus text exposition.
@@ -101,6 +114,15 @@ impl Metrics {
         );
         for (code, n) in &m.errors {
             let _ = writeln!(out, "keyd_errors_total{{code=\"{code}\"}} {n}");
+        }
+        out.push_str(
+            "# HELP keyd_operations_total Key operations by kind and outcome (batch items count one each).\n# TYPE keyd_operations_total counter\n",
+        );
+        for ((op, outcome), n) in &m.operations {
+            let _ = writeln!(
+                out,
+                "keyd_operations_total{{op=\"{op}\",outcome=\"{outcome}\"}} {n}"
+            );
         }
         out
     }

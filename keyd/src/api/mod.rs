@@ -1,6 +1,7 @@
 //! The REST API (DESIGN.md section 6): routes, request and response bodies, and the
 //! client-certificate extractor.
 
+mod access;
 mod admin;
 mod body;
 mod error;
@@ -12,6 +13,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::json;
 use utoipa::OpenApi;
 
+pub use access::{REQUEST_ID, observe};
 pub use body::{Blob, Bytes, CBOR, Format, JSON};
 pub use error::{ApiError, ErrorBody};
 pub use metrics::{Metrics, metrics};

@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 
 use super::body::{Blob, Body, Bytes, Format};
 use super::error::ErrorBody;
-use super::{ApiError, MAX_BATCH, principal};
+use super::{ApiError, MAX_BATCH, metrics, principal};
 use crate::envelope::Suite;
 use crate::identity::Principal;
 use crate::service::{Service, Verification};
@@ -24,18 +24,20 @@ async fn single<Req, Resp: Serialize>(
     req: HttpRequest,
     svc: web::Data<Service>,
     body: Body<Req>,
-    op: Op<Req, Resp>,
+    (name, op): (&'static str, Op<Req, Resp>),
 ) -> Result<HttpResponse, ApiError> {
     let who = principal(&req, &svc)?;
-    let resp = op(&svc, &who, body.0, "")?;
-    Format::wanted(&req).reply(StatusCode::OK, &resp)
+    let resp = op(&svc, &who, body.0, "");
+    let ok = u64::from(resp.is_ok());
+    metrics().operations(name, ok, 1 - ok);
+    Format::wanted(&req).reply(StatusCode::OK, &resp?)
 }
 
 async fn batch<Req: Send + 'static, Resp: Serialize + Send + 'static>(
     req: HttpRequest,
     svc: web::Data<Service>,
     body: Body<Batch<Req>>,
-    op: Op<Req, Resp>,
+    (name, op): (&'static str, Op<Req, Resp>),
 ) -> Result<HttpResponse, ApiError> {
     let who = principal(&req, &svc)?;
     let items = body.0.items;
@@ -60,6 +62,8 @@ async fn batch<Req: Send + 'static, Resp: Serialize + Send + 'static>(
     })
     .await
     .map_err(|_| ApiError::internal())?;
+    let ok = results.iter().filter(|r| matches!(r, Item::Ok(_))).count() as u64;
+    metrics().operations(name, ok, results.len() as u64 - ok);
     Format::wanted(&req).reply(StatusCode::OK, &BatchResults { results })
 }
 
@@ -76,7 +80,7 @@ macro_rules! operation {
             svc: web::Data<Service>,
             body: Body<$req>,
         ) -> Result<HttpResponse, ApiError> {
-            single(req, svc, body, $op).await
+            single(req, svc, body, (stringify!($single), $op)).await
         }
 
         #[doc = "Batch form (1 to 1,000 items, each answered on its own)."]
@@ -89,7 +93,7 @@ macro_rules! operation {
             svc: web::Data<Service>,
             body: Body<Batch<$req>>,
         ) -> Result<HttpResponse, ApiError> {
-            batch(req, svc, body, $op).await
+            batch(req, svc, body, (stringify!($single), $op)).await
         }
     };
 }

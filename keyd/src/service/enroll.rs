@@ -183,6 +183,7 @@ impl Service {
         if self.store.take_token(&hash)?.is_none() {
             return Err(ServiceError::BadToken);
         }
+        tracing::info!(node = %path, mode = ?record.mode, "enrolled");
         Ok(Enrolled {
             certificate,
             path,
@@ -197,12 +198,14 @@ impl Service {
         rcgen::CertificateSigningRequestParams::from_pem(csr_pem).map_err(|e| {
             ServiceError::BadRequest(format!("csr: not a PEM certificate signing request: {e}"))
         })?;
-        Ok(self.ca.client_cert_from_csr(
+        let cert = self.ca.client_cert_from_csr(
             csr_pem,
             principal,
             &self.name_of(principal),
             self.config.client_cert_seconds,
-        )?)
+        )?;
+        tracing::info!(principal = %principal.uri(), "client certificate issued");
+        Ok(cert)
     }
 
     /// The common name for a principal's certificate: a node's name in the chain, an

@@ -226,6 +226,10 @@ impl Service {
             *chain = self.reload_chain()?;
             return Err(e.into());
         }
+        for e in &chain.entries()[first..] {
+            tracing::info!(seq = e.seq, kind = e.statement.body.kind(),
+                signer = %e.statement.signer, "chain: appended");
+        }
         Ok(built.value)
     }
 
