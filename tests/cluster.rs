@@ -249,18 +249,21 @@ impl Cluster {
         if status != 200 {
             bail!("enroll: {status} {enrolled}");
         }
-        let cert = Certificate::from_pem(
-            enrolled["certificate"]
-                .as_str()
-                .context("certificate")?
-                .as_bytes(),
+        let client = self.client(
+            enrolled["certificate"].as_str().context("certificate")?,
+            &key.serialize_pem(),
         )?;
-        let key = PrivateKey::from_pem(key.serialize_pem().as_bytes())?;
-        let client = Client {
+        Ok((client, enrolled))
+    }
+
+    /// A client with a certificate and key (PEM).
+    pub fn client(&self, cert_pem: &str, key_pem: &str) -> Result<Client> {
+        let cert = Certificate::from_pem(cert_pem.as_bytes())?.to_owned();
+        let key = PrivateKey::from_pem(key_pem.as_bytes())?.to_owned();
+        Ok(Client {
             agent: self.agent(Some(ClientCert::new_with_certs(&[cert], key)))?,
             base: self.addr.clone(),
-        };
-        Ok((client, enrolled))
+        })
     }
 }
 

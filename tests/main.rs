@@ -8,6 +8,7 @@ mod ceremony;
 mod chain;
 mod cli;
 mod cluster;
+mod crash;
 mod enroll;
 mod helpers;
 mod hsm;

@@ -3,7 +3,8 @@
 //! Builds chains of N statements (half `certify`, half `epoch`, under a 1000-wide tree),
 //! then decodes, verifies and applies them on one core, and reports the rate beside the
 //! raw Ed25519 `verify_strict` rate measured in the same run, plus the resident memory
-//! the resulting state takes per key.
+//! the resulting state takes per key; then restores the same entries as keyd does at
+//! start-up (links and the signed head checked, not every signature).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -14,8 +15,8 @@ use std::time::Instant;
 use common::{NOW, Tree};
 use ed25519_dalek::{Signer, SigningKey};
 use keyd::chain::{
-    Body, Certify, ChainState, Entry, Epoch, Head, KeySet, Record, Records, Statement, encode_file,
-    entry_hash_of_record,
+    Body, Certify, ChainState, ChainWriter, Entry, Epoch, Head, KeySet, Record, Records, Statement,
+    encode_file, entry_hash_of_record,
 };
 use keyd::derive::KeyPath;
 
@@ -142,8 +143,8 @@ fn main() {
     let raw = n as f64 / t.elapsed().as_secs_f64();
     println!("raw Ed25519 verify_strict (260-byte message): {raw:.0}/s on one core\n");
     println!(
-        "{:>9} {:>10} {:>12} {:>12} {:>9} {:>13} {:>11}",
-        "entries", "build s", "file MB", "apply /s", "vs raw", "state MB", "B/key"
+        "{:>9} {:>10} {:>12} {:>12} {:>9} {:>13} {:>11} {:>12}",
+        "entries", "build s", "file MB", "apply /s", "vs raw", "state MB", "B/key", "restore /s"
     );
 
     for n in sizes {
@@ -176,16 +177,34 @@ fn main() {
         let rss1 = rss_bytes();
         let rate = entries as f64 / secs;
         let keys = state.len() as f64;
+        drop(black_box(state));
+
+        // keyd's start-up: its own stored entries and signed head, restored with links
+        // and the head checked but not every signature (ChainWriter::restore).
+        let mut stored = Vec::new();
+        let mut head = None;
+        for record in Records::new(&bytes) {
+            match record {
+                Ok((_, Record::Entry(e), _)) => stored.push(e),
+                Ok((_, Record::Head(h), _)) => head = Some(h),
+                Err((at, e)) => panic!("byte {at}: {e}"),
+            }
+        }
+        let head = head.expect("a head");
+        let t = Instant::now();
+        let restored = ChainWriter::restore(stored, &head).expect("restore");
+        let restore_rate = entries as f64 / t.elapsed().as_secs_f64();
+        drop(black_box(restored));
         println!(
-            "{:>9} {:>10.1} {:>12.1} {:>12.0} {:>8.0}% {:>13.1} {:>11.0}",
+            "{:>9} {:>10.1} {:>12.1} {:>12.0} {:>8.0}% {:>13.1} {:>11.0} {:>12.0}",
             entries,
             build_s,
             bytes.len() as f64 / 1e6,
             rate,
             100.0 * rate / raw,
             (rss1.saturating_sub(rss0)) as f64 / 1e6,
-            (rss1.saturating_sub(rss0)) as f64 / keys
+            (rss1.saturating_sub(rss0)) as f64 / keys,
+            restore_rate
         );
-        drop(black_box(state));
     }
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use keyd::bundle::{BranchBundle, InstallKey};
-use keyd::chain::{ChainWriter, KeySet};
+use keyd::chain::KeySet;
 use keyd::config::Config;
 use keyd::derive::{KeyPath, NodeSecret};
 use keyd::hsm::Hsm;
@@ -197,13 +197,13 @@ fn load_service(config: Config) -> Result<Service> {
     k.copy_from_slice(&secret[..32]);
     c.copy_from_slice(&secret[32..]);
     let branch = NodeSecret::danger_from_parts(k, c);
-    let (entries, _) = store.load_chain()?;
-    let mut chain = ChainWriter::new();
-    for e in entries {
-        chain
-            .append(e.statement, e.appended_at)
-            .map_err(|rule| anyhow::anyhow!("stored chain: {rule}"))?;
-    }
+    let started = std::time::Instant::now();
+    let chain = keyd::service::restore_chain(&store).context("the stored chain")?;
+    tracing::info!(
+        entries = chain.entries().len(),
+        millis = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        "chain restored"
+    );
     let certified = chain.state().key(&path).map(|r| r.keys);
     if certified != Some(KeySet::from(&branch.public_keys())) {
         bail!("the unsealed branch secret is not the branch the stored chain certifies");

@@ -30,6 +30,19 @@ impl ChainWriter {
         }
     }
 
+    /// Restores a chain this process wrote and stored, with the head it stored: links
+    /// checked entry by entry, then the head's signature, which vouches for them all
+    /// (see [`ChainState::apply_trusted`]). The head must be signed by a key the chain
+    /// holds live, as for any head.
+    pub fn restore(entries: Vec<Entry>, head: &Head) -> Result<Self, Rule> {
+        let mut state = ChainState::new();
+        for e in &entries {
+            state.apply_trusted(e)?;
+        }
+        state.verify_head(head)?;
+        Ok(ChainWriter { state, entries })
+    }
+
     /// Appends `statement` at `appended_at`, if the engine accepts it.
     pub fn append(&mut self, statement: Statement, appended_at: u64) -> Result<&Entry, Rule> {
         let entry = Entry {

@@ -57,6 +57,24 @@ pub enum ServiceError {
     Identity(#[from] IdentityError),
 }
 
+/// The stored chain, restored without re-verifying every signature: each entry was
+/// verified before it was stored, and the stored signed head vouches for all of them
+/// ([`ChainWriter::restore`]). A store without a head (never the case after
+/// `keyd import`) is verified in full.
+pub fn restore_chain(store: &Store) -> Result<ChainWriter, ServiceError> {
+    let (entries, head) = store.load_chain()?;
+    match head {
+        Some(head) => Ok(ChainWriter::restore(entries, &head)?),
+        None => {
+            let mut w = ChainWriter::new();
+            for e in entries {
+                w.append(e.statement, e.appended_at)?;
+            }
+            Ok(w)
+        }
+    }
+}
+
 /// Unix seconds now.
 pub fn unix_now() -> u64 {
     std::time::SystemTime::now()
@@ -234,12 +252,7 @@ impl Service {
     }
 
     fn reload_chain(&self) -> Result<ChainWriter, ServiceError> {
-        let (entries, _) = self.store.load_chain()?;
-        let mut w = ChainWriter::new();
-        for e in entries {
-            w.append(e.statement, e.appended_at)?;
-        }
-        Ok(w)
+        restore_chain(&self.store)
     }
 
     /// Signs `data` with the node's current epoch key: `(signature, key id, epoch, key path)`.
