@@ -30,6 +30,11 @@ fn s(p: &Path) -> &str {
 impl Cluster {
     /// Root ceremony, keyd init, branch issue and import, then serve.
     pub fn start() -> Result<Self> {
+        Self::start_with("")
+    }
+
+    /// [`Cluster::start`] with extra lines for keyd.toml.
+    pub fn start_with(extra_config: &str) -> Result<Self> {
         let root = token("root")?;
         let seal = token("seal")?;
         let dir = tempfile::tempdir()?;
@@ -54,7 +59,7 @@ impl Cluster {
         std::fs::write(
             &config,
             format!(
-                "listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\nseal_hsm = \"{seal_uri}\"\nenroll_token_seconds = 60\n"
+                "listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\nseal_hsm = \"{seal_uri}\"\nenroll_token_seconds = 60\n{extra_config}"
             ),
         )?;
         let mut cluster = Cluster {

@@ -330,3 +330,38 @@ fn renewal_ca_export_and_keyctl_key_operations() -> Result<()> {
     );
     Ok(())
 }
+
+/// An expired client certificate gets `401 certificate_expired` (not a bare TLS alert),
+/// authenticates nothing, and cannot renew itself.
+#[test]
+fn expired_certificates_are_refused_with_a_clear_code() -> Result<()> {
+    let c = Cluster::start_with("client_cert_seconds = 8\n")?;
+    let (node, enrolled) = c.enrolled_node("brief")?;
+    let (status, _) = node.post("/v1/sign", &json!({"data": "aGk="}))?;
+    ensure!(status == 200, "fresh certificate works");
+    // Waiting for expiry: the certificate's lifetime is whole seconds by nature.
+    std::thread::sleep(std::time::Duration::from_secs(9));
+    for (path, body) in [
+        ("/v1/sign", json!({"data": "aGk="})),
+        (
+            "/v1/renew",
+            json!({"csr": keyd::tls_key::TlsKey::generate()?.csr_pem()?}),
+        ),
+    ] {
+        let (status, err) = node.post(path, &body)?;
+        ensure!(
+            status == 401 && err["error"]["code"] == "certificate_expired",
+            "{path}: {status} {err}"
+        );
+        ensure!(
+            err["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("renew"))
+        );
+    }
+    // Public endpoints still answer on that connection.
+    let (status, _) = node.get("/v1/ca")?;
+    ensure!(status == 200);
+    ensure!(enrolled["path"].is_string());
+    Ok(())
+}

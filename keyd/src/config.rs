@@ -52,8 +52,11 @@ pub struct RawConfig {
     /// RFC 7512 URI of the seal token and its AES key object.
     pub seal_hsm: String,
     /// Lifetime of node and admin client certificates, in hours.
-    #[serde(default = "default_cert_hours")]
-    pub client_cert_hours: u64,
+    #[serde(default)]
+    pub client_cert_hours: Option<u64>,
+    /// The same in seconds, for very short-lived certificates (instead of hours).
+    #[serde(default)]
+    pub client_cert_seconds: Option<u64>,
     /// Lifetime of an enrollment token, in seconds.
     #[serde(default = "default_token_seconds")]
     pub enroll_token_seconds: u64,
@@ -62,9 +65,6 @@ pub struct RawConfig {
     pub log_format: String,
 }
 
-fn default_cert_hours() -> u64 {
-    24
-}
 fn default_token_seconds() -> u64 {
     600
 }
@@ -113,9 +113,23 @@ impl Config {
             .seal_hsm
             .parse()
             .map_err(|e: crate::hsm::UriError| value("seal_hsm", e.to_string()))?;
-        if raw.client_cert_hours == 0 || raw.client_cert_hours > 24 * 366 {
-            return Err(value("client_cert_hours", "must be 1 to 8784".into()));
-        }
+        let client_cert_seconds = match (raw.client_cert_hours, raw.client_cert_seconds) {
+            (Some(_), Some(_)) => {
+                return Err(value(
+                    "client_cert_seconds",
+                    "give client_cert_hours or client_cert_seconds, not both".into(),
+                ));
+            }
+            (Some(h), None) if h == 0 || h > 24 * 366 => {
+                return Err(value("client_cert_hours", "must be 1 to 8784".into()));
+            }
+            (None, Some(s)) if s == 0 || s > 24 * 366 * 3600 => {
+                return Err(value("client_cert_seconds", "must be 1 to 31622400".into()));
+            }
+            (Some(h), None) => h * 3600,
+            (None, Some(s)) => s,
+            (None, None) => 24 * 3600,
+        };
         if raw.enroll_token_seconds == 0 || raw.enroll_token_seconds > 7 * 86_400 {
             return Err(value("enroll_token_seconds", "must be 1 to 604800".into()));
         }
@@ -138,7 +152,7 @@ impl Config {
             listen,
             data_dir,
             seal_hsm,
-            client_cert_seconds: raw.client_cert_hours * 3600,
+            client_cert_seconds,
             enroll_token_seconds: raw.enroll_token_seconds,
             log_json,
         })
@@ -194,5 +208,13 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("client_cert_hours"), "{e}");
+        let e = load_text(&format!(
+            "{base}client_cert_hours = 1\nclient_cert_seconds = 5\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("not both"), "{e}");
+        let c = load_text(&format!("{base}client_cert_seconds = 5\n")).expect("seconds");
+        assert_eq!(c.client_cert_seconds, 5);
     }
 }

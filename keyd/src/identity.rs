@@ -58,14 +58,16 @@ impl Principal {
             .map(|n| Principal::Admin(n.to_owned()))
     }
 
-    /// The principal a DER certificate names, if any.
-    pub fn of_certificate(der: &[u8]) -> Option<Principal> {
+    /// The principal a DER certificate names, if any, and the certificate's `notAfter`
+    /// (Unix seconds).
+    pub fn of_certificate(der: &[u8]) -> Option<(Principal, i64)> {
         let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
         let san = cert.subject_alternative_name().ok()??;
-        san.value.general_names.iter().find_map(|n| match n {
+        let principal = san.value.general_names.iter().find_map(|n| match n {
             x509_parser::extensions::GeneralName::URI(u) => Principal::from_uri(u),
             _ => None,
-        })
+        })?;
+        Some((principal, cert.validity().not_after.timestamp()))
     }
 }
 

@@ -19,6 +19,8 @@ pub mod identity;
 pub mod service;
 #[cfg(feature = "server")]
 pub mod store;
+#[cfg(feature = "server")]
+pub mod tls;
 #[cfg(feature = "client")]
 pub mod tls_key;
 

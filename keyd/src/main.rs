@@ -3,7 +3,6 @@
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
@@ -216,26 +215,7 @@ fn serve(config: Config) -> Result<()> {
     init_tracing(config.log_json);
     let listen = config.listen;
     let svc = load_service(config)?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(svc.ca().cert_der().to_vec().into())?;
-    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-        Arc::new(roots),
-        provider.clone(),
-    )
-    .allow_unauthenticated()
-    .build()?;
-    let (cert, key) = svc.ca().server_cert(
-        &["127.0.0.1".into(), "localhost".into(), "::1".into()],
-        30 * 86_400,
-    )?;
-    let tls = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(
-            vec![cert.into()],
-            rustls::pki_types::PrivateKeyDer::Pkcs8(key.to_vec().into()),
-        )?;
+    let tls = keyd::tls::server_config(svc.ca())?;
     let listener = std::net::TcpListener::bind(listen)
         .with_context(|| format!("cannot listen on {listen}"))?;
     let addr = listener.local_addr()?;

@@ -40,10 +40,31 @@ pub fn on_connect(conn: &dyn std::any::Any, ext: &mut Extensions) {
     }
 }
 
+/// The caller: the principal its client certificate names, if that certificate has not
+/// expired (the TLS layer lets expired certificates through so that this can say so)
+/// and the chain still holds the principal valid.
 fn principal(req: &HttpRequest, svc: &Service) -> Result<Principal, ApiError> {
     let named = req
         .conn_data::<PeerCertificate>()
         .and_then(|c| Principal::of_certificate(&c.0));
+    let named = match named {
+        Some((principal, not_after)) => {
+            let now = i64::try_from(crate::service::unix_now()).unwrap_or(i64::MAX);
+            if not_after < now {
+                return Err(ApiError::with_status(
+                    actix_web::http::StatusCode::UNAUTHORIZED,
+                    "certificate_expired",
+                    format!(
+                        "the client certificate for {} expired at {not_after} (Unix time); \
+                         renew before expiry (keyctl renew) or enroll again",
+                        principal.uri()
+                    ),
+                ));
+            }
+            Some(principal)
+        }
+        None => None,
+    };
     Ok(svc.authenticate(named)?)
 }
 
