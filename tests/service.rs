@@ -574,5 +574,28 @@ fn keyctl_drives_keyd() -> Result<()> {
         err.contains("key_not_valid") && err.contains("try:"),
         "{err}"
     );
+    // Fetching again brings the chain file up to date with only what it lacked (the
+    // revocation), verified incrementally; the result is the full chain.
+    let fetched = keyctl(&[
+        "chain",
+        "fetch",
+        "--config",
+        beta,
+        "--out",
+        &chain_file.to_string_lossy(),
+    ])?;
+    ensure!(fetched.to_string().contains("1 new entries"), "{fetched}");
+    let (_, full) = c.anonymous()?.get("/v1/chain")?;
+    let (mine, theirs) = (
+        verify_file(&std::fs::read(&chain_file)?)?,
+        verify_file(&full)?,
+    );
+    ensure!(mine.entries == theirs.entries);
+    ensure!(
+        !mine
+            .state
+            .status_at(&"m/1'/1'/0'".parse()?, unix_now())
+            .is_valid()
+    );
     Ok(())
 }

@@ -119,12 +119,26 @@ pub fn run(command: Command) -> Result<Option<Value>, CtlError> {
             }
         }
         Command::Chain(crate::cli::ChainCmd::Fetch { config, out }) => {
-            let bytes = Client::from_config(&config)?.get_bytes("/v1/chain")?;
-            let v = keyd::chain::verify_file(&bytes).map_err(|error| CtlError::Chain {
+            let client = Client::from_config(&config)?;
+            let bad = |error| CtlError::Chain {
                 file: out.clone(),
                 error: Box::new(error),
-            })?;
-            files::replace_atomic(&out, &bytes, 0o644)?;
+            };
+            // A chain already here (and verified) is brought up to date with only the
+            // entries it lacks; otherwise the whole chain is fetched and verified.
+            let (v, new) = if out.exists() {
+                let mut v = crate::chain_cmd::load(&out)?;
+                let since = v.entries.len();
+                let update = client.get_bytes(&format!("/v1/chain?since={since}"))?;
+                let new = v.update(&update).map_err(bad)?;
+                (v, new)
+            } else {
+                let v = keyd::chain::verify_file(&client.get_bytes("/v1/chain")?).map_err(bad)?;
+                let n = v.entries.len();
+                (v, n)
+            };
+            files::replace_atomic(&out, &v.to_file(), 0o644)?;
+            println!("{new} new entries");
             println!("{}", crate::chain_cmd::summary(&out, &v));
             return Ok(None);
         }

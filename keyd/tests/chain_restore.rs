@@ -1,5 +1,6 @@
-//! Restoring a stored chain without re-verifying every signature: the same state as full
-//! verification, and any change to the stored entries or head is refused.
+//! Restoring a stored chain without re-verifying every signature (keyd's start-up), and
+//! incremental updates (a node pulling `?since=SEQ`): the same state as full
+//! verification, and any change, fork or gap refused.
 
 mod common;
 
@@ -142,4 +143,59 @@ fn restore_refuses_changed_entries_and_heads() {
         refused(good, &by_other),
         Rule::BadSignature { .. }
     ));
+}
+
+/// A node that holds a verified chain pulls `?since=SEQ` updates and verifies only them.
+#[test]
+fn incremental_updates_verify_and_refuse_forks_and_gaps() {
+    use keyd::chain::{encode_file, verify_file};
+    let tree = Tree::new(6);
+    let w = chain(&tree);
+    let all = w.entries().to_vec();
+    let head = branch_head(&tree, &all);
+    let full = verify_file(&encode_file(&all, &head)).expect("full");
+    let prefix = |n: usize| {
+        verify_file(&encode_file(&all[..n], &branch_head(&tree, &all[..n]))).expect("prefix")
+    };
+
+    // From where the node stands: three new entries, the same state as the full file.
+    let mut v = prefix(4);
+    assert_eq!(v.update(&encode_file(&all[4..], &head)).expect("update"), 3);
+    assert_eq!(v.entries, full.entries);
+    assert_eq!(v.head, full.head);
+    assert_eq!(
+        v.state.status_at(&p("m/1'/1'/1'"), NOW),
+        full.state.status_at(&p("m/1'/1'/1'"), NOW)
+    );
+    assert_eq!(v.to_file(), encode_file(&all, &head));
+    // Overlapping entries are fine when identical; nothing new is fine.
+    let mut v = prefix(4);
+    assert_eq!(
+        v.update(&encode_file(&all[2..], &head)).expect("overlap"),
+        3
+    );
+    assert_eq!(v.update(&encode_file(&[], &head)).expect("nothing new"), 0);
+
+    // A different history for an entry the node holds: refused.
+    let mut forked = all.clone();
+    forked[3].statement.signature[1] ^= 1;
+    let mut v = prefix(5);
+    let e = v
+        .update(&encode_file(&forked[3..], &head))
+        .expect_err("fork");
+    assert_eq!(e.rule, Rule::Diverged { seq: 3 });
+    // A gap, a missing head, or a head that does not close the update: refused.
+    let mut v = prefix(4);
+    let e = v.update(&encode_file(&all[5..], &head)).expect_err("gap");
+    assert!(matches!(e.rule, Rule::OutOfOrder { .. }));
+    let mut v = prefix(4);
+    let e = v
+        .update(&keyd::chain::cbor_bytes(&all[4]))
+        .expect_err("no head");
+    assert!(matches!(e.rule, Rule::NoHead | Rule::Decode(_)), "{e}");
+    let mut v = prefix(4);
+    let e = v
+        .update(&encode_file(&all[4..6], &head))
+        .expect_err("stale head");
+    assert!(matches!(e.rule, Rule::HeadMismatch { .. }));
 }

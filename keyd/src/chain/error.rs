@@ -57,6 +57,13 @@ pub enum Rule {
     /// `prev` is not the hash of the previous entry.
     #[error("prev does not match the hash of the previous entry")]
     BadPrev,
+    /// An update repeats an entry the reader already verified, differently: the
+    /// history forked.
+    #[error("entry {seq} differs from the one already verified (the history forked)")]
+    Diverged {
+        /// The entry.
+        seq: u64,
+    },
     /// `appended_at` goes backwards.
     #[error("appended_at {found} is before the previous entry's {previous}")]
     TimeBackwards {

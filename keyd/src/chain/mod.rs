@@ -44,6 +44,24 @@ pub struct Verified {
 pub fn verify_file(bytes: &[u8]) -> Result<Verified, ChainError> {
     let mut state = ChainState::new();
     let mut entries = Vec::new();
+    let head = apply_records(&mut state, &mut entries, bytes)?;
+    Ok(Verified {
+        state,
+        entries,
+        head,
+    })
+}
+
+/// Applies the records of a chain file (or of an update) to `state` and `entries`:
+/// entries already in `entries` (an update's overlap) must be identical, every other
+/// entry is verified and applied in order, and the file must end with a head that
+/// closes the result; that head is returned.
+fn apply_records(
+    state: &mut ChainState,
+    entries: &mut Vec<Entry>,
+    bytes: &[u8],
+) -> Result<Head, ChainError> {
+    let held = entries.len();
     let mut head = None;
     for (position, record) in Records::new(bytes).enumerate() {
         let fail = |seq, rule| ChainError {
@@ -54,14 +72,25 @@ pub fn verify_file(bytes: &[u8]) -> Result<Verified, ChainError> {
         if head.is_some() {
             return Err(fail(None, Rule::AfterHead));
         }
-        let record = record.map_err(|(_, e)| fail(None, decode_rule(e)))?;
-        match record {
+        match record.map_err(|(_, e)| fail(None, decode_rule(e)))? {
             (_, Record::Entry(entry), bytes) => {
-                let hash = entry::entry_hash_of_record(bytes).unwrap_or_else(|| entry.hash());
-                state
-                    .apply_hashed(&entry, hash)
-                    .map_err(|rule| fail(Some(entry.seq), rule))?;
-                entries.push(entry);
+                let seq = entry.seq;
+                let ours = usize::try_from(seq)
+                    .ok()
+                    .filter(|i| *i < held)
+                    .and_then(|i| entries.get(i));
+                match ours {
+                    Some(ours) if *ours == entry => {}
+                    Some(_) => return Err(fail(Some(seq), Rule::Diverged { seq })),
+                    None => {
+                        let hash =
+                            entry::entry_hash_of_record(bytes).unwrap_or_else(|| entry.hash());
+                        state
+                            .apply_hashed(&entry, hash)
+                            .map_err(|rule| fail(Some(seq), rule))?;
+                        entries.push(entry);
+                    }
+                }
             }
             (_, Record::Head(h), _) => {
                 state.verify_head(&h).map_err(|rule| fail(None, rule))?;
@@ -69,16 +98,32 @@ pub fn verify_file(bytes: &[u8]) -> Result<Verified, ChainError> {
             }
         }
     }
-    let head = head.ok_or(ChainError {
+    head.ok_or(ChainError {
         position: entries.len(),
         seq: None,
         rule: Rule::NoHead,
-    })?;
-    Ok(Verified {
-        state,
-        entries,
-        head,
     })
+}
+
+impl Verified {
+    /// Verifies an update pulled with `GET /v1/chain?since=SEQ` (entries from SEQ on and
+    /// a signed head) against this chain and applies it: entries this chain already holds
+    /// must be identical, new ones are verified like any entry, and the head must close
+    /// the result. Returns how many entries were new.
+    ///
+    /// The state is updated in place, entry by entry (no copy of a large state): on an
+    /// error, the entries before the bad one stay applied (each verified on its own) and
+    /// the head stays the last one that verified.
+    pub fn update(&mut self, bytes: &[u8]) -> Result<usize, ChainError> {
+        let held = self.entries.len();
+        self.head = apply_records(&mut self.state, &mut self.entries, bytes)?;
+        Ok(self.entries.len() - held)
+    }
+
+    /// The whole chain as a file (entries and the latest head).
+    pub fn to_file(&self) -> Vec<u8> {
+        encode_file(&self.entries, &self.head)
+    }
 }
 
 /// Maps a decoding failure to its rule, singling out unknown statement kinds.
