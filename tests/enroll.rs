@@ -281,6 +281,33 @@ fn renewal_ca_export_and_keyctl_key_operations() -> Result<()> {
             .is_some_and(|k| k.ends_with("/0'/1'")),
         "{rekeyed}"
     );
+    let shown = keyctl(&["node", "show", "app", "--config", &admin], &[])?;
+    ensure!(
+        shown["current_epoch"] == 1 && shown["name"] == "app",
+        "{shown}"
+    );
+    let epochs = shown["epochs"].as_array().context("epochs")?;
+    ensure!(
+        epochs.len() == 2 && epochs[1]["path"] == rekeyed["key"],
+        "{shown}"
+    );
+    ensure!(
+        epochs[0]["status"]
+            .as_str()
+            .is_some_and(|s| s.contains("current epoch is 1")),
+        "{shown}"
+    );
+    let branch = keyctl(&["node", "show", "dc1", "--config", &admin], &[])?;
+    ensure!(
+        branch["children"]
+            .as_array()
+            .is_some_and(|c| c.contains(&shown["path"])),
+        "{branch}"
+    );
+    let err = keyctl_fails(&["node", "show", "nobody", "--config", &admin], &[])?;
+    ensure!(err.contains("not_found"), "{err}");
+    let err = keyctl_fails(&["node", "show", "app", "--config", &app], &[])?;
+    ensure!(err.contains("forbidden"), "{err}");
     let rewrapped = dir.join("data.rewrapped");
     keyctl(
         &[

@@ -183,6 +183,14 @@ pub enum NodeCmd {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Show one node: its keys, epochs and children (JSON).
+    Show {
+        /// keyctl.toml with an admin credential.
+        #[arg(long)]
+        config: PathBuf,
+        /// Node name or path.
+        name: String,
+    },
     /// Revoke a node and its subtree.
     Revoke {
         /// keyctl.toml with an admin credential.

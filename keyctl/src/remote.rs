@@ -56,6 +56,9 @@ pub fn run(command: Command) -> Result<Option<Value>, CtlError> {
             Client::from_config(&config)?.post("/v1/nodes", &body)?
         }
         Command::Node(NodeCmd::List { config }) => Client::from_config(&config)?.get("/v1/nodes")?,
+        Command::Node(NodeCmd::Show { config, name }) => {
+            Client::from_config(&config)?.get(&format!("/v1/nodes/{name}"))?
+        }
         Command::Node(NodeCmd::Revoke {
             config,
             name,

@@ -9,7 +9,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::body::{Body, Bytes, Format};
 use super::error::ErrorBody;
 use super::{ApiError, principal};
-use crate::service::{EnrollMode, Service};
+use crate::service::{EnrollMode, NodeDetail, Service};
 
 /// The CA certificate (PEM) that clients trust for keyd's server certificate.
 #[utoipa::path(get, path = "/v1/ca", tag = "cluster",
@@ -213,6 +213,20 @@ pub async fn list_nodes(
         .map(|(name, path, status)| NodeInfo { name, path, status })
         .collect();
     Format::wanted(&req).reply(StatusCode::OK, &NodeList { nodes })
+}
+
+/// One node in detail: its keys, epochs and children (admin).
+#[utoipa::path(get, path = "/v1/nodes/{name}", tag = "admin",
+    params(("name" = String, Path, description = "node name or path")),
+    responses((status = 200, body = NodeDetail), (status = "4XX", body = ErrorBody)))]
+pub async fn show_node(
+    req: HttpRequest,
+    svc: web::Data<Service>,
+    name: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let who = principal(&req, &svc)?;
+    let node = svc.show_node(&who, &name)?;
+    Format::wanted(&req).reply(StatusCode::OK, &node)
 }
 
 /// Why a node is revoked.

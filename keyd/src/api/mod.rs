@@ -90,6 +90,7 @@ fn principal(req: &HttpRequest, svc: &Service) -> Result<Principal, ApiError> {
         admin::renew,
         admin::add_node,
         admin::list_nodes,
+        admin::show_node,
         admin::revoke,
         admin::rekey_self,
         admin::rekey_node,
@@ -132,6 +133,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/renew", web::post().to(admin::renew))
             .route("/nodes", web::post().to(admin::add_node))
             .route("/nodes", web::get().to(admin::list_nodes))
+            .route("/nodes/{name}", web::get().to(admin::show_node))
             .route("/nodes/{name}/revoke", web::post().to(admin::revoke))
             .route("/nodes/{name}/rekey", web::post().to(admin::rekey_node))
             .route("/rekey", web::post().to(admin::rekey_self))
@@ -152,11 +154,24 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/batch/rewrap", web::post().to(ops::batch_rewrap))
             .route("/batch/datakey", web::post().to(ops::batch_datakey)),
     )
-    .default_service(web::to(|| async {
-        Err::<HttpResponse, _>(ApiError::from(crate::service::ServiceError::NotFound(
-            "no such endpoint".into(),
-        )))
-    }));
+    .default_service(web::to(unrouted));
+}
+
+/// No route: a known path with the wrong method (405), or an unknown path (404).
+async fn unrouted(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    Err(if req.match_pattern().is_some() {
+        ApiError::with_status(
+            actix_web::http::StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!(
+                "{} does not take {}; see /v1/openapi.json",
+                req.path(),
+                req.method()
+            ),
+        )
+    } else {
+        crate::service::ServiceError::NotFound("no such endpoint".into()).into()
+    })
 }
 
 /// Liveness and readiness: keyd answers once its branch is unsealed and its chain loaded.

@@ -15,8 +15,10 @@ use crate::store::{Store, StoreError};
 
 mod enroll;
 mod keys;
+mod nodes;
 
 pub use enroll::{EnrollMode, Enrolled};
+pub use nodes::{EpochInfo, NodeDetail};
 
 /// Service-level failures; the API maps each to a status and a stable code.
 #[derive(Debug, Error)]
@@ -367,37 +369,6 @@ impl Service {
         let key = self.branch.material();
         let head = chain.head(self.branch_path.clone(), key.signing_key())?;
         Ok(chain::encode_file(&entries[from..], &head))
-    }
-
-    /// Node names and paths with their status, sorted by path.
-    pub fn list_nodes(
-        &self,
-        principal: &Principal,
-    ) -> Result<Vec<(String, String, String)>, ServiceError> {
-        Self::require_admin(principal)?;
-        let chain = self.read_chain();
-        let now = unix_now();
-        let mut out: Vec<_> = chain
-            .state()
-            .keys()
-            .filter_map(|(p, r)| match &r.kind {
-                KeyKind::Node { name, .. } => Some((p.clone(), name.clone())),
-                _ => None,
-            })
-            .collect();
-        out.sort();
-        Ok(out
-            .into_iter()
-            .map(|(p, name)| {
-                let status = chain.state().status_at(&p, now);
-                let s = if status.is_valid() {
-                    "valid".to_owned()
-                } else {
-                    describe(&status)
-                };
-                (name, p.to_string(), s)
-            })
-            .collect())
     }
 
     /// The branch name.

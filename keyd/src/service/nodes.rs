@@ -1,0 +1,157 @@
+//! What the chain says about nodes, for admins: the list, and one node in detail.
+
+use serde::Serialize;
+
+use super::{Service, ServiceError, describe, unix_now};
+use crate::chain::{KeyKind, KeySet, KeyStatus};
+use crate::derive::KeyPath;
+use crate::identity::Principal;
+
+fn status_text(status: &KeyStatus) -> String {
+    if status.is_valid() {
+        "valid".to_owned()
+    } else {
+        describe(status)
+    }
+}
+
+/// One epoch key of a node.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct EpochInfo {
+    /// The epoch.
+    pub epoch: u32,
+    /// Its key path.
+    pub path: String,
+    /// Its key id.
+    pub key_id: String,
+    /// Ed25519 public key, hex.
+    pub ed25519: String,
+    /// X25519 public key, hex.
+    pub x25519: String,
+    /// `valid`, or why not (superseded epochs still decrypt until revoked).
+    pub status: String,
+}
+
+/// A node as the chain has it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct NodeDetail {
+    /// Its name.
+    pub name: String,
+    /// Its path.
+    pub path: String,
+    /// Its role.
+    pub role: String,
+    /// `valid`, or why not.
+    pub status: String,
+    /// Certified from (Unix seconds).
+    pub not_before: u64,
+    /// Certified until (Unix seconds).
+    pub not_after: u64,
+    /// The identity key's id.
+    pub key_id: String,
+    /// The identity key (certifies epochs and children), Ed25519 hex.
+    pub ed25519: String,
+    /// The current epoch, if one is valid.
+    pub current_epoch: Option<u32>,
+    /// Every epoch key.
+    pub epochs: Vec<EpochInfo>,
+    /// Child nodes: paths.
+    pub children: Vec<String>,
+}
+
+impl Service {
+    /// Node names and paths with their status, sorted by path.
+    pub fn list_nodes(
+        &self,
+        principal: &Principal,
+    ) -> Result<Vec<(String, String, String)>, ServiceError> {
+        Self::require_admin(principal)?;
+        let chain = self.read_chain();
+        let now = unix_now();
+        let mut out: Vec<_> = chain
+            .state()
+            .keys()
+            .filter_map(|(p, r)| match &r.kind {
+                KeyKind::Node { name, .. } => Some((p.clone(), name.clone())),
+                _ => None,
+            })
+            .collect();
+        out.sort();
+        Ok(out
+            .into_iter()
+            .map(|(p, name)| {
+                let status = status_text(&chain.state().status_at(&p, now));
+                (name, p.to_string(), status)
+            })
+            .collect())
+    }
+
+    /// One node (name or path) in detail (admin).
+    pub fn show_node(
+        &self,
+        principal: &Principal,
+        target: &str,
+    ) -> Result<NodeDetail, ServiceError> {
+        Self::require_admin(principal)?;
+        let chain = self.read_chain();
+        let state = chain.state();
+        let now = unix_now();
+        let not_found = || ServiceError::NotFound(format!("no node {target:?}"));
+        let (path, record) = state.find(target).ok_or_else(not_found)?;
+        let KeyKind::Node {
+            name,
+            role,
+            not_before,
+            not_after,
+            epochs,
+        } = &record.kind
+        else {
+            return Err(not_found());
+        };
+        let hex_keys = |k: &KeySet| (hex::encode(k.ed25519), hex::encode(k.x25519));
+        let epochs: Vec<EpochInfo> = epochs
+            .iter()
+            .filter_map(|&epoch| {
+                let p = path.epoch_key(epoch)?;
+                let r = state.key(&p)?;
+                let (ed25519, x25519) = hex_keys(&r.keys);
+                Some(EpochInfo {
+                    epoch,
+                    path: p.to_string(),
+                    key_id: r.key_id.to_string(),
+                    ed25519,
+                    x25519,
+                    status: status_text(&state.status_at(&p, now)),
+                })
+            })
+            .collect();
+        let current_epoch = epochs
+            .iter()
+            .rev()
+            .find(|e| e.status == "valid")
+            .map(|e| e.epoch);
+        let mut children: Vec<KeyPath> = state
+            .keys()
+            .filter(|(p, r)| {
+                matches!(r.kind, KeyKind::Node { .. })
+                    && p.depth() == path.depth() + 2
+                    && path.is_prefix_of(p)
+            })
+            .map(|(p, _)| p.clone())
+            .collect();
+        children.sort();
+        Ok(NodeDetail {
+            name: name.clone(),
+            path: path.to_string(),
+            role: role.clone(),
+            status: status_text(&state.status_at(path, now)),
+            not_before: *not_before,
+            not_after: *not_after,
+            key_id: record.key_id.to_string(),
+            ed25519: hex_keys(&record.keys).0,
+            current_epoch,
+            epochs,
+            children: children.iter().map(ToString::to_string).collect(),
+        })
+    }
+}
