@@ -117,6 +117,12 @@ fn init_issue_revoke_chain_verifies() -> Result<()> {
     let c = Ceremony::new("chain-root")?;
     let said = keyctl_ok(&c.token, &["chain", "verify", s(&c.chain())])?;
     ensure!(said.contains("verifies: 1 entries, head seq 0"), "{said}");
+    let said = keyctl_ok(
+        &c.token,
+        &["chain", "verify", s(&c.chain()), "--output", "json"],
+    )?;
+    let said: serde_json::Value = serde_json::from_str(&said)?;
+    ensure!(said["verifies"] == true && said["entries"] == 1, "{said}");
 
     let dc1_key = InstallKey::generate();
     let dc2_key = InstallKey::generate();

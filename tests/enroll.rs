@@ -60,6 +60,9 @@ fn held_and_exported_enrollment_with_keyctl() -> Result<()> {
     // Held: a credential and a config, no secret.
     let held = add_and_enroll(&c, &admin, "web", false)?;
     ensure!(held["mode"] == "held" && held["bundle"].is_null(), "{held}");
+    // The chain came with the certificate, verified by keyctl.
+    let chain = verify_file(&std::fs::read(dir.join("web/chain.cbor"))?)?;
+    ensure!(chain.state.find("web").is_some() && held["chain_entries"] == chain.entries.len());
     ensure!(mode(&dir.join("web/node.key"))? == 0o600);
     ensure!(!dir.join("web/node.bundle").exists() && !dir.join("web/install.key").exists());
     let web = s(&dir.join("web/keyctl.toml")).to_owned();
@@ -303,6 +306,18 @@ fn renewal_ca_export_and_keyctl_key_operations() -> Result<()> {
             .as_array()
             .is_some_and(|c| c.contains(&shown["path"])),
         "{branch}"
+    );
+    // --output everywhere: text renders the same answer as key: value lines.
+    let text = keyctl(
+        &[
+            "node", "show", "app", "--config", &admin, "--output", "text",
+        ],
+        &[],
+    )?;
+    let text = text.as_str().context("text output")?;
+    ensure!(
+        text.contains("name: app\n") && text.contains("current_epoch: 1\n"),
+        "{text}"
     );
     let err = keyctl_fails(&["node", "show", "nobody", "--config", &admin], &[])?;
     ensure!(err.contains("not_found"), "{err}");

@@ -41,6 +41,9 @@ struct Args {
     /// Recipient for encrypt.
     #[arg(long, default_value = "")]
     to: String,
+    /// HPKE suite for encrypt: x-wing (keyd's default) or x25519.
+    #[arg(long, default_value = "x-wing")]
+    suite: String,
     /// Payload size in bytes.
     #[arg(long, default_value_t = 1024)]
     size: usize,
@@ -74,7 +77,7 @@ fn main() -> Result<()> {
         Op::Sign => ("/v1/sign", serde_json::json!({"data": payload})),
         Op::Encrypt => (
             "/v1/encrypt",
-            serde_json::json!({"to": args.to, "plaintext": payload}),
+            serde_json::json!({"to": args.to, "plaintext": payload, "suite": args.suite}),
         ),
         Op::Seal => ("/v1/seal", serde_json::json!({"plaintext": payload})),
     };
@@ -124,10 +127,11 @@ fn main() -> Result<()> {
     all.sort();
     let pct = |p: f64| all[((all.len() as f64 - 1.0) * p) as usize].as_secs_f64() * 1e3;
     println!(
-        "{:>8} {:>5} B {:>4} conns: {:>8.0} req/s  p50 {:>7.2} ms  p99 {:>7.2} ms  ({} requests)",
+        "{:>14} {:>5} B {:>4} conns: {:>8.0} req/s  p50 {:>7.2} ms  p99 {:>7.2} ms  ({} requests)",
         match args.op {
             Op::Sign => "sign",
-            Op::Encrypt => "encrypt",
+            Op::Encrypt if args.suite == "x25519" => "encrypt/x25519",
+            Op::Encrypt => "encrypt/x-wing",
             Op::Seal => "seal",
         },
         args.size,

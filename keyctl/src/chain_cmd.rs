@@ -26,8 +26,8 @@ pub fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
-/// The one-paragraph summary `chain verify` prints.
-pub fn summary(file: &Path, v: &Verified) -> String {
+/// Keys not revoked and keys revoked, now.
+fn counts(v: &Verified) -> (usize, usize) {
     let s = &v.state;
     let now = unix_now();
     let (mut live, mut revoked) = (0, 0);
@@ -37,6 +37,28 @@ pub fn summary(file: &Path, v: &Verified) -> String {
             _ => live += 1,
         }
     }
+    (live, revoked)
+}
+
+/// [`summary`] as JSON.
+pub fn summary_json(file: &Path, v: &Verified) -> Value {
+    let (live, revoked) = counts(v);
+    json!({
+        "file": file.display().to_string(),
+        "verifies": true,
+        "entries": v.entries.len(),
+        "head": {"seq": v.head.seq, "hash": hex::encode(v.head.hash), "signer": v.head.signer.to_string()},
+        "keys": v.state.len(),
+        "not_revoked": live,
+        "revoked": revoked,
+        "trusted_clusters": v.state.trusted().count(),
+    })
+}
+
+/// The one-paragraph summary `chain verify` prints.
+pub fn summary(file: &Path, v: &Verified) -> String {
+    let s = &v.state;
+    let (live, revoked) = counts(v);
     format!(
         "chain {} verifies: {} entries, head seq {} hash {} signed by {}; {} keys ({} not revoked, {} revoked), {} trusted cluster(s)",
         file.display(),

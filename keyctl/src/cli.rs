@@ -15,6 +15,10 @@ pub struct Cli {
     /// The command.
     #[command(subcommand)]
     pub command: Command,
+    /// Output format: json (one line, the default for commands against keyd) or text
+    /// (the default for ceremonies and chain files).
+    #[arg(long, global = true, value_enum)]
+    pub output: Option<Output>,
 }
 
 /// Top-level commands.
@@ -263,9 +267,6 @@ pub enum ChainCmd {
     Show {
         /// The chain file.
         file: PathBuf,
-        /// Output format.
-        #[arg(long, value_enum, default_value = "text")]
-        output: Output,
     },
 }
 

@@ -71,6 +71,22 @@ pub fn enroll(
     };
     let path = text(&resp, "path")?;
     let mode = text(&resp, "mode")?;
+    // The chain keyd sent must verify and certify this node.
+    let chain = field(&resp, "chain")?;
+    let verified = keyd::chain::verify_file(&chain).map_err(|error| CtlError::Chain {
+        file: out.join("chain.cbor"),
+        error: Box::new(error),
+    })?;
+    if !verified.state.find(&path).is_some_and(|(p, _)| {
+        verified
+            .state
+            .status_at(p, crate::chain_cmd::unix_now())
+            .is_valid()
+    }) {
+        return Err(CtlError::Mismatch(format!(
+            "the chain keyd sent does not hold {path} valid"
+        )));
+    }
     let bundle = if mode == "exported" {
         let bytes = field(&resp, "bundle")?;
         let bundle = BranchBundle::from_cbor(&bytes)?;
@@ -94,6 +110,7 @@ pub fn enroll(
         0o644,
     )?;
     files::replace_atomic(&out.join("ca.pem"), text(&resp, "ca")?.as_bytes(), 0o644)?;
+    files::replace_atomic(&out.join("chain.cbor"), &chain, 0o644)?;
     let config =
         format!("url = {url:?}\nca = \"ca.pem\"\ncert = \"node.pem\"\nkey = \"node.key\"\n");
     files::replace_atomic(&out.join("keyctl.toml"), config.as_bytes(), 0o644)?;
@@ -101,6 +118,8 @@ pub fn enroll(
         "path": path,
         "mode": mode,
         "config": out.join("keyctl.toml").display().to_string(),
+        "chain": out.join("chain.cbor").display().to_string(),
+        "chain_entries": verified.entries.len(),
     });
     if let Some(bytes) = bundle {
         files::write_private(&out.join("install.key"), install.danger_secret())?;

@@ -41,14 +41,26 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<(), CtlError> {
+    let output = cli.output;
+    // Prints `json` as asked, or `text` (default: the text).
+    let text_first = |json: serde_json::Value, text: String| -> Result<(), CtlError> {
+        match output {
+            Some(Output::Json) => print_json(&json),
+            _ => {
+                println!("{text}");
+                Ok(())
+            }
+        }
+    };
     match cli.command {
         Command::Vectors { root_hex, path } => {
             let root_hex = Zeroizing::new(root_hex);
-            print_json(&vectors(&root_hex, &path)?)
+            emit(output, &serde_json::to_value(vectors(&root_hex, &path)?)?)
         }
-        Command::Ceremony(Ceremony::Derive { hsm, path }) => {
-            print_json(&ceremony::derive(&hsm, &path)?)
-        }
+        Command::Ceremony(Ceremony::Derive { hsm, path }) => emit(
+            output,
+            &serde_json::to_value(ceremony::derive(&hsm, &path)?)?,
+        ),
         Command::Ceremony(Ceremony::Init {
             hsm,
             shares,
@@ -57,23 +69,37 @@ fn run(cli: Cli) -> Result<(), CtlError> {
             out,
         }) => {
             let done = ceremony::init::run(&hsm, shares, threshold, &cluster, &out)?;
-            println!("root created on the token");
-            println!("  key id:      {}", done.root.key_id);
-            println!("  fingerprint: {}", done.root.fingerprint);
-            println!(
-                "  shares:      {} ({} needed to recover), one per custodian:",
-                done.root.shares, done.root.threshold
+            let file = |n: &str| done.out.join(n).display().to_string();
+            let shares: Vec<String> = done
+                .share_files
+                .iter()
+                .map(|f| f.display().to_string())
+                .collect();
+            let mut text = format!(
+                "root created on the token\n  key id:      {}\n  fingerprint: {}\n  shares:      {} ({} needed to recover), one per custodian:\n",
+                done.root.key_id, done.root.fingerprint, done.root.shares, done.root.threshold
             );
-            for f in &done.share_files {
-                println!("    {}", f.display());
+            for f in &shares {
+                text.push_str(&format!("    {f}\n"));
             }
-            println!("  public:      {}", done.out.join("root.json").display());
-            println!("  chain:       {}", done.out.join("chain.cbor").display());
-            println!(
-                "  transcript:  {}",
-                done.out.join("transcript.json").display()
-            );
-            Ok(())
+            text.push_str(&format!(
+                "  public:      {}\n  chain:       {}\n  transcript:  {}",
+                file("root.json"),
+                file("chain.cbor"),
+                file("transcript.json")
+            ));
+            text_first(
+                serde_json::json!({
+                    "key_id": done.root.key_id.to_string(),
+                    "fingerprint": done.root.fingerprint.to_string(),
+                    "shares": shares,
+                    "threshold": done.root.threshold,
+                    "public": file("root.json"),
+                    "chain": file("chain.cbor"),
+                    "transcript": file("transcript.json"),
+                }),
+                text,
+            )
         }
         Command::Ceremony(Ceremony::Issue {
             hsm,
@@ -85,13 +111,21 @@ fn run(cli: Cli) -> Result<(), CtlError> {
             out,
         }) => {
             let done = ceremony::branch::issue(&hsm, &chain, &name, index, days, &to, &out)?;
-            println!(
-                "branch {} ({name}) certified at seq {}, key id {}",
-                done.path, done.seq, done.key_id
-            );
-            println!("  bundle (sealed to the install key): {}", out.display());
-            println!("  chain updated: {}", chain.display());
-            Ok(())
+            text_first(
+                serde_json::json!({
+                    "path": done.path.to_string(), "name": name, "seq": done.seq,
+                    "key_id": done.key_id.to_string(), "bundle": out.display().to_string(),
+                    "chain": chain.display().to_string(),
+                }),
+                format!(
+                    "branch {} ({name}) certified at seq {}, key id {}\n  bundle (sealed to the install key): {}\n  chain updated: {}",
+                    done.path,
+                    done.seq,
+                    done.key_id,
+                    out.display(),
+                    chain.display()
+                ),
+            )
         }
         Command::Ceremony(Ceremony::Revoke {
             hsm,
@@ -100,12 +134,16 @@ fn run(cli: Cli) -> Result<(), CtlError> {
             reason,
         }) => {
             let cut = ceremony::branch::revoke(&hsm, &chain, &path, &reason)?;
-            println!("revoked {} key(s):", cut.len());
-            for p in cut {
-                println!("  {p}");
+            let cut: Vec<String> = cut.iter().map(ToString::to_string).collect();
+            let mut text = format!("revoked {} key(s):\n", cut.len());
+            for p in &cut {
+                text.push_str(&format!("  {p}\n"));
             }
-            println!("chain updated: {}", chain.display());
-            Ok(())
+            text.push_str(&format!("chain updated: {}", chain.display()));
+            text_first(
+                serde_json::json!({"revoked": cut, "chain": chain.display().to_string()}),
+                text,
+            )
         }
         remote @ (Command::Node(_)
         | Command::Sign { .. }
@@ -120,20 +158,22 @@ fn run(cli: Cli) -> Result<(), CtlError> {
         | Command::Enroll { .. }
         | Command::Renew { .. }
         | Command::Ca(_)
-        | Command::Chain(ChainCmd::Fetch { .. })) => match remote::run(remote)? {
-            Some(v) => print_json(&v),
+        | Command::Chain(ChainCmd::Fetch { .. })) => match remote::run(remote, output)? {
+            Some(v) => emit(output, &v),
             None => Ok(()),
         },
         Command::Chain(ChainCmd::Verify { file }) => {
             let v = chain_cmd::load(&file)?;
-            println!("{}", chain_cmd::summary(&file, &v));
-            Ok(())
+            text_first(
+                chain_cmd::summary_json(&file, &v),
+                chain_cmd::summary(&file, &v),
+            )
         }
-        Command::Chain(ChainCmd::Show { file, output }) => {
+        Command::Chain(ChainCmd::Show { file }) => {
             let v = chain_cmd::load(&file)?;
             match output {
-                Output::Json => print_json(&chain_cmd::to_json(&v)),
-                Output::Text => {
+                Some(Output::Json) => print_json(&chain_cmd::to_json(&v)),
+                _ => {
                     print!("{}", chain_cmd::to_text(&v));
                     Ok(())
                 }
@@ -146,13 +186,16 @@ fn run(cli: Cli) -> Result<(), CtlError> {
             transcript,
         }) => {
             let root = ceremony::recover::run(&hsm, &shares, &expect, transcript.as_deref())?;
-            println!(
-                "root {} recovered into the token; its identity matches {} (fingerprint {})",
-                root.key_id,
-                expect.display(),
-                root.fingerprint
-            );
-            Ok(())
+            text_first(
+                serde_json::json!({"key_id": root.key_id.to_string(),
+                    "fingerprint": root.fingerprint.to_string(), "matches": expect.display().to_string()}),
+                format!(
+                    "root {} recovered into the token; its identity matches {} (fingerprint {})",
+                    root.key_id,
+                    expect.display(),
+                    root.fingerprint
+                ),
+            )
         }
     }
 }
@@ -170,6 +213,57 @@ fn vectors(root_hex: &str, path: &str) -> Result<PublicJson, CtlError> {
     let root = SoftwareRoot::danger_from_bytes(secret.as_ref());
     let node = derive::derive_node(&root, &path)?;
     Ok(PublicJson::new(&path, &node.public_keys()))
+}
+
+/// Prints a JSON answer: one line of JSON (the default), or `--output text`: one
+/// `key: value` line per field.
+fn emit(output: Option<Output>, value: &serde_json::Value) -> Result<(), CtlError> {
+    match output {
+        Some(Output::Text) => {
+            let mut out = String::new();
+            text_lines(value, 0, &mut out);
+            print!("{out}");
+            Ok(())
+        }
+        _ => print_json(value),
+    }
+}
+
+fn text_lines(value: &serde_json::Value, indent: usize, out: &mut String) {
+    use serde_json::Value;
+    let pad = "  ".repeat(indent);
+    match value {
+        Value::Object(m) => {
+            for (k, v) in m {
+                match v {
+                    Value::Object(_) | Value::Array(_) => {
+                        out.push_str(&format!("{pad}{k}:\n"));
+                        text_lines(v, indent + 1, out);
+                    }
+                    _ => out.push_str(&format!("{pad}{k}: {}\n", scalar(v))),
+                }
+            }
+        }
+        Value::Array(items) => {
+            for v in items {
+                match v {
+                    Value::Object(_) | Value::Array(_) => {
+                        out.push_str(&format!("{pad}-\n"));
+                        text_lines(v, indent + 1, out);
+                    }
+                    _ => out.push_str(&format!("{pad}- {}\n", scalar(v))),
+                }
+            }
+        }
+        other => out.push_str(&format!("{pad}{}\n", scalar(other))),
+    }
+}
+
+fn scalar(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
 }
 
 fn print_json<T: serde::Serialize>(value: &T) -> Result<(), CtlError> {

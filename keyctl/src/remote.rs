@@ -6,7 +6,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde_json::{Value, json};
 
-use crate::cli::{CaCmd, Command, FileOp, NodeCmd};
+use crate::cli::{CaCmd, Command, FileOp, NodeCmd, Output};
 use crate::client::Client;
 use crate::error::CtlError;
 use crate::{enroll, files};
@@ -41,7 +41,7 @@ fn file_op(
 }
 
 /// Runs a remote command, returning the JSON to print (None when it printed itself).
-pub fn run(command: Command) -> Result<Option<Value>, CtlError> {
+pub fn run(command: Command, output: Option<Output>) -> Result<Option<Value>, CtlError> {
     Ok(Some(match command {
         Command::Node(NodeCmd::Add {
             config,
@@ -110,12 +110,14 @@ pub fn run(command: Command) -> Result<Option<Value>, CtlError> {
         Command::Renew { config } => enroll::renew(&config)?,
         Command::Ca(CaCmd::Export { config, out }) => {
             let pem = Client::from_config(&config)?.get_bytes("/v1/ca")?;
-            match out {
-                Some(out) => {
+            match (out, output) {
+                (Some(out), _) => {
                     files::replace_atomic(&out, &pem, 0o644)?;
                     json!({"out": out.display().to_string()})
                 }
-                None => {
+                (None, Some(Output::Json)) => json!({"ca": String::from_utf8_lossy(&pem)}),
+                (None, _) => {
+                    // The PEM itself, for `> ca.pem`.
                     print!("{}", String::from_utf8_lossy(&pem));
                     return Ok(None);
                 }
@@ -141,9 +143,9 @@ pub fn run(command: Command) -> Result<Option<Value>, CtlError> {
                 (v, n)
             };
             files::replace_atomic(&out, &v.to_file(), 0o644)?;
-            println!("{new} new entries");
-            println!("{}", crate::chain_cmd::summary(&out, &v));
-            return Ok(None);
+            let mut report = crate::chain_cmd::summary_json(&out, &v);
+            report["new_entries"] = new.into();
+            report
         }
         _ => return Err(CtlError::Http("not a remote command".into())),
     }))

@@ -58,7 +58,7 @@ pub struct EnrollRequest {
     install_key: Option<String>,
 }
 
-/// A client certificate, the CA and the node's path.
+/// A client certificate, the CA, the node's path and the chain.
 #[derive(Serialize, ToSchema)]
 pub struct EnrollResponse {
     /// PEM client certificate naming the node.
@@ -69,6 +69,9 @@ pub struct EnrollResponse {
     path: String,
     /// `held` or `exported`.
     mode: EnrollMode,
+    /// The cluster chain (a chain file, CBOR) certifying the node: verify it with
+    /// `keyd::chain::verify_file`, then keep it current with `GET /v1/chain?since=`.
+    chain: Bytes,
     /// Exported mode: the node's identity secret sealed (HPKE) to `install_key`, with the
     /// chain certifying it (a CBOR bundle; open it with `keyd::bundle::BranchBundle`).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -93,6 +96,7 @@ pub async fn enroll(
             ca: svc.ca().cert_pem().to_owned(),
             path: enrolled.path.to_string(),
             mode: enrolled.mode,
+            chain: Bytes::new(svc.chain_since(0)?),
             bundle: enrolled.bundle.map(Bytes::new),
         },
     )
