@@ -56,10 +56,15 @@ impl Cluster {
         )?;
         let seal_uri = seal.uri().replace("object=root", "object=seal");
         let config = dir.path().join("keyd.toml");
+        let token_seconds = if extra_config.contains("enroll_token_seconds") {
+            ""
+        } else {
+            "enroll_token_seconds = 60\n"
+        };
         std::fs::write(
             &config,
             format!(
-                "listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\nseal_hsm = \"{seal_uri}\"\nenroll_token_seconds = 60\n{extra_config}"
+                "listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\nseal_hsm = \"{seal_uri}\"\n{token_seconds}{extra_config}"
             ),
         )?;
         let mut cluster = Cluster {

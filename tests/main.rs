@@ -13,4 +13,5 @@ mod enroll;
 mod helpers;
 mod hsm;
 mod hsm_sim;
+mod nodes;
 mod service;

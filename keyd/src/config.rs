@@ -63,6 +63,31 @@ pub struct RawConfig {
     /// Log format: `text` or `json`.
     #[serde(default = "default_log_format")]
     pub log_format: String,
+    /// DNS names and IP addresses the server certificate names.
+    #[serde(default = "default_server_names")]
+    pub server_names: Vec<String>,
+}
+
+fn default_server_names() -> Vec<String> {
+    ["localhost", "127.0.0.1", "::1"].map(String::from).to_vec()
+}
+
+/// A DNS name (letters, digits, `-`, dot-separated labels) or an IP address.
+fn check_server_name(name: &str) -> Result<(), String> {
+    if name.parse::<std::net::IpAddr>().is_ok() {
+        return Ok(());
+    }
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if name.len() > 253 || !name.split('.').all(label_ok) {
+        return Err(format!("{name:?} is neither a DNS name nor an IP address"));
+    }
+    Ok(())
 }
 
 fn default_token_seconds() -> u64 {
@@ -87,6 +112,8 @@ pub struct Config {
     pub enroll_token_seconds: u64,
     /// JSON logs.
     pub log_json: bool,
+    /// Names in the server certificate.
+    pub server_names: Vec<String>,
 }
 
 impl Config {
@@ -143,6 +170,12 @@ impl Config {
                 ));
             }
         };
+        if raw.server_names.is_empty() {
+            return Err(value("server_names", "name at least one host".into()));
+        }
+        for n in &raw.server_names {
+            check_server_name(n).map_err(|m| value("server_names", m))?;
+        }
         let data_dir = if raw.data_dir.is_relative() {
             path.parent().unwrap_or(Path::new(".")).join(&raw.data_dir)
         } else {
@@ -155,6 +188,7 @@ impl Config {
             client_cert_seconds,
             enroll_token_seconds: raw.enroll_token_seconds,
             log_json,
+            server_names: raw.server_names,
         })
     }
 
@@ -216,5 +250,17 @@ mod tests {
         assert!(e.contains("not both"), "{e}");
         let c = load_text(&format!("{base}client_cert_seconds = 5\n")).expect("seconds");
         assert_eq!(c.client_cert_seconds, 5);
+        assert_eq!(c.server_names, ["localhost", "127.0.0.1", "::1"]);
+        for bad in ["[]", "[\"a b\"]", "[\"-x.example\"]", "[\"x..y\"]"] {
+            let e = load_text(&format!("{base}server_names = {bad}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("server_names"), "{bad}: {e}");
+        }
+        let c = load_text(&format!(
+            "{base}server_names = [\"keyd.dc1.internal\", \"10.1.2.3\"]\n"
+        ))
+        .expect("names");
+        assert_eq!(c.server_names, ["keyd.dc1.internal", "10.1.2.3"]);
     }
 }

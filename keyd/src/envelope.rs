@@ -1,5 +1,6 @@
-//! Versioned CBOR envelopes. Both carry the path (hence key id and epoch) of the key that
-//! opens them, so older epochs still decrypt until revoked.
+//! Versioned CBOR envelopes. Both carry the path (hence the epoch) and the key id of the
+//! key that opens them, so older epochs still decrypt until revoked, and a holder can tell
+//! which key an envelope needs without asking keyd.
 //!
 //! - [`Sealed`]: symmetric, for a node's own storage: ChaCha20-Poly1305 under a
 //!   per-envelope key drawn by HKDF-SHA256 from the epoch key's storage key and a random
@@ -22,7 +23,7 @@ use thiserror::Error;
 use zeroize::Zeroizing;
 
 use crate::chain::{self, cbor_bytes};
-use crate::derive::{KeyMaterial, KeyPath};
+use crate::derive::{KeyId, KeyMaterial, KeyPath};
 
 /// Envelope format version.
 pub const ENVELOPE_VERSION: u8 = 1;
@@ -30,8 +31,12 @@ pub const ENVELOPE_VERSION: u8 = 1;
 pub const SUITE_X25519: &str = "x25519-hkdf-sha256-chacha20poly1305";
 /// The hybrid post-quantum public-key suite, the default.
 pub const SUITE_X_WING: &str = "xwing-hkdf-sha256-chacha20poly1305";
-/// Largest envelope accepted.
-pub const MAX_ENVELOPE: usize = 1024 * 1024;
+/// Largest plaintext sealed or encrypted: every envelope made from one stays under
+/// [`MAX_ENVELOPE`], so whatever keyd seals it can also open.
+pub const MAX_PLAINTEXT: usize = 1024 * 1024;
+/// Largest envelope accepted: [`MAX_PLAINTEXT`] plus room for the header, the HPKE
+/// encapsulated key (1,120 bytes for X-Wing), the tag and the signature.
+pub const MAX_ENVELOPE: usize = MAX_PLAINTEXT + 16 * 1024;
 const SEAL_INFO: &[u8] = b"keyd/v1/seal-envelope";
 const HPKE_INFO: &[u8] = b"keyd/v1/encrypt";
 const SIGN_DOMAIN: &[u8] = b"keyd/v1/encrypted\0";
@@ -51,6 +56,42 @@ pub enum EnvelopeError {
     /// A suite keyd does not know.
     #[error("unknown suite {0:?}")]
     Suite(String),
+    /// The plaintext is over [`MAX_PLAINTEXT`].
+    #[error("the plaintext is {0} bytes; at most {MAX_PLAINTEXT} are sealed or encrypted at once")]
+    TooLarge(usize),
+    /// The key id the envelope names is not the key id of the key at its path.
+    #[error("the envelope names key id {named} for {path}, whose key id is {actual}")]
+    KeyId {
+        /// The key path the envelope names.
+        path: KeyPath,
+        /// The key id it names.
+        named: KeyId,
+        /// The key id of the key at that path.
+        actual: KeyId,
+    },
+}
+
+fn check_size(plaintext: &[u8]) -> Result<(), EnvelopeError> {
+    if plaintext.len() > MAX_PLAINTEXT {
+        return Err(EnvelopeError::TooLarge(plaintext.len()));
+    }
+    Ok(())
+}
+
+/// The key id of a key's material (its Ed25519 public key is cached: no curve operation).
+fn key_id(material: &KeyMaterial) -> KeyId {
+    KeyId::of(&material.signing_key().verifying_key())
+}
+
+fn check_key_id(path: &KeyPath, named: &[u8; 16], actual: KeyId) -> Result<(), EnvelopeError> {
+    if named != &actual.0 {
+        return Err(EnvelopeError::KeyId {
+            path: path.clone(),
+            named: KeyId(*named),
+            actual,
+        });
+    }
+    Ok(())
 }
 
 /// The HPKE suite of an [`Encrypted`] envelope.
@@ -125,6 +166,9 @@ pub struct Sealed {
     pub v: u8,
     /// The epoch key whose storage key seals it.
     pub key: KeyPath,
+    /// The key id of `key` (of its Ed25519 public key).
+    #[serde(with = "serde_bytes")]
+    pub kid: [u8; 16],
     /// HKDF salt.
     #[serde(with = "serde_bytes")]
     pub salt: [u8; 32],
@@ -140,6 +184,8 @@ pub struct Sealed {
 struct SealedHeader<'a> {
     v: u8,
     key: &'a KeyPath,
+    #[serde(with = "serde_bytes")]
+    kid: &'a [u8; 16],
     #[serde(with = "serde_bytes")]
     salt: &'a [u8; 32],
     #[serde(with = "serde_bytes")]
@@ -162,23 +208,26 @@ impl Sealed {
         cbor_bytes(&SealedHeader {
             v: self.v,
             key: &self.key,
+            kid: &self.kid,
             salt: &self.salt,
             nonce: &self.nonce,
         })
     }
 
-    /// Seals `plaintext` with the storage key of the epoch key at `key`; `salt` and
-    /// `nonce` must come from a CSPRNG.
+    /// Seals `plaintext` (at most [`MAX_PLAINTEXT`] bytes) with the storage key of the
+    /// epoch key at `key`; `salt` and `nonce` must come from a CSPRNG.
     pub fn seal(
         key: &KeyPath,
         material: &KeyMaterial,
         plaintext: &[u8],
         salt: [u8; 32],
         nonce: [u8; 12],
-    ) -> Sealed {
+    ) -> Result<Sealed, EnvelopeError> {
+        check_size(plaintext)?;
         let mut s = Sealed {
             v: ENVELOPE_VERSION,
             key: key.clone(),
+            kid: key_id(material).0,
             salt,
             nonce,
             ct: Vec::new(),
@@ -196,11 +245,13 @@ impl Sealed {
                 },
             )
             .unwrap_or_else(|_| unreachable!("encryption of a bounded message cannot fail"));
-        s
+        Ok(s)
     }
 
-    /// Opens with the storage key of the epoch key the envelope names.
+    /// Opens with the storage key of the epoch key the envelope names (its key id must
+    /// match).
     pub fn open(&self, material: &KeyMaterial) -> Result<Zeroizing<Vec<u8>>, EnvelopeError> {
+        check_key_id(&self.key, &self.kid, key_id(material))?;
         let k = seal_key(material, &self.salt);
         let cipher =
             ChaCha20Poly1305::new_from_slice(k.as_ref()).map_err(|_| EnvelopeError::Open)?;
@@ -242,8 +293,14 @@ pub struct Encrypted {
     pub suite: String,
     /// The recipient's epoch key.
     pub recipient: KeyPath,
+    /// The key id of the recipient's epoch key.
+    #[serde(with = "serde_bytes")]
+    pub recipient_kid: [u8; 16],
     /// The sender's epoch key.
     pub sender: KeyPath,
+    /// The key id of the sender's epoch key.
+    #[serde(with = "serde_bytes")]
+    pub sender_kid: [u8; 16],
     /// HPKE encapsulated key.
     #[serde(with = "serde_bytes")]
     pub enc: Vec<u8>,
@@ -260,7 +317,11 @@ struct EncryptedHeader<'a> {
     v: u8,
     suite: &'a str,
     recipient: &'a KeyPath,
+    #[serde(with = "serde_bytes")]
+    recipient_kid: &'a [u8; 16],
     sender: &'a KeyPath,
+    #[serde(with = "serde_bytes")]
+    sender_kid: &'a [u8; 16],
 }
 
 #[derive(Serialize)]
@@ -268,7 +329,11 @@ struct EncryptedUnsigned<'a> {
     v: u8,
     suite: &'a str,
     recipient: &'a KeyPath,
+    #[serde(with = "serde_bytes")]
+    recipient_kid: &'a [u8; 16],
     sender: &'a KeyPath,
+    #[serde(with = "serde_bytes")]
+    sender_kid: &'a [u8; 16],
     #[serde(with = "serde_bytes")]
     enc: &'a [u8],
     #[serde(with = "serde_bytes")]
@@ -281,7 +346,9 @@ impl Encrypted {
             v: self.v,
             suite: &self.suite,
             recipient: &self.recipient,
+            recipient_kid: &self.recipient_kid,
             sender: &self.sender,
+            sender_kid: &self.sender_kid,
         })
     }
 
@@ -291,7 +358,9 @@ impl Encrypted {
             v: self.v,
             suite: &self.suite,
             recipient: &self.recipient,
+            recipient_kid: &self.recipient_kid,
             sender: &self.sender,
+            sender_kid: &self.sender_kid,
             enc: &self.enc,
             ct: &self.ct,
         }));
@@ -309,11 +378,14 @@ impl Encrypted {
         sender_key: &SigningKey,
         plaintext: &[u8],
     ) -> Result<Encrypted, EnvelopeError> {
+        check_size(plaintext)?;
         let mut e = Encrypted {
             v: ENVELOPE_VERSION,
             suite: suite.name().to_owned(),
             recipient: recipient.clone(),
+            recipient_kid: key_id(recipient_keys).0,
             sender: sender.clone(),
+            sender_kid: KeyId::of(&sender_key.verifying_key()).0,
             enc: Vec::new(),
             ct: Vec::new(),
             signature: [0; 64],
@@ -338,8 +410,10 @@ impl Encrypted {
         Suite::parse(&self.suite)
     }
 
-    /// Checks the sender's signature with its Ed25519 key (from the chain).
+    /// Checks the sender's signature with its Ed25519 key (from the chain); the key id
+    /// the envelope names must be that key's.
     pub fn verify_sender(&self, sender_key: &VerifyingKey) -> Result<(), EnvelopeError> {
+        check_key_id(&self.sender, &self.sender_kid, KeyId::of(sender_key))?;
         sender_key
             .verify_strict(
                 &self.signed_bytes(),
@@ -348,8 +422,9 @@ impl Encrypted {
             .map_err(|_| EnvelopeError::Signature)
     }
 
-    /// Opens with the recipient epoch key's material.
+    /// Opens with the recipient epoch key's material (its key id must match).
     pub fn open(&self, recipient: &KeyMaterial) -> Result<Zeroizing<Vec<u8>>, EnvelopeError> {
+        check_key_id(&self.recipient, &self.recipient_kid, key_id(recipient))?;
         let aad = self.aad();
         match self.suite()? {
             Suite::XWing => hpke_open::<XWing>(&recipient.x_wing().0, &self.enc, &self.ct, &aad),
@@ -399,12 +474,18 @@ mod tests {
             assert_eq!(e.suite(), Ok(suite));
             e.verify_sender(&alice.signing_key().verifying_key())
                 .expect("sender");
-            assert_eq!(
+            assert!(matches!(
                 e.verify_sender(&carol.signing_key().verifying_key()),
-                Err(EnvelopeError::Signature)
-            );
+                Err(EnvelopeError::KeyId { .. })
+            ));
+            assert_eq!(e.recipient_kid, bob.public_keys().key_id.0);
+            assert_eq!(e.sender_kid, alice.public_keys().key_id.0);
             assert_eq!(e.open(&bob).expect("open").as_slice(), b"hi");
-            assert_eq!(e.open(&carol), Err(EnvelopeError::Open));
+            assert!(matches!(e.open(&carol), Err(EnvelopeError::KeyId { .. })));
+            // Carol pretending to be the recipient: the key id is signed and bound.
+            let mut c = e.clone();
+            c.recipient_kid = carol.public_keys().key_id.0;
+            assert_eq!(c.open(&carol), Err(EnvelopeError::Open));
             let mut t = e.clone();
             t.ct[0] ^= 1;
             assert_eq!(t.open(&bob), Err(EnvelopeError::Open));
@@ -443,6 +524,29 @@ mod tests {
     }
 
     #[test]
+    fn plaintexts_over_the_limit_are_refused_and_the_largest_envelope_opens() {
+        let (to, bob) = node(2);
+        let (from, alice) = node(1);
+        let big = vec![7u8; MAX_PLAINTEXT + 1];
+        assert_eq!(
+            Sealed::seal(&to, &bob, &big, [1; 32], [2; 12]),
+            Err(EnvelopeError::TooLarge(MAX_PLAINTEXT + 1))
+        );
+        assert_eq!(
+            Encrypted::encrypt(Suite::XWing, &to, &bob, &from, alice.signing_key(), &big),
+            Err(EnvelopeError::TooLarge(MAX_PLAINTEXT + 1))
+        );
+        let most = &big[..MAX_PLAINTEXT];
+        let s = Sealed::seal(&to, &bob, most, [1; 32], [2; 12]).expect("seal");
+        let s = Sealed::from_cbor(&s.to_cbor()).expect("the largest sealed envelope decodes");
+        assert_eq!(s.open(&bob).expect("open").len(), MAX_PLAINTEXT);
+        let e = Encrypted::encrypt(Suite::XWing, &to, &bob, &from, alice.signing_key(), most)
+            .expect("encrypt");
+        let e = Encrypted::from_cbor(&e.to_cbor()).expect("the largest envelope decodes");
+        assert_eq!(e.open(&bob).expect("open").len(), MAX_PLAINTEXT);
+    }
+
+    #[test]
     fn suite_names() {
         for (name, suite) in [
             ("x-wing", Suite::XWing),
@@ -462,10 +566,15 @@ mod tests {
     fn sealed_round_trip_and_junk() {
         let (path, m) = node(4);
         let (_, other) = node(5);
-        let s = Sealed::seal(&path, &m, b"mine", [1; 32], [2; 12]);
+        let s = Sealed::seal(&path, &m, b"mine", [1; 32], [2; 12]).expect("seal");
         let s = Sealed::from_cbor(&s.to_cbor()).expect("round trip");
+        assert_eq!(s.kid, m.public_keys().key_id.0);
         assert_eq!(s.open(&m).expect("open").as_slice(), b"mine");
-        assert_eq!(s.open(&other), Err(EnvelopeError::Open));
+        assert!(matches!(s.open(&other), Err(EnvelopeError::KeyId { .. })));
+        // A changed key id is caught by the AEAD as well.
+        let mut t = s.clone();
+        t.kid = other.public_keys().key_id.0;
+        assert_eq!(t.open(&other), Err(EnvelopeError::Open));
         assert!(matches!(
             Sealed::from_cbor(b"junk"),
             Err(EnvelopeError::Malformed(_))

@@ -35,3 +35,25 @@ pub fn text(data: &[u8]) {
         assert_eq!(u.to_string().parse::<crate::hsm::Pkcs11Uri>().ok(), Some(u));
     }
 }
+
+/// Decodes arbitrary bytes as both kinds of envelope: whatever decodes re-encodes to its
+/// input, and opening it with a fixed key fails cleanly (no forged envelope opens).
+pub fn envelope(data: &[u8]) {
+    use crate::envelope::{Encrypted, Sealed};
+    let key = crate::derive::KeyMaterial::from_node_key(&[7; 32]);
+    if let Ok(s) = Sealed::from_cbor(data) {
+        assert_eq!(s.to_cbor(), data);
+        assert!(s.open(&key).is_err(), "a forged sealed envelope opened");
+    }
+    if let Ok(e) = Encrypted::from_cbor(data) {
+        assert_eq!(e.to_cbor(), data);
+        let _ = e.suite();
+        let sender = key.signing_key().verifying_key();
+        assert!(
+            e.verify_sender(&sender).is_err(),
+            "a forged signature verified"
+        );
+        // Opening runs the X-Wing or X25519 decapsulation on attacker bytes.
+        assert!(e.open(&key).is_err(), "a forged envelope opened");
+    }
+}

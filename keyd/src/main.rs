@@ -14,7 +14,7 @@ use keyd::hsm::Hsm;
 use keyd::identity::{Ca, Principal};
 use keyd::service::Service;
 use keyd::store::{Store, key};
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
 /// keyd: hierarchical key management — the daemon.
 #[derive(Parser)]
@@ -40,6 +40,25 @@ enum Cmd {
     },
     /// Serve the REST API over HTTPS with client certificates.
     Serve,
+    /// Admin credentials, offline (with `keyd serve` stopped).
+    Admin {
+        #[command(subcommand)]
+        command: AdminCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminCmd {
+    /// Issue a new admin credential through the seal token: for another operator, or
+    /// when every admin certificate has expired (break-glass). Writes OUT/NAME.pem and
+    /// OUT/NAME.key (0600); refuses to overwrite.
+    Issue {
+        /// The admin's name (letters, digits, `-`, `_`, `.`).
+        name: String,
+        /// Directory for the credential (created 0700 when missing).
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 const INSTALL_AAD: &[u8] = b"keyd/v1/install-key";
@@ -62,6 +81,9 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Init => init(&config),
         Cmd::Import { bundle } => import(&config, &bundle),
         Cmd::Serve => serve(config),
+        Cmd::Admin {
+            command: AdminCmd::Issue { name, out },
+        } => issue_admin(&config, &name, &out),
     }
 }
 
@@ -170,7 +192,9 @@ fn import(config: &Config, bundle_file: &Path) -> Result<()> {
     Ok(())
 }
 
-fn load_service(config: Config) -> Result<Service> {
+/// The imported branch, unsealed through the seal token: the store, the branch name,
+/// path and secret.
+fn unseal_branch(config: &Config) -> Result<(Store, String, KeyPath, NodeSecret)> {
     let store = Store::open(&config.db_path())?;
     let hsm = Hsm::open(&config.seal_hsm)?;
     let path: KeyPath = String::from_utf8(
@@ -196,6 +220,49 @@ fn load_service(config: Config) -> Result<Service> {
     k.copy_from_slice(&secret[..32]);
     c.copy_from_slice(&secret[32..]);
     let branch = NodeSecret::danger_from_parts(k, c);
+    k.zeroize();
+    c.zeroize();
+    Ok((store, name, path, branch))
+}
+
+fn issue_admin(config: &Config, name: &str, out: &Path) -> Result<()> {
+    keyd::chain::check_name(name).map_err(|e| anyhow::anyhow!("admin name {name:?}: {e}"))?;
+    let (_, branch_name, path, branch) = unseal_branch(config)?;
+    let ca = Ca::from_branch(&branch.material(), &branch_name, &path)?;
+    let (cert, key) = ca.client_credential(
+        &Principal::Admin(name.to_owned()),
+        name,
+        config.client_cert_seconds,
+    )?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(out)
+        .with_context(|| format!("cannot create {}", out.display()))?;
+    let (cert_file, key_file) = (
+        out.join(format!("{name}.pem")),
+        out.join(format!("{name}.key")),
+    );
+    if cert_file.exists() || key_file.exists() {
+        bail!(
+            "{} or {} exists already; choose another --out or remove them",
+            cert_file.display(),
+            key_file.display()
+        );
+    }
+    write_file(&key_file, key.as_bytes(), 0o600)?;
+    write_file(&cert_file, cert.as_bytes(), 0o600)?;
+    println!(
+        "admin credential for {name}: {} and {} (valid {} s; renew with keyctl renew)",
+        cert_file.display(),
+        key_file.display(),
+        config.client_cert_seconds
+    );
+    Ok(())
+}
+
+fn load_service(config: Config) -> Result<Service> {
+    let (store, name, path, branch) = unseal_branch(&config)?;
     let started = std::time::Instant::now();
     let chain = keyd::service::restore_chain(&store).context("the stored chain")?;
     tracing::info!(
@@ -207,7 +274,6 @@ fn load_service(config: Config) -> Result<Service> {
     if certified != Some(KeySet::from(&branch.public_keys())) {
         bail!("the unsealed branch secret is not the branch the stored chain certifies");
     }
-    drop(hsm);
     Ok(Service::new(store, config, name, path, branch, chain)?)
 }
 
@@ -215,7 +281,7 @@ fn serve(config: Config) -> Result<()> {
     init_tracing(config.log_json);
     let listen = config.listen;
     let svc = load_service(config)?;
-    let tls = keyd::tls::server_config(svc.ca())?;
+    let tls = keyd::tls::server_config(svc.ca().clone(), svc.config().server_names.clone())?;
     let listener = std::net::TcpListener::bind(listen)
         .with_context(|| format!("cannot listen on {listen}"))?;
     let addr = listener.local_addr()?;

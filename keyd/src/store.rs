@@ -56,6 +56,9 @@ pub enum StoreError {
     /// The database already exists.
     #[error("{0} already exists; keyd init runs once per instance")]
     Exists(PathBuf),
+    /// Another process (a running `keyd serve`) holds the database.
+    #[error("database {0} is in use by another keyd process; stop `keyd serve` first")]
+    InUse(PathBuf),
     /// The database does not exist.
     #[error("{0} does not exist; run `keyd init` first")]
     Missing(PathBuf),
@@ -113,9 +116,12 @@ impl Store {
         if !path.exists() {
             return Err(StoreError::Missing(path.to_owned()));
         }
-        let db = Database::open(path).map_err(|e| StoreError::Db {
-            path: path.to_owned(),
-            source: e.into(),
+        let db = Database::open(path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse(path.to_owned()),
+            e => StoreError::Db {
+                path: path.to_owned(),
+                source: e.into(),
+            },
         })?;
         Ok(Store {
             db,

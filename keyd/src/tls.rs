@@ -7,37 +7,119 @@
 //! `401 certificate_expired` (and say how to renew) instead of a bare TLS alert. Every
 //! authenticated request checks expiry itself (`api::principal`); an expired certificate
 //! authenticates nothing.
+//!
+//! The server certificate names `server_names` (config) and is short-lived: keyd issues a
+//! fresh one from its CA when half of the current one's lifetime has passed, so a keyd
+//! that runs for months never serves an expired certificate.
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use rustls::client::danger::HandshakeSignatureValid;
+use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
-use rustls::server::WebPkiClientVerifier;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
 use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, SignatureScheme};
 
 use crate::identity::Ca;
 
-/// Lifetime of the server certificate made at each start.
-const SERVER_CERT_SECONDS: u64 = 30 * 86_400;
+/// Lifetime of each server certificate; a new one is issued at half of it.
+pub const SERVER_CERT_SECONDS: u64 = 30 * 86_400;
 
-/// The server configuration: a fresh server certificate for the loopback names, and
+/// The server configuration: server certificates for `names` (renewed as they age), and
 /// the client verifier.
-pub fn server_config(ca: &Ca) -> anyhow::Result<rustls::ServerConfig> {
+pub fn server_config(ca: Arc<Ca>, names: Vec<String>) -> anyhow::Result<rustls::ServerConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
     roots.add(ca.cert_der().to_vec().into())?;
     let inner = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
         .allow_unauthenticated()
         .build()?;
-    let (cert, key) = ca.server_cert(
-        &["127.0.0.1".into(), "localhost".into(), "::1".into()],
-        SERVER_CERT_SECONDS,
-    )?;
+    let certs = ServerCerts::new(ca, names, provider.clone(), SERVER_CERT_SECONDS)?;
     Ok(rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_client_cert_verifier(Arc::new(ExpiredReachesTheApi(inner)))
-        .with_single_cert(vec![cert.into()], PrivateKeyDer::Pkcs8(key.to_vec().into()))?)
+        .with_cert_resolver(Arc::new(certs)))
+}
+
+/// keyd's server certificate, issued again from the CA when half its lifetime is gone.
+pub struct ServerCerts {
+    ca: Arc<Ca>,
+    names: Vec<String>,
+    provider: Arc<CryptoProvider>,
+    seconds: u64,
+    /// The certificate served and when to replace it (Unix seconds).
+    current: RwLock<(Arc<CertifiedKey>, u64)>,
+}
+
+impl std::fmt::Debug for ServerCerts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerCerts")
+            .field("names", &self.names)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerCerts {
+    /// Issues the first certificate for `names`, each living `seconds`.
+    pub fn new(
+        ca: Arc<Ca>,
+        names: Vec<String>,
+        provider: Arc<CryptoProvider>,
+        seconds: u64,
+    ) -> anyhow::Result<ServerCerts> {
+        let first = issue(&ca, &names, &provider, seconds)?;
+        let renew_at = crate::service::unix_now() + seconds / 2;
+        Ok(ServerCerts {
+            ca,
+            names,
+            provider,
+            seconds,
+            current: RwLock::new((first, renew_at)),
+        })
+    }
+
+    /// The certificate to serve at `now` (Unix seconds): the current one, or a new one
+    /// once it is due. A failed renewal keeps serving the current one and says so.
+    pub fn at(&self, now: u64) -> Arc<CertifiedKey> {
+        {
+            let current = self.current.read().unwrap_or_else(|e| e.into_inner());
+            if now < current.1 {
+                return current.0.clone();
+            }
+        }
+        let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
+        if now >= current.1 {
+            match issue(&self.ca, &self.names, &self.provider, self.seconds) {
+                Ok(fresh) => {
+                    *current = (fresh, now + self.seconds / 2);
+                    tracing::info!(seconds = self.seconds, "server certificate renewed");
+                }
+                Err(e) => tracing::error!(error = %e, "server certificate renewal failed"),
+            }
+        }
+        current.0.clone()
+    }
+}
+
+impl ResolvesServerCert for ServerCerts {
+    fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.at(crate::service::unix_now()))
+    }
+}
+
+fn issue(
+    ca: &Ca,
+    names: &[String],
+    provider: &CryptoProvider,
+    seconds: u64,
+) -> anyhow::Result<Arc<CertifiedKey>> {
+    let (cert, key) = ca.server_cert(names, seconds)?;
+    let key = provider
+        .key_provider
+        .load_private_key(PrivateKeyDer::Pkcs8(key.to_vec().into()))?;
+    Ok(Arc::new(CertifiedKey::new(vec![cert.into()], key)))
 }
 
 /// WebPKI client verification, except that an expired certificate passes (see the
@@ -104,5 +186,46 @@ impl ClientCertVerifier for ExpiredReachesTheApi {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.supported_verify_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::derive::KeyMaterial;
+
+    #[test]
+    fn the_server_certificate_names_what_is_configured_and_is_renewed_at_half_life() {
+        let ca = Ca::from_branch(
+            &KeyMaterial::from_node_key(&[3; 32]),
+            "dc1",
+            &"m/1'".parse().expect("path"),
+        )
+        .expect("ca");
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let names = vec!["keyd.example.internal".to_owned(), "10.0.0.7".to_owned()];
+        let certs = ServerCerts::new(Arc::new(ca), names, provider, 100).expect("certs");
+        let now = crate::service::unix_now();
+        let first = certs.at(now);
+        let (_, cert) = x509_parser::parse_x509_certificate(first.cert[0].as_ref()).expect("der");
+        let sans: Vec<String> = cert
+            .subject_alternative_name()
+            .expect("san")
+            .expect("present")
+            .value
+            .general_names
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            sans,
+            ["DNSName(keyd.example.internal)", "IPAddress(0a:00:00:07)"]
+        );
+        let lifetime = cert.validity().not_after.timestamp() - now as i64;
+        assert!((99..=101).contains(&lifetime), "{lifetime}");
+        assert!(Arc::ptr_eq(&first, &certs.at(now + 49)));
+        let second = certs.at(now + 50);
+        assert!(!Arc::ptr_eq(&first, &second));
+        assert!(Arc::ptr_eq(&second, &certs.at(now + 99)));
     }
 }

@@ -6,6 +6,7 @@ use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::envelope::EnvelopeError;
 use crate::service::ServiceError;
 use crate::store::StoreError;
 
@@ -94,6 +95,9 @@ impl From<ServiceError> for ApiError {
             ServiceError::Chain(_) => (StatusCode::CONFLICT, "chain_refused"),
             ServiceError::BadToken => (StatusCode::UNAUTHORIZED, "bad_token"),
             ServiceError::WrongMode(_) => (StatusCode::BAD_REQUEST, "wrong_mode"),
+            ServiceError::Envelope(EnvelopeError::TooLarge(_)) => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "too_large")
+            }
             ServiceError::Envelope(_) => (StatusCode::BAD_REQUEST, "bad_envelope"),
             ServiceError::Store(StoreError::Corrupt { .. })
             | ServiceError::Store(_)

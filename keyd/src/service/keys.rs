@@ -67,7 +67,9 @@ impl Service {
         getrandom::fill(&mut salt)
             .and_then(|()| getrandom::fill(&mut nonce))
             .map_err(|e| ServiceError::BadRequest(format!("randomness: {e}")))?;
-        Ok(Sealed::seal(&path, &key, plaintext, salt, nonce).to_cbor())
+        Ok(Sealed::seal(&path, &key, plaintext, salt, nonce)
+            .map_err(ServiceError::Envelope)?
+            .to_cbor())
     }
 
     /// Opens an envelope from [`Service::seal`] of this node.

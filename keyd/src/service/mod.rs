@@ -92,6 +92,8 @@ pub struct Verification {
     pub valid: bool,
     /// Whether the signature itself verifies.
     pub signature_ok: bool,
+    /// The key id of the public key (whether or not the cluster knows it).
+    pub key_id: String,
     /// The key's path, if it is a key of the cluster.
     pub path: Option<String>,
     /// Its epoch, for epoch keys.
@@ -109,7 +111,7 @@ pub struct Service {
     branch_path: KeyPath,
     branch_name: String,
     branch: NodeSecret,
-    ca: Ca,
+    ca: Arc<Ca>,
     chain: RwLock<ChainWriter>,
     keys: Mutex<HashMap<KeyPath, Arc<KeyMaterial>>>,
 }
@@ -132,7 +134,11 @@ impl Service {
         branch: NodeSecret,
         chain: ChainWriter,
     ) -> Result<Service, ServiceError> {
-        let ca = Ca::from_branch(&branch.material(), &branch_name, &branch_path)?;
+        let ca = Arc::new(Ca::from_branch(
+            &branch.material(),
+            &branch_name,
+            &branch_path,
+        )?);
         Ok(Service {
             store,
             config,
@@ -146,7 +152,7 @@ impl Service {
     }
 
     /// The CA.
-    pub fn ca(&self) -> &Ca {
+    pub fn ca(&self) -> &Arc<Ca> {
         &self.ca
     }
 
@@ -232,7 +238,7 @@ impl Service {
                 return Err(rule.into());
             }
         }
-        let branch_key = self.branch.material();
+        let branch_key = self.material(&self.branch_path)?;
         let head = chain.head(self.branch_path.clone(), branch_key.signing_key())?;
         let token = built
             .token
@@ -294,10 +300,8 @@ impl Service {
             .unwrap_or(false);
         let chain = self.read_chain();
         let status = chain.state().status_of_key(public, unix_now());
-        let (path, epoch) = match chain
-            .state()
-            .path_of(&crate::derive::KeyId::of_bytes(public))
-        {
+        let key_id = crate::derive::KeyId::of_bytes(public);
+        let (path, epoch) = match chain.state().path_of(&key_id) {
             Some(p) => (
                 Some(p.to_string()),
                 match chain.state().key(p).map(|r| &r.kind) {
@@ -312,6 +316,7 @@ impl Service {
         Verification {
             valid: signature_ok && status.is_valid(),
             signature_ok,
+            key_id: key_id.to_string(),
             path,
             epoch,
             status: name.to_owned(),
@@ -366,7 +371,7 @@ impl Service {
         let from = usize::try_from(since)
             .unwrap_or(usize::MAX)
             .min(entries.len());
-        let key = self.branch.material();
+        let key = self.material(&self.branch_path)?;
         let head = chain.head(self.branch_path.clone(), key.signing_key())?;
         Ok(chain::encode_file(&entries[from..], &head))
     }
