@@ -49,7 +49,7 @@ fn kill_9_mid_operations_loses_nothing_acknowledged() -> Result<()> {
     let admin = c.admin()?;
     // Targets: nodes to rekey, to revoke, and tokens to redeem during the crash.
     let mut tokens = Vec::new();
-    for i in 0..50 {
+    for i in 0..140 {
         let (status, added) = admin.post("/v1/nodes", &json!({"name": format!("t{i}")}))?;
         ensure!(status == 201, "{added}");
         tokens.push(added["token"].as_str().context("token")?.to_owned());
@@ -71,10 +71,10 @@ fn kill_9_mid_operations_loses_nothing_acknowledged() -> Result<()> {
                 Ok(ok(s, b))
             }
         }),
-        worker(12, revokes.clone(), count.clone(), {
+        worker(60, revokes.clone(), count.clone(), {
             let admin = c.admin()?;
             move |i| {
-                let name = format!("t{}", 8 + i);
+                let name = format!("t{}", 10 + i);
                 let (s, b) = admin.post(
                     &format!("/v1/nodes/{name}/revoke"),
                     &json!({"reason": "crash test"}),
@@ -82,9 +82,9 @@ fn kill_9_mid_operations_loses_nothing_acknowledged() -> Result<()> {
                 Ok(ok(s, b).map(|_| json!(name)))
             }
         }),
-        worker(30, enrolls.clone(), count.clone(), {
+        worker(70, enrolls.clone(), count.clone(), {
             let anon = c.anonymous()?;
-            let tokens = tokens[20..].to_vec();
+            let tokens = tokens[70..].to_vec();
             move |i| {
                 let key = TlsKey::generate()?;
                 let (s, b) = anon.post(
@@ -98,9 +98,24 @@ fn kill_9_mid_operations_loses_nothing_acknowledged() -> Result<()> {
             }
         }),
     ];
-    // Kill once work is flowing: requests are in flight on every worker still running.
-    while count.load(Ordering::SeqCst) < 20 {
-        thread::sleep(Duration::from_millis(5));
+    // Kill once every kind of change has been acknowledged at least once and none of
+    // the workers is done: requests of every kind are in flight.
+    let len = |a: &Acked| a.lock().unwrap_or_else(|e| e.into_inner()).len();
+    let started = std::time::Instant::now();
+    loop {
+        let n = [len(&adds), len(&rekeys), len(&revokes), len(&enrolls)];
+        if n.iter().all(|&k| k >= 2) && count.load(Ordering::SeqCst) >= 20 {
+            ensure!(
+                n[2] < 60 && n[3] < 70,
+                "the revocations or enrollments ran out before the kill: {n:?}"
+            );
+            break;
+        }
+        ensure!(
+            started.elapsed() < Duration::from_secs(60),
+            "no progress: {n:?}"
+        );
+        thread::sleep(Duration::from_millis(2));
     }
     c.kill9()?;
     for w in workers {
@@ -122,8 +137,8 @@ fn kill_9_mid_operations_loses_nothing_acknowledged() -> Result<()> {
         enrolls.len()
     );
     ensure!(
-        !adds.is_empty() && !rekeys.is_empty(),
-        "the crash came too early to test anything"
+        !adds.is_empty() && !rekeys.is_empty() && !revokes.is_empty() && !enrolls.is_empty(),
+        "the crash came too early to test every kind of change"
     );
 
     // Every acknowledged node is certified, with its epoch 0, and its token still enrolls.

@@ -172,6 +172,17 @@ fn nested_nodes_and_cascading_revocation() -> Result<()> {
         .and_then(|n| n["status"].as_str())
         .context("worker listed")?;
     ensure!(worker_status.contains("revoked"), "{listed}");
+    // Admin changes and enrollments are counted by kind and outcome.
+    let metrics = String::from_utf8(c.anonymous()?.get("/metrics")?.1)?;
+    for want in [
+        "keyd_operations_total{op=\"add_node\",outcome=\"ok\"} 4",
+        "keyd_operations_total{op=\"add_node\",outcome=\"error\"} 2",
+        "keyd_operations_total{op=\"enroll\",outcome=\"ok\"} 3",
+        "keyd_operations_total{op=\"rekey\",outcome=\"ok\"} 1",
+        "keyd_operations_total{op=\"revoke\",outcome=\"ok\"} 1",
+    ] {
+        ensure!(metrics.contains(want), "{want} not in:\n{metrics}");
+    }
     Ok(())
 }
 

@@ -129,8 +129,12 @@ fn init(config: &Config) -> Result<()> {
             Ok(())
         }
         Err(e) => {
+            // Leave nothing behind: no store, no seal key (nothing is sealed under it).
             drop(store);
             let _ = std::fs::remove_file(&db);
+            if let Err(undo) = hsm.danger_destroy_seal_key() {
+                eprintln!("keyd: could not remove the new seal key: {undo}");
+            }
             Err(e)
         }
     }
@@ -167,16 +171,54 @@ fn import(config: &Config, bundle_file: &Path) -> Result<()> {
         "admin",
         config.client_cert_seconds,
     )?;
+    // The files go to temporary names first and into place once the store holds the
+    // branch (one transaction): a failure leaves no half-imported keyd behind.
     let dir = &config.data_dir;
-    write_file(&dir.join("ca.pem"), ca.cert_pem().as_bytes(), 0o644)?;
-    write_file(&dir.join("admin.pem"), admin_cert.as_bytes(), 0o600)?;
-    write_file(&dir.join("admin.key"), admin_key.as_bytes(), 0o600)?;
-    store.append_chain(&verified.entries, &verified.head, None)?;
-    store.set_meta(&[
-        (key::BRANCH_PATH, bundle.path.to_string().as_bytes()),
-        (key::BRANCH_NAME, bundle.name.as_bytes()),
-        (key::BRANCH_SEALED, &sealed),
-    ])?;
+    let files = [
+        ("ca.pem", ca.cert_pem().as_bytes(), 0o644),
+        ("admin.pem", admin_cert.as_bytes(), 0o600),
+        ("admin.key", admin_key.as_bytes(), 0o600),
+    ];
+    for (name, _, _) in &files {
+        if dir.join(name).exists() {
+            bail!(
+                "{} exists already; remove it first",
+                dir.join(name).display()
+            );
+        }
+    }
+    let staged: Vec<(PathBuf, PathBuf)> = files
+        .iter()
+        .map(|(name, _, _)| (dir.join(format!(".{name}.new")), dir.join(name)))
+        .collect();
+    let written = files
+        .iter()
+        .zip(&staged)
+        .try_for_each(|((_, contents, mode), (tmp, _))| {
+            let _ = std::fs::remove_file(tmp);
+            write_file(tmp, contents, *mode)
+        })
+        .and_then(|()| {
+            Ok(store.import(
+                &verified.entries,
+                &verified.head,
+                &[
+                    (key::BRANCH_PATH, bundle.path.to_string().as_bytes()),
+                    (key::BRANCH_NAME, bundle.name.as_bytes()),
+                    (key::BRANCH_SEALED, &sealed),
+                ],
+            )?)
+        });
+    if let Err(e) = written {
+        for (tmp, _) in &staged {
+            let _ = std::fs::remove_file(tmp);
+        }
+        return Err(e);
+    }
+    for (tmp, path) in &staged {
+        std::fs::rename(tmp, path)
+            .with_context(|| format!("cannot move {} into place", path.display()))?;
+    }
     println!(
         "branch {} ({}) imported; chain of {} entries stored",
         bundle.path,

@@ -173,14 +173,27 @@ impl Store {
         token: Option<(&[u8], &[u8])>,
     ) -> Result<(), StoreError> {
         self.write(|tx| {
-            let mut chain = tx.open_table(CHAIN)?;
-            for e in entries {
-                chain.insert(e.seq, cbor_bytes(e).as_slice())?;
-            }
-            let mut meta = tx.open_table(META)?;
-            meta.insert(key::HEAD, cbor_bytes(head).as_slice())?;
+            put_chain(tx, entries, head)?;
             if let Some((hash, record)) = token {
                 tx.open_table(TOKENS)?.insert(hash, record)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Stores an imported branch: its chain, head and meta values, in one transaction
+    /// (all or nothing).
+    pub fn import(
+        &self,
+        entries: &[Entry],
+        head: &Head,
+        values: &[(&str, &[u8])],
+    ) -> Result<(), StoreError> {
+        self.write(|tx| {
+            put_chain(tx, entries, head)?;
+            let mut table = tx.open_table(META)?;
+            for (k, v) in values {
+                table.insert(*k, *v)?;
             }
             Ok(())
         })
@@ -240,4 +253,18 @@ impl Store {
             Ok(taken)
         })
     }
+}
+
+fn put_chain(
+    tx: &redb::WriteTransaction,
+    entries: &[Entry],
+    head: &Head,
+) -> Result<(), redb::Error> {
+    let mut chain = tx.open_table(CHAIN)?;
+    for e in entries {
+        chain.insert(e.seq, cbor_bytes(e).as_slice())?;
+    }
+    tx.open_table(META)?
+        .insert(key::HEAD, cbor_bytes(head).as_slice())?;
+    Ok(())
 }

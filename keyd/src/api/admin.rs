@@ -8,8 +8,20 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::body::{Body, Bytes, Format};
 use super::error::ErrorBody;
-use super::{ApiError, principal};
-use crate::service::{EnrollMode, NodeDetail, Service};
+use super::{ApiError, metrics, principal};
+use crate::service::{EnrollMode, NodeDetail, Service, ServiceError};
+
+/// Runs a call that commits to disk (or issues a certificate) off the async workers,
+/// and counts it in `keyd_operations_total` as `op`.
+async fn committed<T: Send + 'static>(
+    op: &'static str,
+    f: impl FnOnce() -> Result<T, ServiceError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let result = web::block(f).await.map_err(|_| ApiError::internal())?;
+    let ok = u64::from(result.is_ok());
+    metrics().operations(op, ok, 1 - ok);
+    Ok(result?)
+}
 
 /// The CA certificate (PEM) that clients trust for keyd's server certificate.
 #[utoipa::path(get, path = "/v1/ca", tag = "cluster",
@@ -87,8 +99,13 @@ pub async fn enroll(
     svc: web::Data<Service>,
     body: Body<EnrollRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let r = &body.0;
-    let enrolled = svc.enroll(&r.token, &r.csr, r.install_key.as_deref())?;
+    let r = body.0;
+    let s = svc.clone();
+    let (enrolled, chain) = committed("enroll", move || {
+        let enrolled = s.enroll(&r.token, &r.csr, r.install_key.as_deref())?;
+        Ok((enrolled, s.chain_since(0)?))
+    })
+    .await?;
     Format::wanted(&req).reply(
         StatusCode::OK,
         &EnrollResponse {
@@ -96,7 +113,7 @@ pub async fn enroll(
             ca: svc.ca().cert_pem().to_owned(),
             path: enrolled.path.to_string(),
             mode: enrolled.mode,
-            chain: Bytes::new(svc.chain_since(0)?),
+            chain: Bytes::new(chain),
             bundle: enrolled.bundle.map(Bytes::new),
         },
     )
@@ -128,7 +145,9 @@ pub async fn renew(
     body: Body<RenewRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let who = principal(&req, &svc)?;
-    let certificate = svc.renew(&who, &body.0.csr)?;
+    let csr = body.0.csr;
+    let s = svc.clone();
+    let certificate = committed("renew", move || s.renew(&who, &csr)).await?;
     Format::wanted(&req).reply(StatusCode::OK, &RenewResponse { certificate })
 }
 
@@ -172,7 +191,11 @@ pub async fn add_node(
 ) -> Result<HttpResponse, ApiError> {
     let who = principal(&req, &svc)?;
     let AddNode { name, parent, mode } = body.0;
-    let (path, token, expires_at) = svc.add_node(&who, &name, parent.as_deref(), mode)?;
+    let (s, n) = (svc.clone(), name.clone());
+    let (path, token, expires_at) = committed("add_node", move || {
+        s.add_node(&who, &n, parent.as_deref(), mode)
+    })
+    .await?;
     Format::wanted(&req).reply(
         StatusCode::CREATED,
         &NodeAdded {
@@ -260,7 +283,8 @@ pub async fn revoke(
     body: Body<RevokeRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let who = principal(&req, &svc)?;
-    let cut = svc.revoke(&who, &name, &body.0.reason)?;
+    let (s, reason) = (svc.clone(), body.0.reason);
+    let cut = committed("revoke", move || s.revoke(&who, &name, &reason)).await?;
     Format::wanted(&req).reply(
         StatusCode::OK,
         &Revoked {
@@ -284,7 +308,10 @@ pub async fn rekey_self(
     svc: web::Data<Service>,
 ) -> Result<HttpResponse, ApiError> {
     let who = principal(&req, &svc)?;
-    let key = svc.rekey(&who, None)?.to_string();
+    let s = svc.clone();
+    let key = committed("rekey", move || s.rekey(&who, None))
+        .await?
+        .to_string();
     Format::wanted(&req).reply(StatusCode::OK, &Rekeyed { key })
 }
 
@@ -298,6 +325,9 @@ pub async fn rekey_node(
     name: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let who = principal(&req, &svc)?;
-    let key = svc.rekey(&who, Some(&name))?.to_string();
+    let s = svc.clone();
+    let key = committed("rekey", move || s.rekey(&who, Some(&name)))
+        .await?
+        .to_string();
     Format::wanted(&req).reply(StatusCode::OK, &Rekeyed { key })
 }

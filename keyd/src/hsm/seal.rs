@@ -54,6 +54,17 @@ impl Hsm {
         Ok(())
     }
 
+    /// Destroys the seal key: only to roll back a `keyd init` that failed after making
+    /// it (nothing is sealed under it yet).
+    pub fn danger_destroy_seal_key(&self) -> Result<(), HsmError> {
+        if let Some(handle) = self.find_seal_key()? {
+            self.session()
+                .destroy_object(handle)
+                .map_err(HsmError::pkcs11("C_DestroyObject"))?;
+        }
+        Ok(())
+    }
+
     fn seal_key(&self) -> Result<ObjectHandle, HsmError> {
         self.find_seal_key()?
             .ok_or_else(|| HsmError::SealKeyMissing {
