@@ -66,6 +66,12 @@ fn nested_nodes_and_cascading_revocation() -> Result<()> {
     ensure!(code(&reply) == (404, "not_found"), "{:?}", reply);
     ensure!(admin.get("/v1/chain")?.1.len() == before.len());
 
+    let (status, ready) = c.anonymous()?.get("/readyz")?;
+    let ready: Value = serde_json::from_slice(&ready)?;
+    ensure!(
+        status == 200 && ready["status"] == "ready" && ready["chain_entries"].as_u64() > Some(2),
+        "{ready}"
+    );
     let (app_node, _) = c.enroll(app["token"].as_str().context("token")?)?;
     let (worker_node, _) = c.enroll(worker["token"].as_str().context("token")?)?;
     let (other, _) = c.enrolled_node("other")?;
@@ -188,7 +194,7 @@ fn nested_nodes_and_cascading_revocation() -> Result<()> {
 
 #[test]
 fn expiry_limits_incremental_pulls_and_certificates() -> Result<()> {
-    let mut c = Cluster::start_with("enroll_token_seconds = 1\n")?;
+    let mut c = Cluster::start_with("enroll_token_seconds = 1\nlog_format = \"json\"\n")?;
     let admin = c.admin()?;
     // An expired token enrolls nothing.
     let late = added(&admin, json!({"name": "late"}))?;
@@ -298,6 +304,29 @@ fn expiry_limits_incremental_pulls_and_certificates() -> Result<()> {
     let gap = admin.get(&format!("/v1/chain?since={}", count + 10))?.1;
     let mut fresh = verify_file(&chain_bytes)?;
     ensure!(fresh.update(&gap).is_err(), "a gap was accepted");
+
+    // JSON logs: one object a line, access lines carry the request id, no secret.
+    let log = c.log()?;
+    let mut access = 0;
+    for line in log.lines().filter(|l| !l.trim().is_empty()) {
+        let v: Value =
+            serde_json::from_str(line).with_context(|| format!("not a JSON log line: {line}"))?;
+        if v["target"] == "keyd::access" {
+            ensure!(
+                v["span"]["id"].as_str().is_some_and(|id| !id.is_empty()),
+                "{line}"
+            );
+            access += 1;
+        }
+    }
+    ensure!(access > 10, "{access} access lines in:\n{log}");
+    for leaked in [
+        late["token"].as_str().context("token")?,
+        token["token"].as_str().context("token")?,
+        "PRIVATE KEY",
+    ] {
+        ensure!(!log.contains(leaked), "the log holds {leaked:?}");
+    }
 
     // A new admin credential, offline: refused while keyd serves, issued once stopped.
     let out = c.dir.path().join("ops");

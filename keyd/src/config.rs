@@ -66,6 +66,9 @@ pub struct RawConfig {
     /// DNS names and IP addresses the server certificate names.
     #[serde(default = "default_server_names")]
     pub server_names: Vec<String>,
+    /// HTTP worker threads (default: the CPUs keyd may run on).
+    #[serde(default)]
+    pub workers: Option<usize>,
 }
 
 fn default_server_names() -> Vec<String> {
@@ -114,6 +117,8 @@ pub struct Config {
     pub log_json: bool,
     /// Names in the server certificate.
     pub server_names: Vec<String>,
+    /// HTTP worker threads.
+    pub workers: usize,
 }
 
 impl Config {
@@ -176,6 +181,13 @@ impl Config {
         for n in &raw.server_names {
             check_server_name(n).map_err(|m| value("server_names", m))?;
         }
+        let workers = match raw.workers {
+            Some(n) if n == 0 || n > 256 => {
+                return Err(value("workers", "must be 1 to 256".into()));
+            }
+            Some(n) => n,
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
         let data_dir = if raw.data_dir.is_relative() {
             path.parent().unwrap_or(Path::new(".")).join(&raw.data_dir)
         } else {
@@ -189,6 +201,7 @@ impl Config {
             enroll_token_seconds: raw.enroll_token_seconds,
             log_json,
             server_names: raw.server_names,
+            workers,
         })
     }
 
@@ -251,6 +264,11 @@ mod tests {
         let c = load_text(&format!("{base}client_cert_seconds = 5\n")).expect("seconds");
         assert_eq!(c.client_cert_seconds, 5);
         assert_eq!(c.server_names, ["localhost", "127.0.0.1", "::1"]);
+        assert!(c.workers >= 1);
+        let e = load_text(&format!("{base}workers = 0\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("workers"), "{e}");
         for bad in ["[]", "[\"a b\"]", "[\"-x.example\"]", "[\"x..y\"]"] {
             let e = load_text(&format!("{base}server_names = {bad}\n"))
                 .unwrap_err()

@@ -321,7 +321,7 @@ fn load_service(config: Config) -> Result<Service> {
 
 fn serve(config: Config) -> Result<()> {
     init_tracing(config.log_json);
-    let listen = config.listen;
+    let (listen, workers) = (config.listen, config.workers);
     let svc = load_service(config)?;
     let tls = keyd::tls::server_config(svc.ca().clone(), svc.config().server_names.clone())?;
     let listener = std::net::TcpListener::bind(listen)
@@ -335,7 +335,7 @@ fn serve(config: Config) -> Result<()> {
             .configure(keyd::api::routes)
     })
     .on_connect(keyd::api::on_connect)
-    .workers(2)
+    .workers(workers)
     .listen_rustls_0_23(listener, tls)?;
     println!("keyd listening on https://{addr}");
     std::io::stdout().flush()?;

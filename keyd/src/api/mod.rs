@@ -181,11 +181,24 @@ async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
-/// Readiness: the same as liveness, as keyd listens only once it can serve.
+/// Readiness: keyd's store answers and its chain is loaded (keyd listens only once its
+/// branch is unsealed); 503 `not_ready` when the store does not answer.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
-    responses((status = 200, description = "`{\"status\": \"ok\"}`")))]
-async fn readyz() -> HttpResponse {
-    healthz().await
+    responses((status = 200, description = "`{\"status\": \"ready\", \"chain_entries\": N}`"),
+        (status = 503, body = ErrorBody, description = "`not_ready`")))]
+async fn readyz(svc: web::Data<crate::service::Service>) -> Result<HttpResponse, ApiError> {
+    let entries = web::block(move || svc.ready())
+        .await
+        .map_err(|_| ApiError::internal())?
+        .map_err(|e| {
+            tracing::error!(error = %e, "not ready");
+            ApiError::with_status(
+                actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+                "not_ready",
+                "the store does not answer",
+            )
+        })?;
+    Ok(HttpResponse::Ok().json(json!({"status": "ready", "chain_entries": entries})))
 }
 
 /// Prometheus metrics: requests and latency by route and status, errors by code,

@@ -376,6 +376,12 @@ impl Service {
         Ok(chain::encode_file(&entries[from..], &head))
     }
 
+    /// Whether keyd can serve: its store answers a read; the number of chain entries.
+    pub fn ready(&self) -> Result<usize, ServiceError> {
+        self.store.meta(crate::store::key::HEAD)?;
+        Ok(self.read_chain().entries().len())
+    }
+
     /// The branch name.
     pub fn branch_name(&self) -> &str {
         &self.branch_name
