@@ -26,17 +26,20 @@ pub const MAX_BODY: usize = 4 * 1024 * 1024;
 /// Most items in a batch request.
 pub const MAX_BATCH: usize = 1000;
 
-/// The DER client certificate of a connection, stored by [`on_connect`].
+/// What the client certificate of a connection names, and its `notAfter` (Unix
+/// seconds): parsed once per connection by [`on_connect`], not per request.
 #[derive(Clone)]
-pub struct PeerCertificate(pub Vec<u8>);
+pub struct PeerCertificate(pub Principal, pub i64);
 
-/// Records the client certificate of a TLS connection for the requests on it.
+/// Records the principal of a TLS connection's client certificate for the requests on
+/// it (a certificate naming no principal authenticates nothing).
 pub fn on_connect(conn: &dyn std::any::Any, ext: &mut Extensions) {
     use actix_tls::accept::rustls_0_23::TlsStream;
     if let Some(tls) = conn.downcast_ref::<TlsStream<actix_web::rt::net::TcpStream>>()
         && let Some(cert) = tls.get_ref().1.peer_certificates().and_then(|c| c.first())
+        && let Some((principal, not_after)) = Principal::of_certificate(cert)
     {
-        ext.insert(PeerCertificate(cert.to_vec()));
+        ext.insert(PeerCertificate(principal, not_after));
     }
 }
 
@@ -46,7 +49,7 @@ pub fn on_connect(conn: &dyn std::any::Any, ext: &mut Extensions) {
 fn principal(req: &HttpRequest, svc: &Service) -> Result<Principal, ApiError> {
     let named = req
         .conn_data::<PeerCertificate>()
-        .and_then(|c| Principal::of_certificate(&c.0));
+        .map(|c| (c.0.clone(), c.1));
     let named = match named {
         Some((principal, not_after)) => {
             let now = i64::try_from(crate::service::unix_now()).unwrap_or(i64::MAX);

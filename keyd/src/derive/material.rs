@@ -46,6 +46,7 @@ pub struct KeyMaterial {
     x_wing_seed: Zeroizing<[u8; 32]>,
     x_wing: OnceLock<XWingKeyPair>,
     storage: Zeroizing<[u8; 32]>,
+    public: OnceLock<PublicKeys>,
 }
 
 /// An X-Wing key pair (the private part zeroizes itself on drop).
@@ -61,6 +62,7 @@ impl KeyMaterial {
             x_wing_seed: expand(&hk, info::X_WING),
             x_wing: OnceLock::new(),
             storage: expand(&hk, info::STORAGE),
+            public: OnceLock::new(),
         }
     }
 
@@ -91,12 +93,15 @@ impl KeyMaterial {
         &self.storage
     }
 
-    /// The public keys and key id.
+    /// The public keys and key id (computed once: the X25519 public key costs a
+    /// scalar multiplication).
     pub fn public_keys(&self) -> PublicKeys {
-        PublicKeys::new(
-            self.signing.verifying_key(),
-            x25519_dalek::PublicKey::from(&self.x25519),
-        )
+        *self.public.get_or_init(|| {
+            PublicKeys::new(
+                self.signing.verifying_key(),
+                x25519_dalek::PublicKey::from(&self.x25519),
+            )
+        })
     }
 }
 
