@@ -3,18 +3,34 @@
 //!
 //! The access log names the method, the matched route (never the query or the body),
 //! the status and the time taken; nothing a client sent is logged.
+//!
+//! A request without a client certificate to a route that needs one is refused here
+//! (401 `unauthenticated`), before its body is read or decoded.
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use actix_web::body::MessageBody;
+use actix_web::ResponseError;
+use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use tracing::Instrument;
 
-use super::metrics;
+use super::{PeerCertificate, metrics};
+use crate::service::ServiceError;
+
+/// Routes anyone may call, without a client certificate.
+const PUBLIC: &[&str] = &[
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/v1/openapi.json",
+    "/v1/ca",
+    "/v1/chain",
+    "/v1/enroll",
+];
 
 /// The response header carrying the request id.
 pub const REQUEST_ID: &str = "x-request-id";
@@ -35,7 +51,7 @@ fn request_id() -> String {
 pub async fn observe(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
     let start = Instant::now();
     let route = req
         .match_pattern()
@@ -43,7 +59,18 @@ pub async fn observe(
     let method = req.method().clone();
     let id = request_id();
     let span = tracing::info_span!("request", id = %id);
-    let mut res = next.call(req).instrument(span.clone()).await?;
+    let anonymous = req.conn_data::<PeerCertificate>().is_none();
+    let mut res = if anonymous && req.match_pattern().is_some() && !PUBLIC.contains(&route.as_str())
+    {
+        let refused = super::ApiError::from(ServiceError::Unauthenticated);
+        req.into_response(refused.error_response())
+            .map_into_right_body()
+    } else {
+        next.call(req)
+            .instrument(span.clone())
+            .await?
+            .map_into_left_body()
+    };
     let took = start.elapsed();
     let status = res.status().as_u16();
     metrics().request(&route, status, took);
