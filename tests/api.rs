@@ -321,6 +321,8 @@ fn openapi_lists_every_route() -> Result<()> {
         "post /v1/nodes/{name}/revoke",
         "post /v1/nodes/{name}/rekey",
         "post /v1/rekey",
+        "get /v1/admins",
+        "post /v1/admins/{name}/revoke",
     ]
     .iter()
     .map(|s| s.to_string())

@@ -1,7 +1,8 @@
 //! Nested nodes and what admins and nodes see of them: children under a parent (API and
 //! keyctl), a revocation that cascades to every descendant at once, `verify` naming a
 //! key's id, epoch and why it is not valid, an enrollment token that expires, the
-//! plaintext limit, incremental chain pulls, and issued certificates checked outside keyd.
+//! plaintext limit, incremental chain pulls, issued certificates checked outside keyd, and
+//! admin credentials issued offline and revoked online.
 
 use anyhow::{Context, Result, ensure};
 use base64::Engine;
@@ -193,7 +194,7 @@ fn nested_nodes_and_cascading_revocation() -> Result<()> {
 }
 
 #[test]
-fn expiry_limits_incremental_pulls_and_certificates() -> Result<()> {
+fn expiry_limits_chain_pulls_certificates_and_admin_credentials() -> Result<()> {
     let mut c = Cluster::start_with("enroll_token_seconds = 1\nlog_format = \"json\"\n")?;
     let admin = c.admin()?;
     // An expired token enrolls nothing.
@@ -328,6 +329,10 @@ fn expiry_limits_incremental_pulls_and_certificates() -> Result<()> {
         ensure!(!log.contains(leaked), "the log holds {leaked:?}");
     }
 
+    // A node revokes no admin.
+    let reply = node.post("/v1/admins/admin/revoke", &json!({"reason": "x"}))?;
+    ensure!(code(&reply) == (403, "forbidden"), "{:?}", reply);
+
     // A new admin credential, offline: refused while keyd serves, issued once stopped.
     let out = c.dir.path().join("ops");
     let out_s = out.to_str().context("path")?;
@@ -354,16 +359,76 @@ fn expiry_limits_incremental_pulls_and_certificates() -> Result<()> {
         "{again:?}"
     );
     c.serve()?;
-    let ops = c.client(
-        &std::fs::read_to_string(out.join("ops.pem"))?,
-        &std::fs::read_to_string(out.join("ops.key"))?,
-    )?;
+    let ops = credential(&c, &out, "ops")?;
     let (status, listed) = ops.get("/v1/nodes")?;
     ensure!(
         status == 200 && serde_json::from_slice::<Value>(&listed)?["nodes"].is_array(),
         "{status}"
     );
+
+    // Revoking an admin: refused to nodes and to oneself; at once for the revoked name,
+    // across a restart, and the name is never issued again.
+    let reply = ops.post("/v1/admins/ops/revoke", &json!({"reason": "x"}))?;
+    ensure!(code(&reply) == (403, "forbidden"), "{:?}", reply);
+    let reply = c
+        .admin()?
+        .post("/v1/admins/no%2Fslash/revoke", &json!({"reason": "x"}))?;
+    ensure!(code(&reply) == (400, "bad_request"), "{:?}", reply);
+    let config = c.admin_config()?;
+    let revoked = keyctl(
+        &[
+            "admin",
+            "revoke",
+            "ops",
+            "--reason",
+            "left the team",
+            "--config",
+            &config,
+        ],
+        &[],
+    )?;
+    ensure!(
+        revoked["name"] == "ops"
+            && revoked["by"] == "admin"
+            && revoked["reason"] == "left the team",
+        "{revoked}"
+    );
+    let reply = ops.post("/v1/nodes", &json!({"name": "x"}))?;
+    ensure!(code(&reply) == (401, "key_not_valid"), "{:?}", reply);
+    ensure!(
+        reply.1["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("admin credential ops was revoked by admin")),
+        "{:?}",
+        reply
+    );
+    let listed = keyctl(&["admin", "list", "--config", &config], &[])?;
+    ensure!(listed["revoked"][0]["name"] == "ops", "{listed}");
+    c.kill9()?;
+    let again = c.keyd(&["admin", "issue", "ops", "--out", &format!("{out_s}2")]);
+    ensure!(
+        again
+            .as_ref()
+            .is_err_and(|e| e.to_string().contains("was revoked")),
+        "{again:?}"
+    );
+    c.serve()?;
+    let ops = credential(&c, &out, "ops")?;
+    let (status, _) = ops.get("/v1/nodes")?;
+    ensure!(
+        status == 401,
+        "a revoked admin came back after a restart: {status}"
+    );
+    ensure!(c.admin()?.get("/v1/nodes")?.0 == 200);
     Ok(())
+}
+
+/// A client with the credential `keyd admin issue NAME --out DIR` wrote.
+fn credential(c: &Cluster, dir: &std::path::Path, name: &str) -> Result<crate::cluster::Client> {
+    c.client(
+        &std::fs::read_to_string(dir.join(format!("{name}.pem")))?,
+        &std::fs::read_to_string(dir.join(format!("{name}.key")))?,
+    )
 }
 
 fn pem_der(pem: &[u8]) -> Result<Vec<u8>> {

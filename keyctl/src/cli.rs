@@ -46,6 +46,10 @@ pub enum Command {
     /// Administer nodes on a running keyd (admin credential).
     #[command(subcommand)]
     Node(NodeCmd),
+    /// Admin credentials on a running keyd: revoke, list the revoked (admin credential).
+    /// New ones come from `keyd admin issue`.
+    #[command(subcommand)]
+    Admin(AdminCmd),
     /// Sign a file with the node's current epoch key (node credential).
     Sign {
         /// keyctl.toml: url, ca, cert, key.
@@ -213,6 +217,28 @@ pub enum NodeCmd {
         config: PathBuf,
         /// Node name or path.
         name: String,
+    },
+}
+
+/// Admin credentials against keyd.
+#[derive(Debug, Subcommand)]
+pub enum AdminCmd {
+    /// Revoke every credential naming admin NAME, at once (not your own).
+    Revoke {
+        /// keyctl.toml with an admin credential.
+        #[arg(long)]
+        config: PathBuf,
+        /// The admin name.
+        name: String,
+        /// Why.
+        #[arg(long)]
+        reason: String,
+    },
+    /// List the revoked admin names.
+    List {
+        /// keyctl.toml with an admin credential.
+        #[arg(long)]
+        config: PathBuf,
     },
 }
 

@@ -146,6 +146,7 @@ fn run(cli: Cli) -> Result<(), CtlError> {
             )
         }
         remote @ (Command::Node(_)
+        | Command::Admin(_)
         | Command::Sign { .. }
         | Command::Verify { .. }
         | Command::Encrypt { .. }

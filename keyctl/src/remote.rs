@@ -6,7 +6,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde_json::{Value, json};
 
-use crate::cli::{CaCmd, Command, FileOp, NodeCmd, Output};
+use crate::cli::{AdminCmd, CaCmd, Command, FileOp, NodeCmd, Output};
 use crate::client::Client;
 use crate::error::CtlError;
 use crate::{enroll, files};
@@ -67,6 +67,15 @@ pub fn run(command: Command, output: Option<Output>) -> Result<Option<Value>, Ct
             .post(&format!("/v1/nodes/{name}/revoke"), &json!({"reason": reason}))?,
         Command::Node(NodeCmd::Rekey { config, name }) => {
             Client::from_config(&config)?.post(&format!("/v1/nodes/{name}/rekey"), &json!({}))?
+        }
+        Command::Admin(AdminCmd::Revoke {
+            config,
+            name,
+            reason,
+        }) => Client::from_config(&config)?
+            .post(&format!("/v1/admins/{name}/revoke"), &json!({"reason": reason}))?,
+        Command::Admin(AdminCmd::List { config }) => {
+            Client::from_config(&config)?.get("/v1/admins")?
         }
         Command::Rekey { config } => Client::from_config(&config)?.post("/v1/rekey", &json!({}))?,
         Command::Sign { config, input } => Client::from_config(&config)?

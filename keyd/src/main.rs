@@ -269,7 +269,10 @@ fn unseal_branch(config: &Config) -> Result<(Store, String, KeyPath, NodeSecret)
 
 fn issue_admin(config: &Config, name: &str, out: &Path) -> Result<()> {
     keyd::chain::check_name(name).map_err(|e| anyhow::anyhow!("admin name {name:?}: {e}"))?;
-    let (_, branch_name, path, branch) = unseal_branch(config)?;
+    let (store, branch_name, path, branch) = unseal_branch(config)?;
+    if store.revoked_admins()?.iter().any(|(n, _)| n == name) {
+        bail!("admin {name} was revoked; a revoked name is never issued again: choose another");
+    }
     let ca = Ca::from_branch(&branch.material(), &branch_name, &path)?;
     let (cert, key) = ca.client_credential(
         &Principal::Admin(name.to_owned()),

@@ -2,11 +2,12 @@
 //! acknowledged is lost on `kill -9`.
 //!
 //! Tables: `meta` (sealed secrets, identity, the chain head), `chain` (seq → canonical
-//! entry bytes) and `tokens` (SHA-256 of an enrollment token → its record).
+//! entry bytes), `tokens` (SHA-256 of an enrollment token → its record) and
+//! `revoked_admins` (admin name → its revocation record).
 
 use std::path::{Path, PathBuf};
 
-use redb::{Database, ReadableDatabase, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use thiserror::Error;
 
 use crate::chain::{self, Entry, Head, cbor_bytes};
@@ -14,6 +15,7 @@ use crate::chain::{self, Entry, Head, cbor_bytes};
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const CHAIN: TableDefinition<u64, &[u8]> = TableDefinition::new("chain");
 const TOKENS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("tokens");
+const REVOKED_ADMINS: TableDefinition<&str, &[u8]> = TableDefinition::new("revoked_admins");
 
 /// Meta keys.
 pub mod key {
@@ -82,6 +84,11 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     fn db_err(&self) -> impl FnOnce(redb::Error) -> StoreError + '_ {
         |source| StoreError::Db {
             path: self.path.clone(),
@@ -106,6 +113,7 @@ impl Store {
             tx.open_table(META)?;
             tx.open_table(CHAIN)?;
             tx.open_table(TOKENS)?;
+            tx.open_table(REVOKED_ADMINS)?;
             Ok(())
         })?;
         Ok(store)
@@ -179,6 +187,38 @@ impl Store {
             }
             Ok(())
         })
+    }
+
+    /// Records an admin name as revoked (`record`: the revocation, CBOR); false when it
+    /// already was (the first record stays).
+    pub fn revoke_admin(&self, name: &str, record: &[u8]) -> Result<bool, StoreError> {
+        self.write(|tx| {
+            let mut table = tx.open_table(REVOKED_ADMINS)?;
+            let known = table.get(name)?.is_some();
+            if !known {
+                table.insert(name, record)?;
+            }
+            Ok(!known)
+        })
+    }
+
+    /// Every revoked admin name with its record.
+    pub fn revoked_admins(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let run = || -> Result<Vec<(String, Vec<u8>)>, redb::Error> {
+            let tx = self.db.begin_read()?;
+            let table = match tx.open_table(REVOKED_ADMINS) {
+                Ok(t) => t,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+                Err(e) => return Err(e.into()),
+            };
+            let mut out = Vec::new();
+            for row in table.iter()? {
+                let (k, v) = row?;
+                out.push((k.value().to_owned(), v.value().to_vec()));
+            }
+            Ok(out)
+        };
+        run().map_err(self.db_err())
     }
 
     /// Stores an imported branch: its chain, head and meta values, in one transaction

@@ -9,7 +9,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::body::{Body, Bytes, Format};
 use super::error::ErrorBody;
 use super::{ApiError, metrics, principal};
-use crate::service::{EnrollMode, NodeDetail, Service, ServiceError};
+use crate::service::{AdminRevocation, EnrollMode, NodeDetail, Service, ServiceError};
 
 /// Runs a call that commits to disk (or issues a certificate) off the async workers,
 /// and counts it in `keyd_operations_total` as `op`.
@@ -330,4 +330,40 @@ pub async fn rekey_node(
         .await?
         .to_string();
     Format::wanted(&req).reply(StatusCode::OK, &Rekeyed { key })
+}
+
+/// Revoked admin names.
+#[derive(Serialize, ToSchema)]
+pub struct AdminList {
+    /// Sorted by name.
+    revoked: Vec<AdminRevocation>,
+}
+
+/// The revoked admin names (admin).
+#[utoipa::path(get, path = "/v1/admins", tag = "admin",
+    responses((status = 200, body = AdminList), (status = "4XX", body = ErrorBody)))]
+pub async fn list_admins(
+    req: HttpRequest,
+    svc: web::Data<Service>,
+) -> Result<HttpResponse, ApiError> {
+    let who = principal(&req, &svc)?;
+    let revoked = svc.revoked_admins(&who)?;
+    Format::wanted(&req).reply(StatusCode::OK, &AdminList { revoked })
+}
+
+/// Revokes every credential naming an admin, at once (admin; not its own).
+#[utoipa::path(post, path = "/v1/admins/{name}/revoke", tag = "admin",
+    params(("name" = String, Path, description = "admin name")),
+    request_body(content = RevokeRequest),
+    responses((status = 200, body = AdminRevocation), (status = "4XX", body = ErrorBody)))]
+pub async fn revoke_admin(
+    req: HttpRequest,
+    svc: web::Data<Service>,
+    name: web::Path<String>,
+    body: Body<RevokeRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let who = principal(&req, &svc)?;
+    let (s, reason) = (svc.clone(), body.0.reason);
+    let revoked = committed("revoke_admin", move || s.revoke_admin(&who, &name, &reason)).await?;
+    Format::wanted(&req).reply(StatusCode::OK, &revoked)
 }

@@ -97,6 +97,8 @@ fn principal(req: &HttpRequest, svc: &Service) -> Result<Principal, ApiError> {
         admin::revoke,
         admin::rekey_self,
         admin::rekey_node,
+        admin::list_admins,
+        admin::revoke_admin,
         ops::sign,
         ops::batch_sign,
         ops::verify,
@@ -140,6 +142,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/nodes/{name}/revoke", web::post().to(admin::revoke))
             .route("/nodes/{name}/rekey", web::post().to(admin::rekey_node))
             .route("/rekey", web::post().to(admin::rekey_self))
+            .route("/admins", web::get().to(admin::list_admins))
+            .route("/admins/{name}/revoke", web::post().to(admin::revoke_admin))
             .route("/sign", web::post().to(ops::sign))
             .route("/verify", web::post().to(ops::verify))
             .route("/encrypt", web::post().to(ops::encrypt))

@@ -13,10 +13,12 @@ use crate::derive::{KeyMaterial, KeyPath, NodeSecret};
 use crate::identity::{Ca, IdentityError, Principal};
 use crate::store::{Store, StoreError};
 
+mod admins;
 mod enroll;
 mod keys;
 mod nodes;
 
+pub use admins::AdminRevocation;
 pub use enroll::{EnrollMode, Enrolled};
 pub use nodes::{EpochInfo, NodeDetail};
 
@@ -114,6 +116,7 @@ pub struct Service {
     ca: Arc<Ca>,
     chain: RwLock<ChainWriter>,
     keys: Mutex<HashMap<KeyPath, Arc<KeyMaterial>>>,
+    revoked_admins: RwLock<HashMap<String, AdminRevocation>>,
 }
 
 impl std::fmt::Debug for Service {
@@ -139,6 +142,7 @@ impl Service {
             &branch_name,
             &branch_path,
         )?);
+        let revoked_admins = RwLock::new(admins::load(&store)?);
         Ok(Service {
             store,
             config,
@@ -148,6 +152,7 @@ impl Service {
             ca,
             chain: RwLock::new(chain),
             keys: Mutex::new(HashMap::new()),
+            revoked_admins,
         })
     }
 
@@ -202,10 +207,17 @@ impl Service {
     /// Checks that a client certificate's principal is still valid now.
     pub fn authenticate(&self, principal: Option<Principal>) -> Result<Principal, ServiceError> {
         let principal = principal.ok_or(ServiceError::Unauthenticated)?;
-        if let Principal::Node(path) = &principal {
-            let status = self.read_chain().state().status_at(path, unix_now());
-            if !status.is_valid() {
-                return Err(ServiceError::Revoked(describe(&status)));
+        match &principal {
+            Principal::Node(path) => {
+                let status = self.read_chain().state().status_at(path, unix_now());
+                if !status.is_valid() {
+                    return Err(ServiceError::Revoked(describe(&status)));
+                }
+            }
+            Principal::Admin(name) => {
+                if let Some(why) = self.admin_revoked(name) {
+                    return Err(ServiceError::Revoked(why));
+                }
             }
         }
         Ok(principal)

@@ -1,0 +1,110 @@
+//! Admin credentials: revocation by name. Admin certificates are not in the chain; keyd
+//! keeps the revoked names in its store and refuses them on their very next request.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Service, ServiceError, unix_now};
+use crate::chain::{self, cbor_bytes};
+use crate::identity::Principal;
+use crate::store::{Store, StoreError};
+
+/// A revoked admin name.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AdminRevocation {
+    /// The admin name (every credential naming it is refused).
+    pub name: String,
+    /// The admin who revoked it.
+    pub by: String,
+    /// When (Unix seconds).
+    pub at: u64,
+    /// Why.
+    pub reason: String,
+}
+
+/// The revoked admin names in `store`.
+pub(super) fn load(store: &Store) -> Result<HashMap<String, AdminRevocation>, ServiceError> {
+    store
+        .revoked_admins()?
+        .into_iter()
+        .map(|(name, bytes)| {
+            let record: AdminRevocation =
+                chain::decode_exact(&bytes, 64 * 1024).map_err(|e| StoreError::Corrupt {
+                    path: store.path().to_owned(),
+                    what: format!("revoked admin {name:?}"),
+                    detail: e.to_string(),
+                })?;
+            Ok((name, record))
+        })
+        .collect()
+}
+
+impl Service {
+    /// Why an admin name may no longer authenticate, if it was revoked.
+    pub(super) fn admin_revoked(&self, name: &str) -> Option<String> {
+        let revoked = self
+            .revoked_admins
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
+        revoked.get(name).map(|r| {
+            format!(
+                "admin credential {name} was revoked by {} at {} ({})",
+                r.by, r.at, r.reason
+            )
+        })
+    }
+
+    /// Revokes every credential naming admin `name` (admin; not one's own).
+    pub fn revoke_admin(
+        &self,
+        principal: &Principal,
+        name: &str,
+        reason: &str,
+    ) -> Result<AdminRevocation, ServiceError> {
+        let Principal::Admin(by) = principal else {
+            return Err(ServiceError::Forbidden(
+                "a node cannot revoke admin credentials".into(),
+            ));
+        };
+        chain::check_name(name).map_err(ServiceError::BadRequest)?;
+        if by == name {
+            return Err(ServiceError::Forbidden(
+                "an admin cannot revoke its own credential; ask another admin".into(),
+            ));
+        }
+        let record = AdminRevocation {
+            name: name.to_owned(),
+            by: by.clone(),
+            at: unix_now(),
+            reason: reason.to_owned(),
+        };
+        let mut revoked = self
+            .revoked_admins
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(earlier) = revoked.get(name) {
+            return Ok(earlier.clone());
+        }
+        self.store.revoke_admin(name, &cbor_bytes(&record))?;
+        revoked.insert(name.to_owned(), record.clone());
+        tracing::info!(admin = %name, by = %by, "admin credential revoked");
+        Ok(record)
+    }
+
+    /// The revoked admin names, sorted (admin).
+    pub fn revoked_admins(
+        &self,
+        principal: &Principal,
+    ) -> Result<Vec<AdminRevocation>, ServiceError> {
+        Self::require_admin(principal)?;
+        let revoked = self
+            .revoked_admins
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
+        let mut out: Vec<AdminRevocation> = revoked.values().cloned().collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+}
