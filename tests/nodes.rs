@@ -105,6 +105,33 @@ fn nested_nodes_and_cascading_revocation() -> Result<()> {
             && v["key_id"] == signed["key_id"],
         "{v}"
     );
+    // The same through keyctl's batch form, with a key the cluster does not know.
+    let stranger = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
+    let unknown = json!({"data": data,
+        "signature": B64.encode(ed25519_dalek::Signer::sign(&stranger, b"nested").to_bytes()),
+        "public_key": hex::encode(stranger.verifying_key().to_bytes())});
+    let items = c.dir.path().join("items.json");
+    std::fs::write(&items, serde_json::to_vec(&json!([request, unknown]))?)?;
+    let items_s = items.to_str().context("path")?;
+    let batch = keyctl(
+        &["batch", "verify", "--items", items_s, "--config", &config],
+        &[],
+    )?;
+    ensure!(
+        batch["results"][0]["valid"] == true
+            && batch["results"][1]["status"] == "unknown"
+            && batch["results"][1]["signature_ok"] == true,
+        "{batch}"
+    );
+    std::fs::write(&items, b"{\"data\": 1}")?;
+    let err = crate::cluster::keyctl_fails(
+        &["batch", "sign", "--items", items_s, "--config", &config],
+        &[],
+    )?;
+    ensure!(
+        err.contains("--items") && err.contains("JSON array"),
+        "{err}"
+    );
     let (status, rekeyed) = admin.post("/v1/nodes/worker/rekey", &json!({}))?;
     ensure!(status == 200, "{rekeyed}");
     let (_, v) = other.post("/v1/verify", &request)?;
@@ -118,10 +145,6 @@ fn nested_nodes_and_cascading_revocation() -> Result<()> {
                 .is_some_and(|r| r.contains("current epoch is 1")),
         "{v}"
     );
-    let stranger = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
-    let unknown = json!({"data": data,
-        "signature": B64.encode(ed25519_dalek::Signer::sign(&stranger, b"nested").to_bytes()),
-        "public_key": hex::encode(stranger.verifying_key().to_bytes())});
     let (_, v) = other.post("/v1/verify", &unknown)?;
     ensure!(
         v["valid"] == false

@@ -137,6 +137,57 @@ pub enum Command {
     /// keyd's CA certificate.
     #[command(subcommand)]
     Ca(CaCmd),
+    /// Run one operation on many items at once (1 to 1,000; node credential, or admin for
+    /// verify): ITEMS is a JSON array of request bodies as the API takes them (base64
+    /// byte fields); prints every item's result or its own error, in order.
+    Batch {
+        /// keyctl.toml: url, ca, cert, key.
+        #[arg(long)]
+        config: PathBuf,
+        /// The operation.
+        #[arg(value_enum)]
+        op: BatchOp,
+        /// JSON file with the items, e.g. `[{"data": "aGk="}, ...]` for sign.
+        #[arg(long)]
+        items: PathBuf,
+    },
+}
+
+/// The operations with a batch form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BatchOp {
+    /// `{data}`.
+    Sign,
+    /// `{data, signature, public_key}`.
+    Verify,
+    /// `{to, plaintext, suite?}`.
+    Encrypt,
+    /// `{envelope}`.
+    Decrypt,
+    /// `{plaintext}`.
+    Seal,
+    /// `{envelope}`.
+    Unseal,
+    /// `{envelope}`.
+    Rewrap,
+    /// `{}`.
+    Datakey,
+}
+
+impl BatchOp {
+    /// The API's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            BatchOp::Sign => "sign",
+            BatchOp::Verify => "verify",
+            BatchOp::Encrypt => "encrypt",
+            BatchOp::Decrypt => "decrypt",
+            BatchOp::Seal => "seal",
+            BatchOp::Unseal => "unseal",
+            BatchOp::Rewrap => "rewrap",
+            BatchOp::Datakey => "datakey",
+        }
+    }
 }
 
 /// A file in, a file out, through keyd.

@@ -147,6 +147,7 @@ fn run(cli: Cli) -> Result<(), CtlError> {
         }
         remote @ (Command::Node(_)
         | Command::Admin(_)
+        | Command::Batch { .. }
         | Command::Sign { .. }
         | Command::Verify { .. }
         | Command::Encrypt { .. }

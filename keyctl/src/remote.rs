@@ -77,6 +77,22 @@ pub fn run(command: Command, output: Option<Output>) -> Result<Option<Value>, Ct
         Command::Admin(AdminCmd::List { config }) => {
             Client::from_config(&config)?.get("/v1/admins")?
         }
+        Command::Batch { config, op, items } => {
+            let items: Value = serde_json::from_slice(&read(&items)?).map_err(|e| {
+                CtlError::Arg {
+                    flag: "--items",
+                    message: format!("{} is not JSON: {e}", items.display()),
+                }
+            })?;
+            if !items.as_array().is_some_and(|a| !a.is_empty() && a.len() <= 1000) {
+                return Err(CtlError::Arg {
+                    flag: "--items",
+                    message: "give a JSON array of 1 to 1,000 request bodies".into(),
+                });
+            }
+            Client::from_config(&config)?
+                .post(&format!("/v1/batch/{}", op.name()), &json!({ "items": items }))?
+        }
         Command::Rekey { config } => Client::from_config(&config)?.post("/v1/rekey", &json!({}))?,
         Command::Sign { config, input } => Client::from_config(&config)?
             .post("/v1/sign", &json!({"data": B64.encode(read(&input)?)}))?,
