@@ -319,7 +319,12 @@ fn load_service(config: Config) -> Result<Service> {
     if certified != Some(KeySet::from(&branch.public_keys())) {
         bail!("the unsealed branch secret is not the branch the stored chain certifies");
     }
-    Ok(Service::new(store, config, name, path, branch, chain)?)
+    let svc = Service::new(store, config, name, path, branch, chain)?;
+    let purged = svc.purge_expired_tokens()?;
+    if purged > 0 {
+        tracing::info!(purged, "expired enrollment tokens removed");
+    }
+    Ok(svc)
 }
 
 fn serve(config: Config) -> Result<()> {

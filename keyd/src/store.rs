@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use thiserror::Error;
 
 use crate::chain::{self, Entry, Head, cbor_bytes};
@@ -283,6 +283,17 @@ impl Store {
             Ok(tokens.get(hash)?.map(|v| v.value().to_vec()))
         };
         run().map_err(self.db_err())
+    }
+
+    /// Removes every token whose record `stale` says is of no more use (expired), in one
+    /// transaction: how many.
+    pub fn purge_tokens(&self, stale: impl Fn(&[u8]) -> bool) -> Result<usize, StoreError> {
+        self.write(|tx| {
+            let mut tokens = tx.open_table(TOKENS)?;
+            let before = tokens.len()?;
+            tokens.retain(|_, record| !stale(record))?;
+            Ok(usize::try_from(before - tokens.len()?).unwrap_or(usize::MAX))
+        })
     }
 
     /// Removes and returns the record of a token (single use), in one transaction.

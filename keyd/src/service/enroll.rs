@@ -47,6 +47,15 @@ pub struct Enrolled {
 }
 
 impl Service {
+    /// Removes the enrollment tokens that expired unused (at start): how many. A record
+    /// that does not decode is kept (and refused if ever presented).
+    pub fn purge_expired_tokens(&self) -> Result<usize, ServiceError> {
+        let now = unix_now();
+        Ok(self.store.purge_tokens(|record| {
+            chain::decode_exact::<TokenRecord>(record, 4096).is_ok_and(|r| r.expires_at < now)
+        })?)
+    }
+
     /// Creates a node under `parent` (a name or path; default the branch), certified by
     /// the parent with epoch 0, and a one-time enrollment token for it:
     /// `(path, token, expires_at)`. In `mode` exported, enrollment also hands the node
