@@ -374,6 +374,16 @@ impl Client {
         })
     }
 
+    /// GETs: the whole reply.
+    pub fn get_reply(&self, path: &str) -> Result<Reply> {
+        let mut resp = self.agent.get(format!("{}{path}", self.base)).call()?;
+        Ok(Reply {
+            status: resp.status().as_u16(),
+            headers: resp.headers().clone(),
+            body: resp.body_mut().read_to_vec()?,
+        })
+    }
+
     /// GETs, returning the status and the raw body.
     pub fn get(&self, path: &str) -> Result<(u16, Vec<u8>)> {
         let mut resp = self.agent.get(format!("{}{path}", self.base)).call()?;

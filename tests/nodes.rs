@@ -324,6 +324,33 @@ fn expiry_limits_chain_pulls_certificates_and_admin_credentials() -> Result<()> 
     ensure!(held.state.find("n2").is_some());
     // The updated chain is the chain keyd serves, byte for byte.
     ensure!(held.to_file() == admin.get("/v1/chain")?.1);
+    // Pages: a page ends with a head over its last entry and reaches at least the
+    // entry certifying the branch (seq 1), whose key signs it; pulled page after page,
+    // each verified, they make the whole chain; the header gives its length.
+    let anon = c.anonymous()?;
+    let first = anon.get_reply("/v1/chain?since=0&limit=1")?;
+    let length: usize = first.header("x-keyd-chain-length").parse()?;
+    ensure!(length == held.entries.len(), "{length}");
+    let mut paged = verify_file(&first.body)?;
+    ensure!(paged.entries.len() == 2 && paged.head.seq == 1);
+    while paged.update(
+        &anon
+            .get(&format!("/v1/chain?since={}&limit=3", paged.entries.len()))?
+            .1,
+    )? > 0
+    {}
+    ensure!(
+        paged.to_file() == held.to_file(),
+        "the pages differ from the chain"
+    );
+    for bad in ["limit=0", "limit=10001", "since=-1"] {
+        let r = anon.get_reply(&format!("/v1/chain?{bad}"))?;
+        let v: Value = serde_json::from_slice(&r.body)?;
+        ensure!(
+            r.status == 400 && v["error"]["code"] == "bad_query",
+            "{bad}: {v}"
+        );
+    }
     // A head that does not close what the node holds is refused.
     let gap = admin.get(&format!("/v1/chain?since={}", count + 10))?.1;
     let mut fresh = verify_file(&chain_bytes)?;

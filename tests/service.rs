@@ -507,6 +507,7 @@ fn keyctl_drives_keyd() -> Result<()> {
     let m = msg.to_string_lossy().into_owned();
     let signed = keyctl(&["sign", "--config", alpha, "--in", &m])?;
     let chain_file = dir.join("fetched.cbor");
+    // Two entries a page: keyctl pulls page after page, each verified.
     let fetched = keyctl(&[
         "chain",
         "fetch",
@@ -514,6 +515,8 @@ fn keyctl_drives_keyd() -> Result<()> {
         beta,
         "--out",
         &chain_file.to_string_lossy(),
+        "--page",
+        "2",
     ])?;
     ensure!(fetched["verifies"] == true, "{fetched}");
     let v = verify_file(&std::fs::read(&chain_file)?)?;

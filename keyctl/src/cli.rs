@@ -338,6 +338,9 @@ pub enum ChainCmd {
         /// Where to write it.
         #[arg(long)]
         out: PathBuf,
+        /// Entries per request (1 to 10,000); keyctl pulls page after page, each verified.
+        #[arg(long, default_value_t = 10_000)]
+        page: usize,
     },
     /// Show the keys of a (verified) chain as a tree: names, paths, key ids, epochs,
     /// revocations, trusted clusters.

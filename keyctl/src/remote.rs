@@ -148,25 +148,32 @@ pub fn run(command: Command, output: Option<Output>) -> Result<Option<Value>, Ct
                 }
             }
         }
-        Command::Chain(crate::cli::ChainCmd::Fetch { config, out }) => {
+        Command::Chain(crate::cli::ChainCmd::Fetch { config, out, page }) => {
             let client = Client::from_config(&config)?;
             let bad = |error| CtlError::Chain {
                 file: out.clone(),
                 error: Box::new(error),
             };
+            let pull = |since: usize| {
+                client.get_bytes(&format!("/v1/chain?since={since}&limit={page}"))
+            };
             // A chain already here (and verified) is brought up to date with only the
-            // entries it lacks; otherwise the whole chain is fetched and verified.
-            let (v, new) = if out.exists() {
-                let mut v = crate::chain_cmd::load(&out)?;
-                let since = v.entries.len();
-                let update = client.get_bytes(&format!("/v1/chain?since={since}"))?;
-                let new = v.update(&update).map_err(bad)?;
-                (v, new)
+            // entries it lacks; otherwise it is fetched from the start. Page after page,
+            // each verified and applied, until keyd has nothing more.
+            let (mut v, mut new) = if out.exists() {
+                (crate::chain_cmd::load(&out)?, 0)
             } else {
-                let v = keyd::chain::verify_file(&client.get_bytes("/v1/chain")?).map_err(bad)?;
+                let v = keyd::chain::verify_file(&pull(0)?).map_err(bad)?;
                 let n = v.entries.len();
                 (v, n)
             };
+            loop {
+                let added = v.update(&pull(v.entries.len())?).map_err(bad)?;
+                if added == 0 {
+                    break;
+                }
+                new += added;
+            }
             files::replace_atomic(&out, &v.to_file(), 0o644)?;
             let mut report = crate::chain_cmd::summary_json(&out, &v);
             report["new_entries"] = new.into();

@@ -32,27 +32,49 @@ pub async fn ca(svc: web::Data<Service>) -> HttpResponse {
         .body(svc.ca().cert_pem().to_owned())
 }
 
-/// Where to start the chain.
+/// Most entries in one answer of `GET /v1/chain`.
+pub const CHAIN_PAGE: usize = 10_000;
+/// The response header giving the length of the whole chain.
+pub const CHAIN_LENGTH: &str = "x-keyd-chain-length";
+
+/// Which part of the chain.
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct ChainQuery {
-    /// The first sequence number wanted (default 0: the whole chain).
+    /// The first sequence number wanted (default 0).
     #[serde(default)]
     since: u64,
+    /// At most this many entries (1 to 10,000; default 10,000).
+    #[serde(default)]
+    limit: Option<usize>,
 }
 
-/// Chain records from `since` and the head signed by this keyd's branch key, as a CBOR
-/// chain file (verify it with `keyctl chain verify` or `keyd::chain`).
+/// Chain records from `since` (at most `limit`) and a head over the last of them signed by
+/// this keyd's branch key, as a CBOR chain file (verify it with `keyctl chain verify` or
+/// `keyd::chain`; apply it to a chain held with `Verified::update`). The
+/// `x-keyd-chain-length` header gives the whole chain's length: pull `since=` the entries
+/// held until it is reached.
 #[utoipa::path(get, path = "/v1/chain", tag = "cluster", params(ChainQuery),
-    responses((status = 200, description = "CBOR chain file", content_type = "application/cbor", body = Vec<u8>),
+    responses((status = 200, description = "CBOR chain file; header x-keyd-chain-length", content_type = "application/cbor", body = Vec<u8>),
         (status = "4XX", body = ErrorBody)))]
 pub async fn chain(
     svc: web::Data<Service>,
     q: web::Query<ChainQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let bytes = svc.chain_since(q.since)?;
+    let limit = q.limit.unwrap_or(CHAIN_PAGE);
+    if limit == 0 || limit > CHAIN_PAGE {
+        return Err(ApiError::bad_request(
+            "bad_query",
+            format!("limit: {limit}; 1 to {CHAIN_PAGE}"),
+        ));
+    }
+    let since = q.since;
+    let (bytes, length) = web::block(move || svc.chain_page(since, limit))
+        .await
+        .map_err(|_| ApiError::internal())??;
     Ok(HttpResponse::Ok()
         .content_type("application/cbor")
+        .insert_header((CHAIN_LENGTH, length.to_string()))
         .body(bytes))
 }
 

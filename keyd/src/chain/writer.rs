@@ -68,6 +68,25 @@ impl ChainWriter {
         Ok(head)
     }
 
+    /// A head over entry `seq` (the last one, or an earlier one: a page of the chain
+    /// ends with it), signed with the key at `signer`; the key must have been live at
+    /// that entry for a verifier to accept it.
+    pub fn head_at(&self, seq: u64, signer: KeyPath, key: &SigningKey) -> Result<Head, Rule> {
+        let next = usize::try_from(seq)
+            .ok()
+            .and_then(|i| i.checked_add(1))
+            .ok_or(Rule::NoGenesis)?;
+        match self.entries.get(next) {
+            // The next entry's `prev` is this entry's hash.
+            Some(after) => Ok(Head::sign(seq, after.prev, signer, key)),
+            None if next == self.entries.len() => self.head(signer, key),
+            None => Err(Rule::HeadMismatch {
+                seq,
+                last: i128::from(self.state.next_seq()) - 1,
+            }),
+        }
+    }
+
     /// The chain file: entries and a head signed with the key at `signer`.
     pub fn to_file(&self, signer: KeyPath, key: &SigningKey) -> Result<Vec<u8>, Rule> {
         Ok(encode_file(&self.entries, &self.head(signer, key)?))

@@ -117,6 +117,8 @@ pub struct Service {
     chain: RwLock<ChainWriter>,
     keys: Mutex<HashMap<KeyPath, Arc<KeyMaterial>>>,
     revoked_admins: RwLock<HashMap<String, AdminRevocation>>,
+    /// Index of the entry certifying the branch: pages of the chain reach at least it.
+    branch_seq: usize,
 }
 
 impl std::fmt::Debug for Service {
@@ -143,6 +145,11 @@ impl Service {
             &branch_path,
         )?);
         let revoked_admins = RwLock::new(admins::load(&store)?);
+        let branch_seq = chain
+            .entries()
+            .iter()
+            .position(|e| matches!(&e.statement.body, Body::Certify(c) if c.path == branch_path))
+            .ok_or_else(|| ServiceError::NotFound(format!("no entry certifies {branch_path}")))?;
         Ok(Service {
             store,
             config,
@@ -153,6 +160,7 @@ impl Service {
             chain: RwLock::new(chain),
             keys: Mutex::new(HashMap::new()),
             revoked_admins,
+            branch_seq,
         })
     }
 
@@ -378,14 +386,34 @@ impl Service {
 
     /// The chain file records from `since` on, with the current head.
     pub fn chain_since(&self, since: u64) -> Result<Vec<u8>, ServiceError> {
+        Ok(self.chain_page(since, usize::MAX)?.0)
+    }
+
+    /// A page of the chain: at most `limit` entries from `since` (at least up to the
+    /// entry certifying this keyd's branch, whose key signs the page's head), closed by a
+    /// head over its last entry; and the length of the whole chain. From the end on,
+    /// no entries and the current head.
+    pub fn chain_page(&self, since: u64, limit: usize) -> Result<(Vec<u8>, u64), ServiceError> {
         let chain = self.read_chain();
         let entries = chain.entries();
         let from = usize::try_from(since)
             .unwrap_or(usize::MAX)
             .min(entries.len());
+        let to = from
+            .saturating_add(limit.max(1))
+            .max(self.branch_seq.saturating_add(1))
+            .min(entries.len());
         let key = self.material(&self.branch_path)?;
-        let head = chain.head(self.branch_path.clone(), key.signing_key())?;
-        Ok(chain::encode_file(&entries[from..], &head))
+        let head = match to.checked_sub(1) {
+            Some(last) if to > from => {
+                chain.head_at(last as u64, self.branch_path.clone(), key.signing_key())?
+            }
+            _ => chain.head(self.branch_path.clone(), key.signing_key())?,
+        };
+        Ok((
+            chain::encode_file(&entries[from..to], &head),
+            entries.len() as u64,
+        ))
     }
 
     /// Whether keyd can serve: its store answers a read; the number of chain entries.
