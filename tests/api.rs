@@ -354,6 +354,17 @@ fn openapi_lists_every_route() -> Result<()> {
             // The branch itself is a node: dc1.
             let (status, _) = admin.get(&path.replace("{name}", "dc1"))?;
             ensure!(status == 200, "{route}: {status}");
+            let public = [
+                "/healthz",
+                "/readyz",
+                "/metrics",
+                "/v1/openapi.json",
+                "/v1/ca",
+                "/v1/chain",
+            ];
+            let (status, _) = anon.get(&path.replace("{name}", "dc1"))?;
+            let want = if public.contains(&path) { 200 } else { 401 };
+            ensure!(status == want, "anonymous {route}: {status}");
             continue;
         }
         let (status, ct, body) = anon.exchange(&called, "text/plain", JSON, b"{}".to_vec())?;

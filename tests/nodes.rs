@@ -218,11 +218,12 @@ fn nested_nodes_and_cascading_revocation() -> Result<()> {
 
 #[test]
 fn expiry_limits_chain_pulls_certificates_and_admin_credentials() -> Result<()> {
-    let mut c = Cluster::start_with("enroll_token_seconds = 1\nlog_format = \"json\"\n")?;
+    let mut c = Cluster::start_with("enroll_token_seconds = 3\nlog_format = \"json\"\n")?;
     let admin = c.admin()?;
     // An expired token enrolls nothing.
     let late = added(&admin, json!({"name": "late"}))?;
-    std::thread::sleep(std::time::Duration::from_millis(2100));
+    // Expiry is checked in whole seconds: 3 s of life are surely over after 4.1 s.
+    std::thread::sleep(std::time::Duration::from_millis(4100));
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519)?;
     let csr = rcgen::CertificateParams::default()
         .serialize_request(&key)?

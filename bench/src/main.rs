@@ -162,6 +162,9 @@ fn main() -> Result<()> {
     for r in results {
         all.extend(r.context("a connection failed")?);
     }
+    if all.is_empty() {
+        bail!("no request completed in the measured seconds");
+    }
     all.sort();
     let pct = |p: f64| all[((all.len() as f64 - 1.0) * p) as usize].as_secs_f64() * 1e3;
     let server = match server_cpu {

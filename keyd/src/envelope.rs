@@ -25,8 +25,11 @@ use zeroize::Zeroizing;
 use crate::chain::{self, cbor_bytes};
 use crate::derive::{KeyId, KeyMaterial, KeyPath};
 
-/// Envelope format version.
-pub const ENVELOPE_VERSION: u8 = 1;
+/// Envelope format version: 2 names key ids.
+pub const ENVELOPE_VERSION: u8 = 2;
+/// Envelopes made before key ids (no `kid` fields): still opened, never made; `rewrap`
+/// moves one to the current version.
+pub const LEGACY_VERSION: u8 = 1;
 /// The classical public-key suite, for compatibility.
 pub const SUITE_X25519: &str = "x25519-hkdf-sha256-chacha20poly1305";
 /// The hybrid post-quantum public-key suite, the default.
@@ -83,7 +86,27 @@ fn key_id(material: &KeyMaterial) -> KeyId {
     KeyId::of(&material.signing_key().verifying_key())
 }
 
-fn check_key_id(path: &KeyPath, named: &[u8; 16], actual: KeyId) -> Result<(), EnvelopeError> {
+/// An envelope of this version names key ids; a legacy one names none.
+fn check_version(v: u8, has_key_ids: bool) -> Result<(), EnvelopeError> {
+    match (v, has_key_ids) {
+        (ENVELOPE_VERSION, true) | (LEGACY_VERSION, false) => Ok(()),
+        (ENVELOPE_VERSION, false) => {
+            Err(EnvelopeError::Malformed("version 2 without key ids".into()))
+        }
+        (LEGACY_VERSION, true) => Err(EnvelopeError::Malformed("version 1 with key ids".into())),
+        (v, _) => Err(EnvelopeError::Malformed(format!("version {v}"))),
+    }
+}
+
+/// Checks the key id an envelope names (none in a legacy envelope).
+fn check_key_id(
+    path: &KeyPath,
+    named: Option<&[u8; 16]>,
+    actual: KeyId,
+) -> Result<(), EnvelopeError> {
+    let Some(named) = named else {
+        return Ok(());
+    };
     if named != &actual.0 {
         return Err(EnvelopeError::KeyId {
             path: path.clone(),
@@ -166,9 +189,9 @@ pub struct Sealed {
     pub v: u8,
     /// The epoch key whose storage key seals it.
     pub key: KeyPath,
-    /// The key id of `key` (of its Ed25519 public key).
-    #[serde(with = "serde_bytes")]
-    pub kid: [u8; 16],
+    /// The key id of `key` (of its Ed25519 public key); absent in legacy envelopes.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "serde_bytes")]
+    pub kid: Option<[u8; 16]>,
     /// HKDF salt.
     #[serde(with = "serde_bytes")]
     pub salt: [u8; 32],
@@ -184,8 +207,8 @@ pub struct Sealed {
 struct SealedHeader<'a> {
     v: u8,
     key: &'a KeyPath,
-    #[serde(with = "serde_bytes")]
-    kid: &'a [u8; 16],
+    #[serde(skip_serializing_if = "Option::is_none", with = "serde_bytes")]
+    kid: Option<&'a [u8; 16]>,
     #[serde(with = "serde_bytes")]
     salt: &'a [u8; 32],
     #[serde(with = "serde_bytes")]
@@ -208,7 +231,7 @@ impl Sealed {
         cbor_bytes(&SealedHeader {
             v: self.v,
             key: &self.key,
-            kid: &self.kid,
+            kid: self.kid.as_ref(),
             salt: &self.salt,
             nonce: &self.nonce,
         })
@@ -227,7 +250,7 @@ impl Sealed {
         let mut s = Sealed {
             v: ENVELOPE_VERSION,
             key: key.clone(),
-            kid: key_id(material).0,
+            kid: Some(key_id(material).0),
             salt,
             nonce,
             ct: Vec::new(),
@@ -251,7 +274,7 @@ impl Sealed {
     /// Opens with the storage key of the epoch key the envelope names (its key id must
     /// match).
     pub fn open(&self, material: &KeyMaterial) -> Result<Zeroizing<Vec<u8>>, EnvelopeError> {
-        check_key_id(&self.key, &self.kid, key_id(material))?;
+        check_key_id(&self.key, self.kid.as_ref(), key_id(material))?;
         let k = seal_key(material, &self.salt);
         let cipher =
             ChaCha20Poly1305::new_from_slice(k.as_ref()).map_err(|_| EnvelopeError::Open)?;
@@ -276,9 +299,7 @@ impl Sealed {
     pub fn from_cbor(bytes: &[u8]) -> Result<Sealed, EnvelopeError> {
         let s: Sealed = chain::decode_exact(bytes, MAX_ENVELOPE)
             .map_err(|e| EnvelopeError::Malformed(e.to_string()))?;
-        if s.v != ENVELOPE_VERSION {
-            return Err(EnvelopeError::Malformed(format!("version {}", s.v)));
-        }
+        check_version(s.v, s.kid.is_some())?;
         Ok(s)
     }
 }
@@ -293,14 +314,14 @@ pub struct Encrypted {
     pub suite: String,
     /// The recipient's epoch key.
     pub recipient: KeyPath,
-    /// The key id of the recipient's epoch key.
-    #[serde(with = "serde_bytes")]
-    pub recipient_kid: [u8; 16],
+    /// The key id of the recipient's epoch key; absent in legacy envelopes.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "serde_bytes")]
+    pub recipient_kid: Option<[u8; 16]>,
     /// The sender's epoch key.
     pub sender: KeyPath,
-    /// The key id of the sender's epoch key.
-    #[serde(with = "serde_bytes")]
-    pub sender_kid: [u8; 16],
+    /// The key id of the sender's epoch key; absent in legacy envelopes.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "serde_bytes")]
+    pub sender_kid: Option<[u8; 16]>,
     /// HPKE encapsulated key.
     #[serde(with = "serde_bytes")]
     pub enc: Vec<u8>,
@@ -317,11 +338,11 @@ struct EncryptedHeader<'a> {
     v: u8,
     suite: &'a str,
     recipient: &'a KeyPath,
-    #[serde(with = "serde_bytes")]
-    recipient_kid: &'a [u8; 16],
+    #[serde(skip_serializing_if = "Option::is_none", with = "serde_bytes")]
+    recipient_kid: Option<&'a [u8; 16]>,
     sender: &'a KeyPath,
-    #[serde(with = "serde_bytes")]
-    sender_kid: &'a [u8; 16],
+    #[serde(skip_serializing_if = "Option::is_none", with = "serde_bytes")]
+    sender_kid: Option<&'a [u8; 16]>,
 }
 
 #[derive(Serialize)]
@@ -329,11 +350,11 @@ struct EncryptedUnsigned<'a> {
     v: u8,
     suite: &'a str,
     recipient: &'a KeyPath,
-    #[serde(with = "serde_bytes")]
-    recipient_kid: &'a [u8; 16],
+    #[serde(skip_serializing_if = "Option::is_none", with = "serde_bytes")]
+    recipient_kid: Option<&'a [u8; 16]>,
     sender: &'a KeyPath,
-    #[serde(with = "serde_bytes")]
-    sender_kid: &'a [u8; 16],
+    #[serde(skip_serializing_if = "Option::is_none", with = "serde_bytes")]
+    sender_kid: Option<&'a [u8; 16]>,
     #[serde(with = "serde_bytes")]
     enc: &'a [u8],
     #[serde(with = "serde_bytes")]
@@ -346,9 +367,9 @@ impl Encrypted {
             v: self.v,
             suite: &self.suite,
             recipient: &self.recipient,
-            recipient_kid: &self.recipient_kid,
+            recipient_kid: self.recipient_kid.as_ref(),
             sender: &self.sender,
-            sender_kid: &self.sender_kid,
+            sender_kid: self.sender_kid.as_ref(),
         })
     }
 
@@ -358,9 +379,9 @@ impl Encrypted {
             v: self.v,
             suite: &self.suite,
             recipient: &self.recipient,
-            recipient_kid: &self.recipient_kid,
+            recipient_kid: self.recipient_kid.as_ref(),
             sender: &self.sender,
-            sender_kid: &self.sender_kid,
+            sender_kid: self.sender_kid.as_ref(),
             enc: &self.enc,
             ct: &self.ct,
         }));
@@ -383,9 +404,9 @@ impl Encrypted {
             v: ENVELOPE_VERSION,
             suite: suite.name().to_owned(),
             recipient: recipient.clone(),
-            recipient_kid: key_id(recipient_keys).0,
+            recipient_kid: Some(key_id(recipient_keys).0),
             sender: sender.clone(),
-            sender_kid: KeyId::of(&sender_key.verifying_key()).0,
+            sender_kid: Some(KeyId::of(&sender_key.verifying_key()).0),
             enc: Vec::new(),
             ct: Vec::new(),
             signature: [0; 64],
@@ -413,7 +434,11 @@ impl Encrypted {
     /// Checks the sender's signature with its Ed25519 key (from the chain); the key id
     /// the envelope names must be that key's.
     pub fn verify_sender(&self, sender_key: &VerifyingKey) -> Result<(), EnvelopeError> {
-        check_key_id(&self.sender, &self.sender_kid, KeyId::of(sender_key))?;
+        check_key_id(
+            &self.sender,
+            self.sender_kid.as_ref(),
+            KeyId::of(sender_key),
+        )?;
         sender_key
             .verify_strict(
                 &self.signed_bytes(),
@@ -424,7 +449,11 @@ impl Encrypted {
 
     /// Opens with the recipient epoch key's material (its key id must match).
     pub fn open(&self, recipient: &KeyMaterial) -> Result<Zeroizing<Vec<u8>>, EnvelopeError> {
-        check_key_id(&self.recipient, &self.recipient_kid, key_id(recipient))?;
+        check_key_id(
+            &self.recipient,
+            self.recipient_kid.as_ref(),
+            key_id(recipient),
+        )?;
         let aad = self.aad();
         match self.suite()? {
             Suite::XWing => hpke_open::<XWing>(&recipient.x_wing().0, &self.enc, &self.ct, &aad),
@@ -446,9 +475,16 @@ impl Encrypted {
     pub fn from_cbor(bytes: &[u8]) -> Result<Encrypted, EnvelopeError> {
         let e: Encrypted = chain::decode_exact(bytes, MAX_ENVELOPE)
             .map_err(|e| EnvelopeError::Malformed(e.to_string()))?;
-        if e.v != ENVELOPE_VERSION {
-            return Err(EnvelopeError::Malformed(format!("version {}", e.v)));
-        }
+        let kids = match (e.recipient_kid.is_some(), e.sender_kid.is_some()) {
+            (true, true) => true,
+            (false, false) => false,
+            _ => {
+                return Err(EnvelopeError::Malformed(
+                    "one key id without the other".into(),
+                ));
+            }
+        };
+        check_version(e.v, kids)?;
         Ok(e)
     }
 }
@@ -478,13 +514,13 @@ mod tests {
                 e.verify_sender(&carol.signing_key().verifying_key()),
                 Err(EnvelopeError::KeyId { .. })
             ));
-            assert_eq!(e.recipient_kid, bob.public_keys().key_id.0);
-            assert_eq!(e.sender_kid, alice.public_keys().key_id.0);
+            assert_eq!(e.recipient_kid, Some(bob.public_keys().key_id.0));
+            assert_eq!(e.sender_kid, Some(alice.public_keys().key_id.0));
             assert_eq!(e.open(&bob).expect("open").as_slice(), b"hi");
             assert!(matches!(e.open(&carol), Err(EnvelopeError::KeyId { .. })));
             // Carol pretending to be the recipient: the key id is signed and bound.
             let mut c = e.clone();
-            c.recipient_kid = carol.public_keys().key_id.0;
+            c.recipient_kid = Some(carol.public_keys().key_id.0);
             assert_eq!(c.open(&carol), Err(EnvelopeError::Open));
             let mut t = e.clone();
             t.ct[0] ^= 1;
@@ -546,6 +582,60 @@ mod tests {
         assert_eq!(e.open(&bob).expect("open").len(), MAX_PLAINTEXT);
     }
 
+    /// Envelopes written by keyd before key ids (version 1) still open, and keep their
+    /// format (re-encoding gives the same bytes).
+    #[test]
+    fn legacy_envelopes_still_open() {
+        let fixture = include_str!("../tests/data/legacy-envelopes.txt");
+        let get = |name: &str| -> Vec<u8> {
+            let line = fixture
+                .lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+                .expect("fixture line");
+            hex::decode(line.trim()).expect("hex")
+        };
+        let (_, m4) = node(4);
+        let bytes = get("sealed");
+        let s = Sealed::from_cbor(&bytes).expect("legacy sealed");
+        assert_eq!((s.v, s.kid), (LEGACY_VERSION, None));
+        assert_eq!(s.to_cbor(), bytes);
+        assert_eq!(
+            s.open(&m4).expect("open").as_slice(),
+            b"sealed before key ids"
+        );
+        let (_, bob) = node(2);
+        let (_, alice) = node(1);
+        for (name, suite, text) in [
+            ("x_wing", Suite::XWing, &b"x-wing before key ids"[..]),
+            ("x25519", Suite::X25519, &b"x25519 before key ids"[..]),
+        ] {
+            let bytes = get(name);
+            let e = Encrypted::from_cbor(&bytes).expect("legacy encrypted");
+            assert_eq!(
+                (e.v, e.recipient_kid, e.sender_kid),
+                (LEGACY_VERSION, None, None)
+            );
+            assert_eq!(e.suite(), Ok(suite));
+            assert_eq!(e.to_cbor(), bytes);
+            e.verify_sender(&alice.signing_key().verifying_key())
+                .expect("sender");
+            assert_eq!(e.open(&bob).expect("open").as_slice(), text);
+        }
+        // A version that does not match its fields is refused.
+        let mut mixed = s.clone();
+        mixed.kid = Some([0; 16]);
+        assert!(matches!(
+            Sealed::from_cbor(&mixed.to_cbor()),
+            Err(EnvelopeError::Malformed(_))
+        ));
+        mixed.v = ENVELOPE_VERSION;
+        mixed.kid = None;
+        assert!(matches!(
+            Sealed::from_cbor(&mixed.to_cbor()),
+            Err(EnvelopeError::Malformed(_))
+        ));
+    }
+
     #[test]
     fn suite_names() {
         for (name, suite) in [
@@ -568,12 +658,12 @@ mod tests {
         let (_, other) = node(5);
         let s = Sealed::seal(&path, &m, b"mine", [1; 32], [2; 12]).expect("seal");
         let s = Sealed::from_cbor(&s.to_cbor()).expect("round trip");
-        assert_eq!(s.kid, m.public_keys().key_id.0);
+        assert_eq!(s.kid, Some(m.public_keys().key_id.0));
         assert_eq!(s.open(&m).expect("open").as_slice(), b"mine");
         assert!(matches!(s.open(&other), Err(EnvelopeError::KeyId { .. })));
         // A changed key id is caught by the AEAD as well.
         let mut t = s.clone();
-        t.kid = other.public_keys().key_id.0;
+        t.kid = Some(other.public_keys().key_id.0);
         assert_eq!(t.open(&other), Err(EnvelopeError::Open));
         assert!(matches!(
             Sealed::from_cbor(b"junk"),

@@ -108,8 +108,10 @@ fn init(config: &Config) -> Result<()> {
     let hsm = Hsm::open(&config.seal_hsm)?;
     let db = config.db_path();
     let store = Store::create(&db)?;
+    let mut generated = false;
     let done = (|| -> Result<[u8; 32]> {
         hsm.generate_seal_key()?;
+        generated = true;
         let install = InstallKey::generate();
         let sealed = hsm.seal(INSTALL_AAD, install.danger_secret())?;
         store.set_meta(&[
@@ -132,7 +134,8 @@ fn init(config: &Config) -> Result<()> {
             // Leave nothing behind: no store, no seal key (nothing is sealed under it).
             drop(store);
             let _ = std::fs::remove_file(&db);
-            if let Err(undo) = hsm.danger_destroy_seal_key() {
+            // Only a key this run made: an existing one may seal another store.
+            if generated && let Err(undo) = hsm.danger_destroy_seal_key() {
                 eprintln!("keyd: could not remove the new seal key: {undo}");
             }
             Err(e)
@@ -171,8 +174,9 @@ fn import(config: &Config, bundle_file: &Path) -> Result<()> {
         "admin",
         config.client_cert_seconds,
     )?;
-    // The files go to temporary names first and into place once the store holds the
-    // branch (one transaction): a failure leaves no half-imported keyd behind.
+    // The files are written under temporary names and moved into place, then the store
+    // takes the branch in one transaction; if that fails, the files go again: a failure
+    // leaves no half-imported keyd behind.
     let dir = &config.data_dir;
     let files = [
         ("ca.pem", ca.cert_pem().as_bytes(), 0o644),
@@ -199,6 +203,12 @@ fn import(config: &Config, bundle_file: &Path) -> Result<()> {
             write_file(tmp, contents, *mode)
         })
         .and_then(|()| {
+            staged.iter().try_for_each(|(tmp, path)| {
+                std::fs::rename(tmp, path)
+                    .with_context(|| format!("cannot move {} into place", path.display()))
+            })
+        })
+        .and_then(|()| {
             Ok(store.import(
                 &verified.entries,
                 &verified.head,
@@ -210,14 +220,11 @@ fn import(config: &Config, bundle_file: &Path) -> Result<()> {
             )?)
         });
     if let Err(e) = written {
-        for (tmp, _) in &staged {
+        for (tmp, path) in &staged {
             let _ = std::fs::remove_file(tmp);
+            let _ = std::fs::remove_file(path);
         }
         return Err(e);
-    }
-    for (tmp, path) in &staged {
-        std::fs::rename(tmp, path)
-            .with_context(|| format!("cannot move {} into place", path.display()))?;
     }
     println!(
         "branch {} ({}) imported; chain of {} entries stored",
@@ -270,7 +277,11 @@ fn unseal_branch(config: &Config) -> Result<(Store, String, KeyPath, NodeSecret)
 fn issue_admin(config: &Config, name: &str, out: &Path) -> Result<()> {
     keyd::chain::check_name(name).map_err(|e| anyhow::anyhow!("admin name {name:?}: {e}"))?;
     let (store, branch_name, path, branch) = unseal_branch(config)?;
-    if store.revoked_admins()?.iter().any(|(n, _)| n == name) {
+    if store
+        .revoked_admins()?
+        .iter()
+        .any(|(n, _)| n.eq_ignore_ascii_case(name))
+    {
         bail!("admin {name} was revoked; a revoked name is never issued again: choose another");
     }
     let ca = Ca::from_branch(&branch.material(), &branch_name, &path)?;

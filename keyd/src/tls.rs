@@ -36,7 +36,8 @@ pub fn server_config(ca: Arc<Ca>, names: Vec<String>) -> anyhow::Result<rustls::
     let inner = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
         .allow_unauthenticated()
         .build()?;
-    let certs = ServerCerts::new(ca, names, provider.clone(), SERVER_CERT_SECONDS)?;
+    let now = crate::service::unix_now();
+    let certs = ServerCerts::new(ca, names, provider.clone(), SERVER_CERT_SECONDS, now)?;
     Ok(rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_client_cert_verifier(Arc::new(ExpiredReachesTheApi(inner)))
@@ -62,15 +63,17 @@ impl std::fmt::Debug for ServerCerts {
 }
 
 impl ServerCerts {
-    /// Issues the first certificate for `names`, each living `seconds`.
+    /// Issues the first certificate for `names` at `now` (Unix seconds), each
+    /// certificate living `seconds`.
     pub fn new(
         ca: Arc<Ca>,
         names: Vec<String>,
         provider: Arc<CryptoProvider>,
         seconds: u64,
+        now: u64,
     ) -> anyhow::Result<ServerCerts> {
         let first = issue(&ca, &names, &provider, seconds)?;
-        let renew_at = crate::service::unix_now() + seconds / 2;
+        let renew_at = now + seconds / 2;
         Ok(ServerCerts {
             ca,
             names,
@@ -81,7 +84,8 @@ impl ServerCerts {
     }
 
     /// The certificate to serve at `now` (Unix seconds): the current one, or a new one
-    /// once it is due. A failed renewal keeps serving the current one and says so.
+    /// once it is due. A failed renewal keeps serving the current one, says so, and is
+    /// tried again a minute later.
     pub fn at(&self, now: u64) -> Arc<CertifiedKey> {
         {
             let current = self.current.read().unwrap_or_else(|e| e.into_inner());
@@ -96,7 +100,10 @@ impl ServerCerts {
                     *current = (fresh, now + self.seconds / 2);
                     tracing::info!(seconds = self.seconds, "server certificate renewed");
                 }
-                Err(e) => tracing::error!(error = %e, "server certificate renewal failed"),
+                Err(e) => {
+                    current.1 = now + 60;
+                    tracing::error!(error = %e, "server certificate renewal failed");
+                }
             }
         }
         current.0.clone()
@@ -204,8 +211,8 @@ mod tests {
         .expect("ca");
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let names = vec!["keyd.example.internal".to_owned(), "10.0.0.7".to_owned()];
-        let certs = ServerCerts::new(Arc::new(ca), names, provider, 100).expect("certs");
         let now = crate::service::unix_now();
+        let certs = ServerCerts::new(Arc::new(ca), names, provider, 100, now).expect("certs");
         let first = certs.at(now);
         let (_, cert) = x509_parser::parse_x509_certificate(first.cert[0].as_ref()).expect("der");
         let sans: Vec<String> = cert

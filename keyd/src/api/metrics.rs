@@ -116,7 +116,7 @@ impl Metrics {
             let _ = writeln!(out, "keyd_errors_total{{code=\"{code}\"}} {n}");
         }
         out.push_str(
-            "# HELP keyd_operations_total Operations by kind and outcome: key operations (batch items count one each), enroll, renew, add_node, revoke, rekey.\n# TYPE keyd_operations_total counter\n",
+            "# HELP keyd_operations_total Operations by kind and outcome: key operations (batch items count one each), enroll, renew, add_node, revoke, rekey, revoke_admin.\n# TYPE keyd_operations_total counter\n",
         );
         for ((op, outcome), n) in &m.operations {
             let _ = writeln!(

@@ -23,8 +23,8 @@ pub use entry::{
 pub use error::{ChainError, Rule};
 pub use state::{ChainState, KeyKind, KeyRecord, Revocation, TrustRecord};
 pub use statement::{
-    Body, Certify, Epoch, Genesis, KeySet, MAX_NAME, MAX_STATEMENT_BYTES, Revoke,
-    STATEMENT_VERSION, Statement, Succession, Trust, TrustLevel, Untrust, check_name,
+    Body, Certify, Epoch, Genesis, KeySet, MAX_NAME, MAX_REASON, MAX_STATEMENT_BYTES, Revoke,
+    STATEMENT_VERSION, Statement, Succession, Trust, TrustLevel, Untrust, check_name, check_text,
 };
 pub use status::KeyStatus;
 pub use writer::ChainWriter;

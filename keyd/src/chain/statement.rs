@@ -16,6 +16,24 @@ pub const MAX_NAME: usize = 64;
 pub const MAX_ROLE: usize = 32;
 /// Longest revocation or untrust reason, in bytes.
 pub const MAX_REASON: usize = 256;
+
+/// Checks a text field: at most `max` bytes, no control characters, and not empty unless
+/// `allow_empty`; the error names `field`.
+pub fn check_text(field: &str, v: &str, max: usize, allow_empty: bool) -> Result<(), String> {
+    if v.len() > max {
+        return Err(format!(
+            "{field} is {} bytes, at most {max} allowed",
+            v.len()
+        ));
+    }
+    if !allow_empty && v.is_empty() {
+        return Err(format!("{field} is empty"));
+    }
+    if v.chars().any(char::is_control) {
+        return Err(format!("{field} contains control characters"));
+    }
+    Ok(())
+}
 /// Most permissions in a trust statement.
 pub const MAX_PERMISSIONS: usize = 32;
 /// Longest permission, in bytes.
@@ -190,21 +208,7 @@ impl Body {
 
     /// Checks the bounds on sizes and counts, naming the field.
     pub fn check_bounds(&self) -> Result<(), String> {
-        fn text(field: &str, v: &str, max: usize, allow_empty: bool) -> Result<(), String> {
-            if v.len() > max {
-                return Err(format!(
-                    "{field} is {} bytes, at most {max} allowed",
-                    v.len()
-                ));
-            }
-            if !allow_empty && v.is_empty() {
-                return Err(format!("{field} is empty"));
-            }
-            if v.chars().any(char::is_control) {
-                return Err(format!("{field} contains control characters"));
-            }
-            Ok(())
-        }
+        let text = check_text;
         match self {
             Body::Genesis(g) => text("cluster", &g.cluster, MAX_NAME, false),
             Body::Certify(c) => {

@@ -1,5 +1,6 @@
 //! Admin credentials: revocation by name. Admin certificates are not in the chain; keyd
 //! keeps the revoked names in its store and refuses them on their very next request.
+//! Names compare without regard to case (`Ops` is `ops`).
 
 use std::collections::HashMap;
 
@@ -36,7 +37,7 @@ pub(super) fn load(store: &Store) -> Result<HashMap<String, AdminRevocation>, Se
                     what: format!("revoked admin {name:?}"),
                     detail: e.to_string(),
                 })?;
-            Ok((name, record))
+            Ok((name.to_lowercase(), record))
         })
         .collect()
 }
@@ -48,7 +49,7 @@ impl Service {
             .revoked_admins
             .read()
             .unwrap_or_else(|e| e.into_inner());
-        revoked.get(name).map(|r| {
+        revoked.get(&name.to_lowercase()).map(|r| {
             format!(
                 "admin credential {name} was revoked by {} at {} ({})",
                 r.by, r.at, r.reason
@@ -69,7 +70,10 @@ impl Service {
             ));
         };
         chain::check_name(name).map_err(ServiceError::BadRequest)?;
-        if by == name {
+        chain::check_text("reason", reason, chain::MAX_REASON, true)
+            .map_err(ServiceError::BadRequest)?;
+        let key = name.to_lowercase();
+        if by.to_lowercase() == key {
             return Err(ServiceError::Forbidden(
                 "an admin cannot revoke its own credential; ask another admin".into(),
             ));
@@ -84,11 +88,17 @@ impl Service {
             .revoked_admins
             .write()
             .unwrap_or_else(|e| e.into_inner());
-        if let Some(earlier) = revoked.get(name) {
+        // The revoker may itself have been revoked since it authenticated.
+        if revoked.contains_key(&by.to_lowercase()) {
+            return Err(ServiceError::Revoked(format!(
+                "admin credential {by} was revoked"
+            )));
+        }
+        if let Some(earlier) = revoked.get(&key) {
             return Ok(earlier.clone());
         }
-        self.store.revoke_admin(name, &cbor_bytes(&record))?;
-        revoked.insert(name.to_owned(), record.clone());
+        self.store.revoke_admin(&key, &cbor_bytes(&record))?;
+        revoked.insert(key, record.clone());
         tracing::info!(admin = %name, by = %by, "admin credential revoked");
         Ok(record)
     }
