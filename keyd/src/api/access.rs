@@ -53,15 +53,14 @@ pub async fn observe(
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
     let start = Instant::now();
-    let route = req
-        .match_pattern()
-        .unwrap_or_else(|| "unmatched".to_owned());
+    let pattern = req.match_pattern();
+    let needs_certificate = pattern.as_deref().is_some_and(|p| !PUBLIC.contains(&p));
+    let route = pattern.unwrap_or_else(|| "unmatched".to_owned());
     let method = req.method().clone();
     let id = request_id();
     let span = tracing::info_span!("request", id = %id);
     let anonymous = req.conn_data::<PeerCertificate>().is_none();
-    let mut res = if anonymous && req.match_pattern().is_some() && !PUBLIC.contains(&route.as_str())
-    {
+    let mut res = if anonymous && needs_certificate {
         let refused = super::ApiError::from(ServiceError::Unauthenticated);
         req.into_response(refused.error_response())
             .map_into_right_body()
