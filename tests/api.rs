@@ -85,7 +85,7 @@ fn cbor_requests_and_responses() -> Result<()> {
         .to_owned();
     let (_, chain) = c.anonymous()?.get("/v1/chain")?;
     let key = verify_file(&chain)?
-        .state
+        .state()
         .key(&path.parse()?)
         .context("key")?
         .clone();
@@ -313,6 +313,8 @@ fn openapi_lists_every_route() -> Result<()> {
         "get /v1/openapi.json",
         "get /v1/ca",
         "get /v1/chain",
+        "post /v1/chain/root",
+        "post /v1/chain/pull",
         "post /v1/enroll",
         "post /v1/renew",
         "post /v1/nodes",

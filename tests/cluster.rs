@@ -4,7 +4,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -14,9 +14,11 @@ use ureq::tls::{Certificate, ClientCert, PrivateKey, RootCerts, TlsConfig};
 
 use crate::helpers::{bins, keyctl_ok, token};
 
-/// A running keyd with its tokens and files.
+/// A running keyd with its tokens and files. Several keyds of one root share the root
+/// token and the ceremony's files ([`Cluster::join`]).
 pub struct Cluster {
-    pub root: TestToken,
+    pub root: Arc<TestToken>,
+    ceremony: Arc<tempfile::TempDir>,
     pub seal: TestToken,
     pub dir: tempfile::TempDir,
     pub addr: String,
@@ -35,10 +37,13 @@ impl Cluster {
 
     /// [`Cluster::start`] with extra lines for keyd.toml.
     pub fn start_with(extra_config: &str) -> Result<Self> {
-        let root = token("root")?;
-        let seal = token("seal")?;
-        let dir = tempfile::tempdir()?;
-        let ceremony = dir.path().join("ceremony");
+        Self::start_branch(1, "dc1", extra_config)
+    }
+
+    /// A new root (ceremony init), and a keyd for its branch `m/index'` named `name`.
+    pub fn start_branch(index: u32, name: &str, extra_config: &str) -> Result<Self> {
+        let root = Arc::new(token("root")?);
+        let ceremony = Arc::new(tempfile::tempdir()?);
         keyctl_ok(
             &root,
             &[
@@ -51,9 +56,57 @@ impl Cluster {
                 "--threshold",
                 "2",
                 "--out",
-                s(&ceremony),
+                s(&ceremony.path().join("out")),
             ],
         )?;
+        Self::branch(root, ceremony, index, name, extra_config)
+    }
+
+    /// Another keyd of this keyd's root: branch `m/index'` named `name`, issued from the
+    /// same ceremony files, with its own seal token and data directory.
+    pub fn join(&self, index: u32, name: &str, extra_config: &str) -> Result<Self> {
+        Self::branch(
+            self.root.clone(),
+            self.ceremony.clone(),
+            index,
+            name,
+            extra_config,
+        )
+    }
+
+    /// A keyd for branch `m/index'`: init, issue from the ceremony, import, serve.
+    fn branch(
+        root: Arc<TestToken>,
+        ceremony: Arc<tempfile::TempDir>,
+        index: u32,
+        name: &str,
+        extra_config: &str,
+    ) -> Result<Self> {
+        let mut cluster = Self::bare(root, ceremony, extra_config)?;
+        let bundle = cluster.issue(index, name)?;
+        cluster.keyd(&[
+            "import",
+            s(&bundle),
+            "--expect-root",
+            &cluster.fingerprint()?,
+        ])?;
+        cluster.serve()?;
+        Ok(cluster)
+    }
+
+    /// Another keyd of this keyd's root, with its seal token and keyd.toml, before
+    /// `keyd init`.
+    pub fn bare_peer(&self, extra_config: &str) -> Result<Self> {
+        Self::bare(self.root.clone(), self.ceremony.clone(), extra_config)
+    }
+
+    fn bare(
+        root: Arc<TestToken>,
+        ceremony: Arc<tempfile::TempDir>,
+        extra_config: &str,
+    ) -> Result<Self> {
+        let seal = token("seal")?;
+        let dir = tempfile::tempdir()?;
         let seal_uri = seal.uri().replace("object=root", "object=seal");
         let config = dir.path().join("keyd.toml");
         let token_seconds = if extra_config.contains("enroll_token_seconds") {
@@ -67,46 +120,106 @@ impl Cluster {
                 "listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\nseal_hsm = \"{seal_uri}\"\n{token_seconds}{extra_config}"
             ),
         )?;
-        let mut cluster = Cluster {
+        Ok(Cluster {
             root,
+            ceremony,
             seal,
             dir,
             addr: String::new(),
             child: None,
-        };
-        let init = cluster.keyd(&["init"])?;
+        })
+    }
+
+    /// keyd init, then the ceremony issuing branch `m/index'` to this keyd's install
+    /// key: the bundle file.
+    pub fn issue(&self, index: u32, name: &str) -> Result<PathBuf> {
+        let init = self.keyd(&["init"])?;
         let install = init
             .lines()
             .find_map(|l| l.strip_prefix("install public key: "))
             .context("keyd init printed no install key")?
             .to_owned();
-        let bundle = cluster.dir.path().join("dc1.bundle");
-        let chain = ceremony.join("chain.cbor");
-        keyctl_ok(
-            &cluster.root,
-            &[
-                "ceremony",
-                "issue",
-                "--hsm",
-                cluster.root.uri(),
-                "--chain",
-                s(&chain),
-                "--name",
-                "dc1",
-                "--index",
-                "1",
-                "--to",
-                &install,
-                "--out",
-                s(&bundle),
-            ],
-        )?;
-        cluster.keyd(&["import", s(&bundle)])?;
-        cluster.serve()?;
-        Ok(cluster)
+        let bundle = self.dir.path().join(format!("{name}.bundle"));
+        self.ceremony_ok(&[
+            "ceremony",
+            "issue",
+            "--hsm",
+            self.root.uri(),
+            "--chain",
+            s(&self.chain_file()),
+            "--name",
+            name,
+            "--index",
+            &index.to_string(),
+            "--to",
+            &install,
+            "--out",
+            s(&bundle),
+        ])?;
+        Ok(bundle)
     }
 
-    fn config(&self) -> PathBuf {
+    /// Runs keyctl with the root token (a ceremony), which must succeed: stdout.
+    pub fn ceremony_ok(&self, args: &[&str]) -> Result<String> {
+        keyctl_ok(&self.root, args)
+    }
+
+    /// The ceremony's output directory (root.json, chain.cbor, shares, transcripts).
+    pub fn ceremony_dir(&self) -> PathBuf {
+        self.ceremony.path().join("out")
+    }
+
+    /// The ceremony's chain file: the root log.
+    pub fn chain_file(&self) -> PathBuf {
+        self.ceremony_dir().join("chain.cbor")
+    }
+
+    /// The root fingerprint from the ceremony's root.json.
+    pub fn fingerprint(&self) -> Result<String> {
+        let root: Value =
+            serde_json::from_slice(&std::fs::read(self.ceremony_dir().join("root.json"))?)?;
+        Ok(root["fingerprint"]
+            .as_str()
+            .context("root.json has no fingerprint")?
+            .to_owned())
+    }
+
+    /// This keyd's base URL.
+    pub fn url(&self) -> String {
+        self.addr.clone()
+    }
+
+    /// Adds `extra` lines to keyd.toml (replacing the keys they set), fixes the listen
+    /// address to the one keyd has now (so that peers configured with it reach it
+    /// again), and restarts keyd.
+    pub fn reconfigure(&mut self, extra: &str) -> Result<()> {
+        let keys: Vec<&str> = extra
+            .lines()
+            .filter_map(|l| l.split_once('=').map(|(k, _)| k.trim()))
+            .collect();
+        let text: String = std::fs::read_to_string(self.config())?
+            .lines()
+            .filter(|l| {
+                l.split_once('=')
+                    .is_none_or(|(k, _)| !keys.contains(&k.trim()))
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let listen = self
+            .addr
+            .strip_prefix("https://")
+            .context("keyd's address")?
+            .to_owned();
+        let text = text.replace(
+            "listen = \"127.0.0.1:0\"",
+            &format!("listen = \"{listen}\""),
+        );
+        std::fs::write(self.config(), format!("{text}{extra}"))?;
+        self.kill9()?;
+        self.serve()
+    }
+
+    pub fn config(&self) -> PathBuf {
         self.dir.path().join("keyd.toml")
     }
 
@@ -134,18 +247,27 @@ impl Cluster {
 
     /// Starts `keyd serve` and waits for its address.
     pub fn serve(&mut self) -> Result<()> {
+        let (child, addr) = self.spawn(&self.config(), &self.dir.path().join("keyd.log"))?;
+        self.child = Some(child);
+        self.addr = addr;
+        Ok(())
+    }
+
+    /// Starts `keyd serve` with `config` and this keyd's seal token, logging to `log`:
+    /// the process and its address (another instance, e.g. from a copy of the data).
+    pub fn spawn(&self, config: &Path, log: &Path) -> Result<(Child, String)> {
         let mut child = self
             .seal
             .command(&bins().keyd)
             .arg("--config")
-            .arg(self.config())
+            .arg(config)
             .arg("serve")
             .stdout(Stdio::piped())
             .stderr(
                 std::fs::File::options()
                     .create(true)
                     .append(true)
-                    .open(self.dir.path().join("keyd.log"))?,
+                    .open(log)?,
             )
             .spawn()?;
         let stdout = child.stdout.take().context("stdout")?;
@@ -155,16 +277,15 @@ impl Cluster {
             let _ = BufReader::new(stdout).read_line(&mut line);
             let _ = tx.send(line);
         });
-        self.child = Some(child);
         let line = rx
             .recv_timeout(Duration::from_secs(30))
             .context("keyd serve did not start")?;
-        self.addr = line
-            .trim()
-            .strip_prefix("keyd listening on ")
-            .with_context(|| format!("unexpected first line {line:?}"))?
-            .to_owned();
-        Ok(())
+        let Some(addr) = line.trim().strip_prefix("keyd listening on ") else {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("keyd serve did not start: first line {line:?}");
+        };
+        Ok((child, addr.to_owned()))
     }
 
     /// What keyd logged so far (standard error, across restarts).
@@ -210,11 +331,16 @@ impl Cluster {
 
     /// A client with the admin credential written by `keyd import`.
     pub fn admin(&self) -> Result<Client> {
+        self.admin_at(&self.addr)
+    }
+
+    /// [`Cluster::admin`] for another instance at `addr` with the same CA and credential.
+    pub fn admin_at(&self, addr: &str) -> Result<Client> {
         let cert = Certificate::from_pem(&std::fs::read(self.data().join("admin.pem"))?)?;
         let key = PrivateKey::from_pem(&std::fs::read(self.data().join("admin.key"))?)?;
         Ok(Client {
             agent: self.agent(Some(ClientCert::new_with_certs(&[cert], key)))?,
-            base: self.addr.clone(),
+            base: addr.to_owned(),
         })
     }
 

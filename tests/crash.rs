@@ -125,7 +125,7 @@ fn kill_9_mid_operations_loses_nothing_acknowledged() -> Result<()> {
 
     let (_, bytes) = c.anonymous()?.get("/v1/chain")?;
     let chain = verify_file(&bytes)?;
-    let state = &chain.state;
+    let state = &chain.state();
     let take = |a: &Acked| a.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let (adds, rekeys, revokes, enrolls) =
         (take(&adds), take(&rekeys), take(&revokes), take(&enrolls));

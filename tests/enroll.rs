@@ -22,7 +22,7 @@ fn mode(p: &Path) -> Result<u32> {
 }
 
 /// `keyctl node add --mode`, then `keyctl enroll` into `dir`: the enroll report.
-fn add_and_enroll(
+pub fn add_and_enroll(
     c: &Cluster,
     admin: &str,
     name: &str,
@@ -62,7 +62,7 @@ fn held_and_exported_enrollment_with_keyctl() -> Result<()> {
     ensure!(held["mode"] == "held" && held["bundle"].is_null(), "{held}");
     // The chain came with the certificate, verified by keyctl.
     let chain = verify_file(&std::fs::read(dir.join("web/chain.cbor"))?)?;
-    ensure!(chain.state.find("web").is_some() && held["chain_entries"] == chain.entries.len());
+    ensure!(chain.state().find("web").is_some() && held["chain_entries"] == chain.len());
     ensure!(mode(&dir.join("web/node.key"))? == 0o600);
     ensure!(!dir.join("web/node.bundle").exists() && !dir.join("web/install.key").exists());
     let web = s(&dir.join("web/keyctl.toml")).to_owned();
@@ -81,7 +81,7 @@ fn held_and_exported_enrollment_with_keyctl() -> Result<()> {
         .map_err(|_| anyhow::anyhow!("install key length"))?;
     let bundle = BranchBundle::from_cbor(&std::fs::read(dir.join("vault/node.bundle"))?)?;
     let (secret, verified) = bundle.open_node(&InstallKey::from_secret(&install)?)?;
-    ensure!(bundle.path == vault_path && verified.state.find("vault").is_some());
+    ensure!(bundle.path == vault_path && verified.state().find("vault").is_some());
     let epoch_path = vault_path.epoch_key(0).context("epoch path")?;
     let mut epoch = secret.clone();
     for i in epoch_path.indexes().skip(vault_path.depth()) {
@@ -94,7 +94,8 @@ fn held_and_exported_enrollment_with_keyctl() -> Result<()> {
     let plain = dir.join("plain.txt");
     std::fs::write(&plain, "for the vault only")?;
     let (_, chain) = c.anonymous()?.get("/v1/chain")?;
-    let state = verify_file(&chain)?.state;
+    let verified = verify_file(&chain)?;
+    let state = verified.state();
     for suite in ["x-wing", "x25519"] {
         let env = dir.join(format!("to-vault.{suite}"));
         let sent = keyctl(

@@ -13,5 +13,6 @@ mod enroll;
 mod helpers;
 mod hsm;
 mod hsm_sim;
+mod logs;
 mod nodes;
 mod service;

@@ -8,7 +8,7 @@ use anyhow::{Context, Result, ensure};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use ed25519_dalek::{Signature, VerifyingKey};
-use keyd::chain::{KeyStatus, verify_file};
+use keyd::chain::{Chain, KeyStatus, format_positions, verify_file};
 use keyd::derive::{KeyId, KeyPath};
 use keyd::envelope::MAX_PLAINTEXT;
 use serde_json::{Value, json};
@@ -187,7 +187,7 @@ fn nested_nodes_and_cascading_revocation() -> Result<()> {
     ensure!(other.post("/v1/sign", &json!({"data": data}))?.0 == 200);
     let chain = verify_file(&admin.get("/v1/chain")?.1)?;
     for p in [&worker_path, &cron_path] {
-        let status = chain.state.status_at(p, unix_now());
+        let status = chain.state().status_at(p, unix_now());
         ensure!(
             matches!(status, KeyStatus::Revoked { .. }),
             "{p}: {status:?}"
@@ -250,7 +250,7 @@ fn expiry_limits_chain_pulls_certificates_and_admin_credentials() -> Result<()> 
         .as_ref()
         .try_into()?;
     let branch: KeyPath = "m/1'".parse()?;
-    let branch_record = held.state.key(&branch).context("branch in chain")?;
+    let branch_record = held.state().key(&branch).context("branch in chain")?;
     ensure!(
         branch_record.keys.ed25519 == ca_key,
         "the CA key is not the branch key"
@@ -310,41 +310,53 @@ fn expiry_limits_chain_pulls_certificates_and_admin_credentials() -> Result<()> 
     }
 
     // Incremental pull: only what the node lacks, verified and applied.
-    let before = held.state.keys().count();
+    let before = held.state().keys().count();
     added(&admin, json!({"name": "n2"}))?;
     admin.post("/v1/nodes/n1/rekey", &json!({}))?;
-    let count = chain_len(&held)?;
-    let tail = admin.get(&format!("/v1/chain?since={count}"))?.1;
+    let held_at = format_positions(&held.positions());
+    let tail = admin.get(&format!("/v1/chain?since={held_at}"))?.1;
     ensure!(tail.len() < chain_bytes.len());
     let new = held.update(&tail)?;
     ensure!(
         new == 3,
         "{new} new entries (certify, epoch 0, epoch 1 expected)"
     );
-    ensure!(held.state.keys().count() == before + 3);
-    ensure!(held.state.find("n2").is_some());
+    ensure!(held.state().keys().count() == before + 3);
+    ensure!(held.state().find("n2").is_some());
     // The updated chain is the chain keyd serves, byte for byte.
     ensure!(held.to_file() == admin.get("/v1/chain")?.1);
-    // Pages: a page ends with a head over its last entry and reaches at least the
-    // entry certifying the branch (seq 1), whose key signs it; pulled page after page,
-    // each verified, they make the whole chain; the header gives its length.
+    // Pages: a page cut short carries no head for the log it cuts (it is not a head of
+    // that log) and says so in x-keyd-chain-complete; pulled page after page from the
+    // positions held, each verified, they make the whole chain; a header gives its
+    // length over all logs.
     let anon = c.anonymous()?;
-    let first = anon.get_reply("/v1/chain?since=0&limit=1")?;
+    let first = anon.get_reply("/v1/chain?limit=1")?;
     let length: usize = first.header("x-keyd-chain-length").parse()?;
-    ensure!(length == held.entries.len(), "{length}");
-    let mut paged = verify_file(&first.body)?;
-    ensure!(paged.entries.len() == 2 && paged.head.seq == 1);
-    while paged.update(
-        &anon
-            .get(&format!("/v1/chain?since={}&limit=3", paged.entries.len()))?
-            .1,
-    )? > 0
-    {}
+    ensure!(length == held.len(), "{length}");
+    ensure!(first.header("x-keyd-chain-complete") == "false");
+    let mut paged = Chain::new();
+    paged.update(&first.body)?;
+    ensure!(paged.len() == 1 && paged.check_complete().is_err());
+    loop {
+        let since = format_positions(&paged.positions());
+        let r = anon.get_reply(&format!("/v1/chain?since={since}&limit=3"))?;
+        ensure!(paged.update(&r.body)? > 0 || r.header("x-keyd-chain-complete") == "true");
+        if r.header("x-keyd-chain-complete") == "true" {
+            break;
+        }
+    }
+    paged.check_complete()?;
     ensure!(
         paged.to_file() == held.to_file(),
         "the pages differ from the chain"
     );
-    for bad in ["limit=0", "limit=10001", "since=-1"] {
+    for bad in [
+        "limit=0",
+        "limit=10001",
+        "since=-1",
+        "since=m:x",
+        "since=m:1,m:2",
+    ] {
         let r = anon.get_reply(&format!("/v1/chain?{bad}"))?;
         let v: Value = serde_json::from_slice(&r.body)?;
         ensure!(
@@ -352,8 +364,9 @@ fn expiry_limits_chain_pulls_certificates_and_admin_credentials() -> Result<()> 
             "{bad}: {v}"
         );
     }
-    // A head that does not close what the node holds is refused.
-    let gap = admin.get(&format!("/v1/chain?since={}", count + 10))?.1;
+    // A head that does not close what the node holds is refused: the node claims to
+    // hold more of the branch log than it does, keyd sends only the head.
+    let gap = admin.get("/v1/chain?since=m:2,1:1000")?.1;
     let mut fresh = verify_file(&chain_bytes)?;
     ensure!(fresh.update(&gap).is_err(), "a gap was accepted");
 
@@ -503,8 +516,4 @@ fn pem_der(pem: &[u8]) -> Result<Vec<u8>> {
         .collect::<Vec<_>>()
         .concat();
     Ok(B64.decode(body)?)
-}
-
-fn chain_len(v: &keyd::chain::Verified) -> Result<u64> {
-    Ok(u64::try_from(v.entries.len())?)
 }

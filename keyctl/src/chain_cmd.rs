@@ -1,21 +1,83 @@
-//! `keyctl chain verify` and `keyctl chain show`: offline checks of a chain file.
+//! `keyctl chain verify` and `keyctl chain show`: offline checks of a cluster-chain file
+//! (the root log and branch logs, each closed by its signed head).
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use keyd::chain::{self, ChainState, KeyKind, KeyStatus, Verified};
+use keyd::chain::{self, Chain, ChainState, KeyKind, KeyStatus};
 use keyd::derive::KeyPath;
 use serde_json::{Value, json};
 
 use crate::error::CtlError;
 
 /// Reads and verifies a chain file.
-pub fn load(file: &Path) -> Result<Verified, CtlError> {
+pub fn load(file: &Path) -> Result<Chain, CtlError> {
     let bytes = std::fs::read(file).map_err(CtlError::io("cannot read", file))?;
     chain::verify_file(&bytes).map_err(|error| CtlError::Chain {
         file: file.to_owned(),
         error: Box::new(error),
     })
+}
+
+/// Checks that every branch head of `v` is at most `max_age` seconds old.
+pub fn check_fresh(file: &Path, v: &Chain, max_age: u64) -> Result<(), CtlError> {
+    v.check_fresh(unix_now(), max_age)
+        .map_err(|error| CtlError::Chain {
+            file: file.to_owned(),
+            error: Box::new(error),
+        })
+}
+
+/// Parses an age: seconds, or a number with `s`, `m`, `h` or `d`.
+pub fn parse_age(text: &str) -> Result<u64, String> {
+    let (digits, unit) = match text.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => (&text[..i], c),
+        _ => (text, 's'),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not an age (e.g. 90, 90s, 5m, 2h, 1d)"))?;
+    let unit = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3600,
+        'd' => 86_400,
+        _ => return Err(format!("{text:?}: the unit is s, m, h or d")),
+    };
+    n.checked_mul(unit)
+        .ok_or_else(|| format!("{text:?} is too large"))
+}
+
+/// The logs of a chain as JSON: per log, its entries and its head.
+fn logs_json(v: &Chain) -> Vec<Value> {
+    let now = unix_now();
+    v.logs()
+        .map(|(log, l)| {
+            let head = l.head.as_ref().map(|h| {
+                json!({"seq": h.seq, "hash": hex::encode(h.hash), "signed_at": h.signed_at, "age_seconds": h.age(now)})
+            });
+            json!({"log": log.to_string(), "entries": l.entries.len(), "head": head})
+        })
+        .collect()
+}
+
+/// One line per log: `m: 3 entries, head seq 2 signed 40 s ago`.
+fn logs_text(v: &Chain) -> String {
+    let now = unix_now();
+    v.logs()
+        .map(|(log, l)| match &l.head {
+            Some(h) => format!(
+                "log {log}: {} entries, head seq {} hash {} signed at {} ({} s ago)",
+                l.entries.len(),
+                h.seq,
+                hex::encode(h.hash),
+                h.signed_at,
+                h.age(now)
+            ),
+            None => format!("log {log}: {} entries, no head", l.entries.len()),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Unix seconds now.
@@ -27,8 +89,8 @@ pub fn unix_now() -> u64 {
 }
 
 /// Keys not revoked and keys revoked, now.
-fn counts(v: &Verified) -> (usize, usize) {
-    let s = &v.state;
+fn counts(v: &Chain) -> (usize, usize) {
+    let s = v.state();
     let now = unix_now();
     let (mut live, mut revoked) = (0, 0);
     for (path, _) in s.keys() {
@@ -41,35 +103,34 @@ fn counts(v: &Verified) -> (usize, usize) {
 }
 
 /// [`summary`] as JSON.
-pub fn summary_json(file: &Path, v: &Verified) -> Value {
+pub fn summary_json(file: &Path, v: &Chain) -> Value {
     let (live, revoked) = counts(v);
     json!({
         "file": file.display().to_string(),
         "verifies": true,
-        "entries": v.entries.len(),
-        "head": {"seq": v.head.seq, "hash": hex::encode(v.head.hash), "signer": v.head.signer.to_string()},
-        "keys": v.state.len(),
+        "entries": v.len(),
+        "logs": logs_json(v),
+        "keys": v.state().len(),
         "not_revoked": live,
         "revoked": revoked,
-        "trusted_clusters": v.state.trusted().count(),
+        "trusted_clusters": v.state().trusted().count(),
     })
 }
 
 /// The one-paragraph summary `chain verify` prints.
-pub fn summary(file: &Path, v: &Verified) -> String {
-    let s = &v.state;
+pub fn summary(file: &Path, v: &Chain) -> String {
+    let s = v.state();
     let (live, revoked) = counts(v);
     format!(
-        "chain {} verifies: {} entries, head seq {} hash {} signed by {}; {} keys ({} not revoked, {} revoked), {} trusted cluster(s)",
+        "chain {} verifies: {} entries in {} log(s); {} keys ({} not revoked, {} revoked), {} trusted cluster(s)\n{}",
         file.display(),
-        v.entries.len(),
-        v.head.seq,
-        hex::encode(v.head.hash),
-        v.head.signer,
+        v.len(),
+        v.logs().count(),
         s.len(),
         live,
         revoked,
-        s.trusted().count()
+        s.trusted().count(),
+        logs_text(v)
     )
 }
 
@@ -117,8 +178,8 @@ fn status_text(status: &KeyStatus) -> String {
 }
 
 /// The chain as JSON: head, keys (sorted by path) and trusted clusters.
-pub fn to_json(v: &Verified) -> Value {
-    let s = &v.state;
+pub fn to_json(v: &Chain) -> Value {
+    let s = v.state();
     let now = unix_now();
     let mut keys: Vec<_> = s.keys().collect();
     keys.sort_by(|a, b| a.0.cmp(b.0));
@@ -130,6 +191,7 @@ pub fn to_json(v: &Verified) -> Value {
                 "key_id": r.key_id.to_string(),
                 "ed25519_public": hex::encode(r.keys.ed25519),
                 "x25519_public": hex::encode(r.keys.x25519),
+                "log": r.log.to_string(),
                 "seq": r.seq,
                 "status": status_json(&s.status_at(path, now)),
             });
@@ -166,20 +228,20 @@ pub fn to_json(v: &Verified) -> Value {
         .trusted()
         .map(|(root, t)| {
             json!({"cluster": t.cluster, "root": hex::encode(root), "level": format!("{:?}", t.level).to_lowercase(),
-                   "permissions": t.permissions, "expires_at": t.expires_at, "seq": t.seq})
+                   "permissions": t.permissions, "expires_at": t.expires_at, "log": t.log.to_string(), "seq": t.seq})
         })
         .collect();
     json!({
-        "head": {"seq": v.head.seq, "hash": hex::encode(v.head.hash), "signer": v.head.signer.to_string()},
-        "entries": v.entries.len(),
+        "logs": logs_json(v),
+        "entries": v.len(),
         "keys": keys,
         "trusted": trusted,
     })
 }
 
 /// The chain as a readable tree.
-pub fn to_text(v: &Verified) -> String {
-    let s = &v.state;
+pub fn to_text(v: &Chain) -> String {
+    let s = v.state();
     let now = unix_now();
     let mut out = String::new();
     tree(s, &KeyPath::root(), 0, now, &mut out);
@@ -198,12 +260,8 @@ pub fn to_text(v: &Verified) -> String {
             ));
         }
     }
-    out.push_str(&format!(
-        "head: seq {} hash {} signed by {}\n",
-        v.head.seq,
-        hex::encode(v.head.hash),
-        v.head.signer
-    ));
+    out.push_str(&logs_text(v));
+    out.push('\n');
     out
 }
 

@@ -321,31 +321,59 @@ pub enum Output {
     Json,
 }
 
-/// Offline chain commands.
+/// Chain commands: offline checks of cluster-chain files, fetching one from keyd, pushing
+/// a ceremony's root log to keyd.
 #[derive(Debug, Subcommand)]
 pub enum ChainCmd {
-    /// Verify every entry and the signed head; exit 0 with a summary, or name the first
-    /// bad entry, its seq and the rule it breaks.
+    /// Verify every log of a cluster-chain file (the root log and the branch logs): every
+    /// entry and each log's signed head; exit 0 with a summary, or name the log, the
+    /// first bad entry and the rule it breaks.
     Verify {
         /// The chain file.
         file: PathBuf,
+        /// Refuse a branch head older than this (seconds, or 90s, 5m, 2h, 1d): a keyd
+        /// re-signs its head every head_seconds, so an older head means a withheld log.
+        /// The root log's head carries its last ceremony's time and is not checked.
+        #[arg(long, value_name = "AGE")]
+        max_age: Option<String>,
     },
-    /// Fetch the chain from keyd, verify it, and write it to a file.
+    /// Fetch every log keyd holds (the whole cluster chain), verify it, and write it to
+    /// one file; a file already there is brought up to date. The chain is public: only
+    /// keyd's URL and CA are needed (--url and --ca, or the url and ca of a keyctl.toml).
     Fetch {
-        /// keyctl.toml: url, ca, cert, key.
-        #[arg(long)]
-        config: PathBuf,
+        /// keyctl.toml whose url and ca are used (no client credential is needed).
+        #[arg(long, conflicts_with_all = ["url", "ca"])]
+        config: Option<PathBuf>,
+        /// keyd's URL (https://host:port).
+        #[arg(long, requires = "ca")]
+        url: Option<String>,
+        /// keyd's CA certificate (PEM).
+        #[arg(long, requires = "url")]
+        ca: Option<PathBuf>,
         /// Where to write it.
         #[arg(long)]
         out: PathBuf,
         /// Entries per request (1 to 10,000); keyctl pulls page after page, each verified.
         #[arg(long, default_value_t = 10_000)]
         page: usize,
+        /// Refuse a branch head older than this (as for `chain verify`).
+        #[arg(long, value_name = "AGE")]
+        max_age: Option<String>,
     },
     /// Show the keys of a (verified) chain as a tree: names, paths, key ids, epochs,
-    /// revocations, trusted clusters.
+    /// revocations, trusted clusters; and each log with its head.
     Show {
         /// The chain file.
+        file: PathBuf,
+    },
+    /// Send a ceremony's root log (its chain file, e.g. after `ceremony revoke`) to keyd
+    /// (admin credential). keyd verifies it against the root log it holds and stores what
+    /// is new, or refuses it naming the entry; its peers take it from there.
+    Push {
+        /// keyctl.toml of an admin: url, ca, cert, key.
+        #[arg(long)]
+        config: PathBuf,
+        /// The ceremony's chain file (the root log).
         file: PathBuf,
     },
 }

@@ -6,6 +6,8 @@
 //! ca = "/var/lib/keyd/ca.pem"
 //! cert = "/var/lib/keyd/admin.pem"   # or a node's certificate
 //! key = "/var/lib/keyd/admin.key"
+//! chain = "chain.cbor"               # optional: the node refuses a keyd whose branch it
+//!                                    # sees revoked in this chain file
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -28,6 +30,10 @@ pub struct ClientConfig {
     pub cert: PathBuf,
     /// Its key (0600).
     pub key: PathBuf,
+    /// A chain file the node holds (written by `keyctl enroll`, kept current with
+    /// `keyctl chain fetch`): keyctl refuses a keyd whose branch it shows revoked.
+    #[serde(default)]
+    pub chain: Option<PathBuf>,
 }
 
 impl ClientConfig {
@@ -39,12 +45,42 @@ impl ClientConfig {
             message: format!("{}: {e}", file.display()),
         })?;
         let base = file.parent().unwrap_or(Path::new("."));
-        for p in [&mut cfg.ca, &mut cfg.cert, &mut cfg.key] {
+        for p in [&mut cfg.ca, &mut cfg.cert, &mut cfg.key]
+            .into_iter()
+            .chain(cfg.chain.as_mut())
+        {
             if p.is_relative() {
                 *p = base.join(&*p);
             }
         }
         Ok(cfg)
+    }
+}
+
+/// Refuses a keyd whose branch the chain file shows revoked: the keyd's CA key is its
+/// branch key, so the branch is found in the chain by that key. A stolen keyd may never
+/// learn of its revocation; its nodes learn it from the chain they fetch elsewhere.
+fn refuse_revoked_keyd(chain: &Path, ca: &Path) -> Result<(), CtlError> {
+    let v = crate::chain_cmd::load(chain)?;
+    let pem = read(ca)?;
+    let key = keyd::tls_key::certificate_ed25519_key(&pem).ok_or_else(|| CtlError::Arg {
+        flag: "--config",
+        message: format!("{}: not a keyd CA certificate", ca.display()),
+    })?;
+    let state = v.state();
+    let Some(branch) = state.path_of(&keyd::derive::KeyId::of_bytes(&key)) else {
+        return Ok(());
+    };
+    match state.revocation(branch) {
+        Some((revoked, r)) => Err(CtlError::KeydRevoked {
+            chain: chain.to_owned(),
+            branch: branch.clone(),
+            why: format!(
+                "{revoked} revoked by {} at seq {}: {:?}",
+                r.by, r.seq, r.reason
+            ),
+        }),
+        None => Ok(()),
     }
 }
 
@@ -66,6 +102,9 @@ impl Client {
             flag: "--config",
             message: format!("{}: {what}: {e}", file.display()),
         };
+        if let Some(chain) = &cfg.chain {
+            refuse_revoked_keyd(chain, &cfg.ca)?;
+        }
         let cert = Certificate::from_pem(&read(&cfg.cert)?).map_err(|e| bad("cert", e))?;
         let key = PrivateKey::from_pem(&read(&cfg.key)?).map_err(|e| bad("key", e))?;
         Client::new(
@@ -144,20 +183,43 @@ impl Client {
         self.decode(path, resp)
     }
 
-    /// GETs raw bytes.
-    pub fn get_bytes(&self, path: &str) -> Result<Vec<u8>, CtlError> {
+    /// POSTs CBOR bytes; the answer is JSON.
+    pub fn post_cbor(&self, path: &str, body: Vec<u8>) -> Result<Value, CtlError> {
+        let resp = self
+            .agent
+            .post(format!("{}{path}", self.url))
+            .header("content-type", "application/cbor")
+            .send(&body[..])
+            .map_err(|e| CtlError::Http(format!("{}{path}: {e}", self.url)))?;
+        self.decode(path, resp)
+    }
+
+    /// GETs raw bytes, and whether keyd says (for chain records) that every log reached
+    /// its head.
+    pub fn get_chain(&self, path: &str) -> Result<(Vec<u8>, bool), CtlError> {
         let mut resp = self
             .agent
             .get(format!("{}{path}", self.url))
             .call()
             .map_err(|e| CtlError::Http(format!("{}{path}: {e}", self.url)))?;
         if resp.status() != 200 {
-            return self.decode(path, resp).map(|_| Vec::new());
+            return self.decode(path, resp).map(|_| (Vec::new(), false));
         }
-        resp.body_mut()
+        let complete = resp
+            .headers()
+            .get(keyd::chain::COMPLETE_HEADER)
+            .is_some_and(|v| v.as_bytes() == b"true");
+        let body = resp
+            .body_mut()
             .with_config()
             .limit(1 << 30)
             .read_to_vec()
-            .map_err(|e| CtlError::Http(format!("{path}: {e}")))
+            .map_err(|e| CtlError::Http(format!("{path}: {e}")))?;
+        Ok((body, complete))
+    }
+
+    /// GETs raw bytes.
+    pub fn get_bytes(&self, path: &str) -> Result<Vec<u8>, CtlError> {
+        self.get_chain(path).map(|(bytes, _)| bytes)
     }
 }

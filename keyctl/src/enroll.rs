@@ -77,9 +77,9 @@ pub fn enroll(
         file: out.join("chain.cbor"),
         error: Box::new(error),
     })?;
-    if !verified.state.find(&path).is_some_and(|(p, _)| {
+    if !verified.state().find(&path).is_some_and(|(p, _)| {
         verified
-            .state
+            .state()
             .status_at(p, crate::chain_cmd::unix_now())
             .is_valid()
     }) {
@@ -111,15 +111,16 @@ pub fn enroll(
     )?;
     files::replace_atomic(&out.join("ca.pem"), text(&resp, "ca")?.as_bytes(), 0o644)?;
     files::replace_atomic(&out.join("chain.cbor"), &chain, 0o644)?;
-    let config =
-        format!("url = {url:?}\nca = \"ca.pem\"\ncert = \"node.pem\"\nkey = \"node.key\"\n");
+    let config = format!(
+        "url = {url:?}\nca = \"ca.pem\"\ncert = \"node.pem\"\nkey = \"node.key\"\nchain = \"chain.cbor\"\n"
+    );
     files::replace_atomic(&out.join("keyctl.toml"), config.as_bytes(), 0o644)?;
     let mut report = json!({
         "path": path,
         "mode": mode,
         "config": out.join("keyctl.toml").display().to_string(),
         "chain": out.join("chain.cbor").display().to_string(),
-        "chain_entries": verified.entries.len(),
+        "chain_entries": verified.len(),
     });
     if let Some(bytes) = bundle {
         files::write_private(&out.join("install.key"), install.danger_secret())?;

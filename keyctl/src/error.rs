@@ -80,6 +80,19 @@ pub enum CtlError {
         /// The rule it would break.
         rule: Box<keyd::chain::Rule>,
     },
+    /// The node's chain shows the keyd it talks to revoked.
+    #[error(
+        "keyd's branch {branch} is revoked in {} ({why}): this node refuses to use that keyd",
+        chain.display()
+    )]
+    KeydRevoked {
+        /// The node's chain file.
+        chain: PathBuf,
+        /// keyd's branch.
+        branch: keyd::derive::KeyPath,
+        /// The revocation.
+        why: String,
+    },
     /// A branch bundle problem.
     #[error(transparent)]
     Bundle(#[from] keyd::bundle::BundleError),
@@ -135,6 +148,9 @@ impl CtlError {
                     "the certificate in the --config file is not accepted: enroll again or ask an admin",
                 )
             }
+            CtlError::KeydRevoked { .. } => Some(
+                "enroll this node with another keyd of the cluster (its chain shows this one's branch revoked)",
+            ),
             CtlError::Share(_) => Some(
                 "bring the share files exactly as written by `keyctl ceremony init`; nothing was written to the token",
             ),

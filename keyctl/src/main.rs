@@ -160,12 +160,21 @@ fn run(cli: Cli) -> Result<(), CtlError> {
         | Command::Enroll { .. }
         | Command::Renew { .. }
         | Command::Ca(_)
-        | Command::Chain(ChainCmd::Fetch { .. })) => match remote::run(remote, output)? {
-            Some(v) => emit(output, &v),
-            None => Ok(()),
-        },
-        Command::Chain(ChainCmd::Verify { file }) => {
+        | Command::Chain(ChainCmd::Fetch { .. } | ChainCmd::Push { .. })) => {
+            match remote::run(remote, output)? {
+                Some(v) => emit(output, &v),
+                None => Ok(()),
+            }
+        }
+        Command::Chain(ChainCmd::Verify { file, max_age }) => {
             let v = chain_cmd::load(&file)?;
+            if let Some(age) = max_age {
+                let age = chain_cmd::parse_age(&age).map_err(|message| CtlError::Arg {
+                    flag: "--max-age",
+                    message,
+                })?;
+                chain_cmd::check_fresh(&file, &v, age)?;
+            }
             text_first(
                 chain_cmd::summary_json(&file, &v),
                 chain_cmd::summary(&file, &v),

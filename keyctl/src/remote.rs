@@ -148,36 +148,85 @@ pub fn run(command: Command, output: Option<Output>) -> Result<Option<Value>, Ct
                 }
             }
         }
-        Command::Chain(crate::cli::ChainCmd::Fetch { config, out, page }) => {
-            let client = Client::from_config(&config)?;
+        Command::Chain(crate::cli::ChainCmd::Fetch {
+            config,
+            url,
+            ca,
+            out,
+            page,
+            max_age,
+        }) => {
+            let max_age = max_age
+                .map(|a| crate::chain_cmd::parse_age(&a))
+                .transpose()
+                .map_err(|message| CtlError::Arg {
+                    flag: "--max-age",
+                    message,
+                })?;
+            let client = match (config, url, ca) {
+                (Some(config), _, _) => {
+                    let cfg = crate::client::ClientConfig::read(&config)?;
+                    Client::new(&cfg.url, &cfg.ca, None)?
+                }
+                (None, Some(url), Some(ca)) => Client::new(&url, &ca, None)?,
+                _ => {
+                    return Err(CtlError::Arg {
+                        flag: "--url",
+                        message: "give --url and --ca (or --config keyctl.toml)".into(),
+                    });
+                }
+            };
             let bad = |error| CtlError::Chain {
                 file: out.clone(),
                 error: Box::new(error),
             };
-            let pull = |since: usize| {
-                client.get_bytes(&format!("/v1/chain?since={since}&limit={page}"))
-            };
-            // A chain already here (and verified) is brought up to date with only the
-            // entries it lacks; otherwise it is fetched from the start. Page after page,
-            // each verified and applied, until keyd has nothing more.
-            let (mut v, mut new) = if out.exists() {
-                (crate::chain_cmd::load(&out)?, 0)
+            // A chain already here (and verified) is brought up to date with only what
+            // it lacks; otherwise it is fetched from the start. Page after page, each
+            // verified and applied, until keyd says every log reached its head.
+            let mut v = if out.exists() {
+                crate::chain_cmd::load(&out)?
             } else {
-                let v = keyd::chain::verify_file(&pull(0)?).map_err(bad)?;
-                let n = v.entries.len();
-                (v, n)
+                keyd::chain::Chain::new()
             };
+            let mut new = 0;
             loop {
-                let added = v.update(&pull(v.entries.len())?).map_err(bad)?;
-                if added == 0 {
+                let since = keyd::chain::format_positions(&v.positions());
+                let (bytes, complete) =
+                    client.get_chain(&format!("/v1/chain?since={since}&limit={page}"))?;
+                let added = v.update(&bytes).map_err(bad)?;
+                new += added;
+                if complete {
                     break;
                 }
-                new += added;
+                if added == 0 {
+                    return Err(CtlError::Http(
+                        "keyd answered an incomplete page with nothing new".into(),
+                    ));
+                }
+            }
+            v.check_complete().map_err(bad)?;
+            if let Some(age) = max_age {
+                crate::chain_cmd::check_fresh(&out, &v, age)?;
             }
             files::replace_atomic(&out, &v.to_file(), 0o644)?;
             let mut report = crate::chain_cmd::summary_json(&out, &v);
             report["new_entries"] = new.into();
             report
+        }
+        Command::Chain(crate::cli::ChainCmd::Push { config, file }) => {
+            // Verified here first: a file that does not verify is not sent.
+            let v = crate::chain_cmd::load(&file)?;
+            let root = keyd::derive::KeyPath::root();
+            if v.logs().any(|(log, _)| *log != root) {
+                return Err(CtlError::Arg {
+                    flag: "FILE",
+                    message: format!(
+                        "{} holds branch logs; push the ceremony's chain file (the root log only)",
+                        file.display()
+                    ),
+                });
+            }
+            Client::from_config(&config)?.post_cbor("/v1/chain/root", v.file_of([&root]))?
         }
         _ => return Err(CtlError::Http("not a remote command".into())),
     }))

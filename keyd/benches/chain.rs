@@ -1,10 +1,17 @@
-//! Chain benchmarks: `cargo bench -p keyd --bench chain [-- 10000 100000 1000000]`.
+//! Chain benchmarks: `cargo bench -p keyd --bench chain [-- N…]`.
 //!
-//! Builds chains of N statements (half `certify`, half `epoch`, under a 1000-wide tree),
-//! then decodes, verifies and applies them on one core, and reports the rate beside the
-//! raw Ed25519 `verify_strict` rate measured in the same run, plus the resident memory
-//! the resulting state takes per key; then restores the same entries as keyd does at
-//! start-up (links and the signed head checked, not every signature).
+//! Builds cluster chains of N entries (the arguments, else `KEYD_BENCH_CHAIN_ENTRIES`,
+//! default 1,000,000) spread over 1, 10 and 100 branch logs (`KEYD_BENCH_CHAIN_LOGS`,
+//! default `1,10,100`): the root log certifies the branches; each branch log opens with
+//! its anchor, then certifies nodes (1000 under the branch, then children under them),
+//! each followed by its epoch 0. It then verifies each chain file with [`verify_file`]
+//! on one core (decoding, hashing, every signature and rule, every head) and reports
+//! the rate in entries per second, beside the raw Ed25519 `verify_strict` rate measured
+//! in the same run (N signatures over messages the size of the chain's statements), plus
+//! the resident memory the verified chain (its entries and state) takes per key; then
+//! restores the same logs as keyd does at start-up (the root log fully verified, each
+//! branch log by its links and its signed head, not every signature). Each chain is
+//! verified in a child process of this benchmark, so that its memory is measured alone.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -15,10 +22,14 @@ use std::time::Instant;
 use common::{NOW, Tree};
 use ed25519_dalek::{Signer, SigningKey};
 use keyd::chain::{
-    Body, Certify, ChainState, ChainWriter, Entry, Epoch, Head, KeySet, Record, Records, Statement,
-    encode_file, entry_hash_of_record,
+    Anchor, Body, Certify, Entry, Epoch, Head, KeySet, Statement, encode_log, verify_file,
 };
 use keyd::derive::KeyPath;
+
+/// Entries per chain unless `KEYD_BENCH_CHAIN_ENTRIES` says otherwise.
+const DEFAULT_ENTRIES: usize = 1_000_000;
+/// Nodes certified directly under a branch; later nodes are their children.
+const WIDTH: u64 = 1000;
 
 fn rss_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/statm")
@@ -32,10 +43,22 @@ fn rss_bytes() -> u64 {
         .unwrap_or(0)
 }
 
-/// Ed25519 keys for node `i` (only the public keys matter to the chain).
-fn keyset(i: u64, salt: u8) -> (SigningKey, KeySet) {
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.replace('_', "").parse().ok())
+        .unwrap_or(default)
+}
+
+fn path(s: &str) -> KeyPath {
+    s.parse().unwrap_or_else(|_| unreachable!("a valid path"))
+}
+
+/// Ed25519 keys for node `i` of branch `b` (only the public keys matter to the chain).
+fn keyset(b: u32, i: u64, salt: u8) -> (SigningKey, KeySet) {
     let mut seed = [salt; 32];
     seed[..8].copy_from_slice(&i.to_le_bytes());
+    seed[8..12].copy_from_slice(&b.to_le_bytes());
     let sk = SigningKey::from_bytes(&seed);
     let ed = sk.verifying_key().to_bytes();
     (
@@ -47,164 +70,366 @@ fn keyset(i: u64, salt: u8) -> (SigningKey, KeySet) {
     )
 }
 
-/// A valid chain of genesis + branch + `n` statements.
-fn build(tree: &Tree, n: u64) -> Vec<u8> {
-    let branch: KeyPath = "m/1'".parse().unwrap_or_else(|_| unreachable!());
-    let mut statements = vec![tree.genesis(), tree.certify(&branch, "branch")];
-    let branch_key = tree.signing_key(&branch);
-    // Parents: 1000 nodes under the branch, then children under them.
-    let mut parents: Vec<(KeyPath, SigningKey)> = Vec::new();
-    let mut i = 0u64;
-    while (statements.len() as u64) < n + 2 {
-        let (parent_path, parent_key) = if i < 1000 {
-            (&branch, &branch_key)
-        } else {
-            let (p, k) = &parents[(i % 1000) as usize];
-            (p, k)
-        };
-        let idx = if i < 1000 {
-            i as u32
-        } else {
-            (i / 1000) as u32
-        };
-        let path = parent_path
-            .child_node(idx)
+/// Node `i` of a branch: its path and its parent's index (`None`: the branch itself).
+fn node_of(branch: &KeyPath, i: u64) -> (KeyPath, Option<u64>) {
+    let (parent, idx, parent_path) = if i < WIDTH {
+        (None, i, branch.clone())
+    } else {
+        let p = i % WIDTH;
+        let parent_path = branch
+            .child_node(p as u32)
             .unwrap_or_else(|| unreachable!());
-        let (sk, keys) = keyset(i, 1);
+        (Some(p), i / WIDTH, parent_path)
+    };
+    let path = parent_path
+        .child_node(idx as u32)
+        .unwrap_or_else(|| unreachable!());
+    (path, parent)
+}
+
+/// One branch's work: its statements after the anchor (`count` of them).
+struct BranchPlan {
+    b: u32,
+    path: KeyPath,
+    key: SigningKey,
+    /// Signing keys of the first `WIDTH` nodes (the parents of the later ones).
+    parents: Vec<SigningKey>,
+    count: u64,
+}
+
+/// The statements for certify items `items` of `plan` (a certify, then its epoch, while
+/// the branch's count lasts).
+fn statements(plan: &BranchPlan, items: std::ops::Range<u64>) -> Vec<Statement> {
+    let mut out = Vec::with_capacity(2 * (items.end - items.start) as usize);
+    for i in items {
+        let (node, parent) = node_of(&plan.path, i);
+        let (signer, signer_key) = match parent {
+            None => (plan.path.clone(), &plan.key),
+            Some(p) => (
+                node.parent_node().unwrap_or_else(|| unreachable!()),
+                &plan.parents[p as usize],
+            ),
+        };
+        let (sk, keys) = if i < WIDTH {
+            let sk = plan.parents[i as usize].clone();
+            let ed = sk.verifying_key().to_bytes();
+            (
+                sk,
+                KeySet {
+                    ed25519: ed,
+                    x25519: ed,
+                },
+            )
+        } else {
+            keyset(plan.b, i, 1)
+        };
         let body = Body::Certify(Certify {
-            path: path.clone(),
+            path: node.clone(),
             name: format!("n{i}"),
             role: "node".into(),
             keys,
             not_before: NOW - 10,
             not_after: NOW + 1_000_000,
         });
-        statements.push(Statement::sign(body, parent_path.clone(), NOW, parent_key));
-        if (statements.len() as u64) < n + 2 {
-            let (_, ekeys) = keyset(i, 2);
+        out.push(Statement::sign(body, signer, NOW, signer_key));
+        if 2 * i + 1 < plan.count {
+            let (_, ekeys) = keyset(plan.b, i, 2);
             let body = Body::Epoch(Epoch {
-                node: path.clone(),
+                node: node.clone(),
                 epoch: 0,
                 keys: ekeys,
             });
-            statements.push(Statement::sign(body, path.clone(), NOW, &sk));
+            out.push(Statement::sign(body, node, NOW, &sk));
         }
-        if i < 1000 {
-            parents.push((path, sk));
-        }
-        i += 1;
     }
-    let mut entries = Vec::with_capacity(statements.len());
-    let mut prev = [0u8; 32];
-    for (seq, statement) in statements.into_iter().enumerate() {
+    out
+}
+
+/// Runs `f` over `0..n` split into one contiguous range per core, results in order.
+fn parallel<T: Send>(n: u64, f: impl Fn(std::ops::Range<u64>) -> Vec<T> + Sync) -> Vec<T> {
+    let threads = std::thread::available_parallelism().map_or(1, |t| t.get()) as u64;
+    let chunk = n.div_ceil(threads).max(1);
+    std::thread::scope(|s| {
+        let workers: Vec<_> = (0..n)
+            .step_by(chunk as usize)
+            .map(|start| {
+                let f = &f;
+                s.spawn(move || f(start..(start + chunk).min(n)))
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap_or_else(|_| panic!("builder thread")))
+            .collect()
+    })
+}
+
+/// Links statements into a log's entries.
+fn link(log: &KeyPath, statements: Vec<Statement>) -> Vec<Entry> {
+    let mut entries: Vec<Entry> = Vec::with_capacity(statements.len());
+    for statement in statements {
         let e = Entry {
-            seq: seq as u64,
-            prev,
+            log: log.clone(),
+            seq: entries.len() as u64,
+            prev: entries.last().map_or([0; 32], Entry::hash),
             statement,
             appended_at: NOW,
         };
-        prev = e.hash();
         entries.push(e);
     }
-    let last = entries.len() as u64 - 1;
-    let head = Head::sign(
-        last,
-        prev,
-        KeyPath::root(),
-        &tree.signing_key(&KeyPath::root()),
+    entries
+}
+
+fn head(log: &KeyPath, entries: &[Entry], key: &SigningKey) -> Head {
+    let last = entries
+        .last()
+        .unwrap_or_else(|| unreachable!("a log has entries"));
+    Head::sign(log.clone(), last.seq, last.hash(), NOW, key)
+}
+
+/// A valid cluster chain of `n` entries over `logs` branch logs, as a file; and the
+/// mean size of the signed bytes of its statements.
+fn build(tree: &Tree, n: usize, logs: u32) -> (Vec<u8>, usize) {
+    let root = KeyPath::root();
+    let branches: Vec<KeyPath> = (1..=logs).map(|b| path(&format!("m/{b}'"))).collect();
+    let mut root_statements = vec![tree.genesis()];
+    root_statements.extend(
+        branches
+            .iter()
+            .enumerate()
+            .map(|(b, p)| tree.certify(p, &format!("b{b}"))),
     );
-    encode_file(&entries, &head)
+    let root_entries = link(&root, root_statements);
+    let mut out = Vec::new();
+    encode_log(
+        &mut out,
+        &root_entries,
+        Some(&head(&root, &root_entries, &tree.signing_key(&root))),
+    );
+
+    // What is left after the root log and the anchors, spread evenly.
+    let rest = n.saturating_sub(root_entries.len() + branches.len()) as u64;
+    let per = rest / u64::from(logs);
+    let plans: Vec<BranchPlan> = branches
+        .iter()
+        .enumerate()
+        .map(|(b, p)| {
+            let count = per + u64::from((b as u64) < rest % u64::from(logs));
+            let b = b as u32;
+            let parents = parallel(count.div_ceil(2).min(WIDTH), |r| {
+                r.map(|i| keyset(b, i, 1).0).collect()
+            });
+            BranchPlan {
+                b,
+                path: p.clone(),
+                key: tree.signing_key(p),
+                parents,
+                count,
+            }
+        })
+        .collect();
+    let mut signed_bytes = (0usize, 0usize);
+    for (plan, certified) in plans.iter().zip(&root_entries[1..]) {
+        let anchor = Statement::sign(
+            Body::Anchor(Anchor {
+                root_seq: certified.seq,
+                root_entry: certified.hash(),
+            }),
+            plan.path.clone(),
+            NOW,
+            &plan.key,
+        );
+        let mut all = vec![anchor];
+        all.extend(parallel(plan.count.div_ceil(2), |r| statements(plan, r)));
+        for st in all.iter().take(1000) {
+            signed_bytes.0 += st.signed_bytes().len();
+            signed_bytes.1 += 1;
+        }
+        let entries = link(&plan.path, all);
+        encode_log(
+            &mut out,
+            &entries,
+            Some(&head(&plan.path, &entries, &plan.key)),
+        );
+    }
+    (out, signed_bytes.0 / signed_bytes.1.max(1))
+}
+
+/// Raw `verify_strict`: `n` verifications over distinct keys and `len`-byte messages.
+fn raw_rate(n: usize, len: usize) -> f64 {
+    let distinct = n.clamp(1, 20_000);
+    let triples: Vec<_> = parallel(distinct as u64, |r| {
+        r.map(|i| {
+            let (sk, _) = keyset(u32::MAX, i, 9);
+            let mut msg = vec![7u8; len];
+            msg[..8].copy_from_slice(&i.to_le_bytes());
+            let sig = sk.sign(&msg);
+            (sk.verifying_key(), msg, sig)
+        })
+        .collect()
+    });
+    let t = Instant::now();
+    let mut ok = 0usize;
+    for (vk, msg, sig) in triples.iter().cycle().take(n) {
+        ok += usize::from(
+            black_box(vk)
+                .verify_strict(black_box(msg), black_box(sig))
+                .is_ok(),
+        );
+    }
+    let secs = t.elapsed().as_secs_f64();
+    assert_eq!(ok, n);
+    n as f64 / secs
+}
+
+/// Set (to a chain file) in the child process that verifies one chain: a fresh
+/// process, so that its resident memory measures the verified chain alone.
+const CHILD: &str = "KEYD_BENCH_CHAIN_FILE";
+
+/// What the child measured.
+struct Measured {
+    entries: usize,
+    verify_s: f64,
+    held_bytes: u64,
+    keys: usize,
+    restore_s: f64,
+}
+
+/// The child: verifies the chain file, then restores its logs as keyd does at start-up
+/// (the root log verified, its own stored logs restored with their links and signed
+/// heads checked, not every signature: `Chain::restore_log`). Prints the figures.
+fn verify_child(file: &str) {
+    let bytes = std::fs::read(file).unwrap_or_else(|e| panic!("{file}: {e}"));
+    let rss0 = rss_bytes();
+    let t = Instant::now();
+    let chain = verify_file(&bytes).unwrap_or_else(|e| panic!("{file}: {e}"));
+    let verify_s = t.elapsed().as_secs_f64();
+    let held_bytes = rss_bytes().saturating_sub(rss0);
+    let (entries, keys) = (chain.len(), chain.state().len());
+    let stored: Vec<(Vec<Entry>, Head, bool)> = chain
+        .logs()
+        .map(|(log, l)| {
+            let head = l.head.clone().unwrap_or_else(|| unreachable!("verified"));
+            (l.entries.clone(), head, log.depth() > 0)
+        })
+        .collect();
+    drop(black_box(chain));
+    let t = Instant::now();
+    let mut restored = keyd::chain::Chain::new();
+    for (entries, head, trusted) in stored {
+        restored
+            .restore_log(entries, head, trusted)
+            .unwrap_or_else(|e| panic!("restore: {e}"));
+    }
+    let restore_s = t.elapsed().as_secs_f64();
+    assert_eq!(restored.len(), entries);
+    drop(black_box(restored));
+    println!("{entries} {verify_s} {held_bytes} {keys} {restore_s}");
+}
+
+/// Verifies `file` in a child process.
+fn measure(file: &std::path::Path) -> Measured {
+    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("current exe: {e}"));
+    let out = std::process::Command::new(exe)
+        .env(CHILD, file)
+        .output()
+        .unwrap_or_else(|e| panic!("child: {e}"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "child failed: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Vec<f64> = text
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    assert_eq!(v.len(), 5, "child said {text:?}");
+    Measured {
+        entries: v[0] as usize,
+        verify_s: v[1],
+        held_bytes: v[2] as u64,
+        keys: v[3] as usize,
+        restore_s: v[4],
+    }
 }
 
 fn main() {
-    let sizes: Vec<u64> = std::env::args()
-        .skip(1)
-        .filter_map(|a| a.parse().ok())
-        .collect();
-    let sizes = if sizes.is_empty() {
-        vec![10_000, 100_000, 1_000_000]
-    } else {
-        sizes
-    };
-    let tree = Tree::new(3);
-
-    // Raw verify_strict on a statement-sized message.
-    let sk = tree.signing_key(&KeyPath::root());
-    let vk = sk.verifying_key();
-    let msg = [7u8; 260];
-    let sig = sk.sign(&msg);
-    let (mut n, t) = (0u64, Instant::now());
-    while t.elapsed().as_secs_f64() < 3.0 {
-        for _ in 0..100 {
-            black_box(vk.verify_strict(black_box(&msg), black_box(&sig)).is_ok());
-        }
-        n += 100;
+    if let Ok(file) = std::env::var(CHILD) {
+        verify_child(&file);
+        return;
     }
-    let raw = n as f64 / t.elapsed().as_secs_f64();
-    println!("raw Ed25519 verify_strict (260-byte message): {raw:.0}/s on one core\n");
-    println!(
-        "{:>9} {:>10} {:>12} {:>12} {:>9} {:>13} {:>11} {:>12}",
-        "entries", "build s", "file MB", "apply /s", "vs raw", "state MB", "B/key", "restore /s"
-    );
+    // Entry counts: arguments (`cargo bench -p keyd --bench chain -- 10000 100000`), else
+    // KEYD_BENCH_CHAIN_ENTRIES, else 1,000,000.
+    let mut sizes: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.replace('_', "").parse().ok())
+        .collect();
+    if sizes.is_empty() {
+        sizes.push(env_or("KEYD_BENCH_CHAIN_ENTRIES", DEFAULT_ENTRIES));
+    }
+    let log_counts: Vec<u32> = std::env::var("KEYD_BENCH_CHAIN_LOGS")
+        .ok()
+        .map(|v| v.split(',').filter_map(|x| x.trim().parse().ok()).collect())
+        .filter(|v: &Vec<u32>| !v.is_empty())
+        .unwrap_or_else(|| vec![1, 10, 100]);
+    let tree = Tree::new(3);
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temporary directory: {e}"));
 
     for n in sizes {
+        run(&tree, dir.path(), n, &log_counts);
+    }
+}
+
+/// Builds and measures chains of `n` entries over each count of branch logs, then the
+/// raw rate for `n` signatures, and prints the table.
+fn run(tree: &Tree, dir: &std::path::Path, n: usize, log_counts: &[u32]) {
+    let mut rows = Vec::new();
+    let mut msg_len = 0;
+    for &logs in log_counts {
         let t = Instant::now();
-        let bytes = build(&tree, n);
+        let (bytes, len) = build(tree, n, logs);
         let build_s = t.elapsed().as_secs_f64();
+        msg_len = msg_len.max(len);
+        let file = dir.join(format!("chain-{n}-{logs}.cbor"));
+        std::fs::write(&file, &bytes).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        let file_mb = bytes.len() as f64 / 1e6;
+        drop(bytes);
+        let m = measure(&file);
+        std::fs::remove_file(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        rows.push((logs, build_s, file_mb, m));
+    }
 
-        let rss0 = rss_bytes();
-        let t = Instant::now();
-        let mut state = ChainState::new();
-        let mut entries = 0u64;
-        for record in Records::new(&bytes) {
-            match record {
-                Ok((_, Record::Entry(e), bytes)) => {
-                    let hash = entry_hash_of_record(bytes).unwrap_or_else(|| e.hash());
-                    if let Err(rule) = state.apply_hashed(&e, hash) {
-                        panic!("seq {}: {rule}", e.seq);
-                    }
-                    entries += 1;
-                }
-                Ok((_, Record::Head(h), _)) => {
-                    if let Err(rule) = state.verify_head(&h) {
-                        panic!("head: {rule}");
-                    }
-                }
-                Err((at, e)) => panic!("byte {at}: {e}"),
-            }
-        }
-        let secs = t.elapsed().as_secs_f64();
-        let rss1 = rss_bytes();
-        let rate = entries as f64 / secs;
-        let keys = state.len() as f64;
-        drop(black_box(state));
-
-        // keyd's start-up: its own stored entries and signed head, restored with links
-        // and the head checked but not every signature (ChainWriter::restore).
-        let mut stored = Vec::new();
-        let mut head = None;
-        for record in Records::new(&bytes) {
-            match record {
-                Ok((_, Record::Entry(e), _)) => stored.push(e),
-                Ok((_, Record::Head(h), _)) => head = Some(h),
-                Err((at, e)) => panic!("byte {at}: {e}"),
-            }
-        }
-        let head = head.expect("a head");
-        let t = Instant::now();
-        let restored = ChainWriter::restore(stored, &head).expect("restore");
-        let restore_rate = entries as f64 / t.elapsed().as_secs_f64();
-        drop(black_box(restored));
+    let raw = raw_rate(n, msg_len);
+    println!(
+        "raw Ed25519 verify_strict: {n} signatures over {msg_len}-byte messages, {raw:.0}/s on one core\n"
+    );
+    println!(
+        "{:>5} {:>9} {:>8} {:>8} {:>11} {:>7} {:>9} {:>8} {:>11}",
+        "logs",
+        "entries",
+        "build s",
+        "file MB",
+        "verify /s",
+        "vs raw",
+        "held MB",
+        "B/key",
+        "restore /s"
+    );
+    for (logs, build_s, file_mb, m) in rows {
+        let rate = m.entries as f64 / m.verify_s;
         println!(
-            "{:>9} {:>10.1} {:>12.1} {:>12.0} {:>8.0}% {:>13.1} {:>11.0} {:>12.0}",
-            entries,
+            "{:>5} {:>9} {:>8.1} {:>8.1} {:>11.0} {:>6.0}% {:>9.1} {:>8.0} {:>11.0}",
+            logs,
+            m.entries,
             build_s,
-            bytes.len() as f64 / 1e6,
+            file_mb,
             rate,
             100.0 * rate / raw,
-            (rss1.saturating_sub(rss0)) as f64 / 1e6,
-            (rss1.saturating_sub(rss0)) as f64 / keys,
-            restore_rate
+            m.held_bytes as f64 / 1e6,
+            m.held_bytes as f64 / m.keys as f64,
+            m.entries as f64 / m.restore_s
         );
     }
+    println!();
 }

@@ -1,9 +1,12 @@
-//! Writes a valid sample chain file (software root: for fuzz seeds and docs only) to the
-//! path given as the first argument: genesis, a branch, nodes, epochs, a revocation and a
-//! trust statement. `cargo run -p keyd --example gen_chain_sample -- FILE`.
+//! Writes a valid sample cluster-chain file (software root: for fuzz seeds and docs only)
+//! to the path given as the first argument: the root log (genesis, a branch certified)
+//! and the branch's log (its anchor, a node, epochs, a revocation and a trust
+//! statement), each closed by its head. `cargo run -p keyd --example gen_chain_sample --
+//! FILE`.
 
 use keyd::chain::{
-    Body, Certify, ChainWriter, Epoch, Genesis, KeySet, Revoke, Statement, Trust, TrustLevel,
+    Anchor, Body, Certify, Chain, Epoch, Genesis, KeySet, Revoke, Statement, Trust, TrustLevel,
+    verify_file,
 };
 use keyd::derive::{KeyPath, SoftwareRoot, derive_node};
 
@@ -38,8 +41,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             not_after: now + 86_400 * 365,
         }))
     };
-    let mut w = ChainWriter::new();
+    let mut w = Chain::new();
     w.append(
+        &m,
         sign(
             Body::Genesis(Genesis {
                 cluster: "sample".into(),
@@ -49,11 +53,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         )?,
         now,
     )?;
-    w.append(sign(certify(&branch, "dc1")?, &m)?, now)?;
-    w.append(sign(certify(&a, "web-1")?, &branch)?, now)?;
+    let certified = w.append(&m, sign(certify(&branch, "dc1")?, &m)?, now)?;
+    let anchor = Body::Anchor(Anchor {
+        root_seq: certified.seq,
+        root_entry: certified.hash(),
+    });
+    w.append(&branch, sign(anchor, &branch)?, now)?;
+    w.append(&branch, sign(certify(&a, "web-1")?, &branch)?, now)?;
     for e in 0..2 {
         let path = a.epoch_key(e).ok_or("epoch")?;
         w.append(
+            &branch,
             sign(
                 Body::Epoch(Epoch {
                     node: a.clone(),
@@ -66,6 +76,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         )?;
     }
     w.append(
+        &branch,
         sign(
             Body::Revoke(Revoke {
                 target: a.epoch_key(0).ok_or("epoch")?,
@@ -78,6 +89,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let other = SoftwareRoot::danger_from_bytes(&[0x43; 64]);
     let other_root = derive_node(&other, &m)?.public_keys().ed25519.to_bytes();
     w.append(
+        &branch,
         sign(
             Body::Trust(Trust {
                 cluster: "partner".into(),
@@ -90,6 +102,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         )?,
         now,
     )?;
-    std::fs::write(&out, w.to_file(m.clone(), node(&m)?.signing_key())?)?;
+    // Each log's head, signed by its authority: the root, and the branch key.
+    w.sign_head(&m, node(&m)?.signing_key(), now)?;
+    w.sign_head(&branch, node(&branch)?.signing_key(), now)?;
+    let bytes = w.to_file();
+    verify_file(&bytes)?;
+    std::fs::write(&out, bytes)?;
     Ok(())
 }

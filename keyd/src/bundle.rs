@@ -34,7 +34,7 @@ pub enum BundleError {
     Malformed(String),
     /// The chain inside does not verify.
     #[error("the bundle's chain does not verify: {0}")]
-    Chain(#[from] ChainError),
+    Chain(Box<ChainError>),
     /// The chain does not certify this branch with these keys.
     #[error("the bundle's chain does not certify {path} with the bundle's keys")]
     NotCertified {
@@ -115,6 +115,12 @@ pub fn parse_install_public(hex_key: &str) -> Result<[u8; 32], BundleError> {
     <InstallKem as Kem>::PublicKey::from_bytes(&out)
         .map_err(|e| BundleError::InstallKey(e.to_string()))?;
     Ok(out)
+}
+
+impl From<ChainError> for BundleError {
+    fn from(e: ChainError) -> Self {
+        BundleError::Chain(Box::new(e))
+    }
 }
 
 /// A sealed branch and the chain that certifies it.
@@ -203,7 +209,7 @@ impl BranchBundle {
     /// Verifies the chain (the branch must be certified, live, with these keys), opens
     /// the secret with `install`, and checks it derives the certified keys. Only a
     /// branch (`m/i'`) bundle opens here: that is what `keyd import` takes.
-    pub fn open(&self, install: &InstallKey) -> Result<(NodeSecret, chain::Verified), BundleError> {
+    pub fn open(&self, install: &InstallKey) -> Result<(NodeSecret, chain::Chain), BundleError> {
         if self.path.depth() != 1 {
             return Err(BundleError::NotCertified {
                 path: self.path.clone(),
@@ -217,7 +223,7 @@ impl BranchBundle {
     pub fn open_node(
         &self,
         install: &InstallKey,
-    ) -> Result<(NodeSecret, chain::Verified), BundleError> {
+    ) -> Result<(NodeSecret, chain::Chain), BundleError> {
         if self.format != BUNDLE_FORMAT {
             return Err(BundleError::Malformed(format!("format {:?}", self.format)));
         }
@@ -228,9 +234,9 @@ impl BranchBundle {
             });
         }
         let verified = chain::verify_file(&self.chain)?;
-        let certified = verified.state.key(&self.path).is_some_and(|r| {
+        let certified = verified.state().key(&self.path).is_some_and(|r| {
             r.keys == self.keys && matches!(r.kind, KeyKind::Node { .. }) && r.revoked.is_none()
-        }) && verified.state.revocation(&self.path).is_none();
+        }) && verified.state().revocation(&self.path).is_none();
         if !certified {
             return Err(BundleError::NotCertified {
                 path: self.path.clone(),

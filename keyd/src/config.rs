@@ -69,6 +69,34 @@ pub struct RawConfig {
     /// HTTP worker threads (default: the CPUs keyd may run on).
     #[serde(default)]
     pub workers: Option<usize>,
+    /// The cluster's root fingerprint (64 hex digits, from the ceremony's `root.json`):
+    /// `keyd import` refuses a bundle of any other root.
+    #[serde(default)]
+    pub root_fingerprint: Option<String>,
+    /// Seconds between re-signings of this keyd's branch head (default 60).
+    #[serde(default = "default_head_seconds")]
+    pub head_seconds: u64,
+    /// Peer keyds of the cluster (`https://host:port`) whose logs keyd mirrors.
+    #[serde(default)]
+    pub peers: Vec<String>,
+    /// Seconds between pulls from each peer (default 30).
+    #[serde(default = "default_peer_pull_seconds")]
+    pub peer_pull_seconds: u64,
+    /// Oldest head a peer may serve for its own branch log, in seconds (default 300).
+    #[serde(default = "default_peer_max_age_seconds")]
+    pub peer_max_age_seconds: u64,
+}
+
+fn default_peer_max_age_seconds() -> u64 {
+    300
+}
+
+fn default_head_seconds() -> u64 {
+    60
+}
+
+fn default_peer_pull_seconds() -> u64 {
+    30
 }
 
 fn default_server_names() -> Vec<String> {
@@ -119,6 +147,28 @@ pub struct Config {
     pub server_names: Vec<String>,
     /// HTTP worker threads.
     pub workers: usize,
+    /// The expected root fingerprint (lowercase hex), if configured.
+    pub root_fingerprint: Option<String>,
+    /// Branch head re-signing interval.
+    pub head_interval: std::time::Duration,
+    /// Peer base URLs (`https://host:port`, no trailing slash).
+    pub peers: Vec<String>,
+    /// Pull interval per peer.
+    pub peer_pull_interval: std::time::Duration,
+    /// Oldest head a peer may serve for its own branch log.
+    pub peer_max_age: std::time::Duration,
+}
+
+/// Checks a root fingerprint: 64 hex digits (SHA-256 of the root identity key);
+/// returns it in lowercase.
+pub fn check_fingerprint(text: &str) -> Result<String, String> {
+    let t = text.trim().to_ascii_lowercase();
+    if t.len() != 64 || !t.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!(
+            "{text:?} is not a root fingerprint (64 hex digits, as in the ceremony's root.json)"
+        ));
+    }
+    Ok(t)
 }
 
 impl Config {
@@ -188,6 +238,35 @@ impl Config {
             Some(n) => n,
             None => std::thread::available_parallelism().map_or(1, |n| n.get()),
         };
+        let root_fingerprint = raw
+            .root_fingerprint
+            .as_deref()
+            .map(check_fingerprint)
+            .transpose()
+            .map_err(|m| value("root_fingerprint", m))?;
+        if raw.head_seconds == 0 || raw.head_seconds > 86_400 {
+            return Err(value("head_seconds", "must be 1 to 86400".into()));
+        }
+        if raw.peer_pull_seconds == 0 || raw.peer_pull_seconds > 86_400 {
+            return Err(value("peer_pull_seconds", "must be 1 to 86400".into()));
+        }
+        if raw.peer_max_age_seconds == 0 {
+            return Err(value("peer_max_age_seconds", "must be at least 1".into()));
+        }
+        let mut peers = Vec::new();
+        for p in &raw.peers {
+            let base = p.trim_end_matches('/');
+            let hostport = base
+                .strip_prefix("https://")
+                .ok_or_else(|| value("peers", format!("{p:?} is not an https://host:port URL")))?;
+            if hostport.is_empty() || hostport.contains('/') {
+                return Err(value(
+                    "peers",
+                    format!("{p:?} is not an https://host:port URL (no path)"),
+                ));
+            }
+            peers.push(base.to_owned());
+        }
         let data_dir = if raw.data_dir.is_relative() {
             path.parent().unwrap_or(Path::new(".")).join(&raw.data_dir)
         } else {
@@ -202,6 +281,11 @@ impl Config {
             log_json,
             server_names: raw.server_names,
             workers,
+            root_fingerprint,
+            head_interval: std::time::Duration::from_secs(raw.head_seconds),
+            peers,
+            peer_pull_interval: std::time::Duration::from_secs(raw.peer_pull_seconds),
+            peer_max_age: std::time::Duration::from_secs(raw.peer_max_age_seconds),
         })
     }
 

@@ -9,7 +9,7 @@ use crate::derive::KeyPath;
 /// its input.
 pub fn chain_file(data: &[u8]) {
     if let Ok(v) = chain::verify_file(data) {
-        assert_eq!(chain::encode_file(&v.entries, &v.head), data);
+        assert_eq!(v.to_file(), data);
     }
 }
 

@@ -16,6 +16,8 @@ pub mod hsm;
 #[cfg(feature = "server")]
 pub mod identity;
 #[cfg(feature = "server")]
+pub mod peers;
+#[cfg(feature = "server")]
 pub mod service;
 #[cfg(feature = "server")]
 pub mod store;

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use keyd::bundle::{BranchBundle, InstallKey};
-use keyd::chain::KeySet;
+use keyd::chain::{Anchor, Body, Chain, KeySet, Statement};
 use keyd::config::Config;
 use keyd::derive::{KeyPath, NodeSecret};
 use keyd::hsm::Hsm;
@@ -37,6 +37,11 @@ enum Cmd {
     Import {
         /// The bundle file.
         bundle: PathBuf,
+        /// The cluster's root fingerprint (64 hex digits, from the ceremony's
+        /// root.json); instead of `root_fingerprint` in keyd.toml. A bundle of any other
+        /// root is refused.
+        #[arg(long, value_name = "FINGERPRINT")]
+        expect_root: Option<String>,
     },
     /// Serve the REST API over HTTPS with client certificates.
     Serve,
@@ -79,7 +84,10 @@ fn run(cli: Cli) -> Result<()> {
     let config = Config::load(&cli.config)?;
     match cli.command {
         Cmd::Init => init(&config),
-        Cmd::Import { bundle } => import(&config, &bundle),
+        Cmd::Import {
+            bundle,
+            expect_root,
+        } => import(&config, &bundle, expect_root.as_deref()),
         Cmd::Serve => serve(config),
         Cmd::Admin {
             command: AdminCmd::Issue { name, out },
@@ -153,7 +161,16 @@ fn unseal_install(store: &Store, hsm: &Hsm) -> Result<InstallKey> {
     Ok(InstallKey::from_secret(&bytes)?)
 }
 
-fn import(config: &Config, bundle_file: &Path) -> Result<()> {
+fn import(config: &Config, bundle_file: &Path, expect_root: Option<&str>) -> Result<()> {
+    let expected = match (expect_root, &config.root_fingerprint) {
+        (Some(f), _) => {
+            keyd::config::check_fingerprint(f).map_err(|m| anyhow::anyhow!("--expect-root: {m}"))?
+        }
+        (None, Some(f)) => f.clone(),
+        (None, None) => bail!(
+            "give the cluster's root fingerprint (from the ceremony's root.json) with --expect-root FINGERPRINT or root_fingerprint in keyd.toml: keyd imports a bundle only of the root it expects"
+        ),
+    };
     let store = Store::open(&config.db_path())?;
     if store.meta(key::BRANCH_SEALED)?.is_some() {
         bail!("this keyd already holds a branch; a keyd instance serves one branch");
@@ -163,7 +180,18 @@ fn import(config: &Config, bundle_file: &Path) -> Result<()> {
     let bytes = std::fs::read(bundle_file)
         .with_context(|| format!("cannot read {}", bundle_file.display()))?;
     let bundle = BranchBundle::from_cbor(&bytes)?;
-    let (branch, verified) = bundle.open(&install)?;
+    let (branch, mut chain) = bundle.open(&install)?;
+    let carried = chain
+        .state()
+        .root_keys()
+        .map(|k| keyd::chain::fingerprint(&k.ed25519))
+        .context("the bundle's chain has no root")?;
+    if carried != expected {
+        bail!(
+            "the bundle was issued from root {carried}, not from the expected root {expected}: refused (check the bundle and the fingerprint in root.json)"
+        );
+    }
+    open_branch_log(&mut chain, &bundle.path, &branch)?;
     let mut secret = Zeroizing::new([0u8; 64]);
     secret[..32].copy_from_slice(branch.danger_key());
     secret[32..].copy_from_slice(branch.danger_chain_code());
@@ -209,9 +237,18 @@ fn import(config: &Config, bundle_file: &Path) -> Result<()> {
             })
         })
         .and_then(|()| {
+            let root = KeyPath::root();
+            let entries: Vec<_> = [&root, &bundle.path]
+                .into_iter()
+                .flat_map(|l| chain.entries(l).iter().cloned())
+                .collect();
+            let heads: Vec<_> = [&root, &bundle.path]
+                .into_iter()
+                .filter_map(|l| chain.head(l))
+                .collect();
             Ok(store.import(
-                &verified.entries,
-                &verified.head,
+                &entries,
+                &heads,
                 &[
                     (key::BRANCH_PATH, bundle.path.to_string().as_bytes()),
                     (key::BRANCH_NAME, bundle.name.as_bytes()),
@@ -226,11 +263,16 @@ fn import(config: &Config, bundle_file: &Path) -> Result<()> {
         }
         return Err(e);
     }
+    let head = chain
+        .head(&bundle.path)
+        .context("the branch log has no head")?;
+    hsm.write_mark(&keyd::chain::cbor_bytes(head))?;
     println!(
-        "branch {} ({}) imported; chain of {} entries stored",
+        "branch {} ({}) of root {expected} imported; root log of {} entries and branch log {} stored",
         bundle.path,
         bundle.name,
-        verified.entries.len()
+        chain.entries(&KeyPath::root()).len(),
+        bundle.path
     );
     println!("CA certificate:   {}", dir.join("ca.pem").display());
     println!(
@@ -241,9 +283,34 @@ fn import(config: &Config, bundle_file: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Opens the branch's log: its anchor to the root-log entry that certified the branch,
+/// signed by the branch key, and a head.
+fn open_branch_log(chain: &mut Chain, path: &KeyPath, branch: &NodeSecret) -> Result<()> {
+    let (root_seq, root_entry) = chain
+        .entries(&KeyPath::root())
+        .iter()
+        .find(|e| matches!(&e.statement.body, Body::Certify(c) if c.path == *path))
+        .map(|e| (e.seq, e.hash()))
+        .with_context(|| format!("the bundle's root log does not certify {path}"))?;
+    let material = branch.material();
+    let now = keyd::service::unix_now();
+    let anchor = Statement::sign(
+        Body::Anchor(Anchor {
+            root_seq,
+            root_entry,
+        }),
+        path.clone(),
+        now,
+        material.signing_key(),
+    );
+    chain.append(path, anchor, now)?;
+    chain.sign_head(path, material.signing_key(), now)?;
+    Ok(())
+}
+
 /// The imported branch, unsealed through the seal token: the store, the branch name,
-/// path and secret.
-fn unseal_branch(config: &Config) -> Result<(Store, String, KeyPath, NodeSecret)> {
+/// path and secret, and the token.
+fn unseal_branch(config: &Config) -> Result<(Store, String, KeyPath, NodeSecret, Hsm)> {
     let store = Store::open(&config.db_path())?;
     let hsm = Hsm::open(&config.seal_hsm)?;
     let path: KeyPath = String::from_utf8(
@@ -271,12 +338,12 @@ fn unseal_branch(config: &Config) -> Result<(Store, String, KeyPath, NodeSecret)
     let branch = NodeSecret::danger_from_parts(k, c);
     k.zeroize();
     c.zeroize();
-    Ok((store, name, path, branch))
+    Ok((store, name, path, branch, hsm))
 }
 
 fn issue_admin(config: &Config, name: &str, out: &Path) -> Result<()> {
     keyd::chain::check_name(name).map_err(|e| anyhow::anyhow!("admin name {name:?}: {e}"))?;
-    let (store, branch_name, path, branch) = unseal_branch(config)?;
+    let (store, branch_name, path, branch, _) = unseal_branch(config)?;
     if store
         .revoked_admins()?
         .iter()
@@ -317,12 +384,62 @@ fn issue_admin(config: &Config, name: &str, out: &Path) -> Result<()> {
     Ok(())
 }
 
-fn load_service(config: Config) -> Result<Service> {
-    let (store, name, path, branch) = unseal_branch(&config)?;
+/// Checks the store against the mark on the seal token (the latest head this keyd
+/// signed): the store's branch log must hold that entry, or the store was rolled back
+/// or replaced. Without a mark (a store imported before marks), the current head
+/// becomes the mark.
+fn check_mark(
+    hsm: &Hsm,
+    chain: &Chain,
+    branch: &KeyPath,
+    key: &ed25519_dalek::VerifyingKey,
+) -> Result<()> {
+    let mut marks = Vec::new();
+    for bytes in hsm.read_marks()? {
+        let mark: keyd::chain::Head = keyd::chain::decode_exact(&bytes, 1024)
+            .map_err(|e| anyhow::anyhow!("the mark on the seal token does not decode: {e}"))?;
+        if mark.log != *branch || !mark.verify(key) {
+            bail!(
+                "the mark on the seal token is not a head signed by this keyd's branch {branch} (it names log {}): this seal token belongs to another keyd",
+                mark.log
+            );
+        }
+        marks.push(mark);
+    }
+    let Some(mark) = marks.into_iter().max_by_key(|m| (m.seq, m.signed_at)) else {
+        let head = chain.head(branch).context("no head of the branch log")?;
+        hsm.write_mark(&keyd::chain::cbor_bytes(head))?;
+        tracing::warn!(log = %branch, seq = head.seq, "no mark on the seal token: the current branch head is now the mark");
+        return Ok(());
+    };
+    let entries = chain.entries(branch);
+    let held = usize::try_from(mark.seq)
+        .ok()
+        .and_then(|i| entries.get(i))
+        .is_some_and(|e| e.hash() == mark.hash);
+    if !held {
+        bail!(
+            "the store was rolled back or replaced: this keyd signed a head of its branch log {branch} at seq {} (signed at {}), but the store's branch log ends at seq {}{}; keyd refuses to serve from it (restore the latest copy of {}, or rebuild the branch from the root and the logs)",
+            mark.seq,
+            mark.signed_at,
+            entries.len().saturating_sub(1),
+            if entries.len() as u64 > mark.seq {
+                " with another entry at that seq"
+            } else {
+                ""
+            },
+            "the data directory"
+        );
+    }
+    Ok(())
+}
+
+fn load_service(config: Config) -> Result<(Service, Hsm)> {
+    let (store, name, path, branch, hsm) = unseal_branch(&config)?;
     let started = std::time::Instant::now();
     let chain = keyd::service::restore_chain(&store).context("the stored chain")?;
     tracing::info!(
-        entries = chain.entries().len(),
+        entries = chain.len(),
         millis = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         "chain restored"
     );
@@ -330,23 +447,28 @@ fn load_service(config: Config) -> Result<Service> {
     if certified != Some(KeySet::from(&branch.public_keys())) {
         bail!("the unsealed branch secret is not the branch the stored chain certifies");
     }
+    check_mark(&hsm, &chain, &path, &branch.public_keys().ed25519)?;
     let svc = Service::new(store, config, name, path, branch, chain)?;
     let purged = svc.purge_expired_tokens()?;
     if purged > 0 {
         tracing::info!(purged, "expired enrollment tokens removed");
     }
-    Ok(svc)
+    if let Some(e) = svc.branch_revoked() {
+        tracing::error!(error = %e, "serving the chain only");
+    }
+    Ok((svc, hsm))
 }
 
 fn serve(config: Config) -> Result<()> {
     init_tracing(config.log_json);
     let (listen, workers) = (config.listen, config.workers);
-    let svc = load_service(config)?;
+    let (svc, hsm) = load_service(config)?;
     let tls = keyd::tls::server_config(svc.ca().clone(), svc.config().server_names.clone())?;
     let listener = std::net::TcpListener::bind(listen)
         .with_context(|| format!("cannot listen on {listen}"))?;
     let addr = listener.local_addr()?;
     let data = actix_web::web::Data::new(svc);
+    background(&data, hsm);
     let server = actix_web::HttpServer::new(move || {
         actix_web::App::new()
             .app_data(data.clone())
@@ -360,6 +482,62 @@ fn serve(config: Config) -> Result<()> {
     std::io::stdout().flush()?;
     actix_rt::System::new().block_on(server.run())?;
     Ok(())
+}
+
+/// How often the mark on the seal token is brought up to the latest branch head.
+const MARK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The work keyd does besides answering requests, each on its own thread so that key
+/// operations never wait for it: re-signing the branch head at its interval, keeping
+/// the mark on the seal token at the latest head it signed, and pulling each peer's
+/// logs at the pull interval.
+fn background(svc: &actix_web::web::Data<Service>, hsm: Hsm) {
+    let s = svc.clone();
+    std::thread::spawn(move || {
+        let mut marked = s.own_head().map(|h| h.seq);
+        loop {
+            std::thread::sleep(MARK_INTERVAL);
+            let Some(head) = s.own_head() else { continue };
+            if marked == Some(head.seq) {
+                continue;
+            }
+            match hsm.write_mark(&keyd::chain::cbor_bytes(&head)) {
+                Ok(()) => marked = Some(head.seq),
+                Err(e) => tracing::error!(error = %e, "could not write the mark on the seal token"),
+            }
+        }
+    });
+    let s = svc.clone();
+    std::thread::spawn(move || {
+        loop {
+            std::thread::sleep(s.config().head_interval);
+            if let Err(e) = s.refresh_head() {
+                tracing::error!(error = %e, "could not re-sign the branch head");
+            }
+        }
+    });
+    for url in svc.config().peers.clone() {
+        let s = svc.clone();
+        std::thread::spawn(move || {
+            let mut peer = keyd::peers::Peer::new(&url);
+            loop {
+                let now = keyd::service::unix_now();
+                match peer.pull(&s) {
+                    Ok(got) => {
+                        if got.new_entries > 0 {
+                            tracing::info!(peer = %url, new_entries = got.new_entries, "peer: logs pulled");
+                        }
+                        keyd::api::metrics().peer_pull(&url, true, now);
+                    }
+                    Err(e) => {
+                        tracing::warn!(peer = %url, error = %e, "peer: pull refused or failed; local state unchanged");
+                        keyd::api::metrics().peer_pull(&url, false, now);
+                    }
+                }
+                s.wait_pull(s.config().peer_pull_interval);
+            }
+        });
+    }
 }
 
 fn init_tracing(json: bool) {

@@ -1,19 +1,28 @@
 //! redb storage: every write in one transaction, durable on commit, so nothing
 //! acknowledged is lost on `kill -9`.
 //!
-//! Tables: `meta` (sealed secrets, identity, the chain head), `chain` (seq → canonical
-//! entry bytes), `tokens` (SHA-256 of an enrollment token → its record) and
-//! `revoked_admins` (admin name → its revocation record).
+//! Tables: `meta` (sealed secrets, identity), `logs` ((log, seq) → canonical entry
+//! bytes: the root log, this keyd's branch log and the logs mirrored from peers),
+//! `heads` (log → its latest signed head), `tokens` (SHA-256 of an enrollment token → its
+//! record) and `revoked_admins` (admin name → its revocation record).
 
 use std::path::{Path, PathBuf};
 
-use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{
+    Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle,
+};
 use thiserror::Error;
 
+use std::collections::BTreeMap;
+
 use crate::chain::{self, Entry, Head, cbor_bytes};
+use crate::derive::KeyPath;
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
-const CHAIN: TableDefinition<u64, &[u8]> = TableDefinition::new("chain");
+/// The single chain of keyd before logs (format 1): a store holding it is refused.
+const OLD_CHAIN: &str = "chain";
+const LOGS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("logs");
+const HEADS: TableDefinition<&str, &[u8]> = TableDefinition::new("heads");
 const TOKENS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("tokens");
 const REVOKED_ADMINS: TableDefinition<&str, &[u8]> = TableDefinition::new("revoked_admins");
 
@@ -29,8 +38,6 @@ pub mod key {
     pub const BRANCH_PATH: &str = "branch_path";
     /// Branch name.
     pub const BRANCH_NAME: &str = "branch_name";
-    /// The chain's current head (canonical CBOR).
-    pub const HEAD: &str = "chain_head";
 }
 
 /// Storage failures.
@@ -66,8 +73,11 @@ pub enum StoreError {
     Missing(PathBuf),
 }
 
-/// Stored entry rows and the stored head, undecoded.
-type RawChain = (Vec<Vec<u8>>, Option<Vec<u8>>);
+/// Stored entry rows (log, seq, bytes) and heads (log, bytes), undecoded.
+type RawLogs = (Vec<(String, u64, Vec<u8>)>, Vec<(String, Vec<u8>)>);
+
+/// The logs a store holds: per log, its entries and its latest head.
+pub type StoredLogs = BTreeMap<KeyPath, (Vec<Entry>, Option<Head>)>;
 
 /// The keyd database.
 pub struct Store {
@@ -111,7 +121,8 @@ impl Store {
         };
         store.write(|tx| {
             tx.open_table(META)?;
-            tx.open_table(CHAIN)?;
+            tx.open_table(LOGS)?;
+            tx.open_table(HEADS)?;
             tx.open_table(TOKENS)?;
             tx.open_table(REVOKED_ADMINS)?;
             Ok(())
@@ -172,16 +183,17 @@ impl Store {
         })
     }
 
-    /// Appends entries and sets the new head, in one transaction; optionally also stores
-    /// an enrollment token record (so a node and its token are committed together).
-    pub fn append_chain(
+    /// Appends entries (of any logs) and sets heads, in one transaction; optionally also
+    /// stores an enrollment token record (so a node and its token are committed
+    /// together).
+    pub fn append_logs(
         &self,
         entries: &[Entry],
-        head: &Head,
+        heads: &[&Head],
         token: Option<(&[u8], &[u8])>,
     ) -> Result<(), StoreError> {
         self.write(|tx| {
-            put_chain(tx, entries, head)?;
+            put_logs(tx, entries, heads)?;
             if let Some((hash, record)) = token {
                 tx.open_table(TOKENS)?.insert(hash, record)?;
             }
@@ -221,16 +233,16 @@ impl Store {
         run().map_err(self.db_err())
     }
 
-    /// Stores an imported branch: its chain, head and meta values, in one transaction
+    /// Stores an imported branch: its logs, heads and meta values, in one transaction
     /// (all or nothing).
     pub fn import(
         &self,
         entries: &[Entry],
-        head: &Head,
+        heads: &[&Head],
         values: &[(&str, &[u8])],
     ) -> Result<(), StoreError> {
         self.write(|tx| {
-            put_chain(tx, entries, head)?;
+            put_logs(tx, entries, heads)?;
             let mut table = tx.open_table(META)?;
             for (k, v) in values {
                 table.insert(*k, *v)?;
@@ -239,40 +251,68 @@ impl Store {
         })
     }
 
-    /// The stored chain entries in order, and the head.
-    pub fn load_chain(&self) -> Result<(Vec<Entry>, Option<Head>), StoreError> {
-        let rows = (|| -> Result<RawChain, redb::Error> {
-            let tx = self.db.begin_read()?;
-            let chain = tx.open_table(CHAIN)?;
-            let mut rows = Vec::new();
-            for row in chain.range::<u64>(..)? {
-                let (_, v) = row?;
-                rows.push(v.value().to_vec());
-            }
-            let head = tx
-                .open_table(META)?
-                .get(key::HEAD)?
-                .map(|v| v.value().to_vec());
-            Ok((rows, head))
-        })()
-        .map_err(self.db_err())?;
+    /// The stored logs: per log, its entries in order and its head. A store of the
+    /// earlier single-chain format is refused, naming what to do.
+    pub fn load_logs(&self) -> Result<StoredLogs, StoreError> {
         let corrupt = |what: String, detail: String| StoreError::Corrupt {
             path: self.path.clone(),
             what,
             detail,
         };
-        let mut entries = Vec::with_capacity(rows.0.len());
-        for (i, row) in rows.0.iter().enumerate() {
-            let e: Entry = chain::decode_exact(row, chain::MAX_RECORD_BYTES)
-                .map_err(|e| corrupt(format!("chain entry {i}"), e.to_string()))?;
-            entries.push(e);
+        let (rows, heads) = (|| -> Result<Option<RawLogs>, redb::Error> {
+            let tx = self.db.begin_read()?;
+            if tx
+                .list_tables()?
+                .any(|t| t.name() == OLD_CHAIN)
+            {
+                return Ok(None);
+            }
+            let mut rows = Vec::new();
+            for row in tx.open_table(LOGS)?.range::<(&str, u64)>(..)? {
+                let (k, v) = row?;
+                let (log, seq) = k.value();
+                rows.push((log.to_owned(), seq, v.value().to_vec()));
+            }
+            let mut heads = Vec::new();
+            for row in tx.open_table(HEADS)?.iter()? {
+                let (k, v) = row?;
+                heads.push((k.value().to_owned(), v.value().to_vec()));
+            }
+            Ok(Some((rows, heads)))
+        })()
+        .map_err(self.db_err())?
+        .ok_or_else(|| {
+            corrupt(
+                "chain".into(),
+                "written by a keyd before per-log chains (one chain table); this keyd cannot read it: init a new store and import a bundle issued from the new root log".into(),
+            )
+        })?;
+        let mut out = StoredLogs::new();
+        for (log, seq, row) in rows {
+            let what = || format!("entry {seq} of log {log}");
+            let e: Entry = chain::decode_exact(&row, chain::MAX_RECORD_BYTES)
+                .map_err(|e| corrupt(what(), e.to_string()))?;
+            if e.log.to_string() != log || e.seq != seq {
+                return Err(corrupt(
+                    what(),
+                    format!("holds entry {} of log {}", e.seq, e.log),
+                ));
+            }
+            out.entry(e.log.clone()).or_default().0.push(e);
         }
-        let head = rows
-            .1
-            .map(|h| chain::decode_exact::<Head>(&h, 1024))
-            .transpose()
-            .map_err(|e| corrupt("chain head".into(), e.to_string()))?;
-        Ok((entries, head))
+        for (log, bytes) in heads {
+            let h = chain::decode_exact::<Head>(&bytes, 1024)
+                .map_err(|e| corrupt(format!("head of log {log}"), e.to_string()))?;
+            if h.log.to_string() != log {
+                return Err(corrupt(
+                    format!("head of log {log}"),
+                    format!("names log {}", h.log),
+                ));
+            }
+            let log = h.log.clone();
+            out.entry(log).or_default().1 = Some(h);
+        }
+        Ok(out)
     }
 
     /// The record of a token, if it is still there (not spent).
@@ -306,16 +346,22 @@ impl Store {
     }
 }
 
-fn put_chain(
+fn put_logs(
     tx: &redb::WriteTransaction,
     entries: &[Entry],
-    head: &Head,
+    heads: &[&Head],
 ) -> Result<(), redb::Error> {
-    let mut chain = tx.open_table(CHAIN)?;
+    let mut logs = tx.open_table(LOGS)?;
+    let mut name = (KeyPath::root(), KeyPath::root().to_string());
     for e in entries {
-        chain.insert(e.seq, cbor_bytes(e).as_slice())?;
+        if e.log != name.0 {
+            name = (e.log.clone(), e.log.to_string());
+        }
+        logs.insert((name.1.as_str(), e.seq), cbor_bytes(e).as_slice())?;
     }
-    tx.open_table(META)?
-        .insert(key::HEAD, cbor_bytes(head).as_slice())?;
+    let mut table = tx.open_table(HEADS)?;
+    for h in heads {
+        table.insert(h.log.to_string().as_str(), cbor_bytes(*h).as_slice())?;
+    }
     Ok(())
 }

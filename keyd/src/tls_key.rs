@@ -96,6 +96,22 @@ impl TlsKey {
     }
 }
 
+/// The Ed25519 public key of a PEM (or DER) certificate: for keyd's CA certificate, the
+/// branch identity key. `None` when it is not a certificate with an Ed25519 key.
+pub fn certificate_ed25519_key(pem_or_der: &[u8]) -> Option<[u8; 32]> {
+    let der = match pem::parse(pem_or_der) {
+        Ok(p) => p.into_contents(),
+        Err(_) => pem_or_der.to_vec(),
+    };
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).ok()?;
+    cert.public_key()
+        .subject_public_key
+        .data
+        .as_ref()
+        .try_into()
+        .ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

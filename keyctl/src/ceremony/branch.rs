@@ -1,11 +1,12 @@
 //! `keyctl ceremony issue` and `keyctl ceremony revoke`: root-signed statements about
-//! level-1 branches, appended to the ceremony's chain file.
+//! level-1 branches, appended to the root log (the ceremony's chain file holds the root
+//! log only: branch logs are written by the keyds).
 
 use std::path::Path;
 
 use ed25519_dalek::SigningKey;
 use keyd::bundle::{self, BranchBundle};
-use keyd::chain::{Body, Certify, ChainWriter, Revoke, Statement};
+use keyd::chain::{Body, Certify, Chain, Revoke, Statement};
 use keyd::derive::{self, KeyPath, RootSecret};
 use keyd::hsm::Hsm;
 
@@ -24,24 +25,26 @@ pub fn root_signing_key(root: &dyn RootSecret) -> Result<SigningKey, CtlError> {
         .clone())
 }
 
-/// Loads the chain and checks it belongs to the token's root.
-fn load_for(hsm: &Hsm, chain_file: &Path) -> Result<(ChainWriter, SigningKey), CtlError> {
+/// Loads the chain (its root log is what a ceremony extends) and checks it belongs to
+/// the token's root.
+fn load_for(hsm: &Hsm, chain_file: &Path) -> Result<(Chain, SigningKey), CtlError> {
     let verified = chain_cmd::load(chain_file)?;
     let root = hsm.root()?;
     let key = root_signing_key(&root)?;
-    if verified.state.root_keys().map(|k| k.ed25519) != Some(key.verifying_key().to_bytes()) {
+    if verified.state().root_keys().map(|k| k.ed25519) != Some(key.verifying_key().to_bytes()) {
         return Err(CtlError::Mismatch(format!(
             "{} is the chain of another root than the one in token {:?}",
             chain_file.display(),
             hsm.token_label()
         )));
     }
-    Ok((ChainWriter::from_verified(verified), key))
+    Ok((verified, key))
 }
 
-pub(super) fn append(w: &mut ChainWriter, st: Statement) -> Result<(), CtlError> {
+/// Appends a root-signed statement to the root log.
+pub(super) fn append(w: &mut Chain, st: Statement) -> Result<(), CtlError> {
     let kind = st.body.kind();
-    w.append(st, unix_now())
+    w.append(&KeyPath::root(), st, unix_now())
         .map(drop)
         .map_err(|rule| CtlError::Refused {
             kind,
@@ -49,12 +52,15 @@ pub(super) fn append(w: &mut ChainWriter, st: Statement) -> Result<(), CtlError>
         })
 }
 
-pub(super) fn chain_bytes(w: &ChainWriter, key: &SigningKey) -> Result<Vec<u8>, CtlError> {
-    w.to_file(KeyPath::root(), key)
+/// Signs the root log's head now and returns the root log as a file.
+pub(super) fn chain_bytes(w: &mut Chain, key: &SigningKey) -> Result<Vec<u8>, CtlError> {
+    let root = KeyPath::root();
+    w.sign_head(&root, key, unix_now())
         .map_err(|rule| CtlError::Refused {
             kind: "head",
             rule: Box::new(rule),
-        })
+        })?;
+    Ok(w.file_of([&root]))
 }
 
 /// What `issue` did.
@@ -64,7 +70,7 @@ pub struct Issued {
     pub path: KeyPath,
     /// Its key id.
     pub key_id: String,
-    /// The chain's new head seq.
+    /// Seq of the root-log entry certifying it.
     pub seq: u64,
 }
 
@@ -101,7 +107,7 @@ pub fn issue(
         not_after: now.saturating_add(days.saturating_mul(86_400)),
     });
     append(&mut w, Statement::sign(body, KeyPath::root(), now, &key))?;
-    let chain = chain_bytes(&w, &key)?;
+    let chain = chain_bytes(&mut w, &key)?;
     let bundle = BranchBundle::seal(name, &path, &branch, &install, chain.clone())?;
     files::write_private(out, &bundle.to_cbor())?;
     if let Err(e) = files::replace_atomic(chain_file, &chain, CHAIN_MODE) {
@@ -111,7 +117,7 @@ pub fn issue(
     Ok(Issued {
         path,
         key_id: branch.public_keys().key_id.to_string(),
-        seq: w.state().next_seq() - 1,
+        seq: w.state().link(&KeyPath::root()).next_seq - 1,
     })
 }
 
@@ -137,6 +143,6 @@ pub fn revoke(
         &mut w,
         Statement::sign(body, KeyPath::root(), unix_now(), &key),
     )?;
-    files::replace_atomic(chain_file, &chain_bytes(&w, &key)?, CHAIN_MODE)?;
+    files::replace_atomic(chain_file, &chain_bytes(&mut w, &key)?, CHAIN_MODE)?;
     Ok(w.state().cut_off_by(&target))
 }

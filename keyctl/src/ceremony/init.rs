@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use keyd::chain::{Body, ChainWriter, Genesis, Statement};
+use keyd::chain::{Body, Chain, Genesis, Statement};
 use keyd::derive::{KeyPath, SoftwareRoot};
 use keyd::hsm::{Hsm, ROOT_SECRET_LEN};
 use serde_json::json;
@@ -156,18 +156,18 @@ fn write_and_import(
             cluster: cluster.to_owned(),
             keys: (&through_hsm).into(),
         });
-        let mut chain = ChainWriter::new();
+        let mut chain = Chain::new();
         super::branch::append(
             &mut chain,
             Statement::sign(genesis, KeyPath::root(), unix, &key),
         )?;
-        let chain_file = super::branch::chain_bytes(&chain, &key)?;
+        let chain_file = super::branch::chain_bytes(&mut chain, &key)?;
         files::write_private(&staging.join("chain.cbor"), &chain_file)?;
         let body = json!({
             "format": "keyd-transcript/v1",
             "ceremony": "init",
             "cluster": cluster,
-            "chain_head": hex::encode(chain.state().last_hash()),
+            "chain_head": hex::encode(chain.state().link(&KeyPath::root()).last_hash),
             "at": now(),
             "token": hsm.token_label(),
             "object": hsm.root_label(),

@@ -18,7 +18,6 @@ use ed25519_dalek::VerifyingKey;
 use keyd::derive::{self, KeyPath, PublicKeys, RootSecret};
 use keyd::hsm::{Hsm, Pkcs11Uri};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::error::CtlError;
 use crate::public::PublicJson;
@@ -89,7 +88,7 @@ impl RootJson {
 
 /// SHA-256 of an Ed25519 public key, hex.
 pub fn fingerprint(key: &VerifyingKey) -> String {
-    hex::encode(Sha256::digest(key.as_bytes()))
+    keyd::chain::fingerprint(key.as_bytes())
 }
 
 fn decode_public(text: &str) -> Option<VerifyingKey> {

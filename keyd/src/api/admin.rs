@@ -34,28 +34,34 @@ pub async fn ca(svc: web::Data<Service>) -> HttpResponse {
 
 /// Most entries in one answer of `GET /v1/chain`.
 pub const CHAIN_PAGE: usize = 10_000;
-/// The response header giving the length of the whole chain.
+/// The response header giving the number of entries keyd holds over all logs.
 pub const CHAIN_LENGTH: &str = "x-keyd-chain-length";
+/// The response header saying whether the answer reached every log's head (`true`) or
+/// is a page cut short (`false`: pull again from the positions now held).
+pub const CHAIN_COMPLETE: &str = crate::chain::COMPLETE_HEADER;
 
 /// Which part of the chain.
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct ChainQuery {
-    /// The first sequence number wanted (default 0).
+    /// The positions held, per log: `m:5,2:10` (the root log from seq 5, the log of
+    /// `m/2'` from seq 10); logs not named are sent from seq 0. Default: everything.
     #[serde(default)]
-    since: u64,
+    since: String,
     /// At most this many entries (1 to 10,000; default 10,000).
     #[serde(default)]
     limit: Option<usize>,
 }
 
-/// Chain records from `since` (at most `limit`) and a head over the last of them signed by
-/// this keyd's branch key, as a CBOR chain file (verify it with `keyctl chain verify` or
-/// `keyd::chain`; apply it to a chain held with `Verified::update`). The
-/// `x-keyd-chain-length` header gives the whole chain's length: pull `since=` the entries
-/// held until it is reached.
+/// Every log keyd holds (the root log, its own branch log, the logs mirrored from its
+/// peers), from the positions the caller holds, as CBOR chain records: per log its new
+/// entries and, when the answer reaches the log's end, the log's signed head (a head is
+/// always over the last entry of its log; a page cut short by `limit` carries no head
+/// for the log it cuts). `x-keyd-chain-complete` says whether every log reached its
+/// head; pull again from the positions held until it is `true`. Public: the chain is
+/// public, verify it with `keyctl chain verify` or `keyd::chain`.
 #[utoipa::path(get, path = "/v1/chain", tag = "cluster", params(ChainQuery),
-    responses((status = 200, description = "CBOR chain file; header x-keyd-chain-length", content_type = "application/cbor", body = Vec<u8>),
+    responses((status = 200, description = "CBOR chain records; headers x-keyd-chain-complete, x-keyd-chain-length", content_type = "application/cbor", body = Vec<u8>),
         (status = "4XX", body = ErrorBody)))]
 pub async fn chain(
     svc: web::Data<Service>,
@@ -68,14 +74,52 @@ pub async fn chain(
             format!("limit: {limit}; 1 to {CHAIN_PAGE}"),
         ));
     }
-    let since = q.since;
-    let (bytes, length) = web::block(move || svc.chain_page(since, limit))
+    let positions = crate::chain::parse_positions(&q.since)
+        .map_err(|m| ApiError::bad_request("bad_query", format!("since: {m}")))?;
+    let (page, length) = web::block(move || svc.chain_page(&positions, limit))
         .await
-        .map_err(|_| ApiError::internal())??;
+        .map_err(|_| ApiError::internal())?;
     Ok(HttpResponse::Ok()
         .content_type("application/cbor")
         .insert_header((CHAIN_LENGTH, length.to_string()))
-        .body(bytes))
+        .insert_header((CHAIN_COMPLETE, page.complete.to_string()))
+        .body(page.bytes))
+}
+
+/// Takes a root-log extension from a ceremony (admin only): CBOR chain records of the
+/// root log `m` ending with its root-signed head, as `keyctl ceremony` writes them.
+/// Verified against the root log held and stored in one transaction, or refused naming
+/// the entry; nothing is stored on a refusal.
+#[utoipa::path(post, path = "/v1/chain/root", tag = "cluster",
+    request_body(content = Vec<u8>, content_type = "application/cbor"),
+    responses((status = 200, body = crate::service::Pushed), (status = "4XX", body = ErrorBody)))]
+pub async fn push_root(
+    req: HttpRequest,
+    svc: web::Data<Service>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let who = principal(&req, &svc)?;
+    let pushed = committed("push", move || svc.push_root(&who, &body)).await?;
+    Format::wanted(&req).reply(StatusCode::OK, &pushed)
+}
+
+/// Peers asked to pull.
+#[derive(Serialize, ToSchema)]
+pub struct PullRequested {
+    /// The peers configured (each is pulled from now).
+    pub peers: usize,
+}
+
+/// Asks keyd to pull its peers' logs now instead of at the next interval (admin).
+#[utoipa::path(post, path = "/v1/chain/pull", tag = "cluster",
+    responses((status = 202, body = PullRequested), (status = "4XX", body = ErrorBody)))]
+pub async fn pull_peers(
+    req: HttpRequest,
+    svc: web::Data<Service>,
+) -> Result<HttpResponse, ApiError> {
+    let who = principal(&req, &svc)?;
+    let peers = svc.pull_peers(&who)?;
+    Format::wanted(&req).reply(StatusCode::ACCEPTED, &PullRequested { peers })
 }
 
 /// A one-time token and a certificate signing request.
@@ -125,7 +169,7 @@ pub async fn enroll(
     let s = svc.clone();
     let (enrolled, chain) = committed("enroll", move || {
         let enrolled = s.enroll(&r.token, &r.csr, r.install_key.as_deref())?;
-        Ok((enrolled, s.chain_since(0)?))
+        Ok((enrolled, s.own_logs()))
     })
     .await?;
     Format::wanted(&req).reply(

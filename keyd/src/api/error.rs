@@ -93,6 +93,10 @@ impl From<ServiceError> for ApiError {
             ServiceError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             ServiceError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ServiceError::Chain(_) => (StatusCode::CONFLICT, "chain_refused"),
+            ServiceError::ChainRecords(_) => (StatusCode::BAD_REQUEST, "bad_chain"),
+            ServiceError::BranchRevoked { .. } => {
+                (StatusCode::SERVICE_UNAVAILABLE, "branch_revoked")
+            }
             ServiceError::BadToken => (StatusCode::UNAUTHORIZED, "bad_token"),
             ServiceError::WrongMode(_) => (StatusCode::BAD_REQUEST, "wrong_mode"),
             ServiceError::Envelope(EnvelopeError::TooLarge(_)) => {
@@ -103,7 +107,7 @@ impl From<ServiceError> for ApiError {
             | ServiceError::Store(_)
             | ServiceError::Identity(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
-        let message = if status.is_server_error() {
+        let message = if status == StatusCode::INTERNAL_SERVER_ERROR {
             tracing::error!(error = %e, "request failed");
             "internal error".to_owned()
         } else {

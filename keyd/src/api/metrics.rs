@@ -24,6 +24,14 @@ struct Inner {
     latency: BTreeMap<String, Histogram>,
     errors: BTreeMap<&'static str, u64>,
     operations: BTreeMap<(&'static str, &'static str), u64>,
+    peers: BTreeMap<String, PeerHealth>,
+}
+
+#[derive(Default, Clone, Copy)]
+struct PeerHealth {
+    healthy: bool,
+    failures: u64,
+    last_ok: u64,
 }
 
 /// The process's metrics.
@@ -71,6 +79,19 @@ impl Metrics {
             if n > 0 {
                 *m.operations.entry((op, outcome)).or_default() += n;
             }
+        }
+    }
+
+    /// Records a pull from a peer keyd: whether it verified and was stored, at `now`
+    /// (Unix seconds).
+    pub fn peer_pull(&self, peer: &str, ok: bool, now: u64) {
+        let mut m = self.lock();
+        let p = m.peers.entry(peer.to_owned()).or_default();
+        p.healthy = ok;
+        if ok {
+            p.last_ok = now;
+        } else {
+            p.failures += 1;
         }
     }
 
@@ -122,6 +143,32 @@ impl Metrics {
             let _ = writeln!(
                 out,
                 "keyd_operations_total{{op=\"{op}\",outcome=\"{outcome}\"}} {n}"
+            );
+        }
+        out.push_str(
+            "# HELP keyd_peer_healthy Whether the last pull from a peer keyd verified and was stored (1) or not (0).\n# TYPE keyd_peer_healthy gauge\n",
+        );
+        for (peer, p) in &m.peers {
+            let _ = writeln!(
+                out,
+                "keyd_peer_healthy{{peer=\"{peer}\"}} {}",
+                u8::from(p.healthy)
+            );
+        }
+        out.push_str("# HELP keyd_peer_pull_failures_total Failed pulls by peer.\n# TYPE keyd_peer_pull_failures_total counter\n");
+        for (peer, p) in &m.peers {
+            let _ = writeln!(
+                out,
+                "keyd_peer_pull_failures_total{{peer=\"{peer}\"}} {}",
+                p.failures
+            );
+        }
+        out.push_str("# HELP keyd_peer_last_pull_seconds Unix time of the last good pull by peer.\n# TYPE keyd_peer_last_pull_seconds gauge\n");
+        for (peer, p) in &m.peers {
+            let _ = writeln!(
+                out,
+                "keyd_peer_last_pull_seconds{{peer=\"{peer}\"}} {}",
+                p.last_ok
             );
         }
         out

@@ -19,7 +19,7 @@ pub use error::{ApiError, ErrorBody};
 pub use metrics::{Metrics, metrics};
 
 use crate::identity::Principal;
-use crate::service::Service;
+use crate::service::{Service, ServiceError};
 
 /// Largest request body accepted (JSON or CBOR).
 pub const MAX_BODY: usize = 4 * 1024 * 1024;
@@ -89,6 +89,8 @@ fn principal(req: &HttpRequest, svc: &Service) -> Result<Principal, ApiError> {
         openapi,
         admin::ca,
         admin::chain,
+        admin::push_root,
+        admin::pull_peers,
         admin::enroll,
         admin::renew,
         admin::add_node,
@@ -134,6 +136,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/openapi.json", web::get().to(openapi))
             .route("/ca", web::get().to(admin::ca))
             .route("/chain", web::get().to(admin::chain))
+            .route("/chain/root", web::post().to(admin::push_root))
+            .route("/chain/pull", web::post().to(admin::pull_peers))
             .route("/enroll", web::post().to(admin::enroll))
             .route("/renew", web::post().to(admin::renew))
             .route("/nodes", web::post().to(admin::add_node))
@@ -197,13 +201,16 @@ async fn readyz(svc: web::Data<crate::service::Service>) -> Result<HttpResponse,
     let entries = web::block(move || svc.ready())
         .await
         .map_err(|_| ApiError::internal())?
-        .map_err(|e| {
-            tracing::error!(error = %e, "not ready");
-            ApiError::with_status(
-                actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
-                "not_ready",
-                "the store does not answer",
-            )
+        .map_err(|e| match e {
+            e @ ServiceError::BranchRevoked { .. } => ApiError::from(e),
+            e => {
+                tracing::error!(error = %e, "not ready");
+                ApiError::with_status(
+                    actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+                    "not_ready",
+                    "the store does not answer",
+                )
+            }
         })?;
     Ok(HttpResponse::Ok().json(json!({"status": "ready", "chain_entries": entries})))
 }

@@ -1,4 +1,4 @@
-//! Chain entries, linked by SHA-256, and the signed head.
+//! Log entries, linked by SHA-256 within their log, and the signed head of a log.
 
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
@@ -13,13 +13,15 @@ pub const MAX_RECORD_BYTES: usize = MAX_STATEMENT_BYTES + 256;
 /// Domain separation for head signatures.
 const HEAD_DOMAIN: &[u8] = b"keyd/v1/head\0";
 
-/// One link of the chain.
+/// One link of a log.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Entry {
-    /// Position, from 0.
+    /// The log: `m` (the root log) or a level-1 branch `m/i'` (that branch's log).
+    pub log: KeyPath,
+    /// Position in its log, from 0.
     pub seq: u64,
-    /// SHA-256 of the previous entry's encoding (zeros for seq 0).
+    /// SHA-256 of the previous entry of the same log (zeros for seq 0).
     #[serde(with = "serde_bytes")]
     pub prev: [u8; 32],
     /// The statement.
@@ -35,17 +37,21 @@ impl Entry {
     }
 }
 
-/// The chain's head, signed by the appending key.
+/// A log's head: its last entry at `signed_at`, signed by the log's authority (the root
+/// for `m`, the branch key for `m/i'`). keyd re-signs its branch head at an interval, so
+/// a verifier can demand a head no older than it allows.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Head {
-    /// Seq of the last entry.
+    /// The log (and its signer).
+    pub log: KeyPath,
+    /// Seq of the log's last entry.
     pub seq: u64,
-    /// Hash of the last entry.
+    /// Hash of the log's last entry.
     #[serde(with = "serde_bytes")]
     pub hash: [u8; 32],
-    /// Path of the signing key.
-    pub signer: KeyPath,
+    /// When the authority signed it (Unix seconds).
+    pub signed_at: u64,
     /// Ed25519 signature over [`Head::signed_bytes`].
     #[serde(with = "serde_bytes")]
     pub signature: [u8; 64],
@@ -53,19 +59,22 @@ pub struct Head {
 
 #[derive(Serialize)]
 struct UnsignedHead<'a> {
+    log: &'a KeyPath,
     seq: u64,
     #[serde(with = "serde_bytes")]
     hash: &'a [u8; 32],
-    signer: &'a KeyPath,
+    signed_at: u64,
 }
 
 impl Head {
-    /// Signs a head for the entry `(seq, hash)` with the key at `signer`.
-    pub fn sign(seq: u64, hash: [u8; 32], signer: KeyPath, key: &SigningKey) -> Head {
+    /// Signs a head of `log` over its entry `(seq, hash)` at `signed_at`, with the log's
+    /// authority key.
+    pub fn sign(log: KeyPath, seq: u64, hash: [u8; 32], signed_at: u64, key: &SigningKey) -> Head {
         let mut h = Head {
+            log,
             seq,
             hash,
-            signer,
+            signed_at,
             signature: [0; 64],
         };
         h.signature = key.sign(&h.signed_bytes()).to_bytes();
@@ -76,9 +85,10 @@ impl Head {
     pub fn signed_bytes(&self) -> Vec<u8> {
         let mut out = HEAD_DOMAIN.to_vec();
         out.extend(cbor::to_vec(&UnsignedHead {
+            log: &self.log,
             seq: self.seq,
             hash: &self.hash,
-            signer: &self.signer,
+            signed_at: self.signed_at,
         }));
         out
     }
@@ -91,26 +101,34 @@ impl Head {
         )
         .is_ok()
     }
+
+    /// Its age at `now`, in seconds (0 for a head signed in the future).
+    pub fn age(&self, now: u64) -> u64 {
+        now.saturating_sub(self.signed_at)
+    }
 }
 
-/// An item of a chain file or of a `GET /v1/chain` response: entries, then one head.
+/// An item of a chain file or of a `GET /v1/chain` response: per log, its entries, then
+/// its head.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Record {
     /// An entry.
     Entry(Entry),
-    /// The signed head.
+    /// A log's signed head.
     Head(Head),
 }
 
-/// Encodes entries and a head as a chain file (a CBOR sequence, RFC 8742).
-pub fn encode_file(entries: &[Entry], head: &Head) -> Vec<u8> {
-    let mut out = Vec::with_capacity(entries.len() * 300 + 200);
+/// Appends one log's entries and (when given) its head to `out`, as records of a chain
+/// file (a CBOR sequence, RFC 8742).
+pub fn encode_log(out: &mut Vec<u8>, entries: &[Entry], head: Option<&Head>) {
+    out.reserve(entries.len() * 300 + 200);
     for e in entries {
         out.extend(cbor::to_vec(&RecordRef::Entry(e)));
     }
-    out.extend(cbor::to_vec(&RecordRef::Head(head)));
-    out
+    if let Some(head) = head {
+        out.extend(cbor::to_vec(&RecordRef::Head(head)));
+    }
 }
 
 #[derive(Serialize)]

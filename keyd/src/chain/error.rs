@@ -5,12 +5,15 @@ use thiserror::Error;
 use super::cbor::CborError;
 use crate::derive::KeyPath;
 
-/// A chain that does not verify: the first bad entry and the rule it breaks.
+/// A chain that does not verify: the first bad entry (its log and seq) and the rule it
+/// breaks.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[error("{}: {rule}", self.place())]
 pub struct ChainError {
     /// 0-based position of the record in the input.
     pub position: usize,
+    /// The log of the entry or head, when it could be read.
+    pub log: Option<KeyPath>,
     /// Its seq, when it could be read.
     pub seq: Option<u64>,
     /// The rule broken.
@@ -19,9 +22,12 @@ pub struct ChainError {
 
 impl ChainError {
     fn place(&self) -> String {
-        match self.seq {
-            Some(seq) => format!("entry {} (seq {seq})", self.position),
-            None => format!("record {}", self.position),
+        match (&self.log, self.seq) {
+            (Some(log), Some(seq)) => {
+                format!("log {log} entry {seq} (record {})", self.position)
+            }
+            (Some(log), None) => format!("log {log} (record {})", self.position),
+            (None, _) => format!("record {}", self.position),
         }
     }
 }
@@ -224,7 +230,84 @@ pub enum Rule {
     /// The head's hash is not the last entry's.
     #[error("the head's hash is not the hash of the last entry")]
     HeadHash,
-    /// The head is signed by a key that may not sign heads.
-    #[error("the head must be signed by the root or a level-1 branch key, not {0}")]
-    HeadSigner(KeyPath),
+    /// An entry in a log it does not belong to.
+    #[error("a {kind} does not belong in log {log}: {why}")]
+    WrongLog {
+        /// The log.
+        log: KeyPath,
+        /// Statement kind.
+        kind: &'static str,
+        /// Why.
+        why: String,
+    },
+    /// A branch log whose branch the root log does not certify (yet).
+    #[error("log {log} is not a log of this cluster: the root log does not certify {log}")]
+    UnknownLog {
+        /// The log.
+        log: KeyPath,
+    },
+    /// A branch log that does not open with the anchor to its certification.
+    #[error(
+        "log {log} must open with an anchor to root-log entry {root_seq} that certified it ({})",
+        found.map_or_else(|| "it opens with another statement".to_owned(), |f| format!("its anchor names entry {f} or another hash"))
+    )]
+    BadAnchor {
+        /// The log.
+        log: KeyPath,
+        /// The root-log entry certifying the branch.
+        root_seq: u64,
+        /// The root-log entry the anchor names, if it is an anchor.
+        found: Option<u64>,
+    },
+    /// A log section without a head.
+    #[error("log {log} has no signed head after its entries")]
+    LogWithoutHead {
+        /// The log.
+        log: KeyPath,
+    },
+    /// A head older than the verifier allows.
+    #[error(
+        "the head of log {log} is {age} s old (signed at {signed_at}); at most {max_age} s allowed: the log may be withheld"
+    )]
+    Stale {
+        /// The log.
+        log: KeyPath,
+        /// Its age in seconds.
+        age: u64,
+        /// When it was signed.
+        signed_at: u64,
+        /// The allowed age.
+        max_age: u64,
+    },
+    /// A head signed before the one already held for its log (a replay).
+    #[error(
+        "the head of log {log} was signed at {signed_at}, before the head already held (signed at {held})"
+    )]
+    OlderHead {
+        /// The log.
+        log: KeyPath,
+        /// When the refused head was signed.
+        signed_at: u64,
+        /// When the held head was signed.
+        held: u64,
+    },
+    /// A chain file whose log sections are out of order (a file holds each log once,
+    /// root log first, then the branch logs in path order, as it is written).
+    #[error(
+        "log {log} comes after log {after} in the file: a chain file holds the root log, then the branch logs in path order"
+    )]
+    LogOrder {
+        /// The log out of place.
+        log: KeyPath,
+        /// The log it follows.
+        after: KeyPath,
+    },
+    /// A log held with entries beyond its last head (a partial page).
+    #[error("log {log} has entries after its last head (seq {head_seq}): fetch the rest")]
+    Incomplete {
+        /// The log.
+        log: KeyPath,
+        /// Seq of its head.
+        head_seq: i128,
+    },
 }

@@ -1,130 +1,50 @@
-//! The cluster chain (DESIGN.md section 4): signed statements, hash-linked entries, a
-//! signed head, and the one verification engine keyd, keyctl and nodes all use.
+//! The cluster chain (DESIGN.md section 4): signed statements in hash-linked logs, one
+//! writer per log, each log closed by a signed, timed head; and the one verification
+//! engine keyd, keyctl and nodes all use.
 //!
 //! - [`Statement`]: `genesis`, `certify`, `epoch`, `revoke`, `trust`, `untrust`,
-//!   `succession`, in one deterministic CBOR encoding, Ed25519-signed.
-//! - [`Entry`] / [`Head`]: `{seq, prev, statement, appended_at}` linked by SHA-256, and the
-//!   head `{seq, hash}` signed by the appending key.
+//!   `succession`, `anchor`, in one deterministic CBOR encoding, Ed25519-signed.
+//! - [`Entry`] / [`Head`]: `{log, seq, prev, statement, appended_at}` linked by SHA-256
+//!   within a log, and the head `{log, seq, hash, signed_at}` signed by the log's
+//!   authority.
 //! - [`ChainState`]: applies entries incrementally and answers questions about keys.
-//! - [`verify_file`] / [`ChainWriter`]: read a whole chain file; build one.
+//! - [`Chain`]: the logs held; [`verify_file`] reads a whole cluster-chain file.
 
 mod cbor;
+mod cluster;
 mod entry;
 mod error;
+mod placement;
 mod state;
 mod statement;
 mod status;
-mod writer;
+
+use std::collections::BTreeMap;
 
 pub use cbor::{CborError, decode_exact, to_vec as cbor_bytes};
-pub use entry::{
-    Entry, Head, MAX_RECORD_BYTES, Record, Records, encode_file, entry_hash_of_record,
-};
+pub use cluster::{Chain, Log, Page, verify_file};
+pub use entry::{Entry, Head, MAX_RECORD_BYTES, Record, Records, encode_log, entry_hash_of_record};
 pub use error::{ChainError, Rule};
-pub use state::{ChainState, KeyKind, KeyRecord, Revocation, TrustRecord};
+pub use state::{ChainState, KeyKind, KeyRecord, Link, Revocation, TrustRecord};
 pub use statement::{
-    Body, Certify, Epoch, Genesis, KeySet, MAX_NAME, MAX_REASON, MAX_STATEMENT_BYTES, Revoke,
-    STATEMENT_VERSION, Statement, Succession, Trust, TrustLevel, Untrust, check_name, check_text,
+    Anchor, Body, Certify, Epoch, Genesis, KeySet, MAX_NAME, MAX_REASON, MAX_STATEMENT_BYTES,
+    Revoke, STATEMENT_VERSION, Statement, Succession, Trust, TrustLevel, Untrust, check_name,
+    check_text,
 };
 pub use status::KeyStatus;
-pub use writer::ChainWriter;
 
-/// A verified chain file: the state and the head that closed it.
-#[derive(Debug, Clone)]
-pub struct Verified {
-    /// The state after every entry.
-    pub state: ChainState,
-    /// The entries, in order.
-    pub entries: Vec<Entry>,
-    /// The signed head.
-    pub head: Head,
+use crate::derive::KeyPath;
+
+/// A root's fingerprint: lowercase hex of SHA-256 of its Ed25519 identity key (what
+/// the ceremony's `root.json` and `keyd import --expect-root` show).
+pub fn fingerprint(ed25519: &[u8; 32]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(ed25519))
 }
 
-/// Verifies a whole chain file: every entry from genesis, then its signed head.
-pub fn verify_file(bytes: &[u8]) -> Result<Verified, ChainError> {
-    let mut state = ChainState::new();
-    let mut entries = Vec::new();
-    let head = apply_records(&mut state, &mut entries, bytes)?;
-    Ok(Verified {
-        state,
-        entries,
-        head,
-    })
-}
-
-/// Applies the records of a chain file (or of an update) to `state` and `entries`:
-/// entries already in `entries` (an update's overlap) must be identical, every other
-/// entry is verified and applied in order, and the file must end with a head that
-/// closes the result; that head is returned.
-fn apply_records(
-    state: &mut ChainState,
-    entries: &mut Vec<Entry>,
-    bytes: &[u8],
-) -> Result<Head, ChainError> {
-    let held = entries.len();
-    let mut head = None;
-    for (position, record) in Records::new(bytes).enumerate() {
-        let fail = |seq, rule| ChainError {
-            position,
-            seq,
-            rule,
-        };
-        if head.is_some() {
-            return Err(fail(None, Rule::AfterHead));
-        }
-        match record.map_err(|(_, e)| fail(None, decode_rule(e)))? {
-            (_, Record::Entry(entry), bytes) => {
-                let seq = entry.seq;
-                let ours = usize::try_from(seq)
-                    .ok()
-                    .filter(|i| *i < held)
-                    .and_then(|i| entries.get(i));
-                match ours {
-                    Some(ours) if *ours == entry => {}
-                    Some(_) => return Err(fail(Some(seq), Rule::Diverged { seq })),
-                    None => {
-                        let hash =
-                            entry::entry_hash_of_record(bytes).unwrap_or_else(|| entry.hash());
-                        state
-                            .apply_hashed(&entry, hash)
-                            .map_err(|rule| fail(Some(seq), rule))?;
-                        entries.push(entry);
-                    }
-                }
-            }
-            (_, Record::Head(h), _) => {
-                state.verify_head(&h).map_err(|rule| fail(None, rule))?;
-                head = Some(h);
-            }
-        }
-    }
-    head.ok_or(ChainError {
-        position: entries.len(),
-        seq: None,
-        rule: Rule::NoHead,
-    })
-}
-
-impl Verified {
-    /// Verifies an update pulled with `GET /v1/chain?since=SEQ` (entries from SEQ on and
-    /// a signed head) against this chain and applies it: entries this chain already holds
-    /// must be identical, new ones are verified like any entry, and the head must close
-    /// the result. Returns how many entries were new.
-    ///
-    /// The state is updated in place, entry by entry (no copy of a large state): on an
-    /// error, the entries before the bad one stay applied (each verified on its own) and
-    /// the head stays the last one that verified.
-    pub fn update(&mut self, bytes: &[u8]) -> Result<usize, ChainError> {
-        let held = self.entries.len();
-        self.head = apply_records(&mut self.state, &mut self.entries, bytes)?;
-        Ok(self.entries.len() - held)
-    }
-
-    /// The whole chain as a file (entries and the latest head).
-    pub fn to_file(&self) -> Vec<u8> {
-        encode_file(&self.entries, &self.head)
-    }
-}
+/// The response header of `GET /v1/chain` saying whether the answer reached every
+/// log's head (`true`) or is a page cut short (`false`).
+pub const COMPLETE_HEADER: &str = "x-keyd-chain-complete";
 
 /// Maps a decoding failure to its rule, singling out unknown statement kinds.
 pub fn decode_rule(e: CborError) -> Rule {
@@ -136,4 +56,44 @@ pub fn decode_rule(e: CborError) -> Rule {
         return Rule::UnknownKind(kind.to_owned());
     }
     Rule::Decode(e)
+}
+
+/// Writes positions in logs (per log, the seq of the next entry a holder needs) as
+/// `GET /v1/chain?since=` takes them: `m:5,2:10` (the root log from seq 5, the log of
+/// `m/2'` from seq 10).
+pub fn format_positions(positions: &BTreeMap<KeyPath, u64>) -> String {
+    positions
+        .iter()
+        .filter_map(|(log, seq)| match log.depth() {
+            0 => Some(format!("m:{seq}")),
+            1 => log.indexes().next().map(|i| format!("{i}:{seq}")),
+            _ => None,
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Parses [`format_positions`]' text; the error names the bad item.
+pub fn parse_positions(text: &str) -> Result<BTreeMap<KeyPath, u64>, String> {
+    let mut out = BTreeMap::new();
+    for item in text.split(',').filter(|s| !s.is_empty()) {
+        let bad = || {
+            format!(
+                "bad position {item:?}: expected LOG:SEQ, LOG being m (the root log) or a branch index i (the log of m/i')"
+            )
+        };
+        let (log, seq) = item.split_once(':').ok_or_else(bad)?;
+        let seq: u64 = seq.parse().map_err(|_| bad())?;
+        let log = match log {
+            "m" => KeyPath::root(),
+            i => {
+                let i: u32 = i.parse().map_err(|_| bad())?;
+                KeyPath::root().child(i).ok_or_else(bad)?
+            }
+        };
+        if out.insert(log, seq).is_some() {
+            return Err(format!("position of log {item:?} given twice"));
+        }
+    }
+    Ok(out)
 }

@@ -1,17 +1,23 @@
 //! The verification engine: applies entries one by one into a [`ChainState`].
 //!
-//! Rules (DESIGN.md section 4): authority links up to genesis; a signer must be live
-//! (not revoked, itself or an ancestor, and within its validity) when it signs;
+//! Rules (DESIGN.md section 4): one writer per log: the root log `m` holds only what the
+//! root signs, a branch log `m/i'` only what keys of that branch sign, opening with an
+//! anchor to the root-log entry that certified the branch; within a log, seq and `prev`
+//! link every entry to the one before; authority links up to genesis; a signer must be
+//! live (not revoked, itself or an ancestor, and within its validity) when it signs;
 //! revocation by any ancestor or by the key itself, irreversible, cascading to the whole
-//! subtree; epochs only move forward; names are unique among live keys. Every rule is
+//! subtree (a root-log revocation of a branch cuts off everything in its log); epochs
+//! only move forward; names are unique among the live keys of a log. Every rule is
 //! checked before anything changes, so a refused entry leaves the state as it was.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use ed25519_dalek::VerifyingKey;
 
 use super::entry::{Entry, Head};
 use super::error::Rule;
+pub use super::placement::Link;
+use super::placement::in_log;
 use super::statement::{Body, KeySet, Statement, TrustLevel};
 use crate::derive::{KeyId, KeyPath};
 
@@ -48,7 +54,9 @@ pub enum KeyKind {
 pub struct Revocation {
     /// Who revoked.
     pub by: KeyPath,
-    /// The revoking entry.
+    /// The log of the revoking entry.
+    pub log: KeyPath,
+    /// The revoking entry's seq.
     pub seq: u64,
     /// Why.
     pub reason: String,
@@ -61,7 +69,9 @@ pub struct KeyRecord {
     pub keys: KeySet,
     /// Its key id.
     pub key_id: KeyId,
-    /// The entry that published it.
+    /// The log of the entry that published it.
+    pub log: KeyPath,
+    /// That entry's seq.
     pub seq: u64,
     /// What it is.
     pub kind: KeyKind,
@@ -83,7 +93,10 @@ pub struct TrustRecord {
     pub permissions: Vec<String>,
     /// Expiry.
     pub expires_at: u64,
-    /// The trusting entry.
+    /// The log of the trusting entry (the root log: cluster-wide; a branch log: that
+    /// branch's keyd).
+    pub log: KeyPath,
+    /// The trusting entry's seq.
     pub seq: u64,
 }
 
@@ -92,13 +105,14 @@ pub struct TrustRecord {
 pub struct ChainState {
     pub(super) keys: HashMap<KeyPath, KeyRecord>,
     pub(super) by_id: HashMap<KeyId, KeyPath>,
-    pub(super) names: HashMap<String, KeyPath>,
-    pub(super) trusted: HashMap<[u8; 32], TrustRecord>,
+    /// Holders of each name, in the order they were certified.
+    pub(super) names: HashMap<String, Vec<KeyPath>>,
+    pub(super) trusted: HashMap<(KeyPath, [u8; 32]), TrustRecord>,
     pub(super) successor: Option<(KeySet, u64)>,
     pub(super) revocations: Vec<KeyPath>,
-    next_seq: u64,
-    last_hash: [u8; 32],
-    last_appended_at: u64,
+    pub(super) links: BTreeMap<KeyPath, Link>,
+    /// Root-log entry (seq, hash) certifying each level-1 branch: its log's anchor.
+    pub(super) branch_certs: HashMap<KeyPath, (u64, [u8; 32])>,
 }
 
 impl ChainState {
@@ -107,19 +121,14 @@ impl ChainState {
         Self::default()
     }
 
-    /// The seq the next entry must have.
-    pub fn next_seq(&self) -> u64 {
-        self.next_seq
+    /// Where `log` stands (the default, empty link for a log not started).
+    pub fn link(&self, log: &KeyPath) -> Link {
+        self.links.get(log).copied().unwrap_or_default()
     }
 
-    /// Hash of the last applied entry (zeros before genesis): the next entry's `prev`.
-    pub fn last_hash(&self) -> [u8; 32] {
-        self.last_hash
-    }
-
-    /// Time of the last applied entry.
-    pub fn last_appended_at(&self) -> u64 {
-        self.last_appended_at
+    /// Every started log, root log first, then branches in path order.
+    pub fn logs(&self) -> impl Iterator<Item = (&KeyPath, &Link)> {
+        self.links.iter()
     }
 
     /// Verifies `entry` against every rule and applies it; on error nothing changes.
@@ -130,115 +139,88 @@ impl ChainState {
     /// [`ChainState::apply`] for an entry whose hash the caller already computed from
     /// its canonical encoding (as [`super::Records`] does), saving a re-encoding.
     pub fn apply_hashed(&mut self, entry: &Entry, hash: [u8; 32]) -> Result<(), Rule> {
-        self.check_link(entry)?;
+        let link = self.check_link(entry)?;
         let st = &entry.statement;
-        let signer = self.check_signer(st, entry.appended_at)?;
+        self.check_placement(entry, &link)?;
+        let signer = self.check_signer(entry, &link)?;
         if !st.verify(&signer) {
             return Err(Rule::BadSignature {
                 signer: st.signer.clone(),
             });
         }
-        let new_key = self.check_rules(st)?;
-        self.commit(st, entry.seq, new_key);
-        self.next_seq += 1;
-        self.last_hash = hash;
-        self.last_appended_at = entry.appended_at;
+        let new_key = self.check_rules(st, &entry.log)?;
+        self.commit(entry, hash, new_key);
         Ok(())
     }
 
     /// Applies an entry that was verified by [`ChainState::apply`] before it was stored,
-    /// checking only its link (seq and `prev`), not its signature or rules: restoring a
-    /// stored chain this way costs a hash per entry instead of signature checks and key
-    /// decoding. Only for a chain whose head is then checked with
+    /// checking only its link (seq and `prev`) and its place, not its signature or rules:
+    /// restoring a stored log this way costs a hash per entry instead of signature checks
+    /// and key decoding. Only for a log whose head is then checked with
     /// [`ChainState::verify_head`]: the signed head covers the hash of the last entry,
     /// which covers every entry before it, so a changed entry fails there.
     pub fn apply_trusted(&mut self, entry: &Entry) -> Result<(), Rule> {
-        self.check_link(entry)?;
-        if self.next_seq == 0 && !matches!(entry.statement.body, Body::Genesis(_)) {
-            return Err(Rule::NoGenesis);
-        }
-        self.commit(&entry.statement, entry.seq, None);
-        self.next_seq += 1;
-        self.last_hash = entry.hash();
-        self.last_appended_at = entry.appended_at;
+        let link = self.check_link(entry)?;
+        self.check_placement(entry, &link)?;
+        self.commit(entry, entry.hash(), None);
         Ok(())
     }
 
-    /// Verifies a head: it names the last entry and is signed by the root or a live
-    /// level-1 branch key.
+    /// Verifies a head: it names the last entry of its log and is signed by the log's
+    /// authority (the root for `m`, the branch key for `m/i'`).
     pub fn verify_head(&self, head: &Head) -> Result<(), Rule> {
-        let last = i128::from(self.next_seq) - 1;
+        let link = self
+            .links
+            .get(&head.log)
+            .copied()
+            .ok_or_else(|| Rule::UnknownLog {
+                log: head.log.clone(),
+            })?;
+        let last = i128::from(link.next_seq) - 1;
         if i128::from(head.seq) != last {
             return Err(Rule::HeadMismatch {
                 seq: head.seq,
                 last,
             });
         }
-        if head.hash != self.last_hash {
+        if head.hash != link.last_hash {
             return Err(Rule::HeadHash);
         }
-        if head.signer.depth() > 1 {
-            return Err(Rule::HeadSigner(head.signer.clone()));
-        }
-        let key = self.live_key(&head.signer, self.last_appended_at)?;
+        let key = self.live_key(&head.log, link.last_appended_at, &head.log)?;
         if !head.verify(&key) {
             return Err(Rule::BadSignature {
-                signer: head.signer.clone(),
+                signer: head.log.clone(),
             });
         }
         Ok(())
     }
 
-    fn check_link(&self, entry: &Entry) -> Result<(), Rule> {
-        if entry.seq > self.next_seq {
-            return Err(Rule::OutOfOrder {
-                expected: self.next_seq,
-                found: entry.seq,
-            });
-        }
-        if entry.seq < self.next_seq {
-            return Err(Rule::Duplicate {
-                expected: self.next_seq,
-                found: entry.seq,
-            });
-        }
-        if entry.prev != self.last_hash {
-            return Err(Rule::BadPrev);
-        }
-        if entry.appended_at < self.last_appended_at {
-            return Err(Rule::TimeBackwards {
-                found: entry.appended_at,
-                previous: self.last_appended_at,
-            });
-        }
+    /// The key that must have signed `entry`'s statement, checked to be live when it
+    /// was appended.
+    fn check_signer(&self, entry: &Entry, link: &Link) -> Result<VerifyingKey, Rule> {
         let st = &entry.statement;
-        if st.v != super::statement::STATEMENT_VERSION {
-            return Err(Rule::Version(st.v));
-        }
-        st.body.check_bounds().map_err(Rule::Bounds)
-    }
-
-    /// The key that must have signed `st`, checked to be live at `at`.
-    fn check_signer(&self, st: &Statement, at: u64) -> Result<VerifyingKey, Rule> {
-        match (&st.body, self.next_seq) {
-            (Body::Genesis(g), 0) => {
+        match &st.body {
+            Body::Genesis(g) if link.next_seq == 0 => {
                 if st.signer != KeyPath::root() {
                     return Err(Rule::GenesisSigner);
                 }
                 g.keys.verifying_key().ok_or(Rule::BadKey)
             }
-            (Body::Genesis(_), _) => Err(Rule::SecondGenesis),
-            (_, 0) => Err(Rule::NoGenesis),
-            _ => self.live_key(&st.signer, at),
+            _ => self.live_key(&st.signer, entry.appended_at, &entry.log),
         }
     }
 
-    /// The verifying key at `path`, if that key is live at `at`.
-    fn live_key(&self, path: &KeyPath, at: u64) -> Result<VerifyingKey, Rule> {
+    /// The verifying key at `path`, if that key is live at `at` as seen from `log`: a
+    /// branch log is written by its branch alone, so what the root log says of the
+    /// branch (its revocation) does not undo the branch's own entries; it cuts off
+    /// every key they publish instead.
+    fn live_key(&self, path: &KeyPath, at: u64, log: &KeyPath) -> Result<VerifyingKey, Rule> {
         let record = self.keys.get(path).ok_or_else(|| Rule::UnknownSigner {
             signer: path.clone(),
         })?;
-        if let Some((revoked, r)) = self.revocation(path) {
+        if let Some((revoked, r)) =
+            self.revocation_where(path, |r| log.depth() == 0 || r.log == *log)
+        {
             return Err(Rule::SignerRevoked {
                 signer: path.clone(),
                 revoked: revoked.clone(),
@@ -268,24 +250,34 @@ impl ChainState {
 
     /// The revocation that cuts `path` off: its own or an ancestor's.
     pub fn revocation(&self, path: &KeyPath) -> Option<(&KeyPath, &Revocation)> {
+        self.revocation_where(path, |_| true)
+    }
+
+    /// The highest revocation of `path` or an ancestor that `counts`.
+    fn revocation_where(
+        &self,
+        path: &KeyPath,
+        counts: impl Fn(&Revocation) -> bool,
+    ) -> Option<(&KeyPath, &Revocation)> {
         if self.revocations.is_empty() {
             return None;
         }
+        let revoked = |p: &KeyPath| {
+            self.keys
+                .get_key_value(p)
+                .and_then(|(p, rec)| rec.revoked.as_ref().map(|r| (p, r)))
+                .filter(|(_, r)| counts(r))
+        };
         // Few revocations: test each; many: walk the lineage.
         if self.revocations.len() <= path.depth() {
             return self
                 .revocations
                 .iter()
                 .filter(|r| r.is_prefix_of(path))
-                .min_by_key(|r| r.depth())
-                .and_then(|r| self.keys.get_key_value(r))
-                .and_then(|(p, rec)| rec.revoked.as_ref().map(|r| (p, r)));
+                .filter_map(revoked)
+                .min_by_key(|(p, _)| p.depth());
         }
-        path.node_lineage().find_map(|p| {
-            self.keys
-                .get_key_value(&p)
-                .and_then(|(p, rec)| rec.revoked.as_ref().map(|r| (p, r)))
-        })
+        path.node_lineage().find_map(|p| revoked(&p))
     }
 
     fn is_live(&self, path: &KeyPath) -> bool {
@@ -311,8 +303,9 @@ impl ChainState {
         Ok(Some(key))
     }
 
-    /// Checks every rule for `st`; returns the decoded key it publishes, if any.
-    fn check_rules(&self, st: &Statement) -> Result<Option<VerifyingKey>, Rule> {
+    /// Checks every rule for `st`, appended to `log`; returns the decoded key it
+    /// publishes, if any.
+    fn check_rules(&self, st: &Statement, log: &KeyPath) -> Result<Option<VerifyingKey>, Rule> {
         // Epoch keys sign data, not statements, except to revoke themselves.
         if let Some(KeyRecord {
             kind: KeyKind::Epoch { .. },
@@ -343,8 +336,10 @@ impl ChainState {
                         seq: existing.seq,
                     });
                 }
-                if let Some(holder) = self.names.get(&c.name)
-                    && self.is_live(holder)
+                if let Some(holder) = self
+                    .names
+                    .get(&c.name)
+                    .and_then(|holders| holders.iter().find(|h| in_log(h, log) && self.is_live(h)))
                 {
                     return Err(Rule::NameTaken {
                         name: c.name.clone(),
@@ -416,18 +411,19 @@ impl ChainState {
                 if self.root_keys().is_some_and(|k| k.ed25519 == t.root) {
                     return Err(Rule::SelfTrust);
                 }
-                if self.trusted.contains_key(&t.root) {
+                if self.trusted.contains_key(&(log.clone(), t.root)) {
                     return Err(Rule::AlreadyTrusted(hex::encode(t.root)));
                 }
                 Ok(None)
             }
             Body::Untrust(u) => {
                 Self::check_cluster_signer(st)?;
-                if !self.trusted.contains_key(&u.root) {
+                if !self.trusted.contains_key(&(log.clone(), u.root)) {
                     return Err(Rule::NotTrusted(hex::encode(u.root)));
                 }
                 Ok(None)
             }
+            Body::Anchor(_) => Ok(None),
             Body::Succession(s) => {
                 if st.signer.depth() != 0 {
                     return Err(Self::no_authority(
@@ -457,10 +453,11 @@ impl ChainState {
         &mut self,
         path: KeyPath,
         keys: KeySet,
-        seq: u64,
+        at: (&KeyPath, u64),
         kind: KeyKind,
         decoded: Option<VerifyingKey>,
     ) {
+        let (log, seq) = at;
         let key_id = keys.key_id();
         self.by_id.insert(key_id, path.clone());
         // Only keys that sign statements keep their decoded form.
@@ -473,6 +470,7 @@ impl ChainState {
             KeyRecord {
                 keys,
                 key_id,
+                log: log.clone(),
                 seq,
                 kind,
                 revoked: None,
@@ -481,23 +479,30 @@ impl ChainState {
         );
     }
 
-    fn commit(&mut self, st: &Statement, seq: u64, decoded: Option<VerifyingKey>) {
+    fn commit(&mut self, entry: &Entry, hash: [u8; 32], decoded: Option<VerifyingKey>) {
+        let (st, seq, log) = (&entry.statement, entry.seq, &entry.log);
         match &st.body {
             Body::Genesis(g) => self.insert_key(
                 KeyPath::root(),
                 g.keys,
-                seq,
+                (log, seq),
                 KeyKind::Root {
                     cluster: g.cluster.clone(),
                 },
                 decoded,
             ),
             Body::Certify(c) => {
-                self.names.insert(c.name.clone(), c.path.clone());
+                self.names
+                    .entry(c.name.clone())
+                    .or_default()
+                    .push(c.path.clone());
+                if c.path.depth() == 1 {
+                    self.branch_certs.insert(c.path.clone(), (seq, hash));
+                }
                 self.insert_key(
                     c.path.clone(),
                     c.keys,
-                    seq,
+                    (log, seq),
                     KeyKind::Node {
                         name: c.name.clone(),
                         role: c.role.clone(),
@@ -517,13 +522,20 @@ impl ChainState {
                     epochs.push(e.epoch);
                 }
                 if let Some(path) = e.node.epoch_key(e.epoch) {
-                    self.insert_key(path, e.keys, seq, KeyKind::Epoch { epoch: e.epoch }, None);
+                    self.insert_key(
+                        path,
+                        e.keys,
+                        (log, seq),
+                        KeyKind::Epoch { epoch: e.epoch },
+                        None,
+                    );
                 }
             }
             Body::Revoke(r) => {
                 if let Some(record) = self.keys.get_mut(&r.target) {
                     record.revoked = Some(Revocation {
                         by: st.signer.clone(),
+                        log: log.clone(),
                         seq,
                         reason: r.reason.clone(),
                     });
@@ -532,21 +544,27 @@ impl ChainState {
             }
             Body::Trust(t) => {
                 self.trusted.insert(
-                    t.root,
+                    (log.clone(), t.root),
                     TrustRecord {
                         cluster: t.cluster.clone(),
                         level: t.level,
                         permissions: t.permissions.clone(),
                         expires_at: t.expires_at,
+                        log: log.clone(),
                         seq,
                     },
                 );
             }
             Body::Untrust(u) => {
-                self.trusted.remove(&u.root);
+                self.trusted.remove(&(log.clone(), u.root));
             }
             Body::Succession(s) => self.successor = Some((s.new_root, seq)),
+            Body::Anchor(_) => {}
         }
+        let link = self.links.entry(log.clone()).or_default();
+        link.next_seq += 1;
+        link.last_hash = hash;
+        link.last_appended_at = entry.appended_at;
     }
 
     /// The root identity keys, after genesis.

@@ -172,6 +172,18 @@ pub struct Succession {
     pub new_root: KeySet,
 }
 
+/// `anchor`: the first entry of a branch log, signed by the branch key, naming the
+/// root-log entry that certified the branch.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Anchor {
+    /// Seq of the root-log entry that certified the branch.
+    pub root_seq: u64,
+    /// That entry's hash.
+    #[serde(with = "serde_bytes")]
+    pub root_entry: [u8; 32],
+}
+
 /// What a statement says.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -190,6 +202,8 @@ pub enum Body {
     Untrust(Untrust),
     /// See [`Succession`].
     Succession(Succession),
+    /// See [`Anchor`].
+    Anchor(Anchor),
 }
 
 impl Body {
@@ -203,6 +217,7 @@ impl Body {
             Body::Trust(_) => "trust",
             Body::Untrust(_) => "untrust",
             Body::Succession(_) => "succession",
+            Body::Anchor(_) => "anchor",
         }
     }
 
@@ -219,7 +234,7 @@ impl Body {
                 }
                 Ok(())
             }
-            Body::Epoch(_) | Body::Succession(_) => Ok(()),
+            Body::Epoch(_) | Body::Succession(_) | Body::Anchor(_) => Ok(()),
             Body::Revoke(r) => text("reason", &r.reason, MAX_REASON, true),
             Body::Trust(t) => {
                 text("cluster", &t.cluster, MAX_NAME, false)?;

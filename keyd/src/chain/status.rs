@@ -132,19 +132,37 @@ impl ChainState {
         self.by_id.get(id)
     }
 
-    /// A node by name (live or not) or any key by path (`m/…`).
+    /// A node by name or any key by path (`m/…`). Names are unique among the live
+    /// keys of one log (branch), not across the cluster: of the holders of a name, this
+    /// is the live one with the lowest path, else the last certified.
     pub fn find(&self, name_or_path: &str) -> Option<(&KeyPath, &KeyRecord)> {
+        self.find_in(name_or_path, &KeyPath::root())
+    }
+
+    /// [`ChainState::find`], preferring holders of a name below `scope` (a keyd's
+    /// branch: its own nodes before other branches' nodes of the same name).
+    pub fn find_in(&self, name_or_path: &str, scope: &KeyPath) -> Option<(&KeyPath, &KeyRecord)> {
         if name_or_path == "m" || name_or_path.starts_with("m/") {
             let path: KeyPath = name_or_path.parse().ok()?;
             return self.keys.get_key_value(&path);
         }
-        let path = self.names.get(name_or_path)?;
+        let holders = self.names.get(name_or_path)?;
+        let live = |p: &&KeyPath| self.revocation(p).is_none();
+        let path = holders
+            .iter()
+            .filter(|p| scope.is_prefix_of(p))
+            .filter(live)
+            .min()
+            .or_else(|| holders.iter().filter(live).min())
+            .or_else(|| holders.iter().rev().find(|p| scope.is_prefix_of(p)))
+            .or_else(|| holders.last())?;
         self.keys.get_key_value(path)
     }
 
-    /// Trusted clusters, by root key.
+    /// Trusted clusters, by root key (a root trusted in several logs appears once per
+    /// log).
     pub fn trusted(&self) -> impl Iterator<Item = (&[u8; 32], &TrustRecord)> {
-        self.trusted.iter()
+        self.trusted.iter().map(|((_, root), t)| (root, t))
     }
 
     /// The successor the root named, if any.

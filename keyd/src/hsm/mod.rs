@@ -6,6 +6,7 @@
 //! with the root secret, a non-extractable `CKK_GENERIC_SECRET`.
 
 mod error;
+mod mark;
 mod pin;
 mod seal;
 mod token;

@@ -80,7 +80,7 @@ impl Service {
             let parent_path = match parent {
                 None => self.branch_path.clone(),
                 Some(p) => state
-                    .find(p)
+                    .find_in(p, &self.branch_path)
                     .map(|(p, _)| p.clone())
                     .ok_or_else(|| ServiceError::NotFound(format!("no node {p:?}")))?,
             };
@@ -181,7 +181,7 @@ impl Service {
             None => None,
             Some(key) => {
                 let secret = self.secret_at(&path)?;
-                let chain = self.chain_since(0)?;
+                let chain = self.own_logs();
                 let sealed =
                     BranchBundle::seal(&self.name_of(&principal), &path, &secret, &key, chain)
                         .map_err(|e| ServiceError::BadRequest(format!("install_key: {e}")))?;

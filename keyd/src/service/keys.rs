@@ -98,7 +98,7 @@ impl Service {
             let chain = self.read_chain();
             let state = chain.state();
             let target = state
-                .find(to)
+                .find_in(to, &self.branch_path)
                 .map(|(p, _)| p.clone())
                 .ok_or_else(|| ServiceError::NotFound(format!("no node {to:?}")))?;
             let (_, record) = state.current_epoch(&target).ok_or_else(|| {
@@ -175,7 +175,7 @@ impl Service {
             (Principal::Admin(_), Some(t)) => self
                 .read_chain()
                 .state()
-                .find(t)
+                .find_in(t, &self.branch_path)
                 .map(|(p, _)| p.clone())
                 .ok_or_else(|| ServiceError::NotFound(format!("no node {t:?}")))?,
             (Principal::Admin(_), None) => {

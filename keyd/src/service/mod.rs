@@ -1,13 +1,13 @@
 //! The running service: auth checks, chain updates, key use. Handlers call only this.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 
 use ed25519_dalek::{Signature, Signer, VerifyingKey};
 use serde::Serialize;
 use thiserror::Error;
 
-use crate::chain::{self, Body, ChainWriter, KeyKind, KeyStatus, Revoke, Rule, Statement};
+use crate::chain::{Body, Chain, ChainError, KeyKind, KeyStatus, Page, Revoke, Rule, Statement};
 use crate::config::Config;
 use crate::derive::{KeyMaterial, KeyPath, NodeSecret};
 use crate::identity::{Ca, IdentityError, Principal};
@@ -16,10 +16,12 @@ use crate::store::{Store, StoreError};
 mod admins;
 mod enroll;
 mod keys;
+mod logs;
 mod nodes;
 
 pub use admins::AdminRevocation;
 pub use enroll::{EnrollMode, Enrolled};
+pub use logs::{Mirrored, Pushed};
 pub use nodes::{EpochInfo, NodeDetail};
 
 /// Service-level failures; the API maps each to a status and a stable code.
@@ -43,6 +45,17 @@ pub enum ServiceError {
     /// The chain refuses the change.
     #[error("the chain refuses this change: {0}")]
     Chain(#[from] Rule),
+    /// Records that do not verify (a push or a stored log), naming the log and entry.
+    #[error("the chain does not verify: {0}")]
+    ChainRecords(Box<ChainError>),
+    /// This keyd's own branch is revoked in the root log: it serves no key operation.
+    #[error("this keyd's branch {branch} is revoked ({why}); it serves no key operations")]
+    BranchRevoked {
+        /// The branch.
+        branch: KeyPath,
+        /// The revocation.
+        why: String,
+    },
     /// An enrollment token that is unknown, used or expired.
     #[error("the enrollment token is unknown, already used or expired")]
     BadToken,
@@ -61,22 +74,31 @@ pub enum ServiceError {
     Identity(#[from] IdentityError),
 }
 
-/// The stored chain, restored without re-verifying every signature: each entry was
-/// verified before it was stored, and the stored signed head vouches for all of them
-/// ([`ChainWriter::restore`]). A store without a head (never the case after
-/// `keyd import`) is verified in full.
-pub fn restore_chain(store: &Store) -> Result<ChainWriter, ServiceError> {
-    let (entries, head) = store.load_chain()?;
-    match head {
-        Some(head) => Ok(ChainWriter::restore(entries, &head)?),
-        None => {
-            let mut w = ChainWriter::new();
-            for e in entries {
-                w.append(e.statement, e.appended_at)?;
-            }
-            Ok(w)
-        }
+impl From<ChainError> for ServiceError {
+    fn from(e: ChainError) -> Self {
+        ServiceError::ChainRecords(Box::new(e))
     }
+}
+
+/// The stored logs, restored by their hash links and their stored heads, not every
+/// signature again ([`Chain::restore_log`]): every entry was verified before it was
+/// stored, and each head, signed by its log's authority (the root, this keyd's branch
+/// key, a peer's branch key) over the hash of the last entry, vouches for all of them, so
+/// a changed entry fails there. Root log first: it certifies the keys that sign the
+/// branch heads. This keyd's own log must end where the seal token's mark says (checked
+/// by the caller).
+pub fn restore_chain(store: &Store) -> Result<Chain, ServiceError> {
+    let mut chain = Chain::new();
+    for (log, (entries, head)) in store.load_logs()? {
+        let head = head.ok_or_else(|| ChainError {
+            position: entries.len(),
+            log: Some(log.clone()),
+            seq: None,
+            rule: Rule::LogWithoutHead { log: log.clone() },
+        })?;
+        chain.restore_log(entries, head, true)?;
+    }
+    Ok(chain)
 }
 
 /// Unix seconds now.
@@ -114,11 +136,11 @@ pub struct Service {
     branch_name: String,
     branch: NodeSecret,
     ca: Arc<Ca>,
-    chain: RwLock<ChainWriter>,
+    chain: RwLock<Chain>,
     keys: Mutex<HashMap<KeyPath, Arc<KeyMaterial>>>,
     revoked_admins: RwLock<HashMap<String, AdminRevocation>>,
-    /// Index of the entry certifying the branch: pages of the chain reach at least it.
-    branch_seq: usize,
+    /// Pull requests for the peer threads: a counter bumped on demand.
+    pull_now: (Mutex<u64>, Condvar),
 }
 
 impl std::fmt::Debug for Service {
@@ -137,7 +159,7 @@ impl Service {
         branch_name: String,
         branch_path: KeyPath,
         branch: NodeSecret,
-        chain: ChainWriter,
+        chain: Chain,
     ) -> Result<Service, ServiceError> {
         let ca = Arc::new(Ca::from_branch(
             &branch.material(),
@@ -145,11 +167,11 @@ impl Service {
             &branch_path,
         )?);
         let revoked_admins = RwLock::new(admins::load(&store)?);
-        let branch_seq = chain
-            .entries()
-            .iter()
-            .position(|e| matches!(&e.statement.body, Body::Certify(c) if c.path == branch_path))
-            .ok_or_else(|| ServiceError::NotFound(format!("no entry certifies {branch_path}")))?;
+        if chain.head(&branch_path).is_none() {
+            return Err(ServiceError::NotFound(format!(
+                "the store holds no log of this keyd's branch {branch_path}"
+            )));
+        }
         Ok(Service {
             store,
             config,
@@ -160,7 +182,7 @@ impl Service {
             chain: RwLock::new(chain),
             keys: Mutex::new(HashMap::new()),
             revoked_admins,
-            branch_seq,
+            pull_now: (Mutex::new(0), Condvar::new()),
         })
     }
 
@@ -179,7 +201,7 @@ impl Service {
         &self.branch_path
     }
 
-    fn read_chain(&self) -> std::sync::RwLockReadGuard<'_, ChainWriter> {
+    fn read_chain(&self) -> std::sync::RwLockReadGuard<'_, Chain> {
         self.chain.read().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -212,11 +234,32 @@ impl Service {
         Ok(node)
     }
 
-    /// Checks that a client certificate's principal is still valid now.
+    /// The revocation of this keyd's own branch, if the chain holds one (pushed in the
+    /// root log, or the branch revoking itself).
+    pub fn branch_revoked(&self) -> Option<ServiceError> {
+        let chain = self.read_chain();
+        let (revoked, r) = chain.state().revocation(&self.branch_path)?;
+        Some(ServiceError::BranchRevoked {
+            branch: self.branch_path.clone(),
+            why: format!(
+                "{revoked} revoked by {} in log {} entry {}: {:?}",
+                r.by, r.log, r.seq, r.reason
+            ),
+        })
+    }
+
+    /// Refuses when the branch is revoked: key operations, enrollment and changes.
+    fn require_serving(&self) -> Result<(), ServiceError> {
+        self.branch_revoked().map_or(Ok(()), Err)
+    }
+
+    /// Checks that a client certificate's principal is still valid now (and, for a node,
+    /// that this keyd still serves).
     pub fn authenticate(&self, principal: Option<Principal>) -> Result<Principal, ServiceError> {
         let principal = principal.ok_or(ServiceError::Unauthenticated)?;
         match &principal {
             Principal::Node(path) => {
+                self.require_serving()?;
                 let status = self.read_chain().state().status_at(path, unix_now());
                 if !status.is_valid() {
                     return Err(ServiceError::Revoked(describe(&status)));
@@ -240,47 +283,66 @@ impl Service {
         }
     }
 
-    /// Appends the statements `build` makes against the current state, and persists
-    /// them with the new head (and an optional token record) in one transaction.
+    /// Appends the statements `build` makes against the current state to this keyd's
+    /// branch log, and persists them with the new head (and an optional token record) in
+    /// one transaction.
     fn append<T>(
         &self,
-        build: impl FnOnce(&ChainWriter) -> Result<Built<T>, ServiceError>,
+        build: impl FnOnce(&Chain) -> Result<Built<T>, ServiceError>,
     ) -> Result<T, ServiceError> {
+        self.require_serving()?;
+        let log = &self.branch_path;
         let mut chain = self.chain.write().unwrap_or_else(|e| e.into_inner());
         let built = build(&chain)?;
-        let first = chain.entries().len();
+        let first = chain.entries(log).len();
         let now = unix_now();
         for st in built.statements {
-            if let Err(rule) = chain.append(st, now) {
-                if chain.entries().len() > first {
+            if let Err(rule) = chain.append(log, st, now) {
+                if chain.entries(log).len() > first {
                     *chain = self.reload_chain()?;
                 }
                 return Err(rule.into());
             }
         }
-        let branch_key = self.material(&self.branch_path)?;
-        let head = chain.head(self.branch_path.clone(), branch_key.signing_key())?;
+        let branch_key = self.material(log)?;
+        let head = chain.sign_head(log, branch_key.signing_key(), now)?.clone();
         let token = built
             .token
             .as_ref()
             .map(|(h, r)| (h.as_slice(), r.as_slice()));
         if let Err(e) = self
             .store
-            .append_chain(&chain.entries()[first..], &head, token)
+            .append_logs(&chain.entries(log)[first..], &[&head], token)
         {
             // Keep memory equal to disk.
             *chain = self.reload_chain()?;
             return Err(e.into());
         }
-        for e in &chain.entries()[first..] {
-            tracing::info!(seq = e.seq, kind = e.statement.body.kind(),
+        for e in &chain.entries(log)[first..] {
+            tracing::info!(log = %e.log, seq = e.seq, kind = e.statement.body.kind(),
                 signer = %e.statement.signer, "chain: appended");
         }
         Ok(built.value)
     }
 
-    fn reload_chain(&self) -> Result<ChainWriter, ServiceError> {
+    fn reload_chain(&self) -> Result<Chain, ServiceError> {
         restore_chain(&self.store)
+    }
+
+    /// The latest head of this keyd's own branch log (what the seal token's mark holds).
+    pub fn own_head(&self) -> Option<crate::chain::Head> {
+        self.read_chain().head(&self.branch_path).cloned()
+    }
+
+    /// Re-signs this keyd's branch head at the current time and stores it, so that
+    /// verifiers demanding a fresh head accept it (DESIGN.md section 4: heads with time).
+    pub fn refresh_head(&self) -> Result<(), ServiceError> {
+        let log = &self.branch_path;
+        let key = self.material(log)?;
+        let mut chain = self.chain.write().unwrap_or_else(|e| e.into_inner());
+        let head = chain.sign_head(log, key.signing_key(), unix_now())?.clone();
+        self.store.append_logs(&[], &[&head], None)?;
+        Ok(())
     }
 
     /// Signs `data` with the node's current epoch key: `(signature, key id, epoch, key path)`.
@@ -356,7 +418,7 @@ impl Service {
         self.append(|w| {
             let target = w
                 .state()
-                .find(target)
+                .find_in(target, &self.branch_path)
                 .map(|(p, _)| p.clone())
                 .ok_or_else(|| ServiceError::NotFound(format!("no node or key {target:?}")))?;
             if !self.branch_path.is_prefix_of(&target) || target == self.branch_path {
@@ -384,42 +446,25 @@ impl Service {
         .map(|target| self.read_chain().state().cut_off_by(&target))
     }
 
-    /// The chain file records from `since` on, with the current head.
-    pub fn chain_since(&self, since: u64) -> Result<Vec<u8>, ServiceError> {
-        Ok(self.chain_page(since, usize::MAX)?.0)
+    /// The logs a new node of this branch needs: the root log and this branch's log.
+    pub fn own_logs(&self) -> Vec<u8> {
+        self.read_chain()
+            .file_of([&KeyPath::root(), &self.branch_path])
     }
 
-    /// A page of the chain: at most `limit` entries from `since` (at least up to the
-    /// entry certifying this keyd's branch, whose key signs the page's head), closed by a
-    /// head over its last entry; and the length of the whole chain. From the end on,
-    /// no entries and the current head.
-    pub fn chain_page(&self, since: u64, limit: usize) -> Result<(Vec<u8>, u64), ServiceError> {
+    /// What a holder at `positions` lacks of every log this keyd holds (at most `limit`
+    /// entries), and the number of entries held over all logs.
+    pub fn chain_page(&self, positions: &BTreeMap<KeyPath, u64>, limit: usize) -> (Page, u64) {
         let chain = self.read_chain();
-        let entries = chain.entries();
-        let from = usize::try_from(since)
-            .unwrap_or(usize::MAX)
-            .min(entries.len());
-        let to = from
-            .saturating_add(limit.max(1))
-            .max(self.branch_seq.saturating_add(1))
-            .min(entries.len());
-        let key = self.material(&self.branch_path)?;
-        let head = match to.checked_sub(1) {
-            Some(last) if to > from => {
-                chain.head_at(last as u64, self.branch_path.clone(), key.signing_key())?
-            }
-            _ => chain.head(self.branch_path.clone(), key.signing_key())?,
-        };
-        Ok((
-            chain::encode_file(&entries[from..to], &head),
-            entries.len() as u64,
-        ))
+        (chain.since(positions, limit), chain.len() as u64)
     }
 
-    /// Whether keyd can serve: its store answers a read; the number of chain entries.
+    /// Whether keyd can serve: its store answers a read and its branch is not revoked;
+    /// the number of chain entries.
     pub fn ready(&self) -> Result<usize, ServiceError> {
-        self.store.meta(crate::store::key::HEAD)?;
-        Ok(self.read_chain().entries().len())
+        self.store.meta(crate::store::key::BRANCH_PATH)?;
+        self.require_serving()?;
+        Ok(self.read_chain().len())
     }
 
     /// The branch name.

@@ -97,7 +97,9 @@ impl Service {
         let state = chain.state();
         let now = unix_now();
         let not_found = || ServiceError::NotFound(format!("no node {target:?}"));
-        let (path, record) = state.find(target).ok_or_else(not_found)?;
+        let (path, record) = state
+            .find_in(target, &self.branch_path)
+            .ok_or_else(not_found)?;
         let KeyKind::Node {
             name,
             role,
