@@ -134,3 +134,54 @@ fn hsm_errors_name_the_problem() -> Result<()> {
         Ok(())
     })
 }
+
+/// A root object with any attribute that could let the secret out, or be misused, is
+/// refused on open, naming the attribute; the root keyd imports itself opens.
+#[test]
+fn a_root_object_with_a_wrong_attribute_is_refused() -> Result<()> {
+    use hsm_sim::RootFlaw;
+    let token = parent_token("flawed")?;
+    in_token_process(
+        "hsm::a_root_object_with_a_wrong_attribute_is_refused",
+        token.as_ref(),
+        |uri| {
+            let conf = std::env::var("SOFTHSM2_CONF")?;
+            let dir = std::path::Path::new(&conf)
+                .parent()
+                .context("SOFTHSM2_CONF has a directory")?;
+            let layout = hsm_sim::Layout::of(dir)?;
+            let module = hsm_sim::find_module()?;
+            let base: Pkcs11Uri = uri.parse()?;
+            for (i, (flaw, attribute)) in [
+                (RootFlaw::Extractable, "CKA_EXTRACTABLE"),
+                (RootFlaw::NotSensitive, "CKA_SENSITIVE"),
+                (RootFlaw::Modifiable, "CKA_MODIFIABLE"),
+                (RootFlaw::Derive, "CKA_DERIVE"),
+                (RootFlaw::Encrypt, "CKA_ENCRYPT"),
+                (RootFlaw::MoreMechanisms, "CKA_ALLOWED_MECHANISMS"),
+                (RootFlaw::WrongKeyType, "CKA_KEY_TYPE"),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                let object = format!("flawed-{i}");
+                hsm_sim::plant_root_in_process(&layout, &module, &base.token, &object, flaw)?;
+                let mut uri = base.clone();
+                uri.object = Some(object);
+                let hsm = Hsm::open(&uri)?;
+                let err = hsm.root().err().context("a flawed root must be refused")?;
+                ensure!(
+                    matches!(&err, HsmError::RootAttribute { attribute: a, .. } if *a == attribute),
+                    "{flaw:?}: {err}"
+                );
+                ensure!(err.to_string().contains(attribute), "{err}");
+            }
+            let mut uri = base.clone();
+            uri.object = Some("good".into());
+            let hsm = Hsm::open(&uri)?;
+            hsm.import_root(&[9u8; 64])?;
+            hsm.root()?;
+            Ok(())
+        },
+    )
+}

@@ -102,11 +102,21 @@ fn two_keyds_mirror_each_other_and_a_pushed_root_revocation_stops_the_revoked_on
         )
     })?;
     ensure!(verdict["path"] == "m/2'/1'/0'/0'/0'", "{verdict}");
-    // Any keyd serves the whole cluster chain.
+    // keyd 1 knows keyd 2's nodes, and adds nothing below them.
+    let (status, v) = k1
+        .admin()?
+        .post("/v1/nodes", &json!({"name": "intruder", "parent": "app-b"}))?;
+    ensure!(
+        status == 403 && error_code(&v) == "forbidden",
+        "{status} {v}"
+    );
+    // Any keyd serves the whole cluster chain (each within a pull interval).
     for k in [&k1, &k2] {
-        let chain = served(k)?;
-        let logs: Vec<String> = chain.logs().map(|(l, _)| l.to_string()).collect();
-        ensure!(logs == ["m", "m/1'", "m/2'"], "{logs:?}");
+        wait_for(Duration::from_secs(20), || {
+            let chain = served(k)?;
+            let logs: Vec<String> = chain.logs().map(|(l, _)| l.to_string()).collect();
+            Ok((logs == ["m", "m/1'", "m/2'"]).then_some(()))
+        })?;
     }
 
     // The ceremony revokes m/2' (its host is stolen); the revocation is pushed to keyd 1

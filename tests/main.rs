@@ -10,6 +10,7 @@ mod cli;
 mod cluster;
 mod crash;
 mod enroll;
+mod hardening;
 mod helpers;
 mod hsm;
 mod hsm_sim;

@@ -348,7 +348,7 @@ fn encrypt_decrypt_seal_unseal() -> Result<()> {
     ensure!(status == 200);
     let (status, err) = bob.post("/v1/decrypt", &json!({"envelope": envelope}))?;
     ensure!(
-        status == 401 && err["error"]["code"] == "key_not_valid",
+        status == 400 && err["error"]["code"] == "key_not_valid",
         "{err}"
     );
     Ok(())

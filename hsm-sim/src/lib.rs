@@ -319,6 +319,86 @@ pub fn status_in_process(layout: &Layout, module: &Path) -> Result<Vec<TokenStat
     Ok(out)
 }
 
+/// What is wrong with a root object planted by [`plant_root_in_process`]: each flaw is
+/// one attribute a careless import (or an attacker with the PIN) could set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RootFlaw {
+    /// `CKA_EXTRACTABLE` true: the secret can be wrapped out.
+    Extractable,
+    /// `CKA_SENSITIVE` false: the value can be read.
+    NotSensitive,
+    /// `CKA_MODIFIABLE` true: attributes can be loosened later.
+    Modifiable,
+    /// `CKA_DERIVE` true: other keys can be derived from it.
+    Derive,
+    /// `CKA_ENCRYPT` true.
+    Encrypt,
+    /// `CKA_ALLOWED_MECHANISMS` lists more than CKM_SHA512_HMAC.
+    MoreMechanisms,
+    /// `CKA_KEY_TYPE` is AES instead of a generic secret.
+    WrongKeyType,
+}
+
+/// Creates, on the token labelled `token`, a 64-byte secret object labelled `object`
+/// like keyd's root but with `flaw`: for tests that keyd refuses it. Must run with
+/// `SOFTHSM2_CONF` set like [`init_token_in_process`].
+pub fn plant_root_in_process(
+    layout: &Layout,
+    module: &Path,
+    token: &str,
+    object: &str,
+    flaw: RootFlaw,
+) -> Result<(), SimError> {
+    use cryptoki::mechanism::MechanismType;
+    use cryptoki::object::KeyType;
+    let ctx = open(module)?;
+    let user_pin = read_pin(&layout.user_pin)?;
+    let slot = ctx
+        .get_slots_with_initialized_token()
+        .map_err(ck("C_GetSlotList"))?
+        .into_iter()
+        .find(|s| {
+            ctx.get_token_info(*s)
+                .is_ok_and(|i| i.label().trim_end() == token)
+        })
+        .ok_or(SimError::NoFreeSlot)?;
+    let session = ctx.open_rw_session(slot).map_err(ck("C_OpenSession"))?;
+    session
+        .login(UserType::User, Some(&user_pin))
+        .map_err(ck("C_Login"))?;
+    let (key_type, value) = match flaw {
+        RootFlaw::WrongKeyType => (KeyType::AES, vec![7u8; 32]),
+        _ => (KeyType::GENERIC_SECRET, vec![7u8; 64]),
+    };
+    let mechanisms = match flaw {
+        RootFlaw::MoreMechanisms => vec![MechanismType::SHA512_HMAC, MechanismType::SHA256_HMAC],
+        _ => vec![MechanismType::SHA512_HMAC],
+    };
+    let template = [
+        Attribute::Class(ObjectClass::SECRET_KEY),
+        Attribute::KeyType(key_type),
+        Attribute::Token(true),
+        Attribute::Private(true),
+        Attribute::Sensitive(flaw != RootFlaw::NotSensitive),
+        Attribute::Extractable(flaw == RootFlaw::Extractable),
+        Attribute::Modifiable(flaw == RootFlaw::Modifiable),
+        Attribute::Derive(flaw == RootFlaw::Derive),
+        Attribute::Encrypt(flaw == RootFlaw::Encrypt),
+        Attribute::Decrypt(false),
+        Attribute::Wrap(false),
+        Attribute::Unwrap(false),
+        Attribute::Verify(false),
+        Attribute::Sign(true),
+        Attribute::AllowedMechanisms(mechanisms),
+        Attribute::Label(object.as_bytes().to_vec()),
+        Attribute::Value(value),
+    ];
+    session
+        .create_object(&template)
+        .map_err(ck("C_CreateObject"))?;
+    Ok(())
+}
+
 /// Removes a simulation: token store, configuration, PIN files, then the directory if
 /// it is empty. Refuses a directory hsm-sim did not write.
 pub fn destroy(dir: &Path) -> Result<(), SimError> {

@@ -235,6 +235,10 @@ pub enum NodeCmd {
         /// identity secret at enrollment).
         #[arg(long, value_enum, default_value_t = Mode::Held)]
         mode: Mode,
+        /// How long the node is valid (seconds, or 90s, 5m, 2h, 30d); default and most
+        /// 5 years.
+        #[arg(long, value_name = "AGE")]
+        valid_for: Option<String>,
     },
     /// List nodes and their status (JSON).
     List {

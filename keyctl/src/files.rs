@@ -19,6 +19,7 @@ pub fn write_private(path: &Path, contents: &[u8]) -> Result<(), CtlError> {
         .map_err(CtlError::io("cannot chmod", path))?;
     f.write_all(contents)
         .and_then(|()| f.sync_all())
+        .and_then(|()| keyd::sync_dir(path))
         .map_err(CtlError::io("cannot write", path))
 }
 
@@ -70,7 +71,9 @@ pub fn replace_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), Ctl
         f.write_all(contents)
             .and_then(|()| f.sync_all())
             .map_err(CtlError::io("cannot write", &tmp))?;
-        fs::rename(&tmp, path).map_err(CtlError::io("cannot replace", path))
+        fs::rename(&tmp, path)
+            .and_then(|()| keyd::sync_dir(path))
+            .map_err(CtlError::io("cannot replace", path))
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);

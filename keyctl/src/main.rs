@@ -23,6 +23,11 @@ use public::PublicJson;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Ceremonies hold the root secret and shares, nodes their keys: never in a core dump.
+    if let Err(e) = keyd::disable_core_dumps() {
+        eprintln!("keyctl: error: cannot disable core dumps: {e}");
+        return ExitCode::FAILURE;
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

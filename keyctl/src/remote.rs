@@ -48,10 +48,19 @@ pub fn run(command: Command, output: Option<Output>) -> Result<Option<Value>, Ct
             name,
             parent,
             mode,
+            valid_for,
         }) => {
             let mut body = json!({"name": name, "mode": mode.name()});
             if let Some(p) = parent {
                 body["parent"] = p.into();
+            }
+            if let Some(age) = valid_for {
+                let seconds =
+                    crate::chain_cmd::parse_age(&age).map_err(|message| CtlError::Arg {
+                        flag: "--valid-for",
+                        message,
+                    })?;
+                body["valid_seconds"] = seconds.into();
             }
             Client::from_config(&config)?.post("/v1/nodes", &body)?
         }

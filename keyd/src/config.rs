@@ -82,9 +82,17 @@ pub struct RawConfig {
     /// Seconds between pulls from each peer (default 30).
     #[serde(default = "default_peer_pull_seconds")]
     pub peer_pull_seconds: u64,
+    /// How long after its node's next epoch an epoch key is still accepted as the
+    /// sender of an envelope, in seconds (default 86400; 0: only current epochs).
+    #[serde(default = "default_sender_grace_seconds")]
+    pub sender_grace_seconds: u64,
     /// Oldest head a peer may serve for its own branch log, in seconds (default 300).
     #[serde(default = "default_peer_max_age_seconds")]
     pub peer_max_age_seconds: u64,
+}
+
+fn default_sender_grace_seconds() -> u64 {
+    86_400
 }
 
 fn default_peer_max_age_seconds() -> u64 {
@@ -157,6 +165,8 @@ pub struct Config {
     pub peer_pull_interval: std::time::Duration,
     /// Oldest head a peer may serve for its own branch log.
     pub peer_max_age: std::time::Duration,
+    /// Grace for superseded senders.
+    pub sender_grace: std::time::Duration,
 }
 
 /// Checks a root fingerprint: 64 hex digits (SHA-256 of the root identity key);
@@ -286,6 +296,7 @@ impl Config {
             peers,
             peer_pull_interval: std::time::Duration::from_secs(raw.peer_pull_seconds),
             peer_max_age: std::time::Duration::from_secs(raw.peer_max_age_seconds),
+            sender_grace: std::time::Duration::from_secs(raw.sender_grace_seconds),
         })
     }
 

@@ -41,8 +41,10 @@ pub const MAX_PLAINTEXT: usize = 1024 * 1024;
 /// encapsulated key (1,120 bytes for X-Wing), the tag and the signature.
 pub const MAX_ENVELOPE: usize = MAX_PLAINTEXT + 16 * 1024;
 const SEAL_INFO: &[u8] = b"keyd/v1/seal-envelope";
-const HPKE_INFO: &[u8] = b"keyd/v1/encrypt";
-const SIGN_DOMAIN: &[u8] = b"keyd/v1/encrypted\0";
+/// HPKE `info` of public-key envelopes.
+pub const HPKE_INFO: &[u8] = b"keyd/v1/encrypt";
+/// Domain separation for the sender's signature over an envelope.
+pub const SIGN_DOMAIN: &[u8] = b"keyd/v1/encrypted\0";
 
 /// Envelopes that do not open.
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -362,7 +364,9 @@ struct EncryptedUnsigned<'a> {
 }
 
 impl Encrypted {
-    fn aad(&self) -> Vec<u8> {
+    /// The HPKE associated data: the canonical CBOR of the header (version, suite,
+    /// recipient and sender with their key ids).
+    pub fn aad(&self) -> Vec<u8> {
         cbor_bytes(&EncryptedHeader {
             v: self.v,
             suite: &self.suite,
@@ -373,7 +377,9 @@ impl Encrypted {
         })
     }
 
-    fn signed_bytes(&self) -> Vec<u8> {
+    /// The bytes the sender signs: [`SIGN_DOMAIN`] and the canonical CBOR of every field
+    /// but the signature.
+    pub fn signed_bytes(&self) -> Vec<u8> {
         let mut out = SIGN_DOMAIN.to_vec();
         out.extend(cbor_bytes(&EncryptedUnsigned {
             v: self.v,

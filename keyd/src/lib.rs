@@ -28,3 +28,57 @@ pub mod tls_key;
 
 #[doc(hidden)]
 pub mod fuzzing;
+
+/// Makes this process undumpable (`prctl(PR_SET_DUMPABLE, 0)`): no core dump, and no
+/// `ptrace` or `/proc/PID/mem` by other processes of the same user, so secrets in memory
+/// do not end up on disk or in another process. keyd and the ceremonies call it first.
+pub fn disable_core_dumps() -> std::io::Result<()> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)?;
+    Ok(())
+}
+
+/// Syncs the directory that holds `path`, so that a file or directory created or renamed
+/// there survives a crash, not only its contents.
+pub fn sync_dir(path: &std::path::Path) -> std::io::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// The prefix of every domain tag under which keyd signs for itself (statements, heads,
+/// envelope headers: `keyd/v1/statement\0`, `keyd/v1/head\0`, `keyd/v1/encrypted\0`).
+/// `POST /v1/sign` refuses caller data that begins with it, so a node application that
+/// signs data an attacker chooses cannot be made to sign something keyd would take as
+/// its own (an envelope "from" that node). Raw signatures stay plain Ed25519 over the
+/// caller's bytes, verifiable by any tool.
+pub const RESERVED_SIGNING_PREFIX: &[u8] = b"keyd/";
+
+#[cfg(test)]
+mod tests {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    #[test]
+    fn the_process_is_made_undumpable() {
+        super::disable_core_dumps().expect("prctl");
+        assert_eq!(
+            rustix::process::dumpable_behavior().expect("prctl"),
+            rustix::process::DumpableBehavior::NotDumpable
+        );
+    }
+
+    #[test]
+    fn every_signing_domain_is_under_the_reserved_prefix() {
+        for domain in [
+            crate::chain::STATEMENT_DOMAIN,
+            crate::chain::HEAD_DOMAIN,
+            crate::envelope::SIGN_DOMAIN,
+        ] {
+            assert!(
+                domain.starts_with(super::RESERVED_SIGNING_PREFIX),
+                "{domain:?}"
+            );
+        }
+    }
+}

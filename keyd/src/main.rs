@@ -74,6 +74,11 @@ fn branch_aad(path: &KeyPath) -> Vec<u8> {
 
 fn main() {
     let cli = Cli::parse();
+    // keyd holds the branch secret and every key derived from it: never in a core dump.
+    if let Err(e) = keyd::disable_core_dumps() {
+        eprintln!("keyd: error: cannot disable core dumps: {e}");
+        std::process::exit(1);
+    }
     if let Err(e) = run(cli) {
         eprintln!("keyd: error: {e:#}");
         std::process::exit(1);
@@ -233,6 +238,7 @@ fn import(config: &Config, bundle_file: &Path, expect_root: Option<&str>) -> Res
         .and_then(|()| {
             staged.iter().try_for_each(|(tmp, path)| {
                 std::fs::rename(tmp, path)
+                    .and_then(|()| keyd::sync_dir(path))
                     .with_context(|| format!("cannot move {} into place", path.display()))
             })
         })

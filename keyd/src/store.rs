@@ -111,6 +111,18 @@ impl Store {
         if path.exists() {
             return Err(StoreError::Exists(path.to_owned()));
         }
+        // Sealed secrets, tokens and the logs: readable by keyd's user only, from the
+        // start (an empty file becomes a new database).
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| StoreError::Db {
+                path: path.to_owned(),
+                source: redb::Error::Io(e),
+            })?;
         let db = Database::create(path).map_err(|e| StoreError::Db {
             path: path.to_owned(),
             source: e.into(),

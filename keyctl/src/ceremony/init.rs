@@ -105,7 +105,7 @@ pub fn run(
     drop(secret);
     match result {
         Ok(share_names) => {
-            if let Err(e) = std::fs::rename(&staging, out) {
+            if let Err(e) = std::fs::rename(&staging, out).and_then(|()| keyd::sync_dir(out)) {
                 let _ = hsm.danger_destroy_root();
                 let _ = std::fs::remove_dir_all(&staging);
                 return Err(CtlError::io("cannot move the outputs to", out)(e));

@@ -229,6 +229,9 @@ pub struct AddNode {
     /// identity secret at enrollment).
     #[serde(default)]
     mode: EnrollMode,
+    /// How long the node is valid, in seconds (default and most: 5 years).
+    #[serde(default)]
+    valid_seconds: Option<u64>,
 }
 
 /// The node created and its enrollment token.
@@ -256,10 +259,15 @@ pub async fn add_node(
     body: Body<AddNode>,
 ) -> Result<HttpResponse, ApiError> {
     let who = principal(&req, &svc)?;
-    let AddNode { name, parent, mode } = body.0;
+    let AddNode {
+        name,
+        parent,
+        mode,
+        valid_seconds,
+    } = body.0;
     let (s, n) = (svc.clone(), name.clone());
     let (path, token, expires_at) = committed("add_node", move || {
-        s.add_node(&who, &n, parent.as_deref(), mode)
+        s.add_node(&who, &n, parent.as_deref(), mode, valid_seconds)
     })
     .await?;
     Format::wanted(&req).reply(

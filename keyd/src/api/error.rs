@@ -89,8 +89,10 @@ impl From<ServiceError> for ApiError {
         let (status, code) = match &e {
             ServiceError::Unauthenticated => (StatusCode::UNAUTHORIZED, "unauthenticated"),
             ServiceError::Revoked(_) => (StatusCode::UNAUTHORIZED, "key_not_valid"),
+            ServiceError::PartyNotValid(_) => (StatusCode::BAD_REQUEST, "key_not_valid"),
             ServiceError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ServiceError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            ServiceError::ReservedPrefix => (StatusCode::BAD_REQUEST, "reserved_prefix"),
             ServiceError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ServiceError::Chain(_) => (StatusCode::CONFLICT, "chain_refused"),
             ServiceError::ChainRecords(_) => (StatusCode::BAD_REQUEST, "bad_chain"),

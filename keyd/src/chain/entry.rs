@@ -11,7 +11,7 @@ use crate::derive::KeyPath;
 /// Largest encoded record (an entry wraps one statement).
 pub const MAX_RECORD_BYTES: usize = MAX_STATEMENT_BYTES + 256;
 /// Domain separation for head signatures.
-const HEAD_DOMAIN: &[u8] = b"keyd/v1/head\0";
+pub const HEAD_DOMAIN: &[u8] = b"keyd/v1/head\0";
 
 /// One link of a log.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

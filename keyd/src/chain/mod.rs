@@ -23,13 +23,15 @@ use std::collections::BTreeMap;
 
 pub use cbor::{CborError, decode_exact, to_vec as cbor_bytes};
 pub use cluster::{Chain, Log, Page, verify_file};
-pub use entry::{Entry, Head, MAX_RECORD_BYTES, Record, Records, encode_log, entry_hash_of_record};
+pub use entry::{
+    Entry, HEAD_DOMAIN, Head, MAX_RECORD_BYTES, Record, Records, encode_log, entry_hash_of_record,
+};
 pub use error::{ChainError, Rule};
 pub use state::{ChainState, KeyKind, KeyRecord, Link, Revocation, TrustRecord};
 pub use statement::{
     Anchor, Body, Certify, Epoch, Genesis, KeySet, MAX_NAME, MAX_REASON, MAX_STATEMENT_BYTES,
-    Revoke, STATEMENT_VERSION, Statement, Succession, Trust, TrustLevel, Untrust, check_name,
-    check_text,
+    Revoke, STATEMENT_DOMAIN, STATEMENT_VERSION, Statement, Succession, Trust, TrustLevel, Untrust,
+    check_name, check_text,
 };
 pub use status::KeyStatus;
 

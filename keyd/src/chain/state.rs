@@ -73,6 +73,8 @@ pub struct KeyRecord {
     pub log: KeyPath,
     /// That entry's seq.
     pub seq: u64,
+    /// That entry's time (Unix seconds).
+    pub published_at: u64,
     /// What it is.
     pub kind: KeyKind,
     /// Its own revocation, if any (ancestors' are found by [`ChainState::revocation`]).
@@ -453,11 +455,10 @@ impl ChainState {
         &mut self,
         path: KeyPath,
         keys: KeySet,
-        at: (&KeyPath, u64),
+        entry: &Entry,
         kind: KeyKind,
         decoded: Option<VerifyingKey>,
     ) {
-        let (log, seq) = at;
         let key_id = keys.key_id();
         self.by_id.insert(key_id, path.clone());
         // Only keys that sign statements keep their decoded form.
@@ -470,8 +471,9 @@ impl ChainState {
             KeyRecord {
                 keys,
                 key_id,
-                log: log.clone(),
-                seq,
+                log: entry.log.clone(),
+                seq: entry.seq,
+                published_at: entry.appended_at,
                 kind,
                 revoked: None,
                 signer,
@@ -485,7 +487,7 @@ impl ChainState {
             Body::Genesis(g) => self.insert_key(
                 KeyPath::root(),
                 g.keys,
-                (log, seq),
+                entry,
                 KeyKind::Root {
                     cluster: g.cluster.clone(),
                 },
@@ -502,7 +504,7 @@ impl ChainState {
                 self.insert_key(
                     c.path.clone(),
                     c.keys,
-                    (log, seq),
+                    entry,
                     KeyKind::Node {
                         name: c.name.clone(),
                         role: c.role.clone(),
@@ -522,13 +524,7 @@ impl ChainState {
                     epochs.push(e.epoch);
                 }
                 if let Some(path) = e.node.epoch_key(e.epoch) {
-                    self.insert_key(
-                        path,
-                        e.keys,
-                        (log, seq),
-                        KeyKind::Epoch { epoch: e.epoch },
-                        None,
-                    );
+                    self.insert_key(path, e.keys, entry, KeyKind::Epoch { epoch: e.epoch }, None);
                 }
             }
             Body::Revoke(r) => {

@@ -39,7 +39,7 @@ pub const MAX_PERMISSIONS: usize = 32;
 /// Longest permission, in bytes.
 pub const MAX_PERMISSION: usize = 64;
 /// Domain separation for statement signatures.
-const STATEMENT_DOMAIN: &[u8] = b"keyd/v1/statement\0";
+pub const STATEMENT_DOMAIN: &[u8] = b"keyd/v1/statement\0";
 
 /// The public keys a statement publishes for one key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -258,6 +258,21 @@ impl ChainState {
         })
     }
 
+    /// When the epoch key at `path` was superseded: the time of its node's next epoch
+    /// (`None` while it is the newest, or for a path that is not an epoch key).
+    pub fn superseded_at(&self, path: &KeyPath) -> Option<u64> {
+        let (KeyKind::Epoch { epoch }, PathRole::Epoch { node, .. }) =
+            (&self.keys.get(path)?.kind, path.role())
+        else {
+            return None;
+        };
+        let KeyKind::Node { epochs, .. } = &self.keys.get(&node)?.kind else {
+            return None;
+        };
+        let next = epochs.iter().find(|e| *e > epoch)?;
+        Some(self.keys.get(&node.epoch_key(*next)?)?.published_at)
+    }
+
     /// The keys a revocation of `target` cuts off: `target` and every key below it,
     /// sorted by path.
     pub fn cut_off_by(&self, target: &KeyPath) -> Vec<KeyPath> {

@@ -136,15 +136,21 @@ pub enum HsmError {
         /// Object label.
         object: String,
     },
-    /// The root object allows its value to leave the token.
+    /// The root object has an attribute that could let the secret out or be misused.
     #[error(
-        "the root secret {object:?} on token {label:?} is extractable or not sensitive; keyd refuses to use it"
+        "the root secret {object:?} on token {label:?} has {attribute} = {found} (it must be {want}); keyd refuses a root object that could let the secret out"
     )]
-    RootExposed {
+    RootAttribute {
         /// Token label.
         label: String,
         /// Object label.
         object: String,
+        /// The attribute.
+        attribute: &'static str,
+        /// Its value on the token ("not reported" when the token gave none).
+        found: String,
+        /// What it must be.
+        want: &'static str,
     },
     /// The seal token already holds a seal key.
     #[error(

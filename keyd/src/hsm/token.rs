@@ -4,7 +4,7 @@ use std::fmt;
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
-use cryptoki::mechanism::Mechanism;
+use cryptoki::mechanism::{Mechanism, MechanismType};
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::{Session, UserType};
 use cryptoki::slot::Slot;
@@ -119,6 +119,7 @@ impl Hsm {
             Attribute::Unwrap(false),
             Attribute::Derive(false),
             Attribute::Modifiable(false),
+            Attribute::AllowedMechanisms(vec![MechanismType::SHA512_HMAC]),
             Attribute::Label(self.object.as_bytes().to_vec()),
             Attribute::Value(std::mem::take(&mut *value)),
         ];
@@ -143,28 +144,90 @@ impl Hsm {
         Ok(())
     }
 
-    /// The root secret, checked to be sensitive and non-extractable.
+    /// The root secret, checked on open: a token object, a generic secret, sensitive,
+    /// not extractable, not modifiable, never derived from, wrapping or encrypting, and
+    /// (where the token keeps CKA_ALLOWED_MECHANISMS) usable with CKM_SHA512_HMAC only.
+    /// Anything else is refused, naming the attribute.
     pub fn root(&self) -> Result<HsmRoot<'_>, HsmError> {
         let key = self.find_root()?.ok_or_else(|| HsmError::RootMissing {
             label: self.label.clone(),
             object: self.object.clone(),
         })?;
+        self.check_root_attributes(key)?;
+        Ok(HsmRoot { hsm: self, key })
+    }
+
+    fn check_root_attributes(&self, key: ObjectHandle) -> Result<(), HsmError> {
+        use AttributeType as T;
+        let flags: [(T, &'static str, bool); 9] = [
+            (T::Token, "CKA_TOKEN", true),
+            (T::Sensitive, "CKA_SENSITIVE", true),
+            (T::Extractable, "CKA_EXTRACTABLE", false),
+            (T::Modifiable, "CKA_MODIFIABLE", false),
+            (T::Derive, "CKA_DERIVE", false),
+            (T::Wrap, "CKA_WRAP", false),
+            (T::Unwrap, "CKA_UNWRAP", false),
+            (T::Encrypt, "CKA_ENCRYPT", false),
+            (T::Decrypt, "CKA_DECRYPT", false),
+        ];
+        let mut wanted: Vec<T> = flags.iter().map(|(t, _, _)| *t).collect();
+        wanted.extend([T::KeyType, T::AllowedMechanisms]);
         let attrs = self
             .session
-            .get_attributes(key, &[AttributeType::Sensitive, AttributeType::Extractable])
+            .get_attributes(key, &wanted)
             .map_err(HsmError::pkcs11("C_GetAttributeValue"))?;
-        let safe = attrs.iter().all(|a| match a {
-            Attribute::Sensitive(s) => *s,
-            Attribute::Extractable(e) => !*e,
-            _ => true,
-        }) && attrs.len() == 2;
-        if !safe {
-            return Err(HsmError::RootExposed {
-                label: self.label.clone(),
-                object: self.object.clone(),
+        let refuse = |attribute, found: String, want| HsmError::RootAttribute {
+            label: self.label.clone(),
+            object: self.object.clone(),
+            attribute,
+            found,
+            want,
+        };
+        for (t, name, want) in flags {
+            let found = attrs.iter().find_map(|a| match (t, a) {
+                (T::Token, Attribute::Token(v))
+                | (T::Sensitive, Attribute::Sensitive(v))
+                | (T::Extractable, Attribute::Extractable(v))
+                | (T::Modifiable, Attribute::Modifiable(v))
+                | (T::Derive, Attribute::Derive(v))
+                | (T::Wrap, Attribute::Wrap(v))
+                | (T::Unwrap, Attribute::Unwrap(v))
+                | (T::Encrypt, Attribute::Encrypt(v))
+                | (T::Decrypt, Attribute::Decrypt(v)) => Some(*v),
+                _ => None,
             });
+            if found != Some(want) {
+                let found = found.map_or_else(|| "not reported".to_owned(), |v| v.to_string());
+                return Err(refuse(name, found, if want { "true" } else { "false" }));
+            }
         }
-        Ok(HsmRoot { hsm: self, key })
+        match attrs.iter().find_map(|a| match a {
+            Attribute::KeyType(k) => Some(*k),
+            _ => None,
+        }) {
+            Some(k) if k == KeyType::GENERIC_SECRET => {}
+            other => {
+                let found = other.map_or_else(|| "not reported".to_owned(), |k| k.to_string());
+                return Err(refuse("CKA_KEY_TYPE", found, "CKK_GENERIC_SECRET"));
+            }
+        }
+        // Tokens that do not keep the attribute do not report it.
+        if let Some(mechanisms) = attrs.iter().find_map(|a| match a {
+            Attribute::AllowedMechanisms(m) => Some(m),
+            _ => None,
+        }) && mechanisms.as_slice() != [MechanismType::SHA512_HMAC]
+        {
+            let found = format!(
+                "[{}]",
+                mechanisms
+                    .iter()
+                    .map(|m| m.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            return Err(refuse("CKA_ALLOWED_MECHANISMS", found, "[CKM_SHA512_HMAC]"));
+        }
+        Ok(())
     }
 
     fn find_root(&self) -> Result<Option<ObjectHandle>, HsmError> {

@@ -46,6 +46,9 @@ pub struct Enrolled {
     pub bundle: Option<Vec<u8>>,
 }
 
+/// The longest a node is valid: 5 years.
+const MAX_NODE_SECONDS: u64 = 5 * 365 * 86_400;
+
 impl Service {
     /// Removes the enrollment tokens that expired unused (at start): how many. A record
     /// that does not decode is kept (and refused if ever presented).
@@ -66,9 +69,19 @@ impl Service {
         name: &str,
         parent: Option<&str>,
         mode: EnrollMode,
+        valid_seconds: Option<u64>,
     ) -> Result<(KeyPath, Zeroizing<String>, u64), ServiceError> {
         Self::require_admin(principal)?;
         chain::check_name(name).map_err(ServiceError::BadRequest)?;
+        let valid_seconds = match valid_seconds {
+            None => MAX_NODE_SECONDS,
+            Some(s) if (1..=MAX_NODE_SECONDS).contains(&s) => s,
+            Some(s) => {
+                return Err(ServiceError::BadRequest(format!(
+                    "valid_seconds: {s}; 1 to {MAX_NODE_SECONDS} (5 years)"
+                )));
+            }
+        };
         let mut raw = Zeroizing::new([0u8; 32]);
         getrandom::fill(raw.as_mut())
             .map_err(|e| ServiceError::BadRequest(format!("randomness: {e}")))?;
@@ -84,6 +97,12 @@ impl Service {
                     .map(|(p, _)| p.clone())
                     .ok_or_else(|| ServiceError::NotFound(format!("no node {p:?}")))?,
             };
+            if !self.branch_path.is_prefix_of(&parent_path) {
+                return Err(ServiceError::Forbidden(format!(
+                    "{parent_path} is not in this keyd's branch {}: a keyd adds nodes only below its own branch",
+                    self.branch_path
+                )));
+            }
             if !matches!(
                 state.key(&parent_path).map(|r| &r.kind),
                 Some(KeyKind::Node { .. })
@@ -110,7 +129,7 @@ impl Service {
                     role: "node".to_owned(),
                     keys: (&node.public_keys()).into(),
                     not_before: now.saturating_sub(300),
-                    not_after: now + 5 * 365 * 86_400,
+                    not_after: now + valid_seconds,
                 }),
                 parent_path,
                 now,
@@ -162,6 +181,12 @@ impl Service {
             return Err(ServiceError::BadToken);
         }
         let path = record.path;
+        // A token names a node strictly below the branch; anything else was not written
+        // by this keyd.
+        if !self.branch_path.is_prefix_of(&path) || path == self.branch_path {
+            tracing::error!(node = %path, "an enrollment token names a node outside the branch; refused");
+            return Err(ServiceError::BadToken);
+        }
         match (record.mode, install_key) {
             (EnrollMode::Held, Some(_)) => {
                 return Err(ServiceError::WrongMode(format!(

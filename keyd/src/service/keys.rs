@@ -101,6 +101,13 @@ impl Service {
                 .find_in(to, &self.branch_path)
                 .map(|(p, _)| p.clone())
                 .ok_or_else(|| ServiceError::NotFound(format!("no node {to:?}")))?;
+            let standing = state.status_at(&target, unix_now());
+            if !standing.is_valid() {
+                return Err(ServiceError::PartyNotValid(format!(
+                    "recipient: {}",
+                    describe(&standing)
+                )));
+            }
             let (_, record) = state.current_epoch(&target).ok_or_else(|| {
                 ServiceError::NotFound(format!("{target} has no valid epoch key to encrypt to"))
             })?;
@@ -138,10 +145,30 @@ impl Service {
         let sender_key = {
             let chain = self.read_chain();
             let state = chain.state();
-            match state.status_at(&e.sender, unix_now()) {
-                KeyStatus::Valid { .. } | KeyStatus::Superseded { .. } => {}
+            let now = unix_now();
+            if !matches!(
+                state.key(&e.sender).map(|r| &r.kind),
+                Some(KeyKind::Epoch { .. })
+            ) {
+                return Err(ServiceError::PartyNotValid(format!(
+                    "sender: {} is not an epoch key of the cluster; identity, branch and root keys never send",
+                    e.sender
+                )));
+            }
+            match state.status_at(&e.sender, now) {
+                KeyStatus::Valid { .. } => {}
+                KeyStatus::Superseded { .. } => {
+                    let grace = self.config.sender_grace.as_secs();
+                    let since = state.superseded_at(&e.sender).unwrap_or(0);
+                    if now.saturating_sub(since) >= grace {
+                        return Err(ServiceError::PartyNotValid(format!(
+                            "sender: {} was superseded at {since}, more than sender_grace ({grace} s) ago",
+                            e.sender
+                        )));
+                    }
+                }
                 other => {
-                    return Err(ServiceError::Revoked(format!(
+                    return Err(ServiceError::PartyNotValid(format!(
                         "sender: {}",
                         describe(&other)
                     )));

@@ -33,12 +33,22 @@ pub enum ServiceError {
     /// The caller's key is no longer valid in the chain.
     #[error("the client's key is not valid: {0}")]
     Revoked(String),
+    /// The other party of an operation (an envelope's sender, a recipient) has no valid
+    /// key: revoked, expired, superseded too long ago, or not a key that may take part.
+    #[error("{0}")]
+    PartyNotValid(String),
     /// The principal may not do this.
     #[error("{0}")]
     Forbidden(String),
     /// Bad input.
     #[error("{0}")]
     BadRequest(String),
+    /// Data to sign that begins with keyd's reserved domain prefix.
+    #[error(
+        "data to sign must not begin with {:?}: keyd signs its own statements, heads and envelopes under that prefix",
+        String::from_utf8_lossy(crate::RESERVED_SIGNING_PREFIX)
+    )]
+    ReservedPrefix,
     /// An unknown node or key.
     #[error("{0}")]
     NotFound(String),
@@ -356,6 +366,9 @@ impl Service {
                 "only nodes sign; admins have no signing key".into(),
             ));
         };
+        if data.starts_with(crate::RESERVED_SIGNING_PREFIX) {
+            return Err(ServiceError::ReservedPrefix);
+        }
         let (epoch, record_id) = {
             let chain = self.read_chain();
             let (epoch, record) = chain
