@@ -325,6 +325,9 @@ fn openapi_lists_every_route() -> Result<()> {
         "post /v1/rekey",
         "get /v1/admins",
         "post /v1/admins/{name}/revoke",
+        "post /v1/admins/{name}/credentials/revoke",
+        "post /v1/nodes/{name}/credentials/revoke",
+        "post /v1/nodes/{name}/reenroll",
     ]
     .iter()
     .map(|s| s.to_string())

@@ -186,3 +186,178 @@ fn keyds_files_on_disk_are_private() -> Result<()> {
     ensure!(mode(&c.data().join("admin.key"))? == 0o600, "the admin key");
     Ok(())
 }
+
+/// A client with a certificate and key stolen from another client: the same files.
+fn copy_of(c: &Cluster, cert: &str, key: &str) -> Result<Client> {
+    c.client(cert, key)
+}
+
+#[test]
+fn a_copied_credential_dies_with_credentials_revoke_and_reenrollment() -> Result<()> {
+    let mut c = Cluster::start()?;
+    let admin = c.admin()?;
+    // web enrolls; a thief copies its certificate and key.
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519)?;
+    let csr = |k: &rcgen::KeyPair| -> Result<String> {
+        Ok(rcgen::CertificateParams::default()
+            .serialize_request(k)?
+            .pem()?)
+    };
+    let (status, added) = admin.post("/v1/nodes", &json!({"name": "web"}))?;
+    ensure!(status == 201, "{added}");
+    let (status, enrolled) = c.anonymous()?.post(
+        "/v1/enroll",
+        &json!({"token": added["token"], "csr": csr(&key)?}),
+    )?;
+    ensure!(status == 200, "{enrolled}");
+    let cert = enrolled["certificate"]
+        .as_str()
+        .context("certificate")?
+        .to_owned();
+    let web = c.client(&cert, &key.serialize_pem())?;
+    let thief = copy_of(&c, &cert, &key.serialize_pem())?;
+    ensure!(sign(&thief, b"x")?.0 == 200, "the copy works until revoked");
+    // The thief renews with a key of its own: still the same credential generation.
+    let thief_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519)?;
+    let (status, renewed) = thief.post("/v1/renew", &json!({"csr": csr(&thief_key)?}))?;
+    ensure!(status == 200, "{renewed}");
+    let thief_renewed = c.client(
+        renewed["certificate"].as_str().context("certificate")?,
+        &thief_key.serialize_pem(),
+    )?;
+    ensure!(sign(&thief_renewed, b"x")?.0 == 200);
+
+    // The admin ends every credential of web at once; web's keys are untouched.
+    let (status, v) = admin.post(
+        "/v1/nodes/web/credentials/revoke",
+        &json!({"reason": "laptop stolen"}),
+    )?;
+    ensure!(
+        status == 200 && v["credentials"]["revoked"]["by"] == "admin",
+        "{v}"
+    );
+    for (who, client) in [
+        ("web", &web),
+        ("copy", &thief),
+        ("renewed copy", &thief_renewed),
+    ] {
+        let (status, v) = sign(client, b"x")?;
+        ensure!(
+            status == 401 && code(&v) == "key_not_valid" && v.to_string().contains("revoked"),
+            "{who}: {status} {v}"
+        );
+        let (status, v) = client.post("/v1/renew", &json!({"csr": csr(&thief_key)?}))?;
+        ensure!(status == 401, "{who} renews: {status} {v}");
+    }
+    // Across a restart too.
+    c.kill9()?;
+    c.serve()?;
+    let thief = copy_of(&c, &cert, &key.serialize_pem())?;
+    ensure!(
+        sign(&thief, b"x")?.0 == 401,
+        "the copy came back after a restart"
+    );
+    let admin = c.admin()?;
+
+    // Only an admin's re-enrollment gives web a credential again: a new generation, in
+    // which no copy of an older one counts.
+    let (status, again) = admin.post("/v1/nodes/web/reenroll", &json!({}))?;
+    ensure!(status == 201 && again["path"] == "m/1'/1'/0'", "{again}");
+    let new_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519)?;
+    let (status, enrolled) = c.anonymous()?.post(
+        "/v1/enroll",
+        &json!({"token": again["token"], "csr": csr(&new_key)?}),
+    )?;
+    ensure!(status == 200, "{enrolled}");
+    let web = c.client(
+        enrolled["certificate"].as_str().context("certificate")?,
+        &new_key.serialize_pem(),
+    )?;
+    ensure!(sign(&web, b"x")?.0 == 200, "re-enrolled web signs");
+    ensure!(sign(&thief, b"x")?.0 == 401, "the old copy stays dead");
+    // Re-enrollment of something that is not a valid node of the branch is refused.
+    for (name, want) in [("nope", 404), ("dc1", 403)] {
+        let (status, v) = admin.post(&format!("/v1/nodes/{name}/reenroll"), &json!({}))?;
+        ensure!(status == want, "{name}: {status} {v}");
+    }
+    // Nodes cannot revoke credentials; an admin not its own.
+    let (status, _) = web.post("/v1/nodes/web/credentials/revoke", &json!({"reason": ""}))?;
+    ensure!(status == 403);
+    let (status, v) = admin.post(
+        "/v1/admins/admin/credentials/revoke",
+        &json!({"reason": ""}),
+    )?;
+    ensure!(status == 403, "{status} {v}");
+    Ok(())
+}
+
+#[test]
+fn a_credential_ends_after_its_maximum_life() -> Result<()> {
+    let c = Cluster::start_with("credential_max_seconds = 2\nclient_cert_seconds = 5\n")?;
+    let (node, _) = c.enrolled_node("web")?;
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519)?;
+    let csr = rcgen::CertificateParams::default()
+        .serialize_request(&key)?
+        .pem()?;
+    let (status, renewed) = node.post("/v1/renew", &json!({"csr": csr}))?;
+    ensure!(status == 200, "renewal within the maximum life: {renewed}");
+    // (Times are whole seconds: more than 3 s is surely more than 2.)
+    std::thread::sleep(std::time::Duration::from_millis(3200));
+    // Older than credential_max: renewal is refused (a copy cannot keep itself alive)...
+    let (status, v) = node.post("/v1/renew", &json!({"csr": csr}))?;
+    ensure!(
+        status == 401 && code(&v) == "key_not_valid" && v.to_string().contains("credential_max"),
+        "{status} {v}"
+    );
+    // ...the certificate it holds still works until it expires, then nothing does.
+    ensure!(sign(&node, b"x")?.0 == 200);
+    std::thread::sleep(std::time::Duration::from_millis(3500));
+    let (status, v) = sign(&node, b"x")?;
+    ensure!(
+        status == 401 && code(&v) == "certificate_expired",
+        "{status} {v}"
+    );
+    Ok(())
+}
+
+#[test]
+fn admin_credentials_end_at_once_and_break_glass_starts_a_new_generation() -> Result<()> {
+    let mut c = Cluster::start()?;
+    let dir = c.dir.path().join("creds");
+    let out = dir.to_str().context("path")?.to_owned();
+    c.kill9()?;
+    c.keyd(&["admin", "issue", "ops", "--out", &out])?;
+    c.serve()?;
+    let ops = crate::nodes::credential(&c, &dir, "ops")?;
+    let admin = c.admin()?;
+    ensure!(admin.get("/v1/nodes")?.0 == 200);
+    // ops ends every credential of admin (say its key leaked).
+    let (status, v) = ops.post(
+        "/v1/admins/admin/credentials/revoke",
+        &json!({"reason": "key leaked"}),
+    )?;
+    ensure!(status == 200, "{v}");
+    let (status, body) = admin.get("/v1/nodes")?;
+    ensure!(status == 401, "{status} {}", String::from_utf8_lossy(&body));
+    // Break glass: a new credential for admin, offline; the old one stays dead.
+    c.kill9()?;
+    let dir2 = c.dir.path().join("creds2");
+    c.keyd(&[
+        "admin",
+        "issue",
+        "admin",
+        "--out",
+        dir2.to_str().context("path")?,
+    ])?;
+    c.serve()?;
+    let admin2 = crate::nodes::credential(&c, &dir2, "admin")?;
+    ensure!(
+        admin2.get("/v1/nodes")?.0 == 200,
+        "the new admin credential works"
+    );
+    ensure!(
+        c.admin()?.get("/v1/nodes")?.0 == 401,
+        "the old one stays dead"
+    );
+    Ok(())
+}

@@ -505,7 +505,11 @@ fn expiry_limits_chain_pulls_certificates_and_admin_credentials() -> Result<()> 
 }
 
 /// A client with the credential `keyd admin issue NAME --out DIR` wrote.
-fn credential(c: &Cluster, dir: &std::path::Path, name: &str) -> Result<crate::cluster::Client> {
+pub fn credential(
+    c: &Cluster,
+    dir: &std::path::Path,
+    name: &str,
+) -> Result<crate::cluster::Client> {
     c.client(
         &std::fs::read_to_string(dir.join(format!("{name}.pem")))?,
         &std::fs::read_to_string(dir.join(format!("{name}.key")))?,

@@ -273,6 +273,21 @@ pub enum NodeCmd {
         /// Node name or path.
         name: String,
     },
+    /// A node's credentials: end every certificate of the node at once.
+    #[command(subcommand)]
+    Credentials(CredentialsCmd),
+    /// A new one-time enrollment token for an existing, valid node: enrolling with it
+    /// starts a new credential generation (every earlier certificate of the node ends).
+    Reenroll {
+        /// keyctl.toml with an admin credential.
+        #[arg(long)]
+        config: PathBuf,
+        /// Node name or path.
+        name: String,
+        /// held (default) or exported.
+        #[arg(long, value_enum, default_value_t = Mode::Held)]
+        mode: Mode,
+    },
 }
 
 /// Admin credentials against keyd.
@@ -294,6 +309,27 @@ pub enum AdminCmd {
         /// keyctl.toml with an admin credential.
         #[arg(long)]
         config: PathBuf,
+    },
+    /// An admin's credentials: end every certificate of that admin at once (a new one
+    /// comes from `keyd admin issue`).
+    #[command(subcommand)]
+    Credentials(CredentialsCmd),
+}
+
+/// Credentials of a node or an admin.
+#[derive(Debug, Subcommand)]
+pub enum CredentialsCmd {
+    /// End every client certificate of NAME at once, without touching its keys; a copy
+    /// of its certificate and key stops working from the very next request.
+    Revoke {
+        /// keyctl.toml with an admin credential.
+        #[arg(long)]
+        config: PathBuf,
+        /// The node (name or path) or admin name.
+        name: String,
+        /// Why.
+        #[arg(long, default_value = "")]
+        reason: String,
     },
 }
 

@@ -6,7 +6,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde_json::{Value, json};
 
-use crate::cli::{AdminCmd, CaCmd, Command, FileOp, NodeCmd, Output};
+use crate::cli::{AdminCmd, CaCmd, Command, CredentialsCmd, FileOp, NodeCmd, Output};
 use crate::client::Client;
 use crate::error::CtlError;
 use crate::{enroll, files};
@@ -83,6 +83,27 @@ pub fn run(command: Command, output: Option<Output>) -> Result<Option<Value>, Ct
             reason,
         }) => Client::from_config(&config)?
             .post(&format!("/v1/admins/{name}/revoke"), &json!({"reason": reason}))?,
+        Command::Node(NodeCmd::Credentials(CredentialsCmd::Revoke {
+            config,
+            name,
+            reason,
+        })) => Client::from_config(&config)?.post(
+            &format!("/v1/nodes/{name}/credentials/revoke"),
+            &json!({"reason": reason}),
+        )?,
+        Command::Admin(AdminCmd::Credentials(CredentialsCmd::Revoke {
+            config,
+            name,
+            reason,
+        })) => Client::from_config(&config)?.post(
+            &format!("/v1/admins/{name}/credentials/revoke"),
+            &json!({"reason": reason}),
+        )?,
+        Command::Node(NodeCmd::Reenroll { config, name, mode }) => Client::from_config(&config)?
+            .post(
+                &format!("/v1/nodes/{name}/reenroll"),
+                &json!({"mode": mode.name()}),
+            )?,
         Command::Admin(AdminCmd::List { config }) => {
             Client::from_config(&config)?.get("/v1/admins")?
         }

@@ -82,6 +82,13 @@ pub struct RawConfig {
     /// Seconds between pulls from each peer (default 30).
     #[serde(default = "default_peer_pull_seconds")]
     pub peer_pull_seconds: u64,
+    /// Most total life of a credential generation, in days (default 90): renewal is
+    /// refused after it, and an admin's re-enrollment is needed.
+    #[serde(default)]
+    pub credential_max_days: Option<u64>,
+    /// The same in seconds (instead of days).
+    #[serde(default)]
+    pub credential_max_seconds: Option<u64>,
     /// How long after its node's next epoch an epoch key is still accepted as the
     /// sender of an envelope, in seconds (default 86400; 0: only current epochs).
     #[serde(default = "default_sender_grace_seconds")]
@@ -167,6 +174,8 @@ pub struct Config {
     pub peer_max_age: std::time::Duration,
     /// Grace for superseded senders.
     pub sender_grace: std::time::Duration,
+    /// Most total life of a credential generation.
+    pub credential_max: std::time::Duration,
 }
 
 /// Checks a root fingerprint: 64 hex digits (SHA-256 of the root identity key);
@@ -260,6 +269,23 @@ impl Config {
         if raw.peer_pull_seconds == 0 || raw.peer_pull_seconds > 86_400 {
             return Err(value("peer_pull_seconds", "must be 1 to 86400".into()));
         }
+        let credential_max = match (raw.credential_max_days, raw.credential_max_seconds) {
+            (Some(_), Some(_)) => {
+                return Err(value(
+                    "credential_max_seconds",
+                    "give credential_max_days or credential_max_seconds, not both".into(),
+                ));
+            }
+            (Some(d), None) if d == 0 || d > 3660 => {
+                return Err(value("credential_max_days", "must be 1 to 3660".into()));
+            }
+            (None, Some(0)) => {
+                return Err(value("credential_max_seconds", "must be at least 1".into()));
+            }
+            (Some(d), None) => d * 86_400,
+            (None, Some(s)) => s,
+            (None, None) => 90 * 86_400,
+        };
         if raw.peer_max_age_seconds == 0 {
             return Err(value("peer_max_age_seconds", "must be at least 1".into()));
         }
@@ -297,6 +323,7 @@ impl Config {
             peer_pull_interval: std::time::Duration::from_secs(raw.peer_pull_seconds),
             peer_max_age: std::time::Duration::from_secs(raw.peer_max_age_seconds),
             sender_grace: std::time::Duration::from_secs(raw.sender_grace_seconds),
+            credential_max: std::time::Duration::from_secs(credential_max),
         })
     }
 

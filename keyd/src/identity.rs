@@ -3,8 +3,10 @@
 //! short-lived client certificates for nodes (from a CSR) and admins.
 //!
 //! A client certificate names its principal in a URI SAN: `keyd:node:<path>` or
-//! `keyd:admin:<name>`. The chain, not the certificate, says whether a node is still
-//! valid: every request checks it.
+//! `keyd:admin:<name>`, and its credential generation in another: `keyd:generation:<n>`
+//! (a new generation starts at each enrollment; revoking a principal's credentials ends
+//! its generation). The chain, not the certificate, says whether a node is still valid:
+//! every request checks it.
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
@@ -31,7 +33,7 @@ pub enum IdentityError {
 }
 
 /// Who a client certificate names.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Principal {
     /// A node of the tree.
     Node(KeyPath),
@@ -58,17 +60,62 @@ impl Principal {
             .map(|n| Principal::Admin(n.to_owned()))
     }
 
-    /// The principal a DER certificate names, if any, and the certificate's `notAfter`
-    /// (Unix seconds).
-    pub fn of_certificate(der: &[u8]) -> Option<(Principal, i64)> {
+    /// The principal a DER certificate names, if any, with the certificate's `notAfter`
+    /// and credential generation.
+    pub fn of_certificate(der: &[u8]) -> Option<Presented> {
         let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
         let san = cert.subject_alternative_name().ok()??;
-        let principal = san.value.general_names.iter().find_map(|n| match n {
-            x509_parser::extensions::GeneralName::URI(u) => Principal::from_uri(u),
-            _ => None,
-        })?;
-        Some((principal, cert.validity().not_after.timestamp()))
+        let uris = || {
+            san.value.general_names.iter().filter_map(|n| match n {
+                x509_parser::extensions::GeneralName::URI(u) => Some(*u),
+                _ => None,
+            })
+        };
+        let principal = uris().find_map(Principal::from_uri)?;
+        let generation = uris()
+            .find_map(|u| u.strip_prefix(GENERATION_URI)?.parse().ok())
+            .unwrap_or(0);
+        Some(Presented {
+            principal,
+            not_after: cert.validity().not_after.timestamp(),
+            generation,
+        })
     }
+
+    /// The key of the principal's credential record: its URI, admin names in lowercase
+    /// (they compare without regard to case).
+    pub fn credential_key(&self) -> String {
+        match self {
+            Principal::Node(_) => self.uri(),
+            Principal::Admin(n) => format!("keyd:admin:{}", n.to_lowercase()),
+        }
+    }
+}
+
+/// The URI SAN prefix naming a certificate's credential generation.
+const GENERATION_URI: &str = "keyd:generation:";
+
+/// What a client certificate presents: its principal, its `notAfter` (Unix seconds) and
+/// its credential generation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Presented {
+    /// The principal.
+    pub principal: Principal,
+    /// Its `notAfter`.
+    pub not_after: i64,
+    /// The credential generation it belongs to.
+    pub generation: u32,
+}
+
+/// A client certificate keyd issued: PEM, serial (hex) and `notAfter` (Unix seconds).
+#[derive(Debug, Clone)]
+pub struct Issued {
+    /// The certificate, PEM.
+    pub pem: String,
+    /// Its serial number, lowercase hex.
+    pub serial: String,
+    /// Its `notAfter`.
+    pub not_after: u64,
 }
 
 /// The certificate authority: keyd's branch identity key.
@@ -145,7 +192,7 @@ impl Ca {
         sans: Vec<SanType>,
         seconds: u64,
         server: bool,
-    ) -> CertificateParams {
+    ) -> (CertificateParams, String, u64) {
         let mut params = CertificateParams::default();
         params.distinguished_name = dn(common_name);
         params.subject_alt_names = sans;
@@ -166,7 +213,16 @@ impl Ca {
             serial[0] &= 0x7f;
             params.serial_number = Some(SerialNumber::from_slice(&serial));
         }
-        params
+        let not_after = u64::try_from(t.saturating_add(seconds as i64)).unwrap_or(0);
+        (params, hex::encode(serial), not_after)
+    }
+
+    /// The SANs of a client certificate: its principal and its generation.
+    fn client_sans(principal: &Principal, generation: u32) -> Result<Vec<SanType>, IdentityError> {
+        Ok(vec![
+            SanType::URI(principal.uri().try_into()?),
+            SanType::URI(format!("{GENERATION_URI}{generation}").try_into()?),
+        ])
     }
 
     /// A server certificate for `names` (DNS names or IP addresses) with a fresh key:
@@ -184,37 +240,46 @@ impl Ca {
                 Err(_) => SanType::DnsName(n.clone().try_into()?),
             });
         }
-        let cert = Self::leaf("keyd server", sans, seconds, true).signed_by(&key, &self.issuer)?;
+        let cert = Self::leaf("keyd server", sans, seconds, true)
+            .0
+            .signed_by(&key, &self.issuer)?;
         Ok((cert.der().to_vec(), Zeroizing::new(key.serialize_der())))
     }
 
-    /// A client certificate for `principal`, for the key in `csr_pem`; the CSR's own
-    /// names and extensions are ignored.
+    /// A client certificate of credential `generation` for `principal`, for the key in
+    /// `csr_pem`; the CSR's own names and extensions are ignored.
     pub fn client_cert_from_csr(
         &self,
         csr_pem: &str,
         principal: &Principal,
+        generation: u32,
         common_name: &str,
         seconds: u64,
-    ) -> Result<String, IdentityError> {
+    ) -> Result<Issued, IdentityError> {
         let csr = CertificateSigningRequestParams::from_pem(csr_pem)
             .map_err(|e| IdentityError::Csr(e.to_string()))?;
-        let params = Self::leaf(
+        let (params, serial, not_after) = Self::leaf(
             common_name,
-            vec![SanType::URI(principal.uri().try_into()?)],
+            Self::client_sans(principal, generation)?,
             seconds,
             false,
         );
-        Ok(params.signed_by(&csr.public_key, &self.issuer)?.pem())
+        Ok(Issued {
+            pem: params.signed_by(&csr.public_key, &self.issuer)?.pem(),
+            serial,
+            not_after,
+        })
     }
 
-    /// A client certificate and a fresh key for `principal`: `(certificate PEM, key PEM)`.
+    /// A client certificate of credential `generation` and a fresh key for `principal`:
+    /// the certificate and the key PEM.
     pub fn client_credential(
         &self,
         principal: &Principal,
+        generation: u32,
         common_name: &str,
         seconds: u64,
-    ) -> Result<(String, Zeroizing<String>), IdentityError> {
+    ) -> Result<(Issued, Zeroizing<String>), IdentityError> {
         let mut seed = Zeroizing::new([0u8; 32]);
         getrandom::fill(seed.as_mut())
             .map_err(|e| IdentityError::Csr(format!("randomness: {e}")))?;
@@ -224,14 +289,21 @@ impl Ca {
             &PrivatePkcs8KeyDer::from(der.as_slice()),
             &PKCS_ED25519,
         )?;
-        let params = Self::leaf(
+        let (params, serial, not_after) = Self::leaf(
             common_name,
-            vec![SanType::URI(principal.uri().try_into()?)],
+            Self::client_sans(principal, generation)?,
             seconds,
             false,
         );
         let cert = params.signed_by(&key, &self.issuer)?;
         let key_pem = Zeroizing::new(pem::encode(&pem::Pem::new("PRIVATE KEY", der.to_vec())));
-        Ok((cert.pem(), key_pem))
+        Ok((
+            Issued {
+                pem: cert.pem(),
+                serial,
+                not_after,
+            },
+            key_pem,
+        ))
     }
 }

@@ -11,7 +11,7 @@ use keyd::chain::{Anchor, Body, Chain, KeySet, Statement};
 use keyd::config::Config;
 use keyd::derive::{KeyPath, NodeSecret};
 use keyd::hsm::Hsm;
-use keyd::identity::{Ca, Principal};
+use keyd::identity::Ca;
 use keyd::service::Service;
 use keyd::store::{Store, key};
 use zeroize::{Zeroize, Zeroizing};
@@ -202,11 +202,9 @@ fn import(config: &Config, bundle_file: &Path, expect_root: Option<&str>) -> Res
     secret[32..].copy_from_slice(branch.danger_chain_code());
     let sealed = hsm.seal(&branch_aad(&bundle.path), secret.as_ref())?;
     let ca = Ca::from_branch(&branch.material(), &bundle.name, &bundle.path)?;
-    let (admin_cert, admin_key) = ca.client_credential(
-        &Principal::Admin("admin".into()),
-        "admin",
-        config.client_cert_seconds,
-    )?;
+    let (admin_cert, admin_key) =
+        keyd::service::credentials::issue_admin(&store, &ca, "admin", config.client_cert_seconds)?;
+    let admin_cert = admin_cert.pem;
     // The files are written under temporary names and moved into place, then the store
     // takes the branch in one transaction; if that fails, the files go again: a failure
     // leaves no half-imported keyd behind.
@@ -358,11 +356,6 @@ fn issue_admin(config: &Config, name: &str, out: &Path) -> Result<()> {
         bail!("admin {name} was revoked; a revoked name is never issued again: choose another");
     }
     let ca = Ca::from_branch(&branch.material(), &branch_name, &path)?;
-    let (cert, key) = ca.client_credential(
-        &Principal::Admin(name.to_owned()),
-        name,
-        config.client_cert_seconds,
-    )?;
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -379,6 +372,11 @@ fn issue_admin(config: &Config, name: &str, out: &Path) -> Result<()> {
             key_file.display()
         );
     }
+    // A new credential generation for the name: every earlier credential of it ends
+    // (only once the files can be written).
+    let (cert, key) =
+        keyd::service::credentials::issue_admin(&store, &ca, name, config.client_cert_seconds)?;
+    let cert = cert.pem;
     write_file(&key_file, key.as_bytes(), 0o600)?;
     write_file(&cert_file, cert.as_bytes(), 0o600)?;
     println!(

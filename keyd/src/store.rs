@@ -4,7 +4,9 @@
 //! Tables: `meta` (sealed secrets, identity), `logs` ((log, seq) → canonical entry
 //! bytes: the root log, this keyd's branch log and the logs mirrored from peers),
 //! `heads` (log → its latest signed head), `tokens` (SHA-256 of an enrollment token → its
-//! record) and `revoked_admins` (admin name → its revocation record).
+//! record), `revoked_admins` (admin name → its revocation record), `credentials` (serial
+//! of every client certificate issued → its record) and `generations` (principal → its
+//! credential generation).
 
 use std::path::{Path, PathBuf};
 
@@ -25,6 +27,10 @@ const LOGS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("logs");
 const HEADS: TableDefinition<&str, &[u8]> = TableDefinition::new("heads");
 const TOKENS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("tokens");
 const REVOKED_ADMINS: TableDefinition<&str, &[u8]> = TableDefinition::new("revoked_admins");
+/// Every client certificate keyd issued: serial (hex) → its record.
+const CREDENTIALS: TableDefinition<&str, &[u8]> = TableDefinition::new("credentials");
+/// Each principal's credential generation: principal key → its record.
+const GENERATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("generations");
 
 /// Meta keys.
 pub mod key {
@@ -137,6 +143,8 @@ impl Store {
             tx.open_table(HEADS)?;
             tx.open_table(TOKENS)?;
             tx.open_table(REVOKED_ADMINS)?;
+            tx.open_table(CREDENTIALS)?;
+            tx.open_table(GENERATIONS)?;
             Ok(())
         })?;
         Ok(store)
@@ -228,21 +236,7 @@ impl Store {
 
     /// Every revoked admin name with its record.
     pub fn revoked_admins(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        let run = || -> Result<Vec<(String, Vec<u8>)>, redb::Error> {
-            let tx = self.db.begin_read()?;
-            let table = match tx.open_table(REVOKED_ADMINS) {
-                Ok(t) => t,
-                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-                Err(e) => return Err(e.into()),
-            };
-            let mut out = Vec::new();
-            for row in table.iter()? {
-                let (k, v) = row?;
-                out.push((k.value().to_owned(), v.value().to_vec()));
-            }
-            Ok(out)
-        };
-        run().map_err(self.db_err())
+        self.rows(REVOKED_ADMINS)
     }
 
     /// Stores an imported branch: its logs, heads and meta values, in one transaction
@@ -325,6 +319,80 @@ impl Store {
             out.entry(log).or_default().1 = Some(h);
         }
         Ok(out)
+    }
+
+    /// Stores an enrollment token record.
+    pub fn put_token(&self, hash: &[u8], record: &[u8]) -> Result<(), StoreError> {
+        self.write(|tx| {
+            tx.open_table(TOKENS)?.insert(hash, record)?;
+            Ok(())
+        })
+    }
+
+    /// Records credential generations and issued certificates in one transaction; with
+    /// `token`, the enrollment token is spent in the same transaction, and nothing is
+    /// written (false) when it was spent already.
+    pub fn put_credentials(
+        &self,
+        token: Option<&[u8]>,
+        generations: &[(&str, &[u8])],
+        issued: &[(&str, &[u8])],
+    ) -> Result<bool, StoreError> {
+        let run = || -> Result<bool, redb::Error> {
+            let tx = self.db.begin_write()?;
+            if let Some(hash) = token
+                && tx.open_table(TOKENS)?.remove(hash)?.is_none()
+            {
+                tx.abort()?;
+                return Ok(false);
+            }
+            {
+                let mut table = tx.open_table(GENERATIONS)?;
+                for (k, v) in generations {
+                    table.insert(*k, *v)?;
+                }
+                let mut table = tx.open_table(CREDENTIALS)?;
+                for (k, v) in issued {
+                    table.insert(*k, *v)?;
+                }
+            }
+            tx.commit()?;
+            Ok(true)
+        };
+        run().map_err(self.db_err())
+    }
+
+    /// Every principal's credential generation record.
+    pub fn generations(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        self.rows(GENERATIONS)
+    }
+
+    /// Every issued certificate's record, by serial.
+    pub fn credentials(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        self.rows(CREDENTIALS)
+    }
+
+    /// Every row of a string-keyed table (none when it does not exist yet: a store made
+    /// before the table).
+    fn rows(
+        &self,
+        def: TableDefinition<&str, &[u8]>,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let run = || -> Result<Vec<(String, Vec<u8>)>, redb::Error> {
+            let tx = self.db.begin_read()?;
+            let table = match tx.open_table(def) {
+                Ok(t) => t,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+                Err(e) => return Err(e.into()),
+            };
+            let mut out = Vec::new();
+            for row in table.iter()? {
+                let (k, v) = row?;
+                out.push((k.value().to_owned(), v.value().to_vec()));
+            }
+            Ok(out)
+        };
+        run().map_err(self.db_err())
     }
 
     /// The record of a token, if it is still there (not spent).

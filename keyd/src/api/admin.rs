@@ -8,12 +8,12 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::body::{Body, Bytes, Format};
 use super::error::ErrorBody;
-use super::{ApiError, metrics, principal};
+use super::{ApiError, metrics, principal, principal_and_generation};
 use crate::service::{AdminRevocation, EnrollMode, NodeDetail, Service, ServiceError};
 
 /// Runs a call that commits to disk (or issues a certificate) off the async workers,
 /// and counts it in `keyd_operations_total` as `op`.
-async fn committed<T: Send + 'static>(
+pub(super) async fn committed<T: Send + 'static>(
     op: &'static str,
     f: impl FnOnce() -> Result<T, ServiceError> + Send + 'static,
 ) -> Result<T, ApiError> {
@@ -210,10 +210,10 @@ pub async fn renew(
     svc: web::Data<Service>,
     body: Body<RenewRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let who = principal(&req, &svc)?;
+    let (who, generation) = principal_and_generation(&req, &svc)?;
     let csr = body.0.csr;
     let s = svc.clone();
-    let certificate = committed("renew", move || s.renew(&who, &csr)).await?;
+    let certificate = committed("renew", move || s.renew(&who, generation, &csr)).await?;
     Format::wanted(&req).reply(StatusCode::OK, &RenewResponse { certificate })
 }
 
@@ -335,7 +335,7 @@ pub async fn show_node(
 #[serde(deny_unknown_fields)]
 pub struct RevokeRequest {
     /// Recorded in the chain.
-    reason: String,
+    pub(super) reason: String,
 }
 
 /// What a revocation cut.

@@ -4,6 +4,7 @@
 mod access;
 mod admin;
 mod body;
+mod credentials;
 mod error;
 mod metrics;
 mod ops;
@@ -18,7 +19,7 @@ pub use body::{Blob, Bytes, CBOR, Format, JSON};
 pub use error::{ApiError, ErrorBody};
 pub use metrics::{Metrics, metrics};
 
-use crate::identity::Principal;
+use crate::identity::{Presented, Principal};
 use crate::service::{Service, ServiceError};
 
 /// Largest request body accepted (JSON or CBOR).
@@ -26,10 +27,10 @@ pub const MAX_BODY: usize = 4 * 1024 * 1024;
 /// Most items in a batch request.
 pub const MAX_BATCH: usize = 1000;
 
-/// What the client certificate of a connection names, and its `notAfter` (Unix
-/// seconds): parsed once per connection by [`on_connect`], not per request.
+/// What the client certificate of a connection presents (principal, `notAfter`,
+/// credential generation): parsed once per connection by [`on_connect`], not per request.
 #[derive(Clone)]
-pub struct PeerCertificate(pub Principal, pub i64);
+pub struct PeerCertificate(pub Presented);
 
 /// Records the principal of a TLS connection's client certificate for the requests on
 /// it (a certificate naming no principal authenticates nothing).
@@ -37,38 +38,45 @@ pub fn on_connect(conn: &dyn std::any::Any, ext: &mut Extensions) {
     use actix_tls::accept::rustls_0_23::TlsStream;
     if let Some(tls) = conn.downcast_ref::<TlsStream<actix_web::rt::net::TcpStream>>()
         && let Some(cert) = tls.get_ref().1.peer_certificates().and_then(|c| c.first())
-        && let Some((principal, not_after)) = Principal::of_certificate(cert)
+        && let Some(presented) = Principal::of_certificate(cert)
     {
-        ext.insert(PeerCertificate(principal, not_after));
+        ext.insert(PeerCertificate(presented));
     }
 }
 
 /// The caller: the principal its client certificate names, if that certificate has not
-/// expired (the TLS layer lets expired certificates through so that this can say so)
-/// and the chain still holds the principal valid.
+/// expired (the TLS layer lets expired certificates through so that this can say so),
+/// belongs to the principal's current credential generation, and the chain still holds
+/// the principal valid.
 fn principal(req: &HttpRequest, svc: &Service) -> Result<Principal, ApiError> {
-    let named = req
-        .conn_data::<PeerCertificate>()
-        .map(|c| (c.0.clone(), c.1));
-    let named = match named {
-        Some((principal, not_after)) => {
-            let now = i64::try_from(crate::service::unix_now()).unwrap_or(i64::MAX);
-            if not_after < now {
-                return Err(ApiError::with_status(
-                    actix_web::http::StatusCode::UNAUTHORIZED,
-                    "certificate_expired",
-                    format!(
-                        "the client certificate for {} expired at {not_after} (Unix time); \
-                         renew before expiry (keyctl renew) or enroll again",
-                        principal.uri()
-                    ),
-                ));
-            }
-            Some(principal)
+    principal_and_generation(req, svc).map(|(p, _)| p)
+}
+
+/// [`principal`] and the credential generation of its certificate.
+fn principal_and_generation(
+    req: &HttpRequest,
+    svc: &Service,
+) -> Result<(Principal, u32), ApiError> {
+    let presented = req.conn_data::<PeerCertificate>().map(|c| c.0.clone());
+    if let Some(p) = &presented {
+        let now = i64::try_from(crate::service::unix_now()).unwrap_or(i64::MAX);
+        if p.not_after < now {
+            return Err(ApiError::with_status(
+                actix_web::http::StatusCode::UNAUTHORIZED,
+                "certificate_expired",
+                format!(
+                    "the client certificate for {} expired at {} (Unix time); \
+                     renew before expiry (keyctl renew) or enroll again",
+                    p.principal.uri(),
+                    p.not_after
+                ),
+            ));
         }
-        None => None,
-    };
-    Ok(svc.authenticate(named)?)
+    }
+    let generation = presented.as_ref().map_or(0, |p| p.generation);
+    let principal = svc.authenticate(presented.map(|p| p.principal))?;
+    svc.check_credential(&principal, generation)?;
+    Ok((principal, generation))
 }
 
 /// The OpenAPI document, generated from the handlers' annotations.
@@ -101,6 +109,9 @@ fn principal(req: &HttpRequest, svc: &Service) -> Result<Principal, ApiError> {
         admin::rekey_node,
         admin::list_admins,
         admin::revoke_admin,
+        credentials::revoke_node_credentials,
+        credentials::revoke_admin_credentials,
+        credentials::reenroll,
         ops::sign,
         ops::batch_sign,
         ops::verify,
@@ -148,6 +159,18 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/rekey", web::post().to(admin::rekey_self))
             .route("/admins", web::get().to(admin::list_admins))
             .route("/admins/{name}/revoke", web::post().to(admin::revoke_admin))
+            .route(
+                "/admins/{name}/credentials/revoke",
+                web::post().to(credentials::revoke_admin_credentials),
+            )
+            .route(
+                "/nodes/{name}/credentials/revoke",
+                web::post().to(credentials::revoke_node_credentials),
+            )
+            .route(
+                "/nodes/{name}/reenroll",
+                web::post().to(credentials::reenroll),
+            )
             .route("/sign", web::post().to(ops::sign))
             .route("/verify", web::post().to(ops::verify))
             .route("/encrypt", web::post().to(ops::encrypt))

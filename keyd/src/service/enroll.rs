@@ -82,12 +82,7 @@ impl Service {
                 )));
             }
         };
-        let mut raw = Zeroizing::new([0u8; 32]);
-        getrandom::fill(raw.as_mut())
-            .map_err(|e| ServiceError::BadRequest(format!("randomness: {e}")))?;
-        let token = Zeroizing::new(hex::encode(raw.as_ref()));
-        let hash = Sha256::digest(token.as_bytes()).to_vec();
-        let expires_at = unix_now() + self.config.enroll_token_seconds;
+        let (token, hash, expires_at) = self.new_token()?;
         let path = self.append(|w| {
             let state = w.state();
             let parent_path = match parent {
@@ -159,6 +154,62 @@ impl Service {
         Ok((path, token, expires_at))
     }
 
+    /// A fresh one-time token: the token, its SHA-256 (what the store keys it by) and
+    /// its expiry.
+    fn new_token(&self) -> Result<(Zeroizing<String>, Vec<u8>, u64), ServiceError> {
+        let mut raw = Zeroizing::new([0u8; 32]);
+        getrandom::fill(raw.as_mut())
+            .map_err(|e| ServiceError::BadRequest(format!("randomness: {e}")))?;
+        let token = Zeroizing::new(hex::encode(raw.as_ref()));
+        let hash = Sha256::digest(token.as_bytes()).to_vec();
+        Ok((token, hash, unix_now() + self.config.enroll_token_seconds))
+    }
+
+    /// A new one-time enrollment token for an existing, valid node below this keyd's
+    /// branch (admin): its enrollment starts a new credential generation, ending every
+    /// earlier certificate of the node. `(path, token, expires_at)`.
+    pub fn reenroll(
+        &self,
+        principal: &Principal,
+        target: &str,
+        mode: EnrollMode,
+    ) -> Result<(KeyPath, Zeroizing<String>, u64), ServiceError> {
+        Self::require_admin(principal)?;
+        self.require_serving()?;
+        let path = {
+            let chain = self.read_chain();
+            let state = chain.state();
+            let (path, record) = state
+                .find_in(target, &self.branch_path)
+                .ok_or_else(|| ServiceError::NotFound(format!("no node {target:?}")))?;
+            if !matches!(record.kind, KeyKind::Node { .. })
+                || !self.branch_path.is_prefix_of(path)
+                || *path == self.branch_path
+            {
+                return Err(ServiceError::Forbidden(format!(
+                    "{path} is not a node below this keyd's branch {}",
+                    self.branch_path
+                )));
+            }
+            let status = state.status_at(path, unix_now());
+            if !status.is_valid() {
+                return Err(ServiceError::PartyNotValid(format!(
+                    "{path} cannot re-enroll: {status}"
+                )));
+            }
+            path.clone()
+        };
+        let (token, hash, expires_at) = self.new_token()?;
+        let record = chain::cbor_bytes(&TokenRecord {
+            path: path.clone(),
+            expires_at,
+            mode,
+        });
+        self.store.put_token(&hash, &record)?;
+        tracing::info!(node = %path, "re-enrollment token issued");
+        Ok((path, token, expires_at))
+    }
+
     /// Redeems an enrollment token (once) for a client certificate for the key in
     /// `csr_pem`; in exported mode `install_key` (64 hex digits, X25519) is required and
     /// the node's identity secret comes back sealed to it. The token is spent only when
@@ -201,7 +252,9 @@ impl Service {
             _ => {}
         }
         let principal = self.authenticate(Some(Principal::Node(path.clone())))?;
-        let certificate = self.renew(&principal, csr_pem)?;
+        rcgen::CertificateSigningRequestParams::from_pem(csr_pem).map_err(|e| {
+            ServiceError::BadRequest(format!("csr: not a PEM certificate signing request: {e}"))
+        })?;
         let bundle = match install_key {
             None => None,
             Some(key) => {
@@ -213,11 +266,13 @@ impl Service {
                 Some(sealed.to_cbor())
             }
         };
-        // Spend the token last: a request refused above leaves it usable.
-        if self.store.take_token(&hash)?.is_none() {
-            return Err(ServiceError::BadToken);
-        }
-        tracing::info!(node = %path, mode = ?record.mode, "enrolled");
+        // Enrollment starts a new credential generation: every earlier certificate of
+        // the node ends. The token is spent in the same transaction that records the
+        // certificate, last: a request refused above leaves it usable.
+        let generation = self.next_generation(&principal);
+        let certificate =
+            self.issue_client_cert(&principal, &generation, true, csr_pem, Some(&hash))?;
+        tracing::info!(node = %path, mode = ?record.mode, generation = generation.generation, "enrolled");
         Ok(Enrolled {
             certificate,
             path,
@@ -227,24 +282,24 @@ impl Service {
     }
 
     /// A fresh client certificate for the key in `csr_pem`, for a caller whose current
-    /// certificate is still valid (and whose key the chain still holds valid).
-    pub fn renew(&self, principal: &Principal, csr_pem: &str) -> Result<String, ServiceError> {
+    /// certificate (of credential `generation`) is still valid and whose key the chain
+    /// still holds valid: same generation, while it is younger than `credential_max`.
+    pub fn renew(
+        &self,
+        principal: &Principal,
+        generation: u32,
+        csr_pem: &str,
+    ) -> Result<String, ServiceError> {
         rcgen::CertificateSigningRequestParams::from_pem(csr_pem).map_err(|e| {
             ServiceError::BadRequest(format!("csr: not a PEM certificate signing request: {e}"))
         })?;
-        let cert = self.ca.client_cert_from_csr(
-            csr_pem,
-            principal,
-            &self.name_of(principal),
-            self.config.client_cert_seconds,
-        )?;
-        tracing::info!(principal = %principal.uri(), "client certificate issued");
-        Ok(cert)
+        let current = self.renewable_generation(principal, generation)?;
+        self.issue_client_cert(principal, &current, false, csr_pem, None)
     }
 
     /// The common name for a principal's certificate: a node's name in the chain, an
     /// admin's name.
-    fn name_of(&self, principal: &Principal) -> String {
+    pub(super) fn name_of(&self, principal: &Principal) -> String {
         match principal {
             Principal::Admin(name) => name.clone(),
             Principal::Node(path) => match self.read_chain().state().key(path).map(|r| &r.kind) {

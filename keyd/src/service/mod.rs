@@ -14,6 +14,7 @@ use crate::identity::{Ca, IdentityError, Principal};
 use crate::store::{Store, StoreError};
 
 mod admins;
+pub mod credentials;
 mod enroll;
 mod keys;
 mod logs;
@@ -149,6 +150,8 @@ pub struct Service {
     chain: RwLock<Chain>,
     keys: Mutex<HashMap<KeyPath, Arc<KeyMaterial>>>,
     revoked_admins: RwLock<HashMap<String, AdminRevocation>>,
+    /// Each principal's credential generation.
+    generations: RwLock<HashMap<Principal, credentials::Generation>>,
     /// Pull requests for the peer threads: a counter bumped on demand.
     pull_now: (Mutex<u64>, Condvar),
 }
@@ -177,6 +180,7 @@ impl Service {
             &branch_path,
         )?);
         let revoked_admins = RwLock::new(admins::load(&store)?);
+        let generations = RwLock::new(credentials::load(&store)?);
         if chain.head(&branch_path).is_none() {
             return Err(ServiceError::NotFound(format!(
                 "the store holds no log of this keyd's branch {branch_path}"
@@ -192,6 +196,7 @@ impl Service {
             chain: RwLock::new(chain),
             keys: Mutex::new(HashMap::new()),
             revoked_admins,
+            generations,
             pull_now: (Mutex::new(0), Condvar::new()),
         })
     }

@@ -1,0 +1,131 @@
+//! Credential endpoints (admin): end every certificate of a node or an admin at once,
+//! and re-enroll a node (a new one-time token; its enrollment starts a new credential
+//! generation).
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::admin::{RevokeRequest, committed};
+use super::body::{Body, Format};
+use super::error::ErrorBody;
+use super::{ApiError, principal};
+use crate::service::credentials::Generation;
+use crate::service::{EnrollMode, Service};
+
+/// A principal's credentials, ended.
+#[derive(Serialize, ToSchema)]
+pub struct CredentialsRevoked {
+    /// The principal (`keyd:node:PATH` or `keyd:admin:NAME`).
+    principal: String,
+    /// Its credential generation, now revoked.
+    credentials: Generation,
+}
+
+/// Ends every client certificate of a node (name or path below this keyd's branch) at
+/// once, without touching its keys (admin). It needs re-enrollment to get one again.
+#[utoipa::path(post, path = "/v1/nodes/{name}/credentials/revoke", tag = "admin",
+    params(("name" = String, Path, description = "node name or path")),
+    request_body(content = RevokeRequest),
+    responses((status = 200, body = CredentialsRevoked), (status = "4XX", body = ErrorBody)))]
+pub async fn revoke_node_credentials(
+    req: HttpRequest,
+    svc: web::Data<Service>,
+    name: web::Path<String>,
+    body: Body<RevokeRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let who = principal(&req, &svc)?;
+    let (s, reason) = (svc.clone(), body.0.reason);
+    let (principal, credentials) = committed("revoke_credentials", move || {
+        let target = s.node_principal(&name)?;
+        let g = s.revoke_credentials(&who, &target, &reason)?;
+        Ok((target.uri(), g))
+    })
+    .await?;
+    Format::wanted(&req).reply(
+        StatusCode::OK,
+        &CredentialsRevoked {
+            principal,
+            credentials,
+        },
+    )
+}
+
+/// Ends every client certificate of an admin at once (admin; not one's own). A new one
+/// comes from `keyd admin issue`.
+#[utoipa::path(post, path = "/v1/admins/{name}/credentials/revoke", tag = "admin",
+    params(("name" = String, Path, description = "admin name")),
+    request_body(content = RevokeRequest),
+    responses((status = 200, body = CredentialsRevoked), (status = "4XX", body = ErrorBody)))]
+pub async fn revoke_admin_credentials(
+    req: HttpRequest,
+    svc: web::Data<Service>,
+    name: web::Path<String>,
+    body: Body<RevokeRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let who = principal(&req, &svc)?;
+    let (s, reason) = (svc.clone(), body.0.reason);
+    let (principal, credentials) = committed("revoke_credentials", move || {
+        let target = s.admin_principal(&name)?;
+        let g = s.revoke_credentials(&who, &target, &reason)?;
+        Ok((target.uri(), g))
+    })
+    .await?;
+    Format::wanted(&req).reply(
+        StatusCode::OK,
+        &CredentialsRevoked {
+            principal,
+            credentials,
+        },
+    )
+}
+
+/// How a node re-enrolls.
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ReenrollRequest {
+    /// `held` (default) or `exported`.
+    #[serde(default)]
+    mode: EnrollMode,
+}
+
+/// A re-enrollment token.
+#[derive(Serialize, ToSchema)]
+pub struct Reenrollment {
+    /// The node's path.
+    path: String,
+    /// The one-time enrollment token.
+    token: String,
+    /// When the token expires (Unix seconds).
+    expires_at: u64,
+    /// The enrollment mode.
+    mode: EnrollMode,
+}
+
+/// A new one-time enrollment token for an existing, valid node (admin): enrolling with
+/// it starts a new credential generation and ends every earlier certificate of the node.
+#[utoipa::path(post, path = "/v1/nodes/{name}/reenroll", tag = "admin",
+    params(("name" = String, Path, description = "node name or path")),
+    request_body(content = ReenrollRequest),
+    responses((status = 201, body = Reenrollment), (status = "4XX", body = ErrorBody)))]
+pub async fn reenroll(
+    req: HttpRequest,
+    svc: web::Data<Service>,
+    name: web::Path<String>,
+    body: Body<ReenrollRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let who = principal(&req, &svc)?;
+    let (s, mode) = (svc.clone(), body.0.mode);
+    let (path, token, expires_at) =
+        committed("reenroll", move || s.reenroll(&who, &name, mode)).await?;
+    Format::wanted(&req).reply(
+        StatusCode::CREATED,
+        &Reenrollment {
+            path: path.to_string(),
+            token: token.as_str().to_owned(),
+            expires_at,
+            mode,
+        },
+    )
+}
