@@ -635,3 +635,25 @@ fn a_peer_withholding_its_log_behind_a_stale_head_is_refused() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn a_peer_that_hangs_does_not_slow_key_operations() -> Result<()> {
+    // A "peer" that accepts connections and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let peer = format!("https://{}", silent.local_addr()?);
+    let k = Cluster::start_with(&format!("peer_pull_seconds = 1\npeers = [\"{peer}\"]\n"))?;
+    let (node, _) = k.enrolled_node("web")?;
+    // Key operations answer while the pull waits on the silent peer.
+    for i in 0..20 {
+        let (status, v) = node.post("/v1/sign", &json!({"data": B64.encode([i as u8])}))?;
+        ensure!(status == 200, "{v}");
+    }
+    // The pull gives up at its deadline and the peer is marked unhealthy.
+    let metric = format!("keyd_peer_healthy{{peer=\"{peer}\"}} 0");
+    wait_for(Duration::from_secs(30), || {
+        let (_, m) = k.anonymous()?.get("/metrics")?;
+        Ok(String::from_utf8_lossy(&m).contains(&metric).then_some(()))
+    })?;
+    drop(silent);
+    Ok(())
+}

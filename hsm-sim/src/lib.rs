@@ -254,15 +254,7 @@ pub fn init_token_in_process(layout: &Layout, label: &str, module: &Path) -> Res
     ctx.init_token(slot, &so_pin, label)
         .map_err(ck("C_InitToken"))?;
     // SoftHSM2 moves the new token to a new slot id: find it again by label.
-    let slot = ctx
-        .get_slots_with_initialized_token()
-        .map_err(ck("C_GetSlotList"))?
-        .into_iter()
-        .find(|s| {
-            ctx.get_token_info(*s)
-                .is_ok_and(|i| i.label().trim_end() == label)
-        })
-        .ok_or(SimError::NoFreeSlot)?;
+    let slot = slot_of(&ctx, label)?;
     let session = ctx.open_rw_session(slot).map_err(ck("C_OpenSession"))?;
     session
         .login(UserType::So, Some(&so_pin))
@@ -353,15 +345,7 @@ pub fn plant_root_in_process(
     use cryptoki::object::KeyType;
     let ctx = open(module)?;
     let user_pin = read_pin(&layout.user_pin)?;
-    let slot = ctx
-        .get_slots_with_initialized_token()
-        .map_err(ck("C_GetSlotList"))?
-        .into_iter()
-        .find(|s| {
-            ctx.get_token_info(*s)
-                .is_ok_and(|i| i.label().trim_end() == token)
-        })
-        .ok_or(SimError::NoFreeSlot)?;
+    let slot = slot_of(&ctx, token)?;
     let session = ctx.open_rw_session(slot).map_err(ck("C_OpenSession"))?;
     session
         .login(UserType::User, Some(&user_pin))
@@ -417,6 +401,18 @@ pub fn destroy(dir: &Path) -> Result<(), SimError> {
     // Leave a directory that holds other files (it was the user's).
     let _ = fs::remove_dir(&layout.dir);
     Ok(())
+}
+
+/// The slot of the initialised token labelled `label`.
+fn slot_of(ctx: &Pkcs11, label: &str) -> Result<cryptoki::slot::Slot, SimError> {
+    ctx.get_slots_with_initialized_token()
+        .map_err(ck("C_GetSlotList"))?
+        .into_iter()
+        .find(|s| {
+            ctx.get_token_info(*s)
+                .is_ok_and(|i| i.label().trim_end() == label)
+        })
+        .ok_or(SimError::NoFreeSlot)
 }
 
 fn open(module: &Path) -> Result<Pkcs11, SimError> {

@@ -11,8 +11,9 @@ use super::admin::{RevokeRequest, committed};
 use super::body::{Body, Format};
 use super::error::ErrorBody;
 use super::{ApiError, principal};
+use crate::identity::Principal;
 use crate::service::credentials::Generation;
-use crate::service::{EnrollMode, Service};
+use crate::service::{EnrollMode, Service, ServiceError};
 
 /// A principal's credentials, ended.
 #[derive(Serialize, ToSchema)]
@@ -35,21 +36,7 @@ pub async fn revoke_node_credentials(
     name: web::Path<String>,
     body: Body<RevokeRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let who = principal(&req, &svc)?;
-    let (s, reason) = (svc.clone(), body.0.reason);
-    let (principal, credentials) = committed("revoke_credentials", move || {
-        let target = s.node_principal(&name)?;
-        let g = s.revoke_credentials(&who, &target, &reason)?;
-        Ok((target.uri(), g))
-    })
-    .await?;
-    Format::wanted(&req).reply(
-        StatusCode::OK,
-        &CredentialsRevoked {
-            principal,
-            credentials,
-        },
-    )
+    revoke(req, svc, body, move |s| s.node_principal(&name)).await
 }
 
 /// Ends every client certificate of an admin at once (admin; not one's own). A new one
@@ -64,10 +51,20 @@ pub async fn revoke_admin_credentials(
     name: web::Path<String>,
     body: Body<RevokeRequest>,
 ) -> Result<HttpResponse, ApiError> {
+    revoke(req, svc, body, move |s| s.admin_principal(&name)).await
+}
+
+/// Revokes the credentials of the principal `target` names, for the caller.
+async fn revoke(
+    req: HttpRequest,
+    svc: web::Data<Service>,
+    body: Body<RevokeRequest>,
+    target: impl FnOnce(&Service) -> Result<Principal, ServiceError> + Send + 'static,
+) -> Result<HttpResponse, ApiError> {
     let who = principal(&req, &svc)?;
     let (s, reason) = (svc.clone(), body.0.reason);
     let (principal, credentials) = committed("revoke_credentials", move || {
-        let target = s.admin_principal(&name)?;
+        let target = target(&s)?;
         let g = s.revoke_credentials(&who, &target, &reason)?;
         Ok((target.uri(), g))
     })

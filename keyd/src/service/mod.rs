@@ -274,9 +274,11 @@ impl Service {
         let principal = principal.ok_or(ServiceError::Unauthenticated)?;
         match &principal {
             Principal::Node(path) => {
-                self.require_serving()?;
+                // A valid node implies a branch that is not revoked (the branch is its
+                // ancestor): the branch is looked at only when the node is not valid.
                 let status = self.read_chain().state().status_at(path, unix_now());
                 if !status.is_valid() {
+                    self.require_serving()?;
                     return Err(ServiceError::Revoked(describe(&status)));
                 }
             }
