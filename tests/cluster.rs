@@ -293,6 +293,11 @@ impl Cluster {
         Ok(std::fs::read_to_string(self.dir.path().join("keyd.log"))?)
     }
 
+    /// The running keyd's process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Kills keyd with SIGKILL (no clean shutdown).
     pub fn kill9(&mut self) -> Result<()> {
         if let Some(mut c) = self.child.take() {

@@ -361,3 +361,81 @@ fn admin_credentials_end_at_once_and_break_glass_starts_a_new_generation() -> Re
     );
     Ok(())
 }
+
+/// keyd's resident memory, in KiB.
+fn rss_kib(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("VmRSS")
+}
+
+#[test]
+fn slow_bodies_are_cut_off_and_cannot_hold_keyds_memory() -> Result<()> {
+    use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
+    use std::io::{Read, Write};
+    use std::sync::Arc;
+
+    let c = Cluster::start_with("body_timeout_seconds = 2\n")?;
+    let pid = c.pid().context("keyd runs")?;
+    let (node, _) = c.enrolled_node("web")?;
+    let before = rss_kib(pid)?;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(CertificateDer::from_pem_slice(&std::fs::read(
+        c.data().join("ca.pem"),
+    )?)?)?;
+    let config = Arc::new(
+        rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    );
+    let addr = c
+        .addr
+        .strip_prefix("https://")
+        .context("address")?
+        .to_owned();
+    // 1,000 anonymous clients each announce the largest enrollment body, send half of
+    // it, and stall.
+    let head = "POST /v1/enroll HTTP/1.1\r\nHost: keyd\r\nContent-Type: application/json\r\nContent-Length: 16000\r\n\r\n";
+    let mut stalled = Vec::new();
+    for _ in 0..1000 {
+        let tcp = std::net::TcpStream::connect(&addr)?;
+        tcp.set_read_timeout(Some(std::time::Duration::from_secs(20)))?;
+        let conn =
+            rustls::ClientConnection::new(config.clone(), ServerName::try_from("127.0.0.1")?)?;
+        let mut tls = rustls::StreamOwned::new(conn, tcp);
+        tls.write_all(head.as_bytes())?;
+        tls.write_all(&[b' '; 8000])?;
+        tls.flush()?;
+        stalled.push(tls);
+    }
+    let during = rss_kib(pid)?;
+    // keyd still serves.
+    ensure!(sign(&node, b"still here")?.0 == 200);
+    // Every stalled client gets 408 body_timeout and its connection is closed.
+    let mut cut = 0;
+    for tls in &mut stalled {
+        let mut answer = Vec::new();
+        let _ = tls.read_to_end(&mut answer);
+        let answer = String::from_utf8_lossy(&answer);
+        if answer.starts_with("HTTP/1.1 408") && answer.contains("body_timeout") {
+            cut += 1;
+        }
+    }
+    let after = rss_kib(pid)?;
+    eprintln!(
+        "keyd RSS: {before} KiB before, {during} KiB with 1,000 stalled 16 KB bodies, {after} KiB after they were cut off"
+    );
+    ensure!(cut == 1000, "{cut} of 1,000 stalled clients were cut off");
+    ensure!(
+        during < before + 128 * 1024,
+        "keyd grew from {before} to {during} KiB"
+    );
+    // Nor does an anonymous client get more than 16 KiB buffered.
+    let big = json!({"token": "x".repeat(20_000), "csr": ""});
+    let (status, v) = c.anonymous()?.post("/v1/enroll", &big)?;
+    ensure!(status == 413 && code(&v) == "too_large", "{status} {v}");
+    Ok(())
+}

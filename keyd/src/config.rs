@@ -82,6 +82,15 @@ pub struct RawConfig {
     /// Seconds between pulls from each peer (default 30).
     #[serde(default = "default_peer_pull_seconds")]
     pub peer_pull_seconds: u64,
+    /// Seconds a client has to send a request body once its head arrived (default 10).
+    #[serde(default = "default_body_timeout_seconds")]
+    pub body_timeout_seconds: u64,
+    /// Most open client connections per worker (default 1024).
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Seconds a client has for the TLS handshake (default 5).
+    #[serde(default = "default_tls_handshake_seconds")]
+    pub tls_handshake_seconds: u64,
     /// Most total life of a credential generation, in days (default 90): renewal is
     /// refused after it, and an admin's re-enrollment is needed.
     #[serde(default)]
@@ -96,6 +105,18 @@ pub struct RawConfig {
     /// Oldest head a peer may serve for its own branch log, in seconds (default 300).
     #[serde(default = "default_peer_max_age_seconds")]
     pub peer_max_age_seconds: u64,
+}
+
+fn default_body_timeout_seconds() -> u64 {
+    10
+}
+
+fn default_max_connections() -> usize {
+    1024
+}
+
+fn default_tls_handshake_seconds() -> u64 {
+    5
 }
 
 fn default_sender_grace_seconds() -> u64 {
@@ -176,6 +197,12 @@ pub struct Config {
     pub sender_grace: std::time::Duration,
     /// Most total life of a credential generation.
     pub credential_max: std::time::Duration,
+    /// Deadline for a request body.
+    pub body_timeout: std::time::Duration,
+    /// Most open connections per worker.
+    pub max_connections: usize,
+    /// Deadline for the TLS handshake.
+    pub tls_handshake: std::time::Duration,
 }
 
 /// Checks a root fingerprint: 64 hex digits (SHA-256 of the root identity key);
@@ -286,6 +313,17 @@ impl Config {
             (None, Some(s)) => s,
             (None, None) => 90 * 86_400,
         };
+        for (key, v) in [
+            ("body_timeout_seconds", raw.body_timeout_seconds),
+            ("tls_handshake_seconds", raw.tls_handshake_seconds),
+        ] {
+            if v == 0 || v > 600 {
+                return Err(value(key, "must be 1 to 600".into()));
+            }
+        }
+        if raw.max_connections == 0 || raw.max_connections > 1_000_000 {
+            return Err(value("max_connections", "must be 1 to 1000000".into()));
+        }
         if raw.peer_max_age_seconds == 0 {
             return Err(value("peer_max_age_seconds", "must be at least 1".into()));
         }
@@ -324,6 +362,9 @@ impl Config {
             peer_max_age: std::time::Duration::from_secs(raw.peer_max_age_seconds),
             sender_grace: std::time::Duration::from_secs(raw.sender_grace_seconds),
             credential_max: std::time::Duration::from_secs(credential_max),
+            body_timeout: std::time::Duration::from_secs(raw.body_timeout_seconds),
+            max_connections: raw.max_connections,
+            tls_handshake: std::time::Duration::from_secs(raw.tls_handshake_seconds),
         })
     }
 

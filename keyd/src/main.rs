@@ -466,6 +466,11 @@ fn load_service(config: Config) -> Result<(Service, Hsm)> {
 fn serve(config: Config) -> Result<()> {
     init_tracing(config.log_json);
     let (listen, workers) = (config.listen, config.workers);
+    let (max_connections, tls_handshake, head_timeout) = (
+        config.max_connections,
+        config.tls_handshake,
+        config.body_timeout,
+    );
     let (svc, hsm) = load_service(config)?;
     let tls = keyd::tls::server_config(svc.ca().clone(), svc.config().server_names.clone())?;
     let listener = std::net::TcpListener::bind(listen)
@@ -481,6 +486,10 @@ fn serve(config: Config) -> Result<()> {
     })
     .on_connect(keyd::api::on_connect)
     .workers(workers)
+    .max_connections(max_connections)
+    .tls_handshake_timeout(tls_handshake)
+    // The request head has the body's deadline too.
+    .client_request_timeout(head_timeout)
     .listen_rustls_0_23(listener, tls)?;
     println!("keyd listening on https://{addr}");
     std::io::stdout().flush()?;

@@ -111,6 +111,14 @@ impl Format {
     }
 }
 
+/// The body limit of the route `req` matched (for messages).
+fn body_limit(req: &HttpRequest) -> usize {
+    match req.match_pattern().as_deref() {
+        Some("/v1/enroll" | "/v1/renew") => super::SMALL_BODY,
+        _ => MAX_BODY,
+    }
+}
+
 /// A request body in JSON or CBOR (extractor).
 pub struct Body<T>(pub T);
 
@@ -120,20 +128,38 @@ impl<T: DeserializeOwned + 'static> FromRequest for Body<T> {
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
         let format = Format::of_body(req);
+        let limit = body_limit(req);
+        let deadline = req
+            .app_data::<web::Data<crate::service::Service>>()
+            .map_or(std::time::Duration::from_secs(10), |s| {
+                s.config().body_timeout
+            });
         let bytes = web::Bytes::from_request(req, payload);
         Box::pin(async move {
             let format = format?;
-            let bytes = bytes.await.map_err(|e| {
-                if e.as_response_error().status_code() == StatusCode::PAYLOAD_TOO_LARGE {
+            let bytes = actix_web::rt::time::timeout(deadline, bytes)
+                .await
+                .map_err(|_| {
                     ApiError::with_status(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        "too_large",
-                        format!("the body exceeds {MAX_BODY} bytes"),
+                        StatusCode::REQUEST_TIMEOUT,
+                        "body_timeout",
+                        format!(
+                            "the request body did not arrive within {} s",
+                            deadline.as_secs_f32()
+                        ),
                     )
-                } else {
-                    ApiError::bad_request("bad_body", format!("request body: {e}"))
-                }
-            })?;
+                })?
+                .map_err(|e| {
+                    if e.as_response_error().status_code() == StatusCode::PAYLOAD_TOO_LARGE {
+                        ApiError::with_status(
+                            StatusCode::PAYLOAD_TOO_LARGE,
+                            "too_large",
+                            format!("the body exceeds {limit} bytes"),
+                        )
+                    } else {
+                        ApiError::bad_request("bad_body", format!("request body: {e}"))
+                    }
+                })?;
             format.decode(&bytes).map(Body)
         })
     }

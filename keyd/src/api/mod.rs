@@ -24,6 +24,9 @@ use crate::service::{Service, ServiceError};
 
 /// Largest request body accepted (JSON or CBOR).
 pub const MAX_BODY: usize = 4 * 1024 * 1024;
+/// Largest body of enrollment and renewal (a CSR and a token): anonymous callers never
+/// make keyd buffer more.
+pub const SMALL_BODY: usize = 16 * 1024;
 /// Most items in a batch request.
 pub const MAX_BATCH: usize = 1000;
 
@@ -149,8 +152,16 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/chain", web::get().to(admin::chain))
             .route("/chain/root", web::post().to(admin::push_root))
             .route("/chain/pull", web::post().to(admin::pull_peers))
-            .route("/enroll", web::post().to(admin::enroll))
-            .route("/renew", web::post().to(admin::renew))
+            .service(
+                web::resource("/enroll")
+                    .app_data(web::PayloadConfig::default().limit(SMALL_BODY))
+                    .route(web::post().to(admin::enroll)),
+            )
+            .service(
+                web::resource("/renew")
+                    .app_data(web::PayloadConfig::default().limit(SMALL_BODY))
+                    .route(web::post().to(admin::renew)),
+            )
             .route("/nodes", web::post().to(admin::add_node))
             .route("/nodes", web::get().to(admin::list_nodes))
             .route("/nodes/{name}", web::get().to(admin::show_node))
