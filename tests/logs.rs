@@ -361,23 +361,7 @@ fn pushes_that_do_not_verify_are_refused_and_nothing_is_stored() -> Result<()> {
     let install = "11".repeat(32);
     let after_dc2 = k.dir.path().join("after-dc2.cbor");
     for (index, name) in [("2", "dc2"), ("3", "dc3")] {
-        let out = k.dir.path().join(format!("{name}.bundle"));
-        k.ceremony_ok(&[
-            "ceremony",
-            "issue",
-            "--hsm",
-            k.root.uri(),
-            "--chain",
-            s(&k.chain_file()),
-            "--name",
-            name,
-            "--index",
-            index,
-            "--to",
-            &install,
-            "--out",
-            s(&out),
-        ])?;
+        issue_from(&k, &k.chain_file(), name, index, &install)?;
         if name == "dc2" {
             std::fs::copy(k.chain_file(), &after_dc2)?;
         }
@@ -397,22 +381,7 @@ fn pushes_that_do_not_verify_are_refused_and_nothing_is_stored() -> Result<()> {
     let mut bad_sig = Vec::new();
     encode_log(&mut bad_sig, &[forged, entries[3].clone()], Some(head));
     refused(bad_sig, "bad_chain", "bad signature")?;
-    k.ceremony_ok(&[
-        "ceremony",
-        "issue",
-        "--hsm",
-        k.root.uri(),
-        "--chain",
-        s(&copy),
-        "--name",
-        "dc4",
-        "--index",
-        "4",
-        "--to",
-        &install,
-        "--out",
-        s(&k.dir.path().join("dc4.bundle")),
-    ])?;
+    issue_from(&k, &copy, "dc4", "4", &install)?;
     // Good pushes land; what is older or forked than what is held is refused.
     let (status, v) = push(std::fs::read(k.chain_file())?)?;
     ensure!(status == 200 && v["new_entries"] == 2, "{status} {v}");
@@ -530,6 +499,28 @@ impl Drop for Thieves {
             let _ = child.wait();
         }
     }
+}
+
+/// The ceremony issues branch `m/index'` named `name` to `install` from `chain`.
+fn issue_from(k: &Cluster, chain: &Path, name: &str, index: &str, install: &str) -> Result<()> {
+    let out = k.dir.path().join(format!("{name}.bundle"));
+    k.ceremony_ok(&[
+        "ceremony",
+        "issue",
+        "--hsm",
+        k.root.uri(),
+        "--chain",
+        s(chain),
+        "--name",
+        name,
+        "--index",
+        index,
+        "--to",
+        install,
+        "--out",
+        s(&out),
+    ])?;
+    Ok(())
 }
 
 fn copy_dir(from: &Path, to: &Path) -> Result<()> {
@@ -655,5 +646,43 @@ fn a_peer_that_hangs_does_not_slow_key_operations() -> Result<()> {
         Ok(String::from_utf8_lossy(&m).contains(&metric).then_some(()))
     })?;
     drop(silent);
+    Ok(())
+}
+
+#[test]
+fn a_peer_behind_on_the_root_log_is_still_mirrored() -> Result<()> {
+    let mut k1 = Cluster::start_with("peer_pull_seconds = 1\n")?;
+    let k2 = k1.join(2, "dc2", "")?;
+    k1.reconfigure(&format!("peers = [\"{}\"]\n", k2.url()))?;
+    let m2 = p("m/2'");
+    // keyd 1 takes a root-log extension that keyd 2 (which pulls from nobody) lacks.
+    issue_from(&k1, &k1.chain_file(), "dc3", "3", &"22".repeat(32))?;
+    let pushed = keyctl(
+        &[
+            "chain",
+            "push",
+            "--config",
+            &k1.admin_config()?,
+            s(&k1.chain_file()),
+            "--output",
+            "json",
+        ],
+        &[],
+    )?;
+    ensure!(pushed["root_length"] == 4, "{pushed}");
+    // keyd 2's older view of the root log does not stop keyd 1 from taking its branch
+    // log, and keyd 1 keeps its longer root log.
+    k2.admin()?.post("/v1/nodes", &json!({"name": "late"}))?;
+    let theirs = served(&k2)?.entries(&m2).to_vec();
+    wait_for(Duration::from_secs(20), || {
+        Ok((served(&k1)?.entries(&m2) == theirs.as_slice()).then_some(()))
+    })?;
+    ensure!(served(&k1)?.entries(&KeyPath::root()).len() == 4);
+    let metric = format!("keyd_peer_healthy{{peer=\"{}\"}} 1", k2.url());
+    let (_, m) = k1.anonymous()?.get("/metrics")?;
+    ensure!(
+        String::from_utf8_lossy(&m).contains(&metric),
+        "keyd 2 is healthy"
+    );
     Ok(())
 }

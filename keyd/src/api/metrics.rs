@@ -27,6 +27,9 @@ struct Inner {
     peers: BTreeMap<String, PeerHealth>,
 }
 
+/// A per-peer metric: name, help, type, and its value for a peer.
+type PeerMetric = (&'static str, &'static str, &'static str, fn(&PeerHealth) -> u64);
+
 #[derive(Default, Clone, Copy)]
 struct PeerHealth {
     healthy: bool,
@@ -145,31 +148,31 @@ impl Metrics {
                 "keyd_operations_total{{op=\"{op}\",outcome=\"{outcome}\"}} {n}"
             );
         }
-        out.push_str(
-            "# HELP keyd_peer_healthy Whether the last pull from a peer keyd verified and was stored (1) or not (0).\n# TYPE keyd_peer_healthy gauge\n",
-        );
-        for (peer, p) in &m.peers {
-            let _ = writeln!(
-                out,
-                "keyd_peer_healthy{{peer=\"{peer}\"}} {}",
-                u8::from(p.healthy)
-            );
-        }
-        out.push_str("# HELP keyd_peer_pull_failures_total Failed pulls by peer.\n# TYPE keyd_peer_pull_failures_total counter\n");
-        for (peer, p) in &m.peers {
-            let _ = writeln!(
-                out,
-                "keyd_peer_pull_failures_total{{peer=\"{peer}\"}} {}",
-                p.failures
-            );
-        }
-        out.push_str("# HELP keyd_peer_last_pull_seconds Unix time of the last good pull by peer.\n# TYPE keyd_peer_last_pull_seconds gauge\n");
-        for (peer, p) in &m.peers {
-            let _ = writeln!(
-                out,
-                "keyd_peer_last_pull_seconds{{peer=\"{peer}\"}} {}",
-                p.last_ok
-            );
+        let peer_metrics: [PeerMetric; 3] = [
+            (
+                "keyd_peer_healthy",
+                "Whether the last pull from a peer keyd verified and was stored (1) or not (0).",
+                "gauge",
+                |p| u64::from(p.healthy),
+            ),
+            (
+                "keyd_peer_pull_failures_total",
+                "Failed pulls by peer.",
+                "counter",
+                |p| p.failures,
+            ),
+            (
+                "keyd_peer_last_pull_seconds",
+                "Unix time of the last good pull by peer.",
+                "gauge",
+                |p| p.last_ok,
+            ),
+        ];
+        for (name, help, kind, value) in peer_metrics {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (peer, p) in &m.peers {
+                let _ = writeln!(out, "{name}{{peer=\"{peer}\"}} {}", value(p));
+            }
         }
         out
     }

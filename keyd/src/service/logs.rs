@@ -92,8 +92,35 @@ impl Service {
                 .into());
             }
         }
+        // Logs the peer merely mirrors (the root log, other branches) may lag behind
+        // ours: a head over an entry this keyd holds, with that entry's hash, bringing
+        // no newer entry or head, is an older view of the same log and is left out. A
+        // different hash is a fork, refused below; the peer's own log never lags (it
+        // writes it), so an older one is refused.
+        let behind = {
+            let chain = self.read_chain();
+            Records::new(bytes)
+                .filter_map(|r| match r {
+                    Ok((_, crate::chain::Record::Head(h), _)) if h.log != *peer => Some(h),
+                    _ => None,
+                })
+                .filter(|h| {
+                    let held = chain.entries(&h.log);
+                    let same_entry = usize::try_from(h.seq)
+                        .ok()
+                        .and_then(|i| held.get(i))
+                        .is_some_and(|e| e.hash() == h.hash);
+                    let nothing_new = held.len() as u64 > h.seq + 1
+                        || chain
+                            .head(&h.log)
+                            .is_some_and(|ours| ours.signed_at >= h.signed_at);
+                    same_entry && nothing_new
+                })
+                .map(|h| h.log)
+                .collect::<Vec<_>>()
+        };
         let own = self.branch_path.clone();
-        self.take_logs(bytes, |log| *log != own)
+        self.take_logs(bytes, |log| *log != own && !behind.contains(log))
     }
 
     /// Takes only the root log of what a peer served: it verifies by its root
