@@ -109,6 +109,8 @@ fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
         .with_context(|| format!("cannot create {}", path.display()))?;
     f.write_all(contents)?;
     f.sync_all()?;
+    keyd::sync_dir(path)
+        .with_context(|| format!("cannot sync the directory of {}", path.display()))?;
     Ok(())
 }
 

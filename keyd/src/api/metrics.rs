@@ -28,7 +28,12 @@ struct Inner {
 }
 
 /// A per-peer metric: name, help, type, and its value for a peer.
-type PeerMetric = (&'static str, &'static str, &'static str, fn(&PeerHealth) -> u64);
+type PeerMetric = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&PeerHealth) -> u64,
+);
 
 #[derive(Default, Clone, Copy)]
 struct PeerHealth {
