@@ -23,6 +23,7 @@ fn init(token: &TestToken, out: &Path, shares: &str, threshold: &str) -> Result<
             "init",
             "--hsm",
             token.uri(),
+            "--plain-shares",
             "--shares",
             shares,
             "--threshold",
@@ -49,10 +50,23 @@ fn recover_args<'a>(token: &'a TestToken, shares: &'a [PathBuf], expect: &'a Pat
         "--expect",
         s(expect),
     ];
+    if let Some(dir) = expect.parent() {
+        args.extend(["--init-transcript", leak(dir.join("transcript.json"))]);
+    }
     for share in shares {
         args.extend(["--share", s(share)]);
     }
     args
+}
+
+/// A path as a `&'static str` for an argument list (tests only: a few bytes per call).
+fn leak(p: PathBuf) -> &'static str {
+    Box::leak(
+        p.into_os_string()
+            .into_string()
+            .unwrap_or_default()
+            .into_boxed_str(),
+    )
 }
 
 fn read_json(p: &Path) -> Result<Value> {
@@ -138,6 +152,7 @@ fn init_refuses_a_token_with_a_root_and_bad_splits() -> Result<()> {
                 "init",
                 "--hsm",
                 t.uri(),
+                "--plain-shares",
                 "--shares",
                 shares,
                 "--threshold",
@@ -161,6 +176,7 @@ fn init_refuses_a_token_with_a_root_and_bad_splits() -> Result<()> {
             "init",
             "--hsm",
             t.uri(),
+            "--plain-shares",
             "--shares",
             "3",
             "--threshold",
@@ -182,6 +198,7 @@ fn init_refuses_a_token_with_a_root_and_bad_splits() -> Result<()> {
             "init",
             "--hsm",
             t.uri(),
+            "--plain-shares",
             "--shares",
             "3",
             "--threshold",

@@ -33,6 +33,7 @@ impl Ceremony {
                 "init",
                 "--hsm",
                 token.uri(),
+                "--plain-shares",
                 "--shares",
                 "3",
                 "--threshold",

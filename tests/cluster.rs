@@ -51,6 +51,7 @@ impl Cluster {
                 "init",
                 "--hsm",
                 root.uri(),
+                "--plain-shares",
                 "--shares",
                 "3",
                 "--threshold",

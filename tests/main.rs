@@ -9,6 +9,7 @@ mod chain;
 mod cli;
 mod cluster;
 mod crash;
+mod custodians;
 mod enroll;
 mod hardening;
 mod helpers;

@@ -424,21 +424,45 @@ pub enum Ceremony {
     /// Create the root: mix OS and HSM randomness into R, split it into N shares (M
     /// needed), import it non-extractable, and write the shares, root.json and a signed
     /// transcript to --out. Refuses a token that already holds a root.
+    ///
+    /// Each share is encrypted to its custodian (--custodian NAME=RECIPIENT, one per
+    /// share, N = their number); clear shares only with --plain-shares --shares N.
     Init {
         /// RFC 7512 URI of the root token.
         #[arg(long)]
         hsm: String,
-        /// Number of shares to make (N).
-        #[arg(long, value_parser = clap::value_parser!(u8).range(2..=255))]
-        shares: u8,
+        /// A custodian and what their share is encrypted to (age): NAME=age1… (an X25519
+        /// recipient, e.g. from `keyctl ceremony custodian-key`) or
+        /// NAME=passphrase-file:PATH (scrypt; the passphrase is the file's first line).
+        /// Repeat once per share.
+        #[arg(
+            long = "custodian",
+            value_name = "NAME=RECIPIENT",
+            conflicts_with = "plain_shares"
+        )]
+        custodians: Vec<String>,
+        /// Write the shares in clear (share-K.json) instead of encrypting each to a
+        /// custodian: only for a ceremony whose shares go straight to paper or a demo.
+        #[arg(long, requires = "shares")]
+        plain_shares: bool,
+        /// Number of clear shares to make (N), with --plain-shares.
+        #[arg(long, value_parser = clap::value_parser!(u8).range(2..=255), requires = "plain_shares")]
+        shares: Option<u8>,
         /// Shares needed to rebuild the root (M, 2 <= M <= N).
         #[arg(long)]
         threshold: u8,
         /// Cluster name, recorded in the genesis statement.
         #[arg(long, default_value = "keyd")]
         cluster: String,
-        /// New (or empty) directory for share-K.json, root.json, chain.cbor and
-        /// transcript.json.
+        /// New (or empty) directory for the shares (share-K-NAME.age, or share-K.json),
+        /// root.json, chain.cbor and transcript.json.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Make an age X25519 key for a share custodian: writes the identity to --out (0600)
+    /// and prints the recipient (age1…) to give `ceremony init --custodian NAME=…`.
+    CustodianKey {
+        /// New file for the identity (AGE-SECRET-KEY-1…); the custodian keeps it.
         #[arg(long)]
         out: PathBuf,
     },
@@ -491,12 +515,23 @@ pub enum Ceremony {
         /// RFC 7512 URI of the fresh token.
         #[arg(long)]
         hsm: String,
-        /// A share file (repeat for each share).
+        /// A share file (repeat for each share): share-K-NAME.age or share-K.json.
         #[arg(long = "share", required = true)]
         shares: Vec<PathBuf>,
+        /// An age identity file of a custodian whose share is given (repeat).
+        #[arg(long = "identity")]
+        identities: Vec<PathBuf>,
+        /// A file whose first line is the passphrase of a custodian whose share is
+        /// given (repeat).
+        #[arg(long = "passphrase-file")]
+        passphrase_files: Vec<PathBuf>,
         /// The root.json written by `ceremony init`.
         #[arg(long)]
         expect: PathBuf,
+        /// The signed transcript.json of `ceremony init`: every share is checked against
+        /// its commitment there, so an altered share is named.
+        #[arg(long)]
+        init_transcript: PathBuf,
         /// Also write a signed transcript of the recovery to this new file.
         #[arg(long)]
         transcript: Option<PathBuf>,

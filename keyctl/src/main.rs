@@ -1,14 +1,6 @@
 //! `keyctl`: the keyd admin CLI and offline root ceremonies.
 
-mod ceremony;
-mod chain_cmd;
-mod cli;
-mod client;
-mod enroll;
-mod error;
-mod files;
-mod public;
-mod remote;
+use keyctl::{ceremony, chain_cmd, cli, error, public, remote};
 
 use std::process::ExitCode;
 
@@ -68,12 +60,29 @@ fn run(cli: Cli) -> Result<(), CtlError> {
         ),
         Command::Ceremony(Ceremony::Init {
             hsm,
+            custodians,
+            plain_shares,
             shares,
             threshold,
             cluster,
             out,
         }) => {
-            let done = ceremony::init::run(&hsm, shares, threshold, &cluster, &out)?;
+            let share_to = match (plain_shares, shares) {
+                (true, Some(n)) => ceremony::init::ShareTo::Plain(n),
+                _ if custodians.is_empty() => {
+                    return Err(CtlError::Arg {
+                        flag: "--custodian",
+                        message: "give one --custodian NAME=RECIPIENT per share (each share is encrypted to its custodian), or --plain-shares --shares N for clear shares".into(),
+                    });
+                }
+                _ => ceremony::init::ShareTo::Custodians(
+                    custodians
+                        .iter()
+                        .map(|c| ceremony::custodian::Custodian::parse(c))
+                        .collect::<Result<_, _>>()?,
+                ),
+            };
+            let done = ceremony::init::run(&hsm, &share_to, threshold, &cluster, &out)?;
             let file = |n: &str| done.out.join(n).display().to_string();
             let shares: Vec<String> = done
                 .share_files
@@ -195,13 +204,34 @@ fn run(cli: Cli) -> Result<(), CtlError> {
                 }
             }
         }
+        Command::Ceremony(Ceremony::CustodianKey { out }) => {
+            let recipient = ceremony::custodian::keygen(&out)?;
+            text_first(
+                serde_json::json!({"recipient": recipient, "identity": out.display().to_string()}),
+                format!(
+                    "{recipient}\n(identity written to {}: the custodian keeps it, offline; give the line above to `ceremony init --custodian NAME=…`)",
+                    out.display()
+                ),
+            )
+        }
         Command::Ceremony(Ceremony::Recover {
             hsm,
             shares,
+            identities,
+            passphrase_files,
             expect,
+            init_transcript,
             transcript,
         }) => {
-            let root = ceremony::recover::run(&hsm, &shares, &expect, transcript.as_deref())?;
+            let keys = ceremony::custodian::Keys::load(&identities, &passphrase_files)?;
+            let root = ceremony::recover::run(
+                &hsm,
+                &shares,
+                &keys,
+                &expect,
+                &init_transcript,
+                transcript.as_deref(),
+            )?;
             text_first(
                 serde_json::json!({"key_id": root.key_id.to_string(),
                     "fingerprint": root.fingerprint.to_string(), "matches": expect.display().to_string()}),

@@ -68,3 +68,43 @@ pub fn bundle(data: &[u8]) {
         }
     }
 }
+
+/// Decodes arbitrary bytes as every API request body, JSON and CBOR: never panics.
+#[cfg(feature = "server")]
+pub fn api_body(data: &[u8]) {
+    crate::api::fuzz_bodies(data);
+}
+
+/// Arbitrary bytes as the two certificate inputs keyd takes from clients: a PEM CSR
+/// (enroll, renew) signed into a client certificate, and a presented DER certificate
+/// read for its principal. Neither panics; a certificate keyd issues from any CSR names
+/// exactly the principal and generation keyd chose, whatever the CSR asked for.
+#[cfg(feature = "server")]
+pub fn csr(data: &[u8]) {
+    use crate::identity::{Ca, Principal};
+    thread_local! {
+        static CA: Option<Ca> = {
+            let key = crate::derive::KeyMaterial::from_node_key(&[7; 32]);
+            "m/1'".parse().ok().and_then(|p| Ca::from_branch(&key, "fuzz", &p).ok())
+        };
+    }
+    let _ = Principal::of_certificate(data);
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(node) = "m/1'/1'".parse() else {
+        return;
+    };
+    let principal = Principal::Node(node);
+    CA.with(|ca| {
+        let Some(ca) = ca else { return };
+        if let Ok(issued) = ca.client_cert_from_csr(text, &principal, 3, "fuzz", 3600) {
+            let der = pem::parse(&issued.pem).map(pem::Pem::into_contents);
+            let presented = der.ok().and_then(|d| Principal::of_certificate(&d));
+            assert!(
+                presented.is_some_and(|p| p.principal == principal && p.generation == 3),
+                "an issued certificate names another principal"
+            );
+        }
+    });
+}

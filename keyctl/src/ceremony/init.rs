@@ -8,6 +8,7 @@ use keyd::hsm::{Hsm, ROOT_SECRET_LEN};
 use serde_json::json;
 use zeroize::Zeroizing;
 
+use super::custodian::Custodian;
 use super::shares::{self, RootRef};
 use super::{RootJson, fingerprint, now, root_identity, transcript};
 use crate::error::CtlError;
@@ -22,6 +23,34 @@ pub struct InitOutcome {
     pub out: PathBuf,
     /// The share files, in index order.
     pub share_files: Vec<PathBuf>,
+}
+
+/// Where the shares go.
+#[derive(Debug)]
+pub enum ShareTo {
+    /// One share per custodian, each encrypted to its custodian (age).
+    Custodians(Vec<Custodian>),
+    /// This many shares in clear JSON (`--plain-shares`).
+    Plain(u8),
+}
+
+impl ShareTo {
+    fn count(&self) -> Result<u8, CtlError> {
+        match self {
+            ShareTo::Plain(n) => Ok(*n),
+            ShareTo::Custodians(c) => u8::try_from(c.len()).map_err(|_| CtlError::Arg {
+                flag: "--custodian",
+                message: format!("{} custodians: at most 255 shares", c.len()),
+            }),
+        }
+    }
+
+    fn custodian(&self, index: u8) -> Option<&Custodian> {
+        match self {
+            ShareTo::Custodians(c) => c.get(usize::from(index).checked_sub(1)?),
+            ShareTo::Plain(_) => None,
+        }
+    }
 }
 
 /// Checks the threshold and share count.
@@ -49,11 +78,15 @@ pub fn check_split(threshold: u8, shares: u8) -> Result<(), CtlError> {
 /// root is destroyed again.
 pub fn run(
     uri: &str,
-    shares: u8,
+    share_to: &ShareTo,
     threshold: u8,
     cluster: &str,
     out: &Path,
 ) -> Result<InitOutcome, CtlError> {
+    let shares = share_to.count()?;
+    if let ShareTo::Custodians(c) = share_to {
+        super::custodian::check_distinct(c)?;
+    }
     check_split(threshold, shares)?;
     keyd::chain::check_name(cluster).map_err(|message| CtlError::Arg {
         flag: "--cluster",
@@ -101,7 +134,14 @@ pub fn run(
     );
 
     let staging = staging_dir(out)?;
-    let result = write_and_import(&hsm, &staging, secret.as_ref(), &root, &share_set, cluster);
+    let result = write_and_import(
+        &hsm,
+        &staging,
+        secret.as_ref(),
+        &root,
+        (&share_set, share_to),
+        cluster,
+    );
     drop(secret);
     match result {
         Ok(share_names) => {
@@ -128,15 +168,36 @@ fn write_and_import(
     staging: &Path,
     secret: &[u8],
     root: &RootJson,
-    share_set: &[shares::ShareFile],
+    (share_set, share_to): (&[shares::ShareFile], &ShareTo),
     cluster: &str,
 ) -> Result<Vec<String>, CtlError> {
     let mut names = Vec::with_capacity(share_set.len());
+    let mut committed = Vec::with_capacity(share_set.len());
     for share in share_set {
-        let name = format!("share-{}.json", share.index);
-        files::write_private(&staging.join(&name), &files::pretty_json(share)?)?;
+        let clear = zeroize::Zeroizing::new(files::pretty_json(share)?);
+        let mut record = json!({
+            "index": share.index,
+            "checksum": share.checksum,
+            "commitment": share.commitment(),
+        });
+        let name = match share_to.custodian(share.index) {
+            Some(custodian) => {
+                let name = format!("share-{}-{}.age", share.index, custodian.name);
+                files::write_private(&staging.join(&name), &custodian.seal(&clear)?)?;
+                record["custodian"] = json!(custodian.name);
+                record["recipient"] = json!(custodian.recipient_text());
+                name
+            }
+            None => {
+                let name = format!("share-{}.json", share.index);
+                files::write_private(&staging.join(&name), &clear)?;
+                name
+            }
+        };
+        committed.push(record);
         names.push(name);
     }
+    let encrypted = matches!(share_to, ShareTo::Custodians(_));
     files::write_private(&staging.join("root.json"), &files::pretty_json(root)?)?;
 
     hsm.import_root(secret)?;
@@ -178,10 +239,16 @@ fn write_and_import(
             },
             "threshold": root.threshold,
             "shares": root.shares,
-            "share_checksums": share_set.iter().map(|s| json!({"index": s.index, "checksum": s.checksum})).collect::<Vec<_>>(),
+            "share_commitments": committed,
             "steps": [
                 "R = 64 bytes of OS randomness XOR 64 bytes of C_GenerateRandom from the token",
-                format!("R split {}-of-{} with Shamir's scheme over GF(256) (blahaj)", root.threshold, root.shares),
+                format!("R split {}-of-{} with Shamir's scheme over GF(2^8), polynomial 0x11d, x = 1..{} (docs/formats/shares.md)", root.threshold, root.shares, root.shares),
+                if encrypted {
+                    "each share encrypted to its custodian with age (X25519 or scrypt passphrase recipient)"
+                } else {
+                    "shares written in clear (--plain-shares)"
+                },
+                "each share's commitment recorded here: SHA-256 over its tag, root fingerprint, threshold, count, index and value",
                 "R imported as CKK_GENERIC_SECRET: CKA_TOKEN, CKA_PRIVATE, CKA_SENSITIVE, not CKA_EXTRACTABLE, CKA_SIGN only",
                 "root identity re-derived through C_Sign(CKM_SHA512_HMAC) and matched the secret",
                 "genesis statement signed by the root identity: chain.cbor",

@@ -1,12 +1,14 @@
 //! Offline root ceremonies: the only code that touches the root token.
 //!
-//! - [`init`]: make `R`, split it into shares, import it non-extractable, write
-//!   `root.json` and a signed transcript.
+//! - [`init`]: make `R`, split it into shares (each encrypted to its custodian, see
+//!   [`custodian`]), import it non-extractable, write `root.json` and a signed transcript
+//!   that commits to every share.
 //! - [`recover`]: rebuild `R` from shares into a fresh token and prove it.
 //! - [`fn@derive`]: public keys of any path through the token.
 //! - [`branch`]: `issue` (certify and seal a level-1 branch) and `revoke`.
 
 pub mod branch;
+pub mod custodian;
 pub mod init;
 pub mod recover;
 pub mod shares;

@@ -1,30 +1,38 @@
 //! `keyctl ceremony recover`: rebuild the root from shares into a fresh token.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use keyd::derive::SoftwareRoot;
-use serde_json::json;
+use serde_json::{Value, json};
 
+use super::custodian::Keys;
+use super::shares::Committed;
 use super::{RootJson, now, root_identity, shares, transcript};
 use crate::error::CtlError;
 
 /// Rebuilds `R` from `share_files` and imports it into the token, after checking
-/// everything that can be checked without touching the token: every share file, that
-/// they are distinct, of this root and enough, and that they rebuild the root identity
-/// in `expect`. Then proves the import by re-deriving the root identity through the token
-/// (and destroys the import if that fails).
+/// everything that can be checked without touching the token: the init transcript's
+/// signature by this root, every share file (opened with `keys` when encrypted to its
+/// custodian) against its commitment there, that the shares are distinct, of this root
+/// and enough, and that they rebuild the root identity in `expect`. Then proves the
+/// import by re-deriving the root identity through the token (and destroys the import
+/// if that fails).
 pub fn run(
     uri: &str,
     share_files: &[PathBuf],
+    keys: &Keys,
     expect: &Path,
+    init_transcript: &Path,
     transcript_path: Option<&Path>,
 ) -> Result<RootJson, CtlError> {
     let root = RootJson::read(expect)?;
+    let committed = commitments(init_transcript, &root)?;
     let mut loaded = Vec::with_capacity(share_files.len());
     for file in share_files {
-        loaded.push((file.clone(), shares::read(file)?));
+        loaded.push((file.clone(), shares::read(file, keys)?));
     }
-    let secret = shares::combine(&loaded, &root.root_ref())?;
+    let secret = shares::combine(&loaded, &root.root_ref(), Some(&committed))?;
     let rebuilt = root_identity(&SoftwareRoot::danger_from_bytes(&secret))?;
     if !root.matches(&rebuilt) {
         return Err(CtlError::Mismatch(format!(
@@ -58,7 +66,8 @@ pub fn run(
                 "root": {"key_id": root.key_id, "fingerprint": root.fingerprint},
                 "shares_used": loaded.iter().map(|(_, s)| s.index).collect::<Vec<_>>(),
                 "steps": [
-                    "every share's checksum, root fingerprint and index checked",
+                    "the init transcript's signature checked against root.json",
+                    "every share opened, its checksum, root fingerprint and index checked, and its commitment in the init transcript matched",
                     "R rebuilt and its root identity matched root.json before the token was touched",
                     "R imported non-extractable; the root identity re-derived through the token matched",
                 ],
@@ -72,4 +81,42 @@ pub fn run(
         return Err(e);
     }
     Ok(root)
+}
+
+/// The share commitments of a signed `init` transcript of `root`.
+fn commitments(path: &Path, root: &RootJson) -> Result<BTreeMap<u8, Committed>, CtlError> {
+    let body = transcript::read_verified(path, root)?;
+    let bad = |m: &str| CtlError::Mismatch(format!("transcript {}: {m}", path.display()));
+    if body.get("ceremony").and_then(Value::as_str) != Some("init") {
+        return Err(bad("not the transcript of `ceremony init`"));
+    }
+    let list = body
+        .get("share_commitments")
+        .and_then(Value::as_array)
+        .ok_or_else(|| bad("holds no share commitments (made by an older keyctl?)"))?;
+    let mut out = BTreeMap::new();
+    for item in list {
+        let index = item
+            .get("index")
+            .and_then(Value::as_u64)
+            .and_then(|i| u8::try_from(i).ok())
+            .ok_or_else(|| bad("a share commitment has no index"))?;
+        let commitment = item
+            .get("commitment")
+            .and_then(Value::as_str)
+            .ok_or_else(|| bad("a share commitment has no commitment"))?
+            .to_owned();
+        let custodian = item
+            .get("custodian")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        out.insert(
+            index,
+            Committed {
+                commitment,
+                custodian,
+            },
+        );
+    }
+    Ok(out)
 }

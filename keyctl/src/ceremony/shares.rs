@@ -13,10 +13,14 @@ use zeroize::{Zeroize, Zeroizing};
 
 use keyd::hsm::ROOT_SECRET_LEN;
 
+use super::custodian::{self, Keys};
+
 /// Format tag of a share file.
 pub const SHARE_FORMAT: &str = "keyd-share/v1";
-/// Largest share file keyctl reads.
-const MAX_SHARE_FILE: u64 = 16 * 1024;
+/// Largest share file keyctl reads (clear or age-encrypted).
+pub const MAX_SHARE_FILE: u64 = 16 * 1024;
+/// Domain tag of a share commitment.
+const COMMITMENT_TAG: &[u8] = b"keyd/v1/share-commitment\0";
 
 /// A share that cannot be used, naming the file and the problem.
 #[derive(Debug, Error)]
@@ -88,6 +92,34 @@ pub enum ShareError {
         /// The first file's share count.
         first_shares: u8,
     },
+    /// The share is encrypted and none of the identities given opens it.
+    #[error("share {file}: cannot open: {reason}")]
+    Locked {
+        /// The file.
+        file: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The share does not match its commitment in the signed ceremony transcript.
+    #[error(
+        "share {file} (#{index}{custodian}) does not match its commitment in the signed ceremony transcript: it was altered after the ceremony; leave it out"
+    )]
+    Tampered {
+        /// The file.
+        file: PathBuf,
+        /// Share index.
+        index: u8,
+        /// `, custodian NAME` when the transcript names one.
+        custodian: String,
+    },
+    /// The transcript holds no commitment for this share index.
+    #[error("share {file}: the ceremony transcript made no share #{index}")]
+    NotCommitted {
+        /// The file.
+        file: PathBuf,
+        /// Share index.
+        index: u8,
+    },
     /// Not enough shares.
     #[error("{needed} shares are needed to rebuild this root, {given} given")]
     TooFew {
@@ -136,6 +168,20 @@ impl ShareFile {
             h.update(field.as_bytes());
         }
         hex::encode(&h.finalize()[..8])
+    }
+
+    /// The share's commitment, recorded in the signed ceremony transcript: SHA-256 of
+    /// `"keyd/v1/share-commitment\0" || fingerprint (32 bytes) || threshold || shares ||
+    /// index || value (64 bytes)`, hex. It binds the secret value, so a share that was
+    /// altered (even with a fresh checksum) is named at recovery; it reveals nothing of
+    /// the value (64 uniformly random bytes behind SHA-256).
+    pub fn commitment(&self) -> String {
+        let mut h = Sha256::new();
+        h.update(COMMITMENT_TAG);
+        h.update(hex::decode(&self.root_fingerprint).unwrap_or_default());
+        h.update([self.threshold, self.shares, self.index]);
+        h.update(Zeroizing::new(hex::decode(&self.value).unwrap_or_default()).as_slice());
+        hex::encode(h.finalize())
     }
 }
 
@@ -188,21 +234,32 @@ pub fn split(secret: &[u8], threshold: u8, shares: u8, root: &RootRef) -> Vec<Sh
         .collect()
 }
 
-/// Reads and checks one share file (format, checksum, value length).
-pub fn read(file: &Path) -> Result<ShareFile, ShareError> {
+/// Reads and checks one share file, opening it with `keys` when it is encrypted to its
+/// custodian.
+pub fn read(file: &Path, keys: &Keys) -> Result<ShareFile, ShareError> {
     use std::io::Read;
-    let malformed = |reason: String| ShareError::Malformed {
-        file: file.to_owned(),
-        reason,
-    };
-    let mut text = Zeroizing::new(String::new());
+    let mut bytes = Zeroizing::new(Vec::new());
     std::fs::File::open(file)
-        .and_then(|f| f.take(MAX_SHARE_FILE).read_to_string(&mut text))
+        .and_then(|f| f.take(MAX_SHARE_FILE).read_to_end(&mut bytes))
         .map_err(|source| ShareError::Read {
             file: file.to_owned(),
             source,
         })?;
-    let share: ShareFile = serde_json::from_str(&text).map_err(|e| malformed(e.to_string()))?;
+    if custodian::is_sealed(&bytes) {
+        let plain = custodian::open(file, &bytes, keys)?;
+        parse(file, &plain)
+    } else {
+        parse(file, &bytes)
+    }
+}
+
+/// Parses and checks a clear share file (format, checksum, index, value length).
+pub fn parse(file: &Path, bytes: &[u8]) -> Result<ShareFile, ShareError> {
+    let malformed = |reason: String| ShareError::Malformed {
+        file: file.to_owned(),
+        reason,
+    };
+    let share: ShareFile = serde_json::from_slice(bytes).map_err(|e| malformed(e.to_string()))?;
     if share.format != SHARE_FORMAT {
         return Err(malformed(format!(
             "format {:?}, expected {SHARE_FORMAT:?}",
@@ -232,11 +289,22 @@ pub fn read(file: &Path) -> Result<ShareFile, ShareError> {
     Ok(share)
 }
 
-/// Checks that the shares are distinct, of `root`, consistent and enough, then rebuilds
-/// the secret. Each problem names the file.
+/// What the signed ceremony transcript committed to for one share index.
+#[derive(Debug, Clone)]
+pub struct Committed {
+    /// [`ShareFile::commitment`].
+    pub commitment: String,
+    /// The custodian the share was encrypted to, if any.
+    pub custodian: Option<String>,
+}
+
+/// Checks that the shares are of `root`, consistent, match their commitments in the
+/// signed ceremony transcript (when given), distinct and enough, then rebuilds the
+/// secret. Each problem names the file.
 pub fn combine(
     shares: &[(PathBuf, ShareFile)],
     root: &RootRef,
+    committed: Option<&BTreeMap<u8, Committed>>,
 ) -> Result<Zeroizing<Vec<u8>>, ShareError> {
     let mut seen: BTreeMap<u8, &Path> = BTreeMap::new();
     let Some((first_file, first)) = shares.first() else {
@@ -262,6 +330,9 @@ pub fn combine(
                 first_threshold: first.threshold,
                 first_shares: first.shares,
             });
+        }
+        if let Some(committed) = committed {
+            check_commitment(file, share, committed)?;
         }
         if let Some(prev) = seen.insert(share.index, file) {
             return Err(ShareError::Duplicate {
@@ -309,6 +380,32 @@ pub fn combine(
     secret
 }
 
+fn check_commitment(
+    file: &Path,
+    share: &ShareFile,
+    committed: &BTreeMap<u8, Committed>,
+) -> Result<(), ShareError> {
+    let Some(expected) = committed.get(&share.index) else {
+        return Err(ShareError::NotCommitted {
+            file: file.to_owned(),
+            index: share.index,
+        });
+    };
+    // Commitments are public: a plain comparison.
+    if share.commitment() != expected.commitment {
+        return Err(ShareError::Tampered {
+            file: file.to_owned(),
+            index: share.index,
+            custodian: expected
+                .custodian
+                .as_ref()
+                .map(|c| format!(", custodian {c}"))
+                .unwrap_or_default(),
+        });
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -331,7 +428,7 @@ mod tests {
         let secret = [9u8; 64];
         let mut all = files(split(&secret, 3, 5, &root()));
         let subset: Vec<_> = vec![all.remove(4), all.remove(2), all.remove(0)];
-        assert_eq!(combine(&subset, &root()).unwrap().as_slice(), &secret);
+        assert_eq!(combine(&subset, &root(), None).unwrap().as_slice(), &secret);
     }
 
     #[test]
@@ -340,7 +437,7 @@ mod tests {
         let set = files(split(&secret, 3, 5, &root()));
         let two: Vec<_> = set.into_iter().take(2).collect();
         assert!(matches!(
-            combine(&two, &root()),
+            combine(&two, &root(), None),
             Err(ShareError::TooFew {
                 needed: 3,
                 given: 2
@@ -352,7 +449,7 @@ mod tests {
         let mut mixed: Vec<_> = set.into_iter().take(2).collect();
         mixed.extend(dup.into_iter().take(1));
         assert!(matches!(
-            combine(&mixed, &root()),
+            combine(&mixed, &root(), None),
             Err(ShareError::Duplicate { index: 1, .. })
         ));
 
@@ -362,7 +459,7 @@ mod tests {
         };
         let set = files(split(&secret, 2, 3, &other));
         assert!(matches!(
-            combine(&set, &root()),
+            combine(&set, &root(), None),
             Err(ShareError::OtherRoot { .. })
         ));
     }

@@ -91,7 +91,7 @@ impl Format {
             .body(body))
     }
 
-    fn decode<T: DeserializeOwned>(self, bytes: &[u8]) -> Result<T, ApiError> {
+    pub(crate) fn decode<T: DeserializeOwned>(self, bytes: &[u8]) -> Result<T, ApiError> {
         match self {
             Format::Json => serde_json::from_slice(bytes)
                 .map_err(|e| ApiError::bad_request("bad_json", format!("request body: {e}"))),

@@ -135,6 +135,28 @@ fn principal_and_generation(
 )]
 pub struct ApiDoc;
 
+/// Fuzzing: decodes `data` as every request body keyd accepts, in JSON and in CBOR, the
+/// way the handlers do. Whatever the bytes, this returns (an error or a value), never
+/// panics.
+#[doc(hidden)]
+pub fn fuzz_bodies(data: &[u8]) {
+    for format in [Format::Json, Format::Cbor] {
+        let _ = format.decode::<ops::SignRequest>(data);
+        let _ = format.decode::<ops::Batch<ops::SignRequest>>(data);
+        let _ = format.decode::<ops::VerifyRequest>(data);
+        let _ = format.decode::<ops::EncryptRequest>(data);
+        let _ = format.decode::<ops::Batch<ops::EncryptRequest>>(data);
+        let _ = format.decode::<ops::EnvelopeRequest>(data);
+        let _ = format.decode::<ops::SealRequest>(data);
+        let _ = format.decode::<ops::DatakeyRequest>(data);
+        let _ = format.decode::<admin::EnrollRequest>(data);
+        let _ = format.decode::<admin::RenewRequest>(data);
+        let _ = format.decode::<admin::AddNode>(data);
+        let _ = format.decode::<admin::RevokeRequest>(data);
+        let _ = format.decode::<credentials::ReenrollRequest>(data);
+    }
+}
+
 /// Routes.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.app_data(
