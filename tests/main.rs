@@ -18,3 +18,4 @@ mod hsm_sim;
 mod logs;
 mod nodes;
 mod service;
+mod store_integrity;

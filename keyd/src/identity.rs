@@ -21,6 +21,32 @@ use zeroize::Zeroizing;
 use crate::derive::{KeyMaterial, KeyPath};
 use crate::tls_key::ed25519_pkcs8;
 
+/// An rcgen key pair whose serialized secret is zeroized on drop (rcgen's `zeroize`
+/// feature): the CA's branch identity key and every fresh certificate key.
+struct SecretKeyPair(KeyPair);
+
+impl Drop for SecretKeyPair {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
+    }
+}
+
+impl rcgen::PublicKeyData for SecretKeyPair {
+    fn der_bytes(&self) -> &[u8] {
+        self.0.der_bytes()
+    }
+
+    fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
+        self.0.algorithm()
+    }
+}
+
+impl rcgen::SigningKey for SecretKeyPair {
+    fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
+        self.0.sign(msg)
+    }
+}
+
 /// Certificate failures.
 #[derive(Debug, Error)]
 pub enum IdentityError {
@@ -120,7 +146,7 @@ pub struct Issued {
 
 /// The certificate authority: keyd's branch identity key.
 pub struct Ca {
-    issuer: Issuer<'static, KeyPair>,
+    issuer: Issuer<'static, SecretKeyPair>,
     cert_pem: String,
     cert_der: Vec<u8>,
 }
@@ -154,10 +180,10 @@ impl Ca {
         path: &KeyPath,
     ) -> Result<Ca, IdentityError> {
         let pkcs8 = ed25519_pkcs8(&branch.signing_key().to_bytes());
-        let key = KeyPair::from_pkcs8_der_and_sign_algo(
+        let key = SecretKeyPair(KeyPair::from_pkcs8_der_and_sign_algo(
             &PrivatePkcs8KeyDer::from(pkcs8.as_slice()),
             &PKCS_ED25519,
-        )?;
+        )?);
         let mut params = CertificateParams::default();
         params.distinguished_name = dn(&format!("keyd {name} ({path})"));
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
@@ -232,7 +258,7 @@ impl Ca {
         names: &[String],
         seconds: u64,
     ) -> Result<(Vec<u8>, Zeroizing<Vec<u8>>), IdentityError> {
-        let key = KeyPair::generate_for(&PKCS_ED25519)?;
+        let key = SecretKeyPair(KeyPair::generate_for(&PKCS_ED25519)?);
         let mut sans = Vec::new();
         for n in names {
             sans.push(match n.parse::<std::net::IpAddr>() {
@@ -243,7 +269,7 @@ impl Ca {
         let cert = Self::leaf("keyd server", sans, seconds, true)
             .0
             .signed_by(&key, &self.issuer)?;
-        Ok((cert.der().to_vec(), Zeroizing::new(key.serialize_der())))
+        Ok((cert.der().to_vec(), Zeroizing::new(key.0.serialize_der())))
     }
 
     /// A client certificate of credential `generation` for `principal`, for the key in
@@ -285,10 +311,10 @@ impl Ca {
             .map_err(|e| IdentityError::Csr(format!("randomness: {e}")))?;
         // PKCS#8 v1, which every TLS client (OpenSSL included) reads.
         let der = ed25519_pkcs8(&seed);
-        let key = KeyPair::from_pkcs8_der_and_sign_algo(
+        let key = SecretKeyPair(KeyPair::from_pkcs8_der_and_sign_algo(
             &PrivatePkcs8KeyDer::from(der.as_slice()),
             &PKCS_ED25519,
-        )?;
+        )?);
         let (params, serial, not_after) = Self::leaf(
             common_name,
             Self::client_sans(principal, generation)?,
@@ -296,7 +322,9 @@ impl Ca {
             false,
         );
         let cert = params.signed_by(&key, &self.issuer)?;
-        let key_pem = Zeroizing::new(pem::encode(&pem::Pem::new("PRIVATE KEY", der.to_vec())));
+        let block = pem::Pem::new("PRIVATE KEY", der.to_vec());
+        let key_pem = Zeroizing::new(pem::encode(&block));
+        drop(Zeroizing::new(block.into_contents()));
         Ok((
             Issued {
                 pem: cert.pem(),

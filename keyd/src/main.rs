@@ -133,6 +133,8 @@ fn init(config: &Config) -> Result<()> {
             (key::INSTALL_SEALED, &sealed),
             (key::INSTALL_PUBLIC, &install.public()),
         ])?;
+        // The row integrity key, sealed beside the install key.
+        store.unlock(&hsm)?;
         Ok(install.public())
     })();
     match done {
@@ -184,6 +186,7 @@ fn import(config: &Config, bundle_file: &Path, expect_root: Option<&str>) -> Res
     }
     let hsm = Hsm::open(&config.seal_hsm)?;
     let install = unseal_install(&store, &hsm)?;
+    store.unlock(&hsm)?;
     let bytes = std::fs::read(bundle_file)
         .with_context(|| format!("cannot read {}", bundle_file.display()))?;
     let bundle = BranchBundle::from_cbor(&bytes)?;
@@ -334,6 +337,7 @@ fn unseal_branch(config: &Config) -> Result<(Store, String, KeyPath, NodeSecret,
         .meta(key::BRANCH_SEALED)?
         .context("branch secret missing")?;
     let secret = hsm.unseal(&branch_aad(&path), &sealed)?;
+    store.unlock(&hsm)?;
     if secret.len() != 64 {
         bail!("the stored branch secret has the wrong length");
     }

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::{Service, ServiceError, unix_now};
 use crate::chain::{self, cbor_bytes};
 use crate::identity::Principal;
-use crate::store::{Store, StoreError};
+use crate::store::{Checked, Store, StoreError};
 
 /// A revoked admin name.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -25,22 +25,35 @@ pub struct AdminRevocation {
     pub reason: String,
 }
 
-/// The revoked admin names in `store`.
+/// The revoked admin names in `store`. A row that fails its integrity tag counts as a
+/// revocation (fail closed): an edited revocation never re-opens an admin.
 pub(super) fn load(store: &Store) -> Result<HashMap<String, AdminRevocation>, ServiceError> {
     store
         .revoked_admins()?
         .into_iter()
-        .map(|(name, bytes)| {
-            let record: AdminRevocation =
-                chain::decode_exact(&bytes, 64 * 1024).map_err(|e| StoreError::Corrupt {
-                    path: store.path().to_owned(),
-                    what: format!("revoked admin {name:?}"),
-                    detail: e.to_string(),
-                })?;
+        .map(|(name, row)| {
+            let record = match row {
+                Checked::Valid(bytes) => {
+                    chain::decode_exact(&bytes, 64 * 1024).map_err(|e| StoreError::Corrupt {
+                        path: store.path().to_owned(),
+                        what: format!("revoked admin {name:?}"),
+                        detail: e.to_string(),
+                    })?
+                }
+                Checked::Tampered => AdminRevocation {
+                    name: name.clone(),
+                    by: "keyd".into(),
+                    at: 0,
+                    reason: TAMPERED.into(),
+                },
+            };
             Ok((name.to_lowercase(), record))
         })
         .collect()
 }
+
+/// The reason keyd gives for a principal whose stored record failed its integrity tag.
+pub(super) const TAMPERED: &str = "its stored record failed the integrity check (added or edited outside keyd); refused until an admin acts";
 
 impl Service {
     /// Why an admin name may no longer authenticate, if it was revoked.

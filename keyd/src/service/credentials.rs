@@ -14,7 +14,7 @@ use zeroize::Zeroizing;
 use super::{Service, ServiceError, unix_now};
 use crate::chain::{self, cbor_bytes};
 use crate::identity::{Ca, Issued, Principal};
-use crate::store::{Store, StoreError};
+use crate::store::{Checked, Store, StoreError};
 
 /// A principal's credential generation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -50,6 +50,10 @@ struct IssuedRecord {
     not_after: u64,
 }
 
+/// The generation a principal whose record was tampered with is held at (revoked):
+/// above any generation keyd issued, so re-enrollment starts a fresh one.
+const TAMPERED_GENERATION: u32 = 1 << 30;
+
 /// The generation records in `store`, by principal.
 pub(super) fn load(store: &Store) -> Result<HashMap<Principal, Generation>, ServiceError> {
     let mut out = HashMap::new();
@@ -61,8 +65,22 @@ pub(super) fn load(store: &Store) -> Result<HashMap<Principal, Generation>, Serv
         };
         let principal =
             Principal::from_uri(&key).ok_or_else(|| corrupt("not a principal".into()))?;
-        let record: Generation =
-            chain::decode_exact(&bytes, 4096).map_err(|e| corrupt(e.to_string()))?;
+        let record: Generation = match bytes {
+            Checked::Valid(bytes) => {
+                chain::decode_exact(&bytes, 4096).map_err(|e| corrupt(e.to_string()))?
+            }
+            // Fail closed: no certificate of this principal counts until an admin
+            // re-enrolls it, which starts a generation above any issued before.
+            Checked::Tampered => Generation {
+                generation: TAMPERED_GENERATION,
+                started_at: 0,
+                revoked: Some(CredentialRevocation {
+                    by: "keyd".into(),
+                    at: 0,
+                    reason: super::admins::TAMPERED.into(),
+                }),
+            },
+        };
         out.insert(normal(&principal), record);
     }
     Ok(out)
@@ -133,16 +151,11 @@ impl Service {
             Principal::Admin(_) => generations.get(&normal(principal)),
         };
         match found {
-            // A principal with no record holds only first-generation certificates.
-            None if generation == 0 => Ok(()),
+            // Every certificate keyd issues is recorded with its generation: a principal
+            // without a record holds none that counts (its record was removed?).
             None => Err(ServiceError::Revoked(format!(
-                "{} has no credential generation {generation}",
+                "{} has no credential record in this keyd (generation {generation}); an admin re-enrolls it",
                 principal.uri()
-            ))),
-            Some(g) if g.generation != generation => Err(ServiceError::Revoked(format!(
-                "this certificate of {} belongs to credential generation {generation}, which ended (the current one is {}); it was copied, or the principal re-enrolled",
-                principal.uri(),
-                g.generation
             ))),
             Some(Generation {
                 revoked: Some(r), ..
@@ -152,6 +165,11 @@ impl Service {
                 r.by,
                 r.at,
                 r.reason
+            ))),
+            Some(g) if g.generation != generation => Err(ServiceError::Revoked(format!(
+                "this certificate of {} belongs to credential generation {generation}, which ended (the current one is {}); it was copied, or the principal re-enrolled",
+                principal.uri(),
+                g.generation
             ))),
             Some(_) => Ok(()),
         }

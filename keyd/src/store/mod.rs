@@ -6,9 +6,13 @@
 //! `heads` (log → its latest signed head), `tokens` (SHA-256 of an enrollment token → its
 //! record), `revoked_admins` (admin name → its revocation record), `credentials` (serial
 //! of every client certificate issued → its record) and `generations` (principal → its
-//! credential generation).
+//! credential generation). The last four carry a tag under the seal token's row key,
+//! checked on every read ([`rows`]).
+
+mod rows;
 
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use redb::{
     Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle,
@@ -19,18 +23,21 @@ use std::collections::BTreeMap;
 
 use crate::chain::{self, Entry, Head, cbor_bytes};
 use crate::derive::KeyPath;
+use crate::hsm::HsmError;
+pub use rows::RowKey;
 
-const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 /// The single chain of keyd before logs (format 1): a store holding it is refused.
 const OLD_CHAIN: &str = "chain";
 const LOGS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("logs");
 const HEADS: TableDefinition<&str, &[u8]> = TableDefinition::new("heads");
-const TOKENS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("tokens");
-const REVOKED_ADMINS: TableDefinition<&str, &[u8]> = TableDefinition::new("revoked_admins");
+pub(crate) const TOKENS: TableDefinition<&[u8], &[u8]> = TableDefinition::new(TOKENS_NAME);
+pub(crate) const REVOKED_ADMINS: TableDefinition<&str, &[u8]> =
+    TableDefinition::new(REVOKED_ADMINS_NAME);
 /// Every client certificate keyd issued: serial (hex) → its record.
-const CREDENTIALS: TableDefinition<&str, &[u8]> = TableDefinition::new("credentials");
+pub(crate) const CREDENTIALS: TableDefinition<&str, &[u8]> = TableDefinition::new(CREDENTIALS_NAME);
 /// Each principal's credential generation: principal key → its record.
-const GENERATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("generations");
+pub(crate) const GENERATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new(GENERATIONS_NAME);
 
 /// Meta keys.
 pub mod key {
@@ -77,6 +84,27 @@ pub enum StoreError {
     /// The database does not exist.
     #[error("{0} does not exist; run `keyd init` first")]
     Missing(PathBuf),
+    /// The row key cannot be unsealed or made.
+    #[error("database {path}: the row integrity key: {source}")]
+    RowKey {
+        /// The file.
+        path: PathBuf,
+        /// The seal token's error.
+        #[source]
+        source: HsmError,
+    },
+    /// A protected table was used before [`Store::unlock`] (a bug in keyd).
+    #[error("database {0}: protected rows used before the store was unlocked")]
+    Locked(PathBuf),
+}
+
+/// A row of a protected table, checked against its tag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Checked {
+    /// The record, as keyd wrote it.
+    Valid(Vec<u8>),
+    /// The row's tag does not match: it was added or edited outside keyd (logged).
+    Tampered,
 }
 
 /// Stored entry rows (log, seq, bytes) and heads (log, bytes), undecoded.
@@ -89,6 +117,7 @@ pub type StoredLogs = BTreeMap<KeyPath, (Vec<Entry>, Option<Head>)>;
 pub struct Store {
     db: Database,
     path: PathBuf,
+    rows: OnceLock<RowKey>,
 }
 
 impl std::fmt::Debug for Store {
@@ -136,6 +165,7 @@ impl Store {
         let store = Store {
             db,
             path: path.to_owned(),
+            rows: OnceLock::new(),
         };
         store.write(|tx| {
             tx.open_table(META)?;
@@ -165,6 +195,7 @@ impl Store {
         Ok(Store {
             db,
             path: path.to_owned(),
+            rows: OnceLock::new(),
         })
     }
 
@@ -212,10 +243,14 @@ impl Store {
         heads: &[&Head],
         token: Option<(&[u8], &[u8])>,
     ) -> Result<(), StoreError> {
+        let sealed = match token {
+            Some((hash, record)) => Some((hash, self.row_key()?.seal(TOKENS_NAME, hash, record))),
+            None => None,
+        };
         self.write(|tx| {
             put_logs(tx, entries, heads)?;
-            if let Some((hash, record)) = token {
-                tx.open_table(TOKENS)?.insert(hash, record)?;
+            if let Some((hash, row)) = &sealed {
+                tx.open_table(TOKENS)?.insert(*hash, row.as_slice())?;
             }
             Ok(())
         })
@@ -224,18 +259,21 @@ impl Store {
     /// Records an admin name as revoked (`record`: the revocation, CBOR); false when it
     /// already was (the first record stays).
     pub fn revoke_admin(&self, name: &str, record: &[u8]) -> Result<bool, StoreError> {
+        let row = self
+            .row_key()?
+            .seal(REVOKED_ADMINS_NAME, name.as_bytes(), record);
         self.write(|tx| {
             let mut table = tx.open_table(REVOKED_ADMINS)?;
             let known = table.get(name)?.is_some();
             if !known {
-                table.insert(name, record)?;
+                table.insert(name, row.as_slice())?;
             }
             Ok(!known)
         })
     }
 
     /// Every revoked admin name with its record.
-    pub fn revoked_admins(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+    pub fn revoked_admins(&self) -> Result<Vec<(String, Checked)>, StoreError> {
         self.rows(REVOKED_ADMINS)
     }
 
@@ -323,8 +361,9 @@ impl Store {
 
     /// Stores an enrollment token record.
     pub fn put_token(&self, hash: &[u8], record: &[u8]) -> Result<(), StoreError> {
+        let row = self.row_key()?.seal(TOKENS_NAME, hash, record);
         self.write(|tx| {
-            tx.open_table(TOKENS)?.insert(hash, record)?;
+            tx.open_table(TOKENS)?.insert(hash, row.as_slice())?;
             Ok(())
         })
     }
@@ -338,6 +377,15 @@ impl Store {
         generations: &[(&str, &[u8])],
         issued: &[(&str, &[u8])],
     ) -> Result<bool, StoreError> {
+        let key = self.row_key()?;
+        let generations: Vec<(&str, Vec<u8>)> = generations
+            .iter()
+            .map(|(k, v)| (*k, key.seal(GENERATIONS_NAME, k.as_bytes(), v)))
+            .collect();
+        let issued: Vec<(&str, Vec<u8>)> = issued
+            .iter()
+            .map(|(k, v)| (*k, key.seal(CREDENTIALS_NAME, k.as_bytes(), v)))
+            .collect();
         let run = || -> Result<bool, redb::Error> {
             let tx = self.db.begin_write()?;
             if let Some(hash) = token
@@ -348,12 +396,12 @@ impl Store {
             }
             {
                 let mut table = tx.open_table(GENERATIONS)?;
-                for (k, v) in generations {
-                    table.insert(*k, *v)?;
+                for (k, v) in &generations {
+                    table.insert(*k, v.as_slice())?;
                 }
                 let mut table = tx.open_table(CREDENTIALS)?;
-                for (k, v) in issued {
-                    table.insert(*k, *v)?;
+                for (k, v) in &issued {
+                    table.insert(*k, v.as_slice())?;
                 }
             }
             tx.commit()?;
@@ -363,21 +411,22 @@ impl Store {
     }
 
     /// Every principal's credential generation record.
-    pub fn generations(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+    pub fn generations(&self) -> Result<Vec<(String, Checked)>, StoreError> {
         self.rows(GENERATIONS)
     }
 
     /// Every issued certificate's record, by serial.
-    pub fn credentials(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+    pub fn credentials(&self) -> Result<Vec<(String, Checked)>, StoreError> {
         self.rows(CREDENTIALS)
     }
 
-    /// Every row of a string-keyed table (none when it does not exist yet: a store made
-    /// before the table).
+    /// Every row of a protected string-keyed table, checked (none when the table does
+    /// not exist yet: a store made before the table).
     fn rows(
         &self,
         def: TableDefinition<&str, &[u8]>,
-    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+    ) -> Result<Vec<(String, Checked)>, StoreError> {
+        let key = self.row_key()?;
         let run = || -> Result<Vec<(String, Vec<u8>)>, redb::Error> {
             let tx = self.db.begin_read()?;
             let table = match tx.open_table(def) {
@@ -392,39 +441,80 @@ impl Store {
             }
             Ok(out)
         };
-        run().map_err(self.db_err())
+        let table = def.name();
+        Ok(run()
+            .map_err(self.db_err())?
+            .into_iter()
+            .map(|(k, v)| {
+                let checked = self.check(key, table, k.as_bytes(), &v);
+                (k, checked)
+            })
+            .collect())
     }
 
-    /// The record of a token, if it is still there (not spent).
+    /// The record of a token, if it is still there (not spent) and was written by keyd
+    /// (a planted or edited row is refused and logged).
     pub fn token(&self, hash: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let key = self.row_key()?;
         let run = || -> Result<Option<Vec<u8>>, redb::Error> {
             let tx = self.db.begin_read()?;
             let tokens = tx.open_table(TOKENS)?;
             Ok(tokens.get(hash)?.map(|v| v.value().to_vec()))
         };
-        run().map_err(self.db_err())
+        Ok(match run().map_err(self.db_err())? {
+            Some(stored) => match self.check(key, TOKENS_NAME, hash, &stored) {
+                Checked::Valid(record) => Some(record),
+                Checked::Tampered => None,
+            },
+            None => None,
+        })
     }
 
     /// Removes every token whose record `stale` says is of no more use (expired), in one
     /// transaction: how many.
+    /// (A row that fails its tag is left for an operator to look at.)
     pub fn purge_tokens(&self, stale: impl Fn(&[u8]) -> bool) -> Result<usize, StoreError> {
+        let key = self.row_key()?;
         self.write(|tx| {
             let mut tokens = tx.open_table(TOKENS)?;
             let before = tokens.len()?;
-            tokens.retain(|_, record| !stale(record))?;
+            tokens.retain(|hash, row| {
+                key.open(TOKENS_NAME, hash, row)
+                    .is_none_or(|record| !stale(record))
+            })?;
             Ok(usize::try_from(before - tokens.len()?).unwrap_or(usize::MAX))
         })
     }
 
-    /// Removes and returns the record of a token (single use), in one transaction.
+    /// Removes and returns the record of a token (single use), in one transaction; a
+    /// row that fails its tag is refused (and left in place).
     pub fn take_token(&self, hash: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        self.write(|tx| {
+        let key = self.row_key()?;
+        let stored = self.write(|tx| {
             let mut tokens = tx.open_table(TOKENS)?;
-            let taken = tokens.remove(hash)?.map(|v| v.value().to_vec());
-            Ok(taken)
+            let stored = tokens.get(hash)?.map(|v| v.value().to_vec());
+            if stored
+                .as_deref()
+                .is_some_and(|row| key.open(TOKENS_NAME, hash, row).is_some())
+            {
+                tokens.remove(hash)?;
+            }
+            Ok(stored)
+        })?;
+        Ok(match stored {
+            Some(row) => match self.check(key, TOKENS_NAME, hash, &row) {
+                Checked::Valid(record) => Some(record),
+                Checked::Tampered => None,
+            },
+            None => None,
         })
     }
 }
+
+pub(crate) const TOKENS_NAME: &str = "tokens";
+pub(crate) const REVOKED_ADMINS_NAME: &str = "revoked_admins";
+pub(crate) const CREDENTIALS_NAME: &str = "credentials";
+pub(crate) const GENERATIONS_NAME: &str = "generations";
 
 fn put_logs(
     tx: &redb::WriteTransaction,

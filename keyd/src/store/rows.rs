@@ -1,0 +1,204 @@
+//! Row integrity: the rows that grant access — enrollment tokens, issued-credential
+//! records, credential generations and admin revocations — carry an HMAC-SHA256 tag
+//! under a key sealed by the seal token, checked on every read. Someone who can write
+//! the data directory but cannot use the seal token cannot add a token, re-open a
+//! revoked credential or un-revoke an admin: the row is refused and logged.
+//!
+//! A stored row is `record || tag`, tag = HMAC-SHA256(row key, `"keyd/v1/row\0"` ||
+//! table || `0x00` || len(key) (4 bytes, big-endian) || key || record). The table and key
+//! are covered, so a valid row copied under another key or into another table fails.
+
+use hmac::{Hmac, KeyInit, Mac};
+use redb::{ReadableTable, TableDefinition, TableHandle};
+use sha2::Sha256;
+use subtle::ConstantTimeEq;
+use zeroize::Zeroizing;
+
+use super::{CREDENTIALS, Checked, GENERATIONS, META, REVOKED_ADMINS, Store, StoreError, TOKENS};
+use crate::hsm::Hsm;
+
+/// Meta key of the row key, sealed by the seal token.
+pub const ROW_KEY_SEALED: &str = "row_key_sealed";
+/// AAD the row key is sealed under.
+pub const ROW_KEY_AAD: &[u8] = b"keyd/v1/row-key";
+/// Length of a row tag.
+pub const TAG_LEN: usize = 32;
+const TAG_DOMAIN: &[u8] = b"keyd/v1/row\0";
+
+/// The row key (32 bytes), unsealed for the life of the process.
+pub struct RowKey(Zeroizing<[u8; 32]>);
+
+impl std::fmt::Debug for RowKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RowKey(..)")
+    }
+}
+
+impl RowKey {
+    /// The key from its 32 bytes.
+    pub fn from_bytes(bytes: &[u8; 32]) -> Self {
+        RowKey(Zeroizing::new(*bytes))
+    }
+
+    fn tag(&self, table: &str, key: &[u8], record: &[u8]) -> [u8; TAG_LEN] {
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(self.0.as_ref())
+            .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+        mac.update(TAG_DOMAIN);
+        mac.update(table.as_bytes());
+        mac.update(&[0]);
+        mac.update(&u32::try_from(key.len()).unwrap_or(u32::MAX).to_be_bytes());
+        mac.update(key);
+        mac.update(record);
+        mac.finalize().into_bytes().into()
+    }
+
+    /// The stored form of `record`: the record and its tag.
+    pub fn seal(&self, table: &str, key: &[u8], record: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(record.len() + TAG_LEN);
+        out.extend_from_slice(record);
+        out.extend_from_slice(&self.tag(table, key, record));
+        out
+    }
+
+    /// The record of a stored row, if its tag is this key's for this table and key.
+    pub fn open<'a>(&self, table: &str, key: &[u8], stored: &'a [u8]) -> Option<&'a [u8]> {
+        let split = stored.len().checked_sub(TAG_LEN)?;
+        let (record, tag) = stored.split_at(split);
+        bool::from(self.tag(table, key, record).ct_eq(tag)).then_some(record)
+    }
+}
+
+impl Store {
+    /// Unseals the row key with the seal token, so that protected rows can be written
+    /// and read. The first unlock of a store makes the key (32 random bytes from the
+    /// token, sealed to it) and tags the rows already there, in one transaction.
+    pub fn unlock(&self, hsm: &Hsm) -> Result<(), StoreError> {
+        if self.rows.get().is_some() {
+            return Ok(());
+        }
+        let row_err = |source| StoreError::RowKey {
+            path: self.path.clone(),
+            source,
+        };
+        let to_key = |bytes: &[u8]| -> Result<RowKey, StoreError> {
+            let mut arr = zeroize::Zeroizing::new([0u8; 32]);
+            if bytes.len() != 32 {
+                return Err(StoreError::Corrupt {
+                    path: self.path.clone(),
+                    what: "row key".into(),
+                    detail: format!("{} bytes, not 32", bytes.len()),
+                });
+            }
+            arr.copy_from_slice(bytes);
+            Ok(RowKey::from_bytes(&arr))
+        };
+        let key = match self.meta(ROW_KEY_SEALED)? {
+            Some(sealed) => to_key(&hsm.unseal(ROW_KEY_AAD, &sealed).map_err(row_err)?)?,
+            None => {
+                let bytes = hsm.random(32).map_err(row_err)?;
+                let key = to_key(&bytes)?;
+                let sealed = hsm.seal(ROW_KEY_AAD, &bytes).map_err(row_err)?;
+                let tagged = self.write(|tx| {
+                    let mut n = 0usize;
+                    n += tag_existing_bytes(tx, TOKENS, &key)?;
+                    for def in [REVOKED_ADMINS, CREDENTIALS, GENERATIONS] {
+                        n += tag_existing_str(tx, def, &key)?;
+                    }
+                    tx.open_table(META)?
+                        .insert(ROW_KEY_SEALED, sealed.as_slice())?;
+                    Ok(n)
+                })?;
+                if tagged > 0 {
+                    tracing::info!(rows = tagged, "row integrity tags added to an older store");
+                }
+                key
+            }
+        };
+        let _ = self.rows.set(key);
+        Ok(())
+    }
+
+    pub(super) fn row_key(&self) -> Result<&RowKey, StoreError> {
+        self.rows
+            .get()
+            .ok_or_else(|| StoreError::Locked(self.path.clone()))
+    }
+
+    /// Checks a protected row, logging a tampered one.
+    pub(super) fn check(
+        &self,
+        key: &RowKey,
+        table: &str,
+        row_key: &[u8],
+        stored: &[u8],
+    ) -> Checked {
+        match key.open(table, row_key, stored) {
+            Some(record) => Checked::Valid(record.to_vec()),
+            None => {
+                tracing::error!(
+                    table,
+                    row = %String::from_utf8(row_key.to_vec()).unwrap_or_else(|_| hex::encode(row_key)),
+                    "a stored row fails its integrity tag: it was added or edited outside keyd (someone with write access to the data directory?); refused"
+                );
+                Checked::Tampered
+            }
+        }
+    }
+}
+
+/// Tags every row of a table written before row tags; how many.
+fn tag_existing_bytes(
+    tx: &redb::WriteTransaction,
+    def: TableDefinition<&[u8], &[u8]>,
+    key: &RowKey,
+) -> Result<usize, redb::Error> {
+    let mut table = tx.open_table(def)?;
+    let mut rows = Vec::new();
+    for row in table.iter()? {
+        let (k, v) = row?;
+        rows.push((k.value().to_vec(), v.value().to_vec()));
+    }
+    for (k, v) in &rows {
+        table.insert(k.as_slice(), key.seal(def.name(), k, v).as_slice())?;
+    }
+    Ok(rows.len())
+}
+
+/// [`tag_existing_bytes`] for a string-keyed table.
+fn tag_existing_str(
+    tx: &redb::WriteTransaction,
+    def: TableDefinition<&str, &[u8]>,
+    key: &RowKey,
+) -> Result<usize, redb::Error> {
+    let mut table = tx.open_table(def)?;
+    let mut rows = Vec::new();
+    for row in table.iter()? {
+        let (k, v) = row?;
+        rows.push((k.value().to_owned(), v.value().to_vec()));
+    }
+    for (k, v) in &rows {
+        table.insert(k.as_str(), key.seal(def.name(), k.as_bytes(), v).as_slice())?;
+    }
+    Ok(rows.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tag_binds_table_key_and_record() {
+        let k = RowKey::from_bytes(&[3; 32]);
+        let row = k.seal("tokens", b"abc", b"record");
+        assert_eq!(k.open("tokens", b"abc", &row), Some(&b"record"[..]));
+        assert_eq!(k.open("tokens", b"abd", &row), None, "another key");
+        assert_eq!(k.open("credentials", b"abc", &row), None, "another table");
+        let mut edited = row.clone();
+        edited[0] ^= 1;
+        assert_eq!(k.open("tokens", b"abc", &edited), None, "an edited record");
+        assert_eq!(k.open("tokens", b"abc", &row[..10]), None, "truncated");
+        let other = RowKey::from_bytes(&[4; 32]);
+        assert_eq!(other.open("tokens", b"abc", &row), None, "another row key");
+        assert_eq!(format!("{k:?}"), "RowKey(..)");
+    }
+}
