@@ -7,7 +7,7 @@
 //! record), `revoked_admins` (admin name → its revocation record), `credentials` (serial
 //! of every client certificate issued → its record) and `generations` (principal → its
 //! credential generation). The last four carry a tag under the seal token's row key,
-//! checked on every read ([`rows`]).
+//! checked on every read ([`RowKey`]).
 
 mod rows;
 
