@@ -327,6 +327,32 @@ impl Cluster {
             .into())
     }
 
+    /// A raw TLS connection to keyd without a client certificate, handshake done (for
+    /// tests that speak HTTP by hand).
+    pub fn raw_tls(
+        &self,
+    ) -> Result<rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>> {
+        use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(CertificateDer::from_pem_slice(&std::fs::read(
+            self.data().join("ca.pem"),
+        )?)?)?;
+        let config = Arc::new(
+            rustls::ClientConfig::builder()
+                .with_root_certificates(roots)
+                .with_no_client_auth(),
+        );
+        let addr = self.addr.strip_prefix("https://").context("address")?;
+        let tcp = std::net::TcpStream::connect(addr)?;
+        tcp.set_read_timeout(Some(Duration::from_secs(20)))?;
+        let conn = rustls::ClientConnection::new(config, ServerName::try_from("127.0.0.1")?)?;
+        let mut tls = rustls::StreamOwned::new(conn, tcp);
+        while tls.conn.is_handshaking() {
+            tls.conn.complete_io(&mut tls.sock)?;
+        }
+        Ok(tls)
+    }
+
     /// A client without a certificate.
     pub fn anonymous(&self) -> Result<Client> {
         Ok(Client {

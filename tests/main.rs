@@ -15,6 +15,7 @@ mod hardening;
 mod helpers;
 mod hsm;
 mod hsm_sim;
+mod limits;
 mod logs;
 mod nodes;
 mod service;

@@ -88,6 +88,10 @@ pub struct RawConfig {
     /// Most open client connections per worker (default 1024).
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// Most open connections from one client address (default 512): more are answered
+    /// 429 too_many_connections and closed.
+    #[serde(default = "default_max_connections_per_ip")]
+    pub max_connections_per_ip: usize,
     /// Seconds a client has for the TLS handshake (default 5).
     #[serde(default = "default_tls_handshake_seconds")]
     pub tls_handshake_seconds: u64,
@@ -113,6 +117,10 @@ fn default_body_timeout_seconds() -> u64 {
 
 fn default_max_connections() -> usize {
     1024
+}
+
+fn default_max_connections_per_ip() -> usize {
+    512
 }
 
 fn default_tls_handshake_seconds() -> u64 {
@@ -201,6 +209,8 @@ pub struct Config {
     pub body_timeout: std::time::Duration,
     /// Most open connections per worker.
     pub max_connections: usize,
+    /// Most open connections per client address.
+    pub max_connections_per_ip: usize,
     /// Deadline for the TLS handshake.
     pub tls_handshake: std::time::Duration,
 }
@@ -324,6 +334,12 @@ impl Config {
         if raw.max_connections == 0 || raw.max_connections > 1_000_000 {
             return Err(value("max_connections", "must be 1 to 1000000".into()));
         }
+        if raw.max_connections_per_ip == 0 || raw.max_connections_per_ip > 1_000_000 {
+            return Err(value(
+                "max_connections_per_ip",
+                "must be 1 to 1000000".into(),
+            ));
+        }
         if raw.peer_max_age_seconds == 0 {
             return Err(value("peer_max_age_seconds", "must be at least 1".into()));
         }
@@ -364,6 +380,7 @@ impl Config {
             credential_max: std::time::Duration::from_secs(credential_max),
             body_timeout: std::time::Duration::from_secs(raw.body_timeout_seconds),
             max_connections: raw.max_connections,
+            max_connections_per_ip: raw.max_connections_per_ip,
             tls_handshake: std::time::Duration::from_secs(raw.tls_handshake_seconds),
         })
     }

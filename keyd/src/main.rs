@@ -477,6 +477,7 @@ fn serve(config: Config) -> Result<()> {
         config.tls_handshake,
         config.body_timeout,
     );
+    let per_ip = keyd::api::PerIp::new(config.max_connections_per_ip);
     let (svc, hsm) = load_service(config)?;
     let tls = keyd::tls::server_config(svc.ca().clone(), svc.config().server_names.clone())?;
     let listener = std::net::TcpListener::bind(listen)
@@ -490,7 +491,7 @@ fn serve(config: Config) -> Result<()> {
             .wrap(actix_web::middleware::from_fn(keyd::api::observe))
             .configure(keyd::api::routes)
     })
-    .on_connect(keyd::api::on_connect)
+    .on_connect(keyd::api::on_connect(per_ip))
     .workers(workers)
     .max_connections(max_connections)
     .tls_handshake_timeout(tls_handshake)

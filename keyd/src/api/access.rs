@@ -60,7 +60,19 @@ pub async fn observe(
     let id = request_id();
     let span = tracing::info_span!("request", id = %id);
     let anonymous = req.conn_data::<PeerCertificate>().is_none();
-    let mut res = if anonymous && needs_certificate {
+    let over_limit = req.conn_data::<super::Slot>().is_some_and(|s| s.over);
+    let mut res = if over_limit {
+        let refused = super::ApiError::with_status(
+            actix_web::http::StatusCode::TOO_MANY_REQUESTS,
+            "too_many_connections",
+            "this address holds more open connections than max_connections_per_ip; close some (or reuse one) and retry",
+        );
+        let mut res = req.into_response(refused.error_response());
+        res.response_mut()
+            .head_mut()
+            .set_connection_type(actix_web::http::ConnectionType::Close);
+        res.map_into_right_body()
+    } else if anonymous && needs_certificate {
         let refused = super::ApiError::from(ServiceError::Unauthenticated);
         req.into_response(refused.error_response())
             .map_into_right_body()

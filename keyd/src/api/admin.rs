@@ -76,14 +76,15 @@ pub async fn chain(
     }
     let positions = crate::chain::parse_positions(&q.since)
         .map_err(|m| ApiError::bad_request("bad_query", format!("since: {m}")))?;
-    let (page, length) = web::block(move || svc.chain_page(&positions, limit))
+    let (page, length, cached) = web::block(move || svc.chain_page(&positions, limit))
         .await
         .map_err(|_| ApiError::internal())?;
+    super::metrics().chain_page(cached);
     Ok(HttpResponse::Ok()
         .content_type("application/cbor")
         .insert_header((CHAIN_LENGTH, length.to_string()))
         .insert_header((CHAIN_COMPLETE, page.complete.to_string()))
-        .body(page.bytes))
+        .body(page.bytes.clone()))
 }
 
 /// Takes a root-log extension from a ceremony (admin only): CBOR chain records of the

@@ -25,6 +25,8 @@ struct Inner {
     errors: BTreeMap<&'static str, u64>,
     operations: BTreeMap<(&'static str, &'static str), u64>,
     peers: BTreeMap<String, PeerHealth>,
+    /// `GET /v1/chain` pages answered from the cache, and encoded.
+    chain_pages: (u64, u64),
 }
 
 /// A per-peer metric: name, help, type, and its value for a peer.
@@ -79,6 +81,16 @@ impl Metrics {
         *self.lock().errors.entry(code).or_default() += 1;
     }
 
+    /// Records one `GET /v1/chain` page: from the cache, or encoded.
+    pub fn chain_page(&self, cached: bool) {
+        let mut inner = self.lock();
+        if cached {
+            inner.chain_pages.0 += 1;
+        } else {
+            inner.chain_pages.1 += 1;
+        }
+    }
+
     /// Records operations of one kind (`sign`, `encrypt`, ...): how many succeeded and
     /// how many failed (a batch counts each item).
     pub fn operations(&self, op: &'static str, ok: u64, failed: u64) {
@@ -107,6 +119,11 @@ impl Metrics {
     pub fn render(&self) -> String {
         let m = self.lock();
         let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "# HELP keyd_chain_pages_total GET /v1/chain pages answered from the cache of encoded pages, and encoded.\n# TYPE keyd_chain_pages_total counter\nkeyd_chain_pages_total{{source=\"cache\"}} {}\nkeyd_chain_pages_total{{source=\"encoded\"}} {}",
+            m.chain_pages.0, m.chain_pages.1
+        );
         out.push_str("# HELP keyd_requests_total Requests by route and status.\n# TYPE keyd_requests_total counter\n");
         for ((route, status), n) in &m.requests {
             let _ = writeln!(

@@ -6,6 +6,7 @@ mod admin;
 mod body;
 mod credentials;
 mod error;
+mod limits;
 mod metrics;
 mod ops;
 
@@ -17,6 +18,7 @@ use utoipa::OpenApi;
 pub use access::{REQUEST_ID, observe};
 pub use body::{Blob, Bytes, CBOR, Format, JSON};
 pub use error::{ApiError, ErrorBody};
+pub use limits::{PerIp, Slot};
 pub use metrics::{Metrics, metrics};
 
 use crate::identity::{Presented, Principal};
@@ -35,15 +37,25 @@ pub const MAX_BATCH: usize = 1000;
 #[derive(Clone)]
 pub struct PeerCertificate(pub Presented);
 
-/// Records the principal of a TLS connection's client certificate for the requests on
-/// it (a certificate naming no principal authenticates nothing).
-pub fn on_connect(conn: &dyn std::any::Any, ext: &mut Extensions) {
-    use actix_tls::accept::rustls_0_23::TlsStream;
-    if let Some(tls) = conn.downcast_ref::<TlsStream<actix_web::rt::net::TcpStream>>()
-        && let Some(cert) = tls.get_ref().1.peer_certificates().and_then(|c| c.first())
-        && let Some(presented) = Principal::of_certificate(cert)
-    {
-        ext.insert(PeerCertificate(presented));
+/// The connection hook: counts the connection against its address's limit ([`PerIp`])
+/// and records the principal of its client certificate for the requests on it (a
+/// certificate naming no principal authenticates nothing).
+pub fn on_connect(
+    per_ip: std::sync::Arc<PerIp>,
+) -> impl Fn(&dyn std::any::Any, &mut Extensions) + Send + Sync + 'static {
+    move |conn, ext| {
+        use actix_tls::accept::rustls_0_23::TlsStream;
+        let Some(tls) = conn.downcast_ref::<TlsStream<actix_web::rt::net::TcpStream>>() else {
+            return;
+        };
+        if let Ok(peer) = tls.get_ref().0.peer_addr() {
+            ext.insert(per_ip.admit(peer.ip()));
+        }
+        if let Some(cert) = tls.get_ref().1.peer_certificates().and_then(|c| c.first())
+            && let Some(presented) = Principal::of_certificate(cert)
+        {
+            ext.insert(PeerCertificate(presented));
+        }
     }
 }
 

@@ -423,6 +423,21 @@ impl Chain {
         }
     }
 
+    /// What identifies this chain's content for a cache of pages: per log, its entry
+    /// count and its head's seq and signing time. Any append, head or re-signed head
+    /// changes it.
+    pub fn version(&self) -> Vec<(u64, Option<(u64, u64)>)> {
+        self.logs
+            .values()
+            .map(|l| {
+                (
+                    l.entries.len() as u64,
+                    l.head.as_ref().map(|h| (h.seq, h.signed_at)),
+                )
+            })
+            .collect()
+    }
+
     /// The positions this chain holds: per log, the seq of the next entry it needs.
     pub fn positions(&self) -> BTreeMap<KeyPath, u64> {
         self.logs

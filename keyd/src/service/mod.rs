@@ -19,6 +19,7 @@ mod enroll;
 mod keys;
 mod logs;
 mod nodes;
+mod pages;
 
 pub use admins::AdminRevocation;
 pub use enroll::{EnrollMode, Enrolled};
@@ -154,6 +155,8 @@ pub struct Service {
     generations: RwLock<HashMap<Principal, credentials::Generation>>,
     /// Pull requests for the peer threads: a counter bumped on demand.
     pull_now: (Mutex<u64>, Condvar),
+    /// Encoded `GET /v1/chain` pages, until the chain changes.
+    pages: pages::PageCache,
 }
 
 impl std::fmt::Debug for Service {
@@ -198,6 +201,7 @@ impl Service {
             revoked_admins,
             generations,
             pull_now: (Mutex::new(0), Condvar::new()),
+            pages: pages::PageCache::default(),
         })
     }
 
@@ -474,9 +478,16 @@ impl Service {
 
     /// What a holder at `positions` lacks of every log this keyd holds (at most `limit`
     /// entries), and the number of entries held over all logs.
-    pub fn chain_page(&self, positions: &BTreeMap<KeyPath, u64>, limit: usize) -> (Page, u64) {
+    /// The chain page from `positions` (at most `limit` entries), the chain's length, and
+    /// whether the page came from the cache of encoded pages.
+    pub fn chain_page(
+        &self,
+        positions: &BTreeMap<KeyPath, u64>,
+        limit: usize,
+    ) -> (Arc<Page>, u64, bool) {
         let chain = self.read_chain();
-        (chain.since(positions, limit), chain.len() as u64)
+        let (page, cached) = self.pages.page(&chain, positions, limit);
+        (page, chain.len() as u64, cached)
     }
 
     /// Whether keyd can serve: its store answers a read and its branch is not revoked;
