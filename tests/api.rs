@@ -328,6 +328,7 @@ fn openapi_lists_every_route() -> Result<()> {
         "post /v1/admins/{name}/credentials/revoke",
         "post /v1/nodes/{name}/credentials/revoke",
         "post /v1/nodes/{name}/reenroll",
+        "post /v1/nodes/{name}/suite",
     ]
     .iter()
     .map(|s| s.to_string())

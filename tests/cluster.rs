@@ -469,6 +469,14 @@ pub struct Client {
 }
 
 impl Client {
+    /// The same client (same credential) for keyd at `addr` (after a restart).
+    pub fn at(&self, addr: &str) -> Client {
+        Client {
+            agent: self.agent.clone(),
+            base: addr.to_owned(),
+        }
+    }
+
     /// POSTs JSON, returning the status and the JSON body.
     pub fn post(&self, path: &str, body: &Value) -> Result<(u16, Value)> {
         let mut resp = self

@@ -20,3 +20,4 @@ mod logs;
 mod nodes;
 mod service;
 mod store_integrity;
+mod suites;

@@ -288,6 +288,19 @@ pub enum NodeCmd {
         #[arg(long, value_enum, default_value_t = Mode::Held)]
         mode: Mode,
     },
+    /// Set which envelope suites node NAME accepts: x-wing (keyd then refuses X25519
+    /// envelopes to it, so no sender can downgrade it) or any (the default). An admin,
+    /// or the node itself.
+    Suite {
+        /// keyctl.toml with an admin credential, or the node's own.
+        #[arg(long)]
+        config: PathBuf,
+        /// Node name or path.
+        name: String,
+        /// x-wing or any.
+        #[arg(value_parser = ["x-wing", "any"])]
+        suite: String,
+    },
 }
 
 /// Admin credentials against keyd.

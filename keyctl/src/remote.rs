@@ -104,6 +104,12 @@ pub fn run(command: Command, output: Option<Output>) -> Result<Option<Value>, Ct
                 &format!("/v1/nodes/{name}/reenroll"),
                 &json!({"mode": mode.name()}),
             )?,
+        Command::Node(NodeCmd::Suite {
+            config,
+            name,
+            suite,
+        }) => Client::from_config(&config)?
+            .post(&format!("/v1/nodes/{name}/suite"), &json!({"suite": suite}))?,
         Command::Admin(AdminCmd::List { config }) => {
             Client::from_config(&config)?.get("/v1/admins")?
         }

@@ -13,6 +13,7 @@ use super::error::ErrorBody;
 use super::{ApiError, principal};
 use crate::identity::Principal;
 use crate::service::credentials::Generation;
+use crate::service::suites::SuitePolicy;
 use crate::service::{EnrollMode, Service, ServiceError};
 
 /// A principal's credentials, ended.
@@ -123,6 +124,48 @@ pub async fn reenroll(
             token: token.as_str().to_owned(),
             expires_at,
             mode,
+        },
+    )
+}
+
+/// A node's suite policy.
+#[derive(Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SuiteRequest {
+    /// `x-wing` (only X-Wing envelopes to the node) or `any` (the default).
+    suite: SuitePolicy,
+}
+
+/// The node and its suite policy now.
+#[derive(Serialize, ToSchema)]
+pub struct SuiteSet {
+    /// The node's path.
+    path: String,
+    /// Its suite policy.
+    suite: SuitePolicy,
+}
+
+/// Sets which envelope suites a node accepts (an admin, or the node itself): with
+/// `x-wing`, keyd refuses to encrypt to it with X25519 and to decrypt an X25519 envelope
+/// for it (`suite_not_allowed`), so no sender can downgrade it.
+#[utoipa::path(post, path = "/v1/nodes/{name}/suite", tag = "admin",
+    params(("name" = String, Path, description = "node name or path")),
+    request_body(content = SuiteRequest),
+    responses((status = 200, body = SuiteSet), (status = "4XX", body = ErrorBody)))]
+pub async fn set_suite(
+    req: HttpRequest,
+    svc: web::Data<Service>,
+    name: web::Path<String>,
+    body: Body<SuiteRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let who = principal(&req, &svc)?;
+    let (s, suite) = (svc.clone(), body.0.suite);
+    let path = committed("set_suite", move || s.set_suite_policy(&who, &name, suite)).await?;
+    Format::wanted(&req).reply(
+        StatusCode::OK,
+        &SuiteSet {
+            path: path.to_string(),
+            suite,
         },
     )
 }

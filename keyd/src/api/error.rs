@@ -90,6 +90,7 @@ impl From<ServiceError> for ApiError {
             ServiceError::Unauthenticated => (StatusCode::UNAUTHORIZED, "unauthenticated"),
             ServiceError::Revoked(_) => (StatusCode::UNAUTHORIZED, "key_not_valid"),
             ServiceError::PartyNotValid(_) => (StatusCode::BAD_REQUEST, "key_not_valid"),
+            ServiceError::SuiteNotAllowed(_) => (StatusCode::BAD_REQUEST, "suite_not_allowed"),
             ServiceError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ServiceError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             ServiceError::ReservedPrefix => (StatusCode::BAD_REQUEST, "reserved_prefix"),

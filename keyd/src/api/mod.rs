@@ -127,6 +127,7 @@ fn principal_and_generation(
         credentials::revoke_node_credentials,
         credentials::revoke_admin_credentials,
         credentials::reenroll,
+        credentials::set_suite,
         ops::sign,
         ops::batch_sign,
         ops::verify,
@@ -166,6 +167,7 @@ pub fn fuzz_bodies(data: &[u8]) {
         let _ = format.decode::<admin::AddNode>(data);
         let _ = format.decode::<admin::RevokeRequest>(data);
         let _ = format.decode::<credentials::ReenrollRequest>(data);
+        let _ = format.decode::<credentials::SuiteRequest>(data);
     }
 }
 
@@ -215,6 +217,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route(
                 "/nodes/{name}/reenroll",
                 web::post().to(credentials::reenroll),
+            )
+            .route(
+                "/nodes/{name}/suite",
+                web::post().to(credentials::set_suite),
             )
             .route("/sign", web::post().to(ops::sign))
             .route("/verify", web::post().to(ops::verify))

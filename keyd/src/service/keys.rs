@@ -115,6 +115,7 @@ impl Service {
                 KeyKind::Epoch { epoch } => epoch,
                 _ => 0,
             };
+            self.check_suite(&target, suite)?;
             target
                 .epoch_key(epoch)
                 .ok_or_else(|| ServiceError::NotFound("epoch".into()))?
@@ -142,6 +143,7 @@ impl Service {
     ) -> Result<(Zeroizing<Vec<u8>>, KeyPath), ServiceError> {
         let node = Self::node_of(principal)?;
         let e = Encrypted::from_cbor(envelope).map_err(ServiceError::Envelope)?;
+        self.check_suite(node, e.suite().map_err(ServiceError::Envelope)?)?;
         let sender_key = {
             let chain = self.read_chain();
             let state = chain.state();

@@ -20,6 +20,7 @@ mod keys;
 mod logs;
 mod nodes;
 mod pages;
+pub mod suites;
 
 pub use admins::AdminRevocation;
 pub use enroll::{EnrollMode, Enrolled};
@@ -42,6 +43,9 @@ pub enum ServiceError {
     /// The principal may not do this.
     #[error("{0}")]
     Forbidden(String),
+    /// The envelope suite is not one the recipient accepts (its suite policy).
+    #[error("{0}")]
+    SuiteNotAllowed(String),
     /// Bad input.
     #[error("{0}")]
     BadRequest(String),
@@ -157,6 +161,8 @@ pub struct Service {
     pull_now: (Mutex<u64>, Condvar),
     /// Encoded `GET /v1/chain` pages, until the chain changes.
     pages: pages::PageCache,
+    /// Each node's suite policy (absent: any).
+    suites: RwLock<HashMap<KeyPath, suites::SuitePolicy>>,
 }
 
 impl std::fmt::Debug for Service {
@@ -184,6 +190,7 @@ impl Service {
         )?);
         let revoked_admins = RwLock::new(admins::load(&store)?);
         let generations = RwLock::new(credentials::load(&store)?);
+        let suites = RwLock::new(suites::load(&store)?);
         if chain.head(&branch_path).is_none() {
             return Err(ServiceError::NotFound(format!(
                 "the store holds no log of this keyd's branch {branch_path}"
@@ -202,6 +209,7 @@ impl Service {
             generations,
             pull_now: (Mutex::new(0), Condvar::new()),
             pages: pages::PageCache::default(),
+            suites,
         })
     }
 

@@ -5,9 +5,9 @@
 //! bytes: the root log, this keyd's branch log and the logs mirrored from peers),
 //! `heads` (log → its latest signed head), `tokens` (SHA-256 of an enrollment token → its
 //! record), `revoked_admins` (admin name → its revocation record), `credentials` (serial
-//! of every client certificate issued → its record) and `generations` (principal → its
-//! credential generation). The last four carry a tag under the seal token's row key,
-//! checked on every read ([`RowKey`]).
+//! of every client certificate issued → its record), `generations` (principal → its
+//! credential generation) and `suites` (node → its envelope suite policy). The last five
+//! carry a tag under the seal token's row key, checked on every read ([`RowKey`]).
 
 mod rows;
 
@@ -37,6 +37,8 @@ pub(crate) const REVOKED_ADMINS: TableDefinition<&str, &[u8]> =
 /// Every client certificate keyd issued: serial (hex) → its record.
 pub(crate) const CREDENTIALS: TableDefinition<&str, &[u8]> = TableDefinition::new(CREDENTIALS_NAME);
 /// Each principal's credential generation: principal key → its record.
+/// Each node's envelope suite policy: node path → `any` or `x-wing`.
+pub(crate) const SUITES: TableDefinition<&str, &[u8]> = TableDefinition::new(SUITES_NAME);
 pub(crate) const GENERATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new(GENERATIONS_NAME);
 
 /// Meta keys.
@@ -175,6 +177,7 @@ impl Store {
             tx.open_table(REVOKED_ADMINS)?;
             tx.open_table(CREDENTIALS)?;
             tx.open_table(GENERATIONS)?;
+            tx.open_table(SUITES)?;
             Ok(())
         })?;
         Ok(store)
@@ -410,6 +413,20 @@ impl Store {
         run().map_err(self.db_err())
     }
 
+    /// Sets a node's suite policy.
+    pub fn put_suite(&self, node: &str, policy: &[u8]) -> Result<(), StoreError> {
+        let row = self.row_key()?.seal(SUITES_NAME, node.as_bytes(), policy);
+        self.write(|tx| {
+            tx.open_table(SUITES)?.insert(node, row.as_slice())?;
+            Ok(())
+        })
+    }
+
+    /// Every node's suite policy, checked.
+    pub fn suites(&self) -> Result<Vec<(String, Checked)>, StoreError> {
+        self.rows(SUITES)
+    }
+
     /// Every principal's credential generation record.
     pub fn generations(&self) -> Result<Vec<(String, Checked)>, StoreError> {
         self.rows(GENERATIONS)
@@ -515,6 +532,7 @@ pub(crate) const TOKENS_NAME: &str = "tokens";
 pub(crate) const REVOKED_ADMINS_NAME: &str = "revoked_admins";
 pub(crate) const CREDENTIALS_NAME: &str = "credentials";
 pub(crate) const GENERATIONS_NAME: &str = "generations";
+pub(crate) const SUITES_NAME: &str = "suites";
 
 fn put_logs(
     tx: &redb::WriteTransaction,

@@ -14,7 +14,9 @@ use sha2::Sha256;
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
-use super::{CREDENTIALS, Checked, GENERATIONS, META, REVOKED_ADMINS, Store, StoreError, TOKENS};
+use super::{
+    CREDENTIALS, Checked, GENERATIONS, META, REVOKED_ADMINS, SUITES, Store, StoreError, TOKENS,
+};
 use crate::hsm::Hsm;
 
 /// Meta key of the row key, sealed by the seal token.
@@ -101,7 +103,7 @@ impl Store {
                 let tagged = self.write(|tx| {
                     let mut n = 0usize;
                     n += tag_existing_bytes(tx, TOKENS, &key)?;
-                    for def in [REVOKED_ADMINS, CREDENTIALS, GENERATIONS] {
+                    for def in [REVOKED_ADMINS, CREDENTIALS, GENERATIONS, SUITES] {
                         n += tag_existing_str(tx, def, &key)?;
                     }
                     tx.open_table(META)?
