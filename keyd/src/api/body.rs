@@ -69,26 +69,28 @@ impl Format {
         }
     }
 
-    /// A response with `value` in this format.
+    /// A response with `value` in this format. The body is encoded into a buffer that
+    /// is zeroized when it grows and once the response has been written (responses
+    /// carry plaintexts and data keys).
     pub fn reply<T: Serialize>(
         self,
         status: StatusCode,
         value: &T,
     ) -> Result<HttpResponse, ApiError> {
-        let (content_type, body) = match self {
-            Format::Json => (
-                JSON,
-                serde_json::to_vec(value).map_err(|_| ApiError::internal())?,
-            ),
+        let mut out = ZeroizingBuf::default();
+        let content_type = match self {
+            Format::Json => {
+                serde_json::to_writer(&mut out, value).map_err(|_| ApiError::internal())?;
+                JSON
+            }
             Format::Cbor => {
-                let mut out = Vec::new();
                 ciborium::into_writer(value, &mut out).map_err(|_| ApiError::internal())?;
-                (CBOR, out)
+                CBOR
             }
         };
         Ok(HttpResponse::build(status)
             .content_type(content_type)
-            .body(body))
+            .body(web::Bytes::from_owner(out)))
     }
 
     pub(crate) fn decode<T: DeserializeOwned>(self, bytes: &[u8]) -> Result<T, ApiError> {
@@ -108,6 +110,42 @@ impl Format {
                 Ok(value)
             }
         }
+    }
+}
+
+/// A write buffer that never leaves a copy of what it held: when it grows, the old
+/// allocation is zeroized before it is freed, and the whole buffer is zeroized on drop
+/// (as a response body, once actix has written it).
+#[derive(Default)]
+pub struct ZeroizingBuf(Vec<u8>);
+
+impl std::io::Write for ZeroizingBuf {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let needed = self.0.len() + buf.len();
+        if needed > self.0.capacity() {
+            let mut grown = Vec::with_capacity(needed.max(self.0.capacity() * 2).max(256));
+            grown.extend_from_slice(&self.0);
+            zeroize::Zeroize::zeroize(&mut self.0);
+            self.0 = grown;
+        }
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl AsRef<[u8]> for ZeroizingBuf {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Drop for ZeroizingBuf {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
     }
 }
 
@@ -264,3 +302,23 @@ impl PartialSchema for Bytes {
 }
 
 impl ToSchema for Bytes {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn a_zeroizing_buffer_keeps_what_is_written_across_growth() {
+        let mut buf = ZeroizingBuf::default();
+        let mut want = Vec::new();
+        for i in 0..2000u32 {
+            let chunk = i.to_be_bytes();
+            buf.write_all(&chunk).unwrap_or_default();
+            want.extend_from_slice(&chunk);
+        }
+        assert_eq!(buf.as_ref(), want.as_slice());
+        let body = web::Bytes::from_owner(buf);
+        assert_eq!(&body[..], want.as_slice());
+    }
+}
