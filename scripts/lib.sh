@@ -24,11 +24,16 @@ ensure_commands() {
     command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
   done
   [ ${#missing[@]} -eq 0 ] && return 0
-  echo "==> installing ${missing[*]}" >&2
+  install_packages "${missing[@]}"
+}
+
+# Installs Debian packages: install_packages PACKAGE ...
+install_packages() {
+  echo "==> installing $*" >&2
   local sudo=""
   [ "$(id -u)" -ne 0 ] && sudo="sudo"
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null
 }
 
 # Prints the value of a string field from one line of compact JSON: json_field NAME

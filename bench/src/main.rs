@@ -1,6 +1,8 @@
-//! `keyd-load`: drives a running keyd over HTTPS with a client certificate, one thread
-//! and one keep-alive connection per `--connections`, for `--seconds`, and prints
-//! throughput and latency percentiles. See bench/README.md.
+//! `keyd-load`: drives a running keyd over HTTPS with a client certificate (or OpenBao's
+//! transit engine with a token, `--target openbao`, for the side-by-side comparison), one
+//! thread and one keep-alive connection per `--connections`, for `--seconds`, and prints
+//! throughput, latency percentiles and, with `--server-pid`, requests per server
+//! CPU-second. See bench/README.md.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -12,12 +14,22 @@ use ureq::tls::{Certificate, ClientCert, PrivateKey, RootCerts, TlsConfig};
 
 #[derive(Clone, Copy, ValueEnum)]
 enum Op {
-    /// POST /v1/sign with `--size` bytes.
+    /// keyd: POST /v1/sign with `--size` bytes. OpenBao: transit sign with an ed25519
+    /// key.
     Sign,
-    /// POST /v1/encrypt of `--size` bytes to `--to`.
+    /// keyd: POST /v1/encrypt of `--size` bytes to `--to` (no OpenBao counterpart).
     Encrypt,
-    /// POST /v1/seal of `--size` bytes.
+    /// keyd: POST /v1/seal of `--size` bytes. OpenBao: transit encrypt with an
+    /// aes256-gcm96 key.
     Seal,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Target {
+    /// keyd, with a client certificate.
+    Keyd,
+    /// OpenBao's transit engine, with a token.
+    Openbao,
 }
 
 /// Load generator for keyd.
@@ -29,12 +41,27 @@ struct Args {
     /// CA certificate (PEM).
     #[arg(long)]
     ca: PathBuf,
-    /// Client certificate (PEM).
+    /// Client certificate (PEM), for keyd.
     #[arg(long)]
-    cert: PathBuf,
-    /// Client key (PEM).
+    cert: Option<PathBuf>,
+    /// Client key (PEM), for keyd.
     #[arg(long)]
-    key: PathBuf,
+    key: Option<PathBuf>,
+    /// The server: keyd (default) or openbao.
+    #[arg(long, value_enum, default_value_t = Target::Keyd)]
+    target: Target,
+    /// File holding the OpenBao token (never on the command line).
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// Transit key for OpenBao sign (type ed25519).
+    #[arg(long, default_value = "bench-ed25519")]
+    sign_key: String,
+    /// Transit key for OpenBao encrypt (type aes256-gcm96).
+    #[arg(long, default_value = "bench-aes")]
+    seal_key: String,
+    /// Also print the result as one JSON line (for bench/results).
+    #[arg(long)]
+    json: bool,
     /// Operation.
     #[arg(long, value_enum)]
     op: Op,
@@ -80,11 +107,18 @@ fn cpu_seconds(pid: u32, clk_tck: u64) -> Result<f64> {
 
 fn agent(args: &Args) -> Result<ureq::Agent> {
     let ca = Certificate::from_pem(&std::fs::read(&args.ca)?)?;
-    let cert = Certificate::from_pem(&std::fs::read(&args.cert)?)?;
-    let key = PrivateKey::from_pem(&std::fs::read(&args.key)?)?;
+    let client = match (args.target, &args.cert, &args.key) {
+        (Target::Keyd, Some(cert), Some(key)) => {
+            let cert = Certificate::from_pem(&std::fs::read(cert)?)?;
+            let key = PrivateKey::from_pem(&std::fs::read(key)?)?;
+            Some(ClientCert::new_with_certs(&[cert], key))
+        }
+        (Target::Keyd, _, _) => bail!("--target keyd needs --cert and --key"),
+        (Target::Openbao, _, _) => None,
+    };
     let tls = TlsConfig::builder()
         .root_certs(RootCerts::new_with_certs(&[ca]))
-        .client_cert(Some(ClientCert::new_with_certs(&[cert], key)))
+        .client_cert(client)
         .build();
     Ok(ureq::Agent::config_builder()
         .tls_config(tls)
@@ -96,13 +130,37 @@ fn agent(args: &Args) -> Result<ureq::Agent> {
 fn main() -> Result<()> {
     let args = Args::parse();
     let payload = base64::engine::general_purpose::STANDARD.encode(vec![0x5a; args.size]);
-    let (path, body) = match args.op {
-        Op::Sign => ("/v1/sign", serde_json::json!({"data": payload})),
-        Op::Encrypt => (
-            "/v1/encrypt",
+    let (path, body) = match (args.target, args.op) {
+        (Target::Keyd, Op::Sign) => ("/v1/sign".to_owned(), serde_json::json!({"data": payload})),
+        (Target::Keyd, Op::Encrypt) => (
+            "/v1/encrypt".to_owned(),
             serde_json::json!({"to": args.to, "plaintext": payload, "suite": args.suite}),
         ),
-        Op::Seal => ("/v1/seal", serde_json::json!({"plaintext": payload})),
+        (Target::Keyd, Op::Seal) => (
+            "/v1/seal".to_owned(),
+            serde_json::json!({"plaintext": payload}),
+        ),
+        (Target::Openbao, Op::Sign) => (
+            format!("/v1/transit/sign/{}", args.sign_key),
+            serde_json::json!({"input": payload}),
+        ),
+        (Target::Openbao, Op::Seal) => (
+            format!("/v1/transit/encrypt/{}", args.seal_key),
+            serde_json::json!({"plaintext": payload}),
+        ),
+        (Target::Openbao, Op::Encrypt) => {
+            bail!("OpenBao's transit engine has no public-key encryption to a node")
+        }
+    };
+    let token = match (args.target, &args.token_file) {
+        (Target::Openbao, Some(file)) => Some(
+            std::fs::read_to_string(file)
+                .with_context(|| format!("cannot read {}", file.display()))?
+                .trim()
+                .to_owned(),
+        ),
+        (Target::Openbao, None) => bail!("--target openbao needs --token-file"),
+        (Target::Keyd, _) => None,
     };
     let url = format!("{}{path}", args.url);
     let body = serde_json::to_vec(&body)?;
@@ -122,17 +180,20 @@ fn main() -> Result<()> {
             });
             let handles: Vec<_> = (0..args.connections)
                 .map(|_| {
-                    let (url, body) = (&url, &body);
+                    let (url, body, token) = (&url, &body, &token);
                     let agent = agent(&args);
                     s.spawn(move || -> Result<Vec<Duration>> {
                         let agent = agent?;
                         let mut lat = Vec::new();
                         while start.elapsed() < warmup + run {
                             let t = Instant::now();
-                            let mut resp = agent
+                            let mut req = agent
                                 .post(url.as_str())
-                                .header("content-type", "application/json")
-                                .send(&body[..])?;
+                                .header("content-type", "application/json");
+                            if let Some(token) = token {
+                                req = req.header("x-vault-token", token.as_str());
+                            }
+                            let mut resp = req.send(&body[..])?;
                             let _ = resp.body_mut().read_to_vec()?;
                             if resp.status() != 200 {
                                 bail!("status {}", resp.status());
@@ -167,30 +228,51 @@ fn main() -> Result<()> {
     }
     all.sort();
     let pct = |p: f64| all[((all.len() as f64 - 1.0) * p) as usize].as_secs_f64() * 1e3;
-    let server = match server_cpu {
-        Some(cpu) => {
-            let cpu = cpu.context("reading keyd's CPU time")?;
-            format!(
-                "  keyd {cpu:.2} CPU-s: {:>6.0} req per server CPU-second",
-                all.len() as f64 / cpu.max(1e-9)
-            )
-        }
-        None => String::new(),
+    let server_name = match args.target {
+        Target::Keyd => "keyd",
+        Target::Openbao => "openbao",
     };
+    let cpu = server_cpu
+        .map(|c| c.context("reading the server's CPU time"))
+        .transpose()?;
+    let per_cpu = cpu.map(|c| all.len() as f64 / c.max(1e-9));
+    let server = match (cpu, per_cpu) {
+        (Some(cpu), Some(rate)) => {
+            format!("  {server_name} {cpu:.2} CPU-s: {rate:>6.0} req per server CPU-second")
+        }
+        _ => String::new(),
+    };
+    let op = match (args.target, args.op) {
+        (Target::Keyd, Op::Sign) => "sign",
+        (Target::Keyd, Op::Encrypt) if args.suite == "x25519" => "encrypt/x25519",
+        (Target::Keyd, Op::Encrypt) => "encrypt/x-wing",
+        (Target::Keyd, Op::Seal) => "seal",
+        (Target::Openbao, Op::Sign) => "transit sign",
+        (Target::Openbao, _) => "transit encrypt",
+    };
+    let throughput = all.len() as f64 / run.as_secs_f64();
     println!(
-        "{:>14} {:>5} B {:>4} conns: {:>8.0} req/s  p50 {:>7.2} ms  p99 {:>7.2} ms  ({} requests){server}",
-        match args.op {
-            Op::Sign => "sign",
-            Op::Encrypt if args.suite == "x25519" => "encrypt/x25519",
-            Op::Encrypt => "encrypt/x-wing",
-            Op::Seal => "seal",
-        },
+        "{op:>15} {:>5} B {:>4} conns: {throughput:>8.0} req/s  p50 {:>7.2} ms  p99 {:>7.2} ms  p99.9 {:>7.2} ms  max {:>7.2} ms  ({} requests){server}",
         args.size,
         args.connections,
-        all.len() as f64 / run.as_secs_f64(),
         pct(0.50),
         pct(0.99),
+        pct(0.999),
+        pct(1.0),
         all.len()
     );
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "server": server_name, "op": op, "size": args.size,
+                "connections": args.connections, "seconds": args.seconds,
+                "requests": all.len(), "per_second": throughput,
+                "p50_ms": pct(0.50), "p99_ms": pct(0.99), "p999_ms": pct(0.999),
+                "max_ms": pct(1.0), "server_cpu_seconds": cpu,
+                "per_server_cpu_second": per_cpu,
+            })
+        );
+    }
     Ok(())
 }
