@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use crate::cluster::{Client, Cluster};
 
-fn code(v: &Value) -> &str {
+pub(crate) fn code(v: &Value) -> &str {
     v["error"]["code"].as_str().unwrap_or("")
 }
 

@@ -7,10 +7,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use serde_json::{Value, json};
 
 use crate::cluster::{Client, Cluster, keyctl};
-
-fn code(v: &Value) -> &str {
-    v["error"]["code"].as_str().unwrap_or("")
-}
+use crate::hardening::code;
 
 fn encrypt(from: &Client, to: &str, suite: &str) -> Result<(u16, Value)> {
     from.post(

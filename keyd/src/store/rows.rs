@@ -102,9 +102,9 @@ impl Store {
                 let sealed = hsm.seal(ROW_KEY_AAD, &bytes).map_err(row_err)?;
                 let tagged = self.write(|tx| {
                     let mut n = 0usize;
-                    n += tag_existing_bytes(tx, TOKENS, &key)?;
+                    n += tag_existing(tx, TOKENS, &key)?;
                     for def in [REVOKED_ADMINS, CREDENTIALS, GENERATIONS, SUITES] {
-                        n += tag_existing_str(tx, def, &key)?;
+                        n += tag_existing(tx, def, &key)?;
                     }
                     tx.open_table(META)?
                         .insert(ROW_KEY_SEALED, sealed.as_slice())?;
@@ -148,38 +148,24 @@ impl Store {
     }
 }
 
-/// Tags every row of a table written before row tags; how many.
-fn tag_existing_bytes(
+/// Tags every row of a table written before row tags; how many. The tag covers the
+/// key's stored bytes (for a `&str` key, its UTF-8), as [`RowKey::seal`] does.
+fn tag_existing<K: redb::Key + 'static>(
     tx: &redb::WriteTransaction,
-    def: TableDefinition<&[u8], &[u8]>,
+    def: TableDefinition<K, &[u8]>,
     key: &RowKey,
 ) -> Result<usize, redb::Error> {
     let mut table = tx.open_table(def)?;
     let mut rows = Vec::new();
     for row in table.iter()? {
         let (k, v) = row?;
-        rows.push((k.value().to_vec(), v.value().to_vec()));
+        rows.push((
+            K::as_bytes(&k.value()).as_ref().to_vec(),
+            v.value().to_vec(),
+        ));
     }
     for (k, v) in &rows {
-        table.insert(k.as_slice(), key.seal(def.name(), k, v).as_slice())?;
-    }
-    Ok(rows.len())
-}
-
-/// [`tag_existing_bytes`] for a string-keyed table.
-fn tag_existing_str(
-    tx: &redb::WriteTransaction,
-    def: TableDefinition<&str, &[u8]>,
-    key: &RowKey,
-) -> Result<usize, redb::Error> {
-    let mut table = tx.open_table(def)?;
-    let mut rows = Vec::new();
-    for row in table.iter()? {
-        let (k, v) = row?;
-        rows.push((k.value().to_owned(), v.value().to_vec()));
-    }
-    for (k, v) in &rows {
-        table.insert(k.as_str(), key.seal(def.name(), k.as_bytes(), v).as_slice())?;
+        table.insert(K::from_bytes(k), key.seal(def.name(), k, v).as_slice())?;
     }
     Ok(rows.len())
 }
@@ -202,5 +188,39 @@ mod tests {
         let other = RowKey::from_bytes(&[4; 32]);
         assert_eq!(other.open("tokens", b"abc", &row), None, "another row key");
         assert_eq!(format!("{k:?}"), "RowKey(..)");
+    }
+
+    #[test]
+    fn rows_written_before_tags_are_tagged_as_keyd_reads_them() {
+        use redb::ReadableDatabase;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = redb::Database::create(dir.path().join("t.redb")).expect("db");
+        let k = RowKey::from_bytes(&[5; 32]);
+        let tx = db.begin_write().expect("tx");
+        {
+            let mut tokens = tx.open_table(TOKENS).expect("tokens");
+            tokens
+                .insert(&b"hash"[..], &b"token record"[..])
+                .expect("insert");
+            let mut gens = tx.open_table(GENERATIONS).expect("generations");
+            gens.insert("keyd:node:m/1'/1'/0'", &b"generation"[..])
+                .expect("insert");
+        }
+        assert_eq!(tag_existing(&tx, TOKENS, &k).expect("tag"), 1);
+        assert_eq!(tag_existing(&tx, GENERATIONS, &k).expect("tag"), 1);
+        tx.commit().expect("commit");
+        let tx = db.begin_read().expect("tx");
+        let tokens = tx.open_table(TOKENS).expect("tokens");
+        let row = tokens.get(&b"hash"[..]).expect("get").expect("row");
+        assert_eq!(
+            k.open("tokens", b"hash", row.value()),
+            Some(&b"token record"[..])
+        );
+        let gens = tx.open_table(GENERATIONS).expect("generations");
+        let row = gens.get("keyd:node:m/1'/1'/0'").expect("get").expect("row");
+        assert_eq!(
+            k.open("generations", b"keyd:node:m/1'/1'/0'", row.value()),
+            Some(&b"generation"[..])
+        );
     }
 }
