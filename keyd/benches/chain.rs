@@ -15,6 +15,7 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+mod support;
 
 use std::hint::black_box;
 use std::time::Instant;
@@ -418,6 +419,12 @@ fn run(tree: &Tree, dir: &std::path::Path, n: usize, log_counts: &[u32]) {
     );
     for (logs, build_s, file_mb, m) in rows {
         let rate = m.entries as f64 / m.verify_s;
+        support::emit(&serde_json::json!({
+            "bench": "chain", "logs": logs, "entries": m.entries, "verify_per_second": rate,
+            "raw_verify_per_second": raw, "held_bytes": m.held_bytes, "keys": m.keys,
+            "bytes_per_key": m.held_bytes as f64 / m.keys as f64,
+            "restore_per_second": m.entries as f64 / m.restore_s, "file_mb": file_mb,
+        }));
         println!(
             "{:>5} {:>9} {:>8.1} {:>8.1} {:>11.0} {:>6.0}% {:>9.1} {:>8.0} {:>11.0}",
             logs,

@@ -21,6 +21,8 @@ use keyd::derive::{KeyPath, NodeSecret, RootSecret, SoftwareRoot, derive_node};
 use keyd::hsm::{Hsm, Pkcs11Uri};
 use sha2::{Digest, Sha256, Sha512};
 
+mod support;
+
 const CHILD: &str = "KEYD_BENCH_HSM_DIR";
 /// A node five levels down: level 1 through the root, four SLIP-0010 levels.
 const NODE: &str = "m/7'/1'/4'/1'/9'";
@@ -133,6 +135,27 @@ fn main() {
         full / sum
     );
     let _ = NodeSecret::slip10_master; // the type is part of what is measured above
+
+    // How the cost grows: n children of one node, each to its public keys and key id
+    // (what adding n nodes derives). KEYD_BENCH_DERIVE_COUNTS, default 1k to 100k.
+    let counts: Vec<u32> = std::env::var("KEYD_BENCH_DERIVE_COUNTS")
+        .unwrap_or_else(|_| "1000,10000,100000".into())
+        .split(',')
+        .filter_map(|c| c.trim().replace('_', "").parse().ok())
+        .collect();
+    println!("\n{:>9} {:>10} {:>12}", "nodes", "seconds", "nodes/s");
+    for n in counts {
+        let t = Instant::now();
+        for i in 0..n {
+            let child = black_box(&parent).child(i);
+            black_box(child.public_keys());
+        }
+        let secs = t.elapsed().as_secs_f64();
+        println!("{n:>9} {secs:>10.2} {:>12.0}", f64::from(n) / secs);
+        support::emit(&serde_json::json!({
+            "bench": "derive", "nodes": n, "seconds": secs, "per_second": f64::from(n) / secs,
+        }));
+    }
 
     match hsm_parent() {
         Ok(()) => {}

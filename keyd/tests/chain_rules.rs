@@ -1539,3 +1539,30 @@ fn bad_keys_paths_and_versions() {
         .to_bytes();
     assert_eq!(rule(verdict_with(&tree, st)), Rule::Version(2));
 }
+
+#[test]
+fn the_next_child_index_is_one_past_the_highest_certified_and_never_reused() {
+    let tree = Tree::new(1);
+    let mut c = base(&tree);
+    let branch = p("m/1'");
+    assert_eq!(
+        c.state().next_child_index(&branch),
+        2,
+        "a and b are 0 and 1"
+    );
+    assert_eq!(
+        c.state().next_child_index(&p("m/1'/1'/0'")),
+        0,
+        "a has no children"
+    );
+    // A gap (index 7) moves the next index past it; revoking the highest frees nothing.
+    c.append(&branch, tree.certify(&p("m/1'/1'/7'"), "h"), NOW)
+        .expect("certify m/1'/1'/7'");
+    c.append(&branch, tree.revoke(&p("m/1'/1'/7'"), &branch), NOW)
+        .expect("revoke m/1'/1'/7'");
+    assert_eq!(c.state().next_child_index(&branch), 8);
+    c.append(&branch, tree.certify(&p("m/1'/1'/0'/1'/0'"), "a0"), NOW)
+        .expect("certify a child of a");
+    assert_eq!(c.state().next_child_index(&p("m/1'/1'/0'")), 1);
+    assert_eq!(c.state().next_child_index(&branch), 8);
+}

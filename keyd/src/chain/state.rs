@@ -115,6 +115,8 @@ pub struct ChainState {
     pub(super) links: BTreeMap<KeyPath, Link>,
     /// Root-log entry (seq, hash) certifying each level-1 branch: its log's anchor.
     pub(super) branch_certs: HashMap<KeyPath, (u64, [u8; 32])>,
+    /// One past the highest child index certified under each node that has children.
+    pub(super) next_child: HashMap<KeyPath, u32>,
 }
 
 impl ChainState {
@@ -461,6 +463,12 @@ impl ChainState {
     ) {
         let key_id = keys.key_id();
         self.by_id.insert(key_id, path.clone());
+        if let (KeyKind::Node { .. }, Some(parent), Some(index)) =
+            (&kind, path.parent_node(), path.indexes().last())
+        {
+            let next = self.next_child.entry(parent).or_default();
+            *next = (*next).max(index.saturating_add(1));
+        }
         // Only keys that sign statements keep their decoded form.
         let signer = match kind {
             KeyKind::Epoch { .. } => None,

@@ -122,6 +122,12 @@ impl ChainState {
         self.keys.get(path)
     }
 
+    /// The child index after the highest one certified under `parent` (0 when it has
+    /// no children): where the next child goes, in constant time however many it has.
+    pub fn next_child_index(&self, parent: &KeyPath) -> u32 {
+        self.next_child.get(parent).copied().unwrap_or(0)
+    }
+
     /// All keys, in no particular order.
     pub fn keys(&self) -> impl Iterator<Item = (&KeyPath, &KeyRecord)> {
         self.keys.iter()

@@ -106,9 +106,12 @@ impl Service {
                     "{parent_path} is not a node"
                 )));
             }
-            let path = (0..u32::MAX >> 1)
-                .filter_map(|n| parent_path.child_node(n))
-                .find(|c| state.key(c).is_none())
+            // Children are numbered in order; an index is never given twice, even after
+            // its node is revoked.
+            let path = Some(state.next_child_index(&parent_path))
+                .filter(|n| *n < 1 << 31)
+                .and_then(|n| parent_path.child_node(n))
+                .filter(|c| state.key(c).is_none())
                 .ok_or_else(|| ServiceError::BadRequest("no free child index".into()))?;
             let epoch_path = path
                 .epoch_key(0)
