@@ -56,14 +56,19 @@ fn kill_9_mid_operations_loses_nothing_acknowledged() -> Result<()> {
     }
     let count = Arc::new(AtomicUsize::new(0));
     let (adds, rekeys, revokes, enrolls): (Acked, Acked, Acked, Acked) = Default::default();
-    let workers = vec![
-        worker(10_000, adds.clone(), count.clone(), {
+    // Four workers add nodes at once, so that changes commit in groups (several nodes
+    // and their tokens in one transaction).
+    let mut workers = Vec::new();
+    for w in 0..4 {
+        workers.push(worker(10_000, adds.clone(), count.clone(), {
             let admin = c.admin()?;
             move |i| {
-                let (s, b) = admin.post("/v1/nodes", &json!({"name": format!("a{i}")}))?;
+                let (s, b) = admin.post("/v1/nodes", &json!({"name": format!("a{w}-{i}")}))?;
                 Ok(ok(s, b))
             }
-        }),
+        }));
+    }
+    workers.extend([
         worker(10_000, rekeys.clone(), count.clone(), {
             let admin = c.admin()?;
             move |i| {
@@ -97,7 +102,7 @@ fn kill_9_mid_operations_loses_nothing_acknowledged() -> Result<()> {
                 }))
             }
         }),
-    ];
+    ]);
     // Kill once every kind of change has been acknowledged at least once and none of
     // the workers is done: requests of every kind are in flight.
     let len = |a: &Acked| a.lock().unwrap_or_else(|e| e.into_inner()).len();
@@ -149,8 +154,9 @@ fn kill_9_mid_operations_loses_nothing_acknowledged() -> Result<()> {
             "{a}"
         );
     }
-    if let Some(last) = adds.last() {
-        c.enroll(last["token"].as_str().context("token")?)?;
+    // The last acknowledged adds came from groups committed just before the kill.
+    for a in adds.iter().rev().take(4) {
+        c.enroll(a["token"].as_str().context("token")?)?;
     }
     // Every acknowledged epoch is there.
     for r in &rekeys {

@@ -108,7 +108,8 @@ impl From<ServiceError> for ApiError {
             ServiceError::Envelope(_) => (StatusCode::BAD_REQUEST, "bad_envelope"),
             ServiceError::Store(StoreError::Corrupt { .. })
             | ServiceError::Store(_)
-            | ServiceError::Identity(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            | ServiceError::Identity(_)
+            | ServiceError::Uncommitted(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
         let message = if status == StatusCode::INTERNAL_SERVER_ERROR {
             tracing::error!(error = %e, "request failed");

@@ -5,7 +5,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-use super::{Built, Service, ServiceError, unix_now};
+use super::commit::Built;
+use super::{Service, ServiceError, unix_now};
 use crate::bundle::{self, BranchBundle};
 use crate::chain::{self, Body, Certify, Epoch, KeyKind, Statement};
 use crate::derive::KeyPath;
@@ -83,19 +84,20 @@ impl Service {
             }
         };
         let (token, hash, expires_at) = self.new_token()?;
-        let path = self.append(|w| {
+        let (name, parent) = (name.to_owned(), parent.map(str::to_owned));
+        let path = self.append(move |svc, w| {
             let state = w.state();
             let parent_path = match parent {
-                None => self.branch_path.clone(),
+                None => svc.branch_path.clone(),
                 Some(p) => state
-                    .find_in(p, &self.branch_path)
+                    .find_in(&p, &svc.branch_path)
                     .map(|(p, _)| p.clone())
                     .ok_or_else(|| ServiceError::NotFound(format!("no node {p:?}")))?,
             };
-            if !self.branch_path.is_prefix_of(&parent_path) {
+            if !svc.branch_path.is_prefix_of(&parent_path) {
                 return Err(ServiceError::Forbidden(format!(
                     "{parent_path} is not in this keyd's branch {}: a keyd adds nodes only below its own branch",
-                    self.branch_path
+                    svc.branch_path
                 )));
             }
             if !matches!(
@@ -117,9 +119,9 @@ impl Service {
                 .epoch_key(0)
                 .ok_or_else(|| ServiceError::BadRequest("path too deep".into()))?;
             let now = unix_now();
-            let node = self.material(&path)?;
-            let parent_key = self.material(&parent_path)?;
-            let epoch_key = self.material(&epoch_path)?;
+            let node = svc.derived(&path)?;
+            let parent_key = svc.material(&parent_path)?;
+            let epoch_key = svc.derived(&epoch_path)?;
             let certify = Statement::sign(
                 Body::Certify(Certify {
                     path: path.clone(),

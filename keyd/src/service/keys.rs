@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use zeroize::Zeroizing;
 
-use super::{Built, Service, ServiceError, describe, unix_now};
+use super::commit::Built;
+use super::{Service, ServiceError, describe, unix_now};
 use crate::chain::{Body, Epoch, KeyKind, KeyStatus, Statement};
 use crate::derive::{KeyMaterial, KeyPath};
 use crate::envelope::{Encrypted, Sealed, Suite};
@@ -216,7 +217,7 @@ impl Service {
                 "{node} is not a node below this keyd's branch"
             )));
         }
-        self.append(|w| {
+        self.append(move |svc, w| {
             let next = match w.state().key(&node).map(|r| &r.kind) {
                 Some(KeyKind::Node { epochs, .. }) => epochs.last().map_or(0, |e| e + 1),
                 _ => return Err(ServiceError::NotFound(format!("{node} is not a node"))),
@@ -224,8 +225,8 @@ impl Service {
             let path = node
                 .epoch_key(next)
                 .ok_or_else(|| ServiceError::BadRequest("epoch out of range".into()))?;
-            let epoch_key = self.material(&path)?;
-            let node_key = self.material(&node)?;
+            let epoch_key = svc.derived(&path)?;
+            let node_key = svc.derived(&node)?;
             let st = Statement::sign(
                 Body::Epoch(Epoch {
                     node: node.clone(),

@@ -224,7 +224,7 @@ impl Service {
             return Ok(0);
         }
         let heads: Vec<&Head> = heads.iter().collect();
-        if let Err(e) = self.store.append_logs(&entries, &heads, None) {
+        if let Err(e) = self.store.append_logs(&entries, &heads, &[]) {
             *chain = self.reload_chain()?;
             return Err(e.into());
         }

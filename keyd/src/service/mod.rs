@@ -12,8 +12,10 @@ use crate::config::Config;
 use crate::derive::{KeyMaterial, KeyPath, NodeSecret};
 use crate::identity::{Ca, IdentityError, Principal};
 use crate::store::{Store, StoreError};
+use commit::Built;
 
 mod admins;
+mod commit;
 pub mod credentials;
 mod enroll;
 mod keys;
@@ -88,6 +90,10 @@ pub enum ServiceError {
     /// Certificate issuance failed.
     #[error(transparent)]
     Identity(#[from] IdentityError),
+    /// A change to the branch log was not committed (its group failed); nothing of it
+    /// was stored.
+    #[error("{0}")]
+    Uncommitted(String),
 }
 
 impl From<ChainError> for ServiceError {
@@ -163,6 +169,8 @@ pub struct Service {
     pages: pages::PageCache,
     /// Each node's suite policy (absent: any).
     suites: RwLock<HashMap<KeyPath, suites::SuitePolicy>>,
+    /// Changes to the branch log waiting for their group commit.
+    commits: commit::Commits,
 }
 
 impl std::fmt::Debug for Service {
@@ -210,6 +218,7 @@ impl Service {
             pull_now: (Mutex::new(0), Condvar::new()),
             pages: pages::PageCache::default(),
             suites,
+            commits: commit::Commits::default(),
         })
     }
 
@@ -244,6 +253,13 @@ impl Service {
         }
         cache.insert(path.clone(), m.clone());
         Ok(m)
+    }
+
+    /// The key material at `path` (under the branch), derived and not cached: for keys
+    /// an admin change uses once (a new node's, a new epoch's), so that growing the tree
+    /// does not grow the cache of keys in use.
+    fn derived(&self, path: &KeyPath) -> Result<KeyMaterial, ServiceError> {
+        Ok(self.secret_at(path)?.material())
     }
 
     /// The secret of the node at `path`, under the branch.
@@ -312,48 +328,6 @@ impl Service {
         }
     }
 
-    /// Appends the statements `build` makes against the current state to this keyd's
-    /// branch log, and persists them with the new head (and an optional token record) in
-    /// one transaction.
-    fn append<T>(
-        &self,
-        build: impl FnOnce(&Chain) -> Result<Built<T>, ServiceError>,
-    ) -> Result<T, ServiceError> {
-        self.require_serving()?;
-        let log = &self.branch_path;
-        let mut chain = self.chain.write().unwrap_or_else(|e| e.into_inner());
-        let built = build(&chain)?;
-        let first = chain.entries(log).len();
-        let now = unix_now();
-        for st in built.statements {
-            if let Err(rule) = chain.append(log, st, now) {
-                if chain.entries(log).len() > first {
-                    *chain = self.reload_chain()?;
-                }
-                return Err(rule.into());
-            }
-        }
-        let branch_key = self.material(log)?;
-        let head = chain.sign_head(log, branch_key.signing_key(), now)?.clone();
-        let token = built
-            .token
-            .as_ref()
-            .map(|(h, r)| (h.as_slice(), r.as_slice()));
-        if let Err(e) = self
-            .store
-            .append_logs(&chain.entries(log)[first..], &[&head], token)
-        {
-            // Keep memory equal to disk.
-            *chain = self.reload_chain()?;
-            return Err(e.into());
-        }
-        for e in &chain.entries(log)[first..] {
-            tracing::info!(log = %e.log, seq = e.seq, kind = e.statement.body.kind(),
-                signer = %e.statement.signer, "chain: appended");
-        }
-        Ok(built.value)
-    }
-
     fn reload_chain(&self) -> Result<Chain, ServiceError> {
         restore_chain(&self.store)
     }
@@ -370,7 +344,7 @@ impl Service {
         let key = self.material(log)?;
         let mut chain = self.chain.write().unwrap_or_else(|e| e.into_inner());
         let head = chain.sign_head(log, key.signing_key(), unix_now())?.clone();
-        self.store.append_logs(&[], &[&head], None)?;
+        self.store.append_logs(&[], &[&head], &[])?;
         Ok(())
     }
 
@@ -447,25 +421,26 @@ impl Service {
         reason: &str,
     ) -> Result<Vec<KeyPath>, ServiceError> {
         Self::require_admin(principal)?;
-        self.append(|w| {
+        let (target, reason) = (target.to_owned(), reason.to_owned());
+        self.append(move |svc, w| {
             let target = w
                 .state()
-                .find_in(target, &self.branch_path)
+                .find_in(&target, &svc.branch_path)
                 .map(|(p, _)| p.clone())
                 .ok_or_else(|| ServiceError::NotFound(format!("no node or key {target:?}")))?;
-            if !self.branch_path.is_prefix_of(&target) || target == self.branch_path {
+            if !svc.branch_path.is_prefix_of(&target) || target == svc.branch_path {
                 return Err(ServiceError::Forbidden(format!(
                     "{target} is not below this keyd's branch {}",
-                    self.branch_path
+                    svc.branch_path
                 )));
             }
-            let key = self.material(&self.branch_path)?;
+            let key = svc.material(&svc.branch_path)?;
             let st = Statement::sign(
                 Body::Revoke(Revoke {
                     target: target.clone(),
                     reason: reason.to_owned(),
                 }),
-                self.branch_path.clone(),
+                svc.branch_path.clone(),
                 unix_now(),
                 key.signing_key(),
             );
@@ -510,13 +485,6 @@ impl Service {
     pub fn branch_name(&self) -> &str {
         &self.branch_name
     }
-}
-
-/// What an `append` builder returns.
-struct Built<T> {
-    statements: Vec<Statement>,
-    token: Option<(Vec<u8>, Vec<u8>)>,
-    value: T,
 }
 
 fn describe(status: &KeyStatus) -> String {

@@ -237,23 +237,31 @@ impl Store {
         })
     }
 
-    /// Appends entries (of any logs) and sets heads, in one transaction; optionally also
-    /// stores an enrollment token record (so a node and its token are committed
-    /// together).
+    /// Appends entries (of any logs) and sets heads, in one transaction, with the
+    /// enrollment token records `(hash, record)` of the nodes they add (so a node and
+    /// its token are committed together).
     pub fn append_logs(
         &self,
         entries: &[Entry],
         heads: &[&Head],
-        token: Option<(&[u8], &[u8])>,
+        tokens: &[(&[u8], &[u8])],
     ) -> Result<(), StoreError> {
-        let sealed = match token {
-            Some((hash, record)) => Some((hash, self.row_key()?.seal(TOKENS_NAME, hash, record))),
-            None => None,
+        let sealed = if tokens.is_empty() {
+            Vec::new()
+        } else {
+            let key = self.row_key()?;
+            tokens
+                .iter()
+                .map(|(hash, record)| (*hash, key.seal(TOKENS_NAME, hash, record)))
+                .collect()
         };
         self.write(|tx| {
             put_logs(tx, entries, heads)?;
-            if let Some((hash, row)) = &sealed {
-                tx.open_table(TOKENS)?.insert(*hash, row.as_slice())?;
+            if !sealed.is_empty() {
+                let mut table = tx.open_table(TOKENS)?;
+                for (hash, row) in &sealed {
+                    table.insert(*hash, row.as_slice())?;
+                }
             }
             Ok(())
         })
