@@ -470,7 +470,9 @@ fn load_service(config: Config) -> Result<(Service, Hsm)> {
 }
 
 fn serve(config: Config) -> Result<()> {
-    init_tracing(config.log_json);
+    // Log lines are written by their own thread; dropping the guard (when serve returns)
+    // writes what is left.
+    let _log = init_tracing(config.log_json);
     let (listen, workers) = (config.listen, config.workers);
     let (max_connections, tls_handshake, head_timeout) = (
         config.max_connections,
@@ -560,16 +562,24 @@ fn background(svc: &actix_web::web::Data<Service>, hsm: Hsm) {
     }
 }
 
-fn init_tracing(json: bool) {
+/// Logs to stderr through a writer thread, so that a request does not wait for the
+/// write (never lossy: when the thread falls behind, requests wait rather than a line
+/// being dropped).
+fn init_tracing(json: bool) -> tracing_appender::non_blocking::WorkerGuard {
     let filter =
         tracing_subscriber::EnvFilter::try_from_env("KEYD_LOG").unwrap_or_else(|_| "info".into());
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("keyd-log")
+        .finish(std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     if json {
         builder.json().init();
     } else {
         builder.init();
     }
+    guard
 }

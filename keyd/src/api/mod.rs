@@ -182,7 +182,26 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .route("/readyz", web::get().to(readyz))
     .route("/metrics", web::get().to(prometheus))
     .service(
+        // Node operations first: routing (and the route lookups of the middleware) try
+        // routes in order, and these static paths match without the patterns of the
+        // admin routes below.
         web::scope("/v1")
+            .route("/sign", web::post().to(ops::sign))
+            .route("/verify", web::post().to(ops::verify))
+            .route("/encrypt", web::post().to(ops::encrypt))
+            .route("/decrypt", web::post().to(ops::decrypt))
+            .route("/seal", web::post().to(ops::seal))
+            .route("/unseal", web::post().to(ops::unseal))
+            .route("/rewrap", web::post().to(ops::rewrap))
+            .route("/datakey", web::post().to(ops::datakey))
+            .route("/batch/sign", web::post().to(ops::batch_sign))
+            .route("/batch/verify", web::post().to(ops::batch_verify))
+            .route("/batch/encrypt", web::post().to(ops::batch_encrypt))
+            .route("/batch/decrypt", web::post().to(ops::batch_decrypt))
+            .route("/batch/seal", web::post().to(ops::batch_seal))
+            .route("/batch/unseal", web::post().to(ops::batch_unseal))
+            .route("/batch/rewrap", web::post().to(ops::batch_rewrap))
+            .route("/batch/datakey", web::post().to(ops::batch_datakey))
             .route("/openapi.json", web::get().to(openapi))
             .route("/ca", web::get().to(admin::ca))
             .route("/chain", web::get().to(admin::chain))
@@ -221,23 +240,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route(
                 "/nodes/{name}/suite",
                 web::post().to(credentials::set_suite),
-            )
-            .route("/sign", web::post().to(ops::sign))
-            .route("/verify", web::post().to(ops::verify))
-            .route("/encrypt", web::post().to(ops::encrypt))
-            .route("/decrypt", web::post().to(ops::decrypt))
-            .route("/seal", web::post().to(ops::seal))
-            .route("/unseal", web::post().to(ops::unseal))
-            .route("/rewrap", web::post().to(ops::rewrap))
-            .route("/datakey", web::post().to(ops::datakey))
-            .route("/batch/sign", web::post().to(ops::batch_sign))
-            .route("/batch/verify", web::post().to(ops::batch_verify))
-            .route("/batch/encrypt", web::post().to(ops::batch_encrypt))
-            .route("/batch/decrypt", web::post().to(ops::batch_decrypt))
-            .route("/batch/seal", web::post().to(ops::batch_seal))
-            .route("/batch/unseal", web::post().to(ops::batch_unseal))
-            .route("/batch/rewrap", web::post().to(ops::batch_rewrap))
-            .route("/batch/datakey", web::post().to(ops::batch_datakey)),
+            ),
     )
     .default_service(web::to(unrouted));
 }

@@ -63,11 +63,15 @@ impl Service {
     pub fn seal(&self, principal: &Principal, plaintext: &[u8]) -> Result<Vec<u8>, ServiceError> {
         let node = Self::node_of(principal)?;
         let (path, key) = self.current_key(node)?;
-        let mut salt = [0u8; 32];
-        let mut nonce = [0u8; 12];
-        getrandom::fill(&mut salt)
-            .and_then(|()| getrandom::fill(&mut nonce))
+        // Salt and nonce from one read of the system's CSPRNG.
+        let mut random = [0u8; 44];
+        getrandom::fill(&mut random)
             .map_err(|e| ServiceError::BadRequest(format!("randomness: {e}")))?;
+        let (salt, nonce) = random.split_at(32);
+        let salt: [u8; 32] = salt.try_into().unwrap_or_else(|_| unreachable!("32 bytes"));
+        let nonce: [u8; 12] = nonce
+            .try_into()
+            .unwrap_or_else(|_| unreachable!("12 bytes"));
         Ok(Sealed::seal(&path, &key, plaintext, salt, nonce)
             .map_err(ServiceError::Envelope)?
             .to_cbor())
