@@ -12,11 +12,13 @@
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Nonce};
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use getrandom::SysRng;
 use hkdf::Hkdf;
 use hpke::aead::ChaCha20Poly1305 as HpkeChaCha;
 use hpke::kdf::HkdfSha256;
 use hpke::kem::{X25519HkdfSha256, XWing};
 use hpke::{Deserializable, Kem, OpModeR, OpModeS, Serializable};
+use rand_core::{CryptoRng, UnwrapErr};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use thiserror::Error;
@@ -152,13 +154,15 @@ fn hpke_seal<K: Kem>(
     pk: &K::PublicKey,
     plaintext: &[u8],
     aad: &[u8],
+    rng: &mut impl CryptoRng,
 ) -> Result<(Vec<u8>, Vec<u8>), EnvelopeError> {
-    let (enc, ct) = hpke::single_shot_seal::<HpkeChaCha, HkdfSha256, K>(
+    let (enc, ct) = hpke::single_shot_seal_with_rng::<HpkeChaCha, HkdfSha256, K>(
         &OpModeS::Base,
         pk,
         HPKE_INFO,
         plaintext,
         aad,
+        rng,
     )
     .map_err(|_| EnvelopeError::Open)?;
     Ok((enc.to_bytes().to_vec(), ct))
@@ -405,6 +409,25 @@ impl Encrypted {
         sender_key: &SigningKey,
         plaintext: &[u8],
     ) -> Result<Encrypted, EnvelopeError> {
+        let parties = (recipient, recipient_keys, sender, sender_key);
+        Self::encrypt_with_rng(suite, parties, plaintext, &mut UnwrapErr(SysRng))
+    }
+
+    /// [`Encrypted::encrypt`] with the HPKE randomness drawn from `rng` (the system's
+    /// CSPRNG in keyd; a fixed source makes the reproducible envelopes of
+    /// `docs/test-vectors.json`). The parties: recipient path and keys, sender path and
+    /// signing key.
+    pub fn encrypt_with_rng(
+        suite: Suite,
+        (recipient, recipient_keys, sender, sender_key): (
+            &KeyPath,
+            &KeyMaterial,
+            &KeyPath,
+            &SigningKey,
+        ),
+        plaintext: &[u8],
+        rng: &mut impl CryptoRng,
+    ) -> Result<Encrypted, EnvelopeError> {
         check_size(plaintext)?;
         let mut e = Encrypted {
             v: ENVELOPE_VERSION,
@@ -419,13 +442,13 @@ impl Encrypted {
         };
         let aad = e.aad();
         (e.enc, e.ct) = match suite {
-            Suite::XWing => hpke_seal::<XWing>(&recipient_keys.x_wing().1, plaintext, &aad)?,
+            Suite::XWing => hpke_seal::<XWing>(&recipient_keys.x_wing().1, plaintext, &aad, rng)?,
             Suite::X25519 => {
                 let pk = <X25519HkdfSha256 as Kem>::PublicKey::from_bytes(
                     recipient_keys.public_keys().x25519.as_bytes(),
                 )
                 .map_err(|_| EnvelopeError::Open)?;
-                hpke_seal::<X25519HkdfSha256>(&pk, plaintext, &aad)?
+                hpke_seal::<X25519HkdfSha256>(&pk, plaintext, &aad, rng)?
             }
         };
         e.signature = sender_key.sign(&e.signed_bytes()).to_bytes();
