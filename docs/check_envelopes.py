@@ -16,7 +16,8 @@ RAW_PRIV = dict(encoding=serialization.Encoding.Raw, format=serialization.Privat
                 encryption_algorithm=serialization.NoEncryption())
 
 
-# --- CBOR: the subset envelopes use (maps, text, bytes, unsigned), shortest heads ---
+# --- CBOR: the subset keyd's formats use (maps, arrays, text, bytes, unsigned),
+# definite lengths, shortest heads, map keys in the order written ---
 
 def _head(major, n):
     if n < 24:
@@ -28,7 +29,7 @@ def _head(major, n):
 
 
 def cbor(value):
-    """Encodes an int, bytes, str or dict (in its insertion order)."""
+    """Encodes an int, bytes, str, list or dict (in its insertion order)."""
     if isinstance(value, bool) or value is None:
         raise TypeError("not used by envelopes")
     if isinstance(value, int):
@@ -38,13 +39,16 @@ def cbor(value):
     if isinstance(value, str):
         raw = value.encode()
         return _head(3, len(raw)) + raw
+    if isinstance(value, list):
+        return _head(4, len(value)) + b"".join(cbor(v) for v in value)
     if isinstance(value, dict):
         return _head(5, len(value)) + b"".join(cbor(k) + cbor(v) for k, v in value.items())
     raise TypeError(type(value))
 
 
-def uncbor(data):
-    """Decodes one item of the subset, keeping map order; the whole input must be used."""
+def uncbor_at(data, start):
+    """Decodes the item at `start` of the subset, keeping map order: (value, end). The
+    item must be in the canonical encoding (encoding it again gives the same bytes)."""
     def item(i):
         major, info = data[i] >> 5, data[i] & 31
         i += 1
@@ -58,17 +62,30 @@ def uncbor(data):
             return n, i
         if major in (2, 3):
             raw = data[i:i + n]
+            assert len(raw) == n, "truncated"
             return (raw if major == 2 else raw.decode()), i + n
+        if major == 4:
+            out = []
+            for _ in range(n):
+                v, i = item(i)
+                out.append(v)
+            return out, i
         if major == 5:
             out = {}
             for _ in range(n):
                 k, i = item(i)
                 out[k], i = item(i)
             return out, i
-        raise ValueError(f"major type {major} not in envelopes")
-    value, end = item(0)
+        raise ValueError(f"major type {major} is not used by keyd's formats")
+    value, end = item(start)
+    assert cbor(value) == data[start:end], "not the canonical encoding"
+    return value, end
+
+
+def uncbor(data):
+    """Decodes exactly one item."""
+    value, end = uncbor_at(data, 0)
     assert end == len(data), "bytes after the item"
-    assert cbor(value) == data, "not the canonical encoding"
     return value
 
 

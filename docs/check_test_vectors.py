@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Independent check of docs/test-vectors.json, written from DESIGN.md section 2 and
-docs/formats/ alone.
+"""Independent check of docs/test-vectors.json, written from DESIGN.md sections 2 and 4 and
+docs/formats/ alone (derivation here, envelopes in check_envelopes.py, chains in
+check_chain.py).
 
 Uses only Python's hashlib/hmac, the `cryptography` package (Ed25519, X25519,
 ChaCha20-Poly1305) and, for the X-Wing envelopes, the pure-Python `kyber-py` package
@@ -89,9 +90,14 @@ def main():
                 assert key[field] == value, (root["name"], key["path"], field)
             n += 1
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import check_bundles
+    import check_chain
     import check_envelopes
     opened, skipped = check_envelopes.check(doc["envelopes"], derive)
-    print(f"{n} key vectors and {opened} envelopes agree with an independent implementation")
+    chains = check_chain.check(doc["chain"])
+    bundles = check_bundles.check(doc["bundle"])
+    print(f"{n} key vectors, {opened} envelopes, {chains} chains and {bundles} bundle agree"
+          " with an independent implementation")
     if skipped:
         print(f"{skipped} X-Wing envelopes not checked: pip install kyber-py")
         sys.exit(2)

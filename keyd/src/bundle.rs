@@ -6,10 +6,12 @@
 
 use std::fmt;
 
+use getrandom::SysRng;
 use hpke::aead::ChaCha20Poly1305;
 use hpke::kdf::HkdfSha256;
 use hpke::kem::X25519HkdfSha256;
 use hpke::{Deserializable, Kem, OpModeR, OpModeS, Serializable};
+use rand_core::{CryptoRng, UnwrapErr};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use zeroize::{Zeroize, Zeroizing};
@@ -178,6 +180,25 @@ impl BranchBundle {
         install_key: &[u8; 32],
         chain: Vec<u8>,
     ) -> Result<BranchBundle, BundleError> {
+        Self::seal_with_rng(
+            name,
+            path,
+            secret,
+            (install_key, chain),
+            &mut UnwrapErr(SysRng),
+        )
+    }
+
+    /// [`BranchBundle::seal`] with the HPKE randomness drawn from `rng` (the system's
+    /// CSPRNG in keyd and keyctl; a fixed source makes the reproducible bundle of
+    /// `docs/test-vectors.json`). `to`: the install key and the chain file.
+    pub fn seal_with_rng(
+        name: &str,
+        path: &KeyPath,
+        secret: &NodeSecret,
+        (install_key, chain): (&[u8; 32], Vec<u8>),
+        rng: &mut impl CryptoRng,
+    ) -> Result<BranchBundle, BundleError> {
         let pk = <InstallKem as Kem>::PublicKey::from_bytes(install_key)
             .map_err(|e| BundleError::InstallKey(e.to_string()))?;
         let mut bundle = BranchBundle {
@@ -193,14 +214,16 @@ impl BranchBundle {
         let mut plain = Zeroizing::new([0u8; 64]);
         plain[..32].copy_from_slice(secret.danger_key());
         plain[32..].copy_from_slice(secret.danger_chain_code());
-        let (enc, sealed) = hpke::single_shot_seal::<ChaCha20Poly1305, HkdfSha256, InstallKem>(
-            &OpModeS::Base,
-            &pk,
-            HPKE_INFO,
-            plain.as_ref(),
-            &bundle.aad(),
-        )
-        .map_err(|_| BundleError::Open)?;
+        let (enc, sealed) =
+            hpke::single_shot_seal_with_rng::<ChaCha20Poly1305, HkdfSha256, InstallKem>(
+                &OpModeS::Base,
+                &pk,
+                HPKE_INFO,
+                plain.as_ref(),
+                &bundle.aad(),
+                rng,
+            )
+            .map_err(|_| BundleError::Open)?;
         bundle.enc = enc.to_bytes().to_vec();
         bundle.sealed = sealed;
         Ok(bundle)

@@ -9,43 +9,14 @@
 //! vectors section afresh (only when a new kind or version of envelope is added: the
 //! committed vectors must never change).
 
-use std::convert::Infallible;
+mod common;
 
 use anyhow::{Context, Result, ensure};
+use common::Scripted;
 use hpke::Serializable;
 use keyd::derive::{KeyMaterial, KeyPath, SoftwareRoot, derive_node};
 use keyd::envelope::{Encrypted, Sealed, Suite};
-use rand_core::{TryCryptoRng, TryRng};
 use serde_json::{Value, json};
-
-/// Randomness handed out in order from a fixed list (each draw recorded in the vector).
-struct Scripted(Vec<u8>);
-
-impl TryRng for Scripted {
-    type Error = Infallible;
-    fn try_next_u32(&mut self) -> Result<u32, Infallible> {
-        let mut b = [0; 4];
-        self.try_fill_bytes(&mut b)?;
-        Ok(u32::from_le_bytes(b))
-    }
-    fn try_next_u64(&mut self) -> Result<u64, Infallible> {
-        let mut b = [0; 8];
-        self.try_fill_bytes(&mut b)?;
-        Ok(u64::from_le_bytes(b))
-    }
-    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Infallible> {
-        assert!(
-            dst.len() <= self.0.len(),
-            "the vector records too little randomness"
-        );
-        let rest = self.0.split_off(dst.len());
-        dst.copy_from_slice(&self.0);
-        self.0 = rest;
-        Ok(())
-    }
-}
-
-impl TryCryptoRng for Scripted {}
 
 fn doc() -> Result<Value> {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/test-vectors.json");

@@ -190,3 +190,33 @@ impl Tree {
         chain
     }
 }
+
+/// Randomness handed out in order from a fixed list (what the vectors record as the
+/// HPKE sender's randomness), for reproducible envelopes and bundles.
+pub struct Scripted(pub Vec<u8>);
+
+impl rand_core::TryRng for Scripted {
+    type Error = std::convert::Infallible;
+    fn try_next_u32(&mut self) -> Result<u32, Self::Error> {
+        let mut b = [0; 4];
+        self.try_fill_bytes(&mut b)?;
+        Ok(u32::from_le_bytes(b))
+    }
+    fn try_next_u64(&mut self) -> Result<u64, Self::Error> {
+        let mut b = [0; 8];
+        self.try_fill_bytes(&mut b)?;
+        Ok(u64::from_le_bytes(b))
+    }
+    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Self::Error> {
+        assert!(
+            dst.len() <= self.0.len(),
+            "the vector records too little randomness"
+        );
+        let rest = self.0.split_off(dst.len());
+        dst.copy_from_slice(&self.0);
+        self.0 = rest;
+        Ok(())
+    }
+}
+
+impl rand_core::TryCryptoRng for Scripted {}

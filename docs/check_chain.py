@@ -1,0 +1,142 @@
+"""Independent check of the chain vectors (docs/test-vectors.json, `chain`), written from
+docs/formats/chain.md and DESIGN.md section 4 alone: a verifier of the links, the
+signatures, the authority of certify, epoch and revoke, revoked signers, the branch
+anchors and the heads. Refusals carry the names keyd gives the same rules. Shares no
+code with keyd. Used by check_test_vectors.py.
+"""
+import hashlib
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from check_envelopes import cbor, uncbor_at
+
+
+class Refused(Exception):
+    """A chain that breaks a rule; args[0] is the rule's name."""
+
+
+def parse(path):
+    return tuple(int(x[:-1]) for x in path.split("/")[1:])
+
+
+def text(path):
+    return "/".join(["m"] + [f"{i}'" for i in path])
+
+
+def parent_node(path):
+    # Nodes are m/i' and P/1'/n': the parent of a level-1 node is m, else two levels up.
+    return () if len(path) == 1 else path[:-2]
+
+
+def verify(signer_key, message, signature):
+    try:
+        ed25519.Ed25519PublicKey.from_public_bytes(signer_key).verify(signature, message)
+    except (InvalidSignature, ValueError):
+        raise Refused("BadSignature")
+
+
+class Chain:
+    def __init__(self):
+        self.keys = {}  # path -> ed25519 public key
+        self.key_sets = {}  # node path -> its certified key set
+        self.revoked = set()
+        self.logs = {}  # log -> (next seq, last hash, last appended_at)
+        self.root_entries = {}  # seq -> hash of the root log's entries
+
+    def is_revoked(self, path):
+        return any(path[:n] in self.revoked for n in range(1, len(path) + 1))
+
+    def apply(self, entry):
+        log = parse(entry["log"])
+        seq, prev, at = self.logs.get(log, (0, bytes(32), 0))
+        if entry["seq"] != seq:
+            raise Refused("OutOfOrder")
+        if entry["prev"] != prev:
+            raise Refused("BadPrev")
+        if entry["appended_at"] < at:
+            raise Refused("TimeBackwards")
+        st = entry["statement"]
+        (kind, body), = st["body"].items()
+        signer = parse(st["signer"])
+        if kind == "genesis":
+            key = body["keys"]["ed25519"]
+        else:
+            if signer not in self.keys:
+                raise Refused("UnknownSigner")
+            if self.is_revoked(signer):
+                raise Refused("SignerRevoked")
+            key = self.keys[signer]
+        unsigned = {k: st[k] for k in ("v", "body", "signer", "issued_at")}
+        verify(key, b"keyd/v1/statement\x00" + cbor(unsigned), st["signature"])
+        if kind == "genesis":
+            self.keys[()] = key
+        elif kind == "certify":
+            path = parse(body["path"])
+            if signer != parent_node(path):
+                raise Refused("NoAuthority")
+            self.keys[path] = body["keys"]["ed25519"]
+            self.key_sets[path] = body["keys"]
+        elif kind == "epoch":
+            node = parse(body["node"])
+            if signer != node:
+                raise Refused("NoAuthority")
+            self.keys[node + (0, body["epoch"])] = body["keys"]["ed25519"]
+        elif kind == "revoke":
+            target = parse(body["target"])
+            if signer != target[:len(signer)]:
+                raise Refused("NoAuthority")
+            self.revoked.add(target)
+        elif kind == "anchor":
+            if seq != 0 or signer != log or self.root_entries.get(body["root_seq"]) != body["root_entry"]:
+                raise Refused("BadAnchor")
+        elif kind not in ("trust", "untrust", "succession"):
+            raise Refused("UnknownKind")
+        digest = hashlib.sha256(cbor(entry)).digest()
+        if log == ():
+            self.root_entries[seq] = digest
+        self.logs[log] = (seq + 1, digest, entry["appended_at"])
+
+    def check_head(self, head):
+        log = parse(head["log"])
+        seq, last, _ = self.logs.get(log, (0, None, 0))
+        if head["seq"] != seq - 1:
+            raise Refused("HeadMismatch")
+        if head["hash"] != last:
+            raise Refused("HeadHash")
+        unsigned = {k: head[k] for k in ("log", "seq", "hash", "signed_at")}
+        verify(self.keys[log], b"keyd/v1/head\x00" + cbor(unsigned), head["signature"])
+
+
+def verify_file(data):
+    """Verifies a chain file; returns (entries, the chain's state), or raises Refused."""
+    chain, entries, open_log, at = Chain(), 0, None, 0
+    while at < len(data):
+        record, at = uncbor_at(data, at)
+        (kind, value), = record.items()
+        if kind == "entry":
+            open_log = value["log"]
+            chain.apply(value)
+            entries += 1
+        else:
+            chain.check_head(value)
+            open_log = None
+    if open_log is not None:
+        raise Refused("LogWithoutHead")
+    if entries == 0:
+        raise Refused("NoHead")
+    return entries, chain
+
+
+def check(section):
+    """The valid chain verifies; every invalid one is refused for its rule."""
+    n, _ = verify_file(bytes.fromhex(section["valid"]))
+    assert n == 13, n
+    for v in section["invalid"]:
+        try:
+            verify_file(bytes.fromhex(v["file"]))
+        except Refused as e:
+            assert e.args[0] == v["rule"], (v["name"], e.args[0], v["rule"])
+        else:
+            raise AssertionError(f"{v['name']}: verifies")
+    return 1 + len(section["invalid"])
