@@ -91,13 +91,16 @@ def main():
             n += 1
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import check_bundles
+    import check_ceremony
     import check_chain
     import check_envelopes
     opened, skipped = check_envelopes.check(doc["envelopes"], derive)
     chains = check_chain.check(doc["chain"])
     bundles = check_bundles.check(doc["bundle"])
-    print(f"{n} key vectors, {opened} envelopes, {chains} chains and {bundles} bundle agree"
-          " with an independent implementation")
+    first = bytes.fromhex(doc["keyd"]["roots"][0]["root_hex"])
+    ceremonies = check_ceremony.check(doc["ceremony"], publics(derive(first, "m")[0]))
+    print(f"{n} key vectors, {opened} envelopes, {chains} chains, {bundles} bundle and"
+          f" {ceremonies} transcript agree with an independent implementation")
     if skipped:
         print(f"{skipped} X-Wing envelopes not checked: pip install kyber-py")
         sys.exit(2)

@@ -12,7 +12,7 @@ pub mod custodian;
 pub mod init;
 pub mod recover;
 pub mod shares;
-mod transcript;
+pub mod transcript;
 
 use std::path::Path;
 
