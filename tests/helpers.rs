@@ -36,9 +36,12 @@ fn build() -> Result<Bins> {
     let target_dir = profile_dir.parent().context("no target directory")?;
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
-    // The whole workspace's binaries, as `cargo test --workspace` selects it, so that
-    // features unify the same way and nothing is rebuilt twice.
-    cmd.args(["build", "--quiet", "--workspace", "--bins", "--target-dir"])
+    // The whole workspace's binaries and tests, as `cargo test --workspace` selects them:
+    // with the tests selected, dev-dependencies take part in feature unification exactly as
+    // they did for this test binary, so after `cargo test --workspace` this is a no-op.
+    // Without `--tests`, the dev-dependencies' features drop out, every crate between them
+    // and the binaries gets another hash, and the whole tree is compiled (and stored) twice.
+    cmd.args(["build", "--quiet", "--workspace", "--bins", "--tests", "--target-dir"])
         .arg(target_dir)
         .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
     if profile_dir.file_name().is_some_and(|n| n == "release") {
