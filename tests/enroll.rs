@@ -5,7 +5,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use anyhow::{Context, Result, ensure};
-use keyd::bundle::{BranchBundle, InstallKey};
+use keyd::bundle::{BranchBundle, BundleError, InstallKey};
 use keyd::chain::verify_file;
 use keyd::derive::KeyPath;
 use keyd::envelope::Encrypted;
@@ -79,9 +79,24 @@ fn held_and_exported_enrollment_with_keyctl() -> Result<()> {
     let install: [u8; 32] = std::fs::read(dir.join("vault/install.key"))?
         .try_into()
         .map_err(|_| anyhow::anyhow!("install key length"))?;
-    let bundle = BranchBundle::from_cbor(&std::fs::read(dir.join("vault/node.bundle"))?)?;
-    let (secret, verified) = bundle.open_node(&InstallKey::from_secret(&install)?)?;
+    // The bundle carries no chain (the enrollment response's chain, kept in chain.cbor,
+    // certifies the node), so its size does not grow with the branch.
+    let bundle_bytes = std::fs::read(dir.join("vault/node.bundle"))?;
+    let bundle = BranchBundle::from_cbor(&bundle_bytes)?;
+    ensure!(
+        bundle.chain.is_empty() && bundle_bytes.len() < 512,
+        "{}",
+        bundle_bytes.len()
+    );
+    let verified = verify_file(&std::fs::read(dir.join("vault/chain.cbor"))?)?;
+    let secret = bundle.open_node(&InstallKey::from_secret(&install)?, &verified)?;
     ensure!(bundle.path == vault_path && verified.state().find("vault").is_some());
+    // Opened against a chain that does not certify it (the root log alone), it is refused.
+    let root_only = verify_file(&verified.file_of([&KeyPath::root()]))?;
+    ensure!(matches!(
+        bundle.open_node(&InstallKey::from_secret(&install)?, &root_only),
+        Err(BundleError::NotCertified { .. })
+    ));
     let epoch_path = vault_path.epoch_key(0).context("epoch path")?;
     let mut epoch = secret.clone();
     for i in epoch_path.indexes().skip(vault_path.depth()) {

@@ -41,7 +41,8 @@ fn build() -> Result<Bins> {
     // they did for this test binary, so after `cargo test --workspace` this is a no-op.
     // Without `--tests`, the dev-dependencies' features drop out, every crate between them
     // and the binaries gets another hash, and the whole tree is compiled (and stored) twice.
-    cmd.args(["build", "--quiet", "--workspace", "--bins", "--tests", "--target-dir"])
+    cmd.args(["build", "--quiet", "--workspace", "--bins", "--tests"])
+        .arg("--target-dir")
         .arg(target_dir)
         .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
     if profile_dir.file_name().is_some_and(|n| n == "release") {

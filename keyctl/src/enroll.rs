@@ -90,7 +90,7 @@ pub fn enroll(
     let bundle = if mode == "exported" {
         let bytes = field(&resp, "bundle")?;
         let bundle = BranchBundle::from_cbor(&bytes)?;
-        let (secret, _) = bundle.open_node(&install)?;
+        let secret = bundle.open_node(&install, &verified)?;
         if bundle.path.to_string() != path {
             return Err(CtlError::Mismatch(format!(
                 "keyd sent the secret of {}, not of {path}",

@@ -2,7 +2,9 @@
 //! instance. The branch secret `(k, c)` is sealed with HPKE (RFC 9180, base mode,
 //! DHKEM(X25519, HKDF-SHA256), HKDF-SHA256, ChaCha20-Poly1305) to the instance's install
 //! key, with the bundle's metadata as associated data; the root-signed chain that
-//! certifies the branch travels with it. The secret is never written in clear.
+//! certifies the branch travels with it. keyd seals an exported-mode node's secret the
+//! same way, without a chain: the enrollment response carries the chain that certifies
+//! the node. The secret is never written in clear.
 
 use std::fmt;
 
@@ -146,7 +148,8 @@ pub struct BranchBundle {
     /// HPKE ciphertext of `k || c`.
     #[serde(with = "serde_bytes")]
     pub sealed: Vec<u8>,
-    /// The chain file (entries and a root-signed head) certifying the branch.
+    /// The chain file (entries and a root-signed head) certifying the branch; empty in a
+    /// node's bundle, which is checked against the chain the node holds.
     #[serde(with = "serde_bytes")]
     pub chain: Vec<u8>,
 }
@@ -229,8 +232,8 @@ impl BranchBundle {
         Ok(bundle)
     }
 
-    /// Verifies the chain (the branch must be certified, live, with these keys), opens
-    /// the secret with `install`, and checks it derives the certified keys. Only a
+    /// Verifies the chain inside (the branch must be certified, live, with these keys),
+    /// opens the secret with `install`, and checks it derives the certified keys. Only a
     /// branch (`m/i'`) bundle opens here: that is what `keyd import` takes.
     pub fn open(&self, install: &InstallKey) -> Result<(NodeSecret, chain::Chain), BundleError> {
         if self.path.depth() != 1 {
@@ -238,15 +241,20 @@ impl BranchBundle {
                 path: self.path.clone(),
             });
         }
-        self.open_node(install)
+        let verified = chain::verify_file(&self.chain)?;
+        let secret = self.open_node(install, &verified)?;
+        Ok((secret, verified))
     }
 
-    /// [`BranchBundle::open`] for a node at any depth: what an exported-mode node gets at
-    /// enrollment, its identity secret sealed to the install key it sent.
+    /// Opens a node's bundle at any depth against `chain`, a chain the caller verified:
+    /// what an exported-mode node gets at enrollment, its identity secret sealed to the
+    /// install key it sent. Such a bundle carries no chain of its own (the enrollment
+    /// response's `chain` certifies the node); a chain inside is not consulted.
     pub fn open_node(
         &self,
         install: &InstallKey,
-    ) -> Result<(NodeSecret, chain::Chain), BundleError> {
+        chain: &chain::Chain,
+    ) -> Result<NodeSecret, BundleError> {
         if self.format != BUNDLE_FORMAT {
             return Err(BundleError::Malformed(format!("format {:?}", self.format)));
         }
@@ -256,10 +264,9 @@ impl BranchBundle {
                 ours: hex::encode(install.public),
             });
         }
-        let verified = chain::verify_file(&self.chain)?;
-        let certified = verified.state().key(&self.path).is_some_and(|r| {
+        let certified = chain.state().key(&self.path).is_some_and(|r| {
             r.keys == self.keys && matches!(r.kind, KeyKind::Node { .. }) && r.revoked.is_none()
-        }) && verified.state().revocation(&self.path).is_none();
+        }) && chain.state().revocation(&self.path).is_none();
         if !certified {
             return Err(BundleError::NotCertified {
                 path: self.path.clone(),
@@ -293,7 +300,7 @@ impl BranchBundle {
         if KeySet::from(&node.public_keys()) != self.keys {
             return Err(BundleError::Mismatch);
         }
-        Ok((node, verified))
+        Ok(node)
     }
 
     /// Canonical CBOR.

@@ -64,7 +64,10 @@ pub fn bundle(data: &[u8]) {
     if let Ok(b) = crate::bundle::BranchBundle::from_cbor(data) {
         assert_eq!(b.to_cbor(), data);
         if let Ok(install) = crate::bundle::InstallKey::from_secret(&[7; 32]) {
-            let _ = b.open_node(&install);
+            let _ = b.open(&install);
+            if let Ok(chain) = crate::chain::verify_file(&b.chain) {
+                let _ = b.open_node(&install, &chain);
+            }
         }
     }
 }
