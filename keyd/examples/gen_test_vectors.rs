@@ -4,6 +4,7 @@
 //! The SLIP-0010 section of that file is copied from the SLIP-0010 specification, not
 //! generated here.
 
+use hpke::Serializable;
 use keyd::derive::{KeyPath, SoftwareRoot, derive_node};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha512};
@@ -50,6 +51,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 "key_id": public.key_id.to_string(),
                 "ed25519_public": hex::encode(public.ed25519.as_bytes()),
                 "x25519_public": hex::encode(public.x25519.as_bytes()),
+                "x_wing_public": hex::encode(node.material().x_wing().1.to_bytes()),
             }));
         }
         out.push(json!({"name": name, "root_hex": hex::encode(secret), "keys": keys}));

@@ -4,6 +4,7 @@
 
 use anyhow::{Context, Result, ensure};
 use ed25519_dalek::SigningKey;
+use hpke::Serializable;
 use keyd::derive::{KeyPath, NodeSecret, SoftwareRoot, derive_node};
 use serde_json::Value;
 
@@ -88,6 +89,12 @@ fn keyd_scheme_vectors() -> Result<()> {
             ensure!(
                 hex::encode(public.x25519.as_bytes()) == s(key, "x25519_public")?,
                 "x25519 at {path}"
+            );
+            // The X-Wing public key: HPKE DeriveKeyPair (KEM 0x647a) of the X-Wing seed,
+            // so a change of the hpke crate's X-Wing draft fails here.
+            ensure!(
+                hex::encode(node.material().x_wing().1.to_bytes()) == s(key, "x_wing_public")?,
+                "x-wing at {path}"
             );
             // The full material agrees with the public-only shortcut.
             ensure!(
