@@ -47,18 +47,70 @@ fn init_status_destroy() -> Result<()> {
     ensure!(status.contains("token \"keyd-root\""), "{status}");
     ensure!(status.contains("root secret absent"), "{status}");
 
-    // A second init into the same directory is refused and changes nothing.
-    let out = hsm_sim(&["init", "--dir", dir_s, "--label", "other"])?;
-    ensure!(!out.status.success());
-    ensure!(String::from_utf8(out.stderr)?.contains("already holds an hsm-sim token"));
+    // A second init into the same directory adds a token with the same configuration
+    // and PINs, its URI naming the object asked for.
+    let out = hsm_sim(&[
+        "init",
+        "--dir",
+        dir_s,
+        "--label",
+        "keyd-seal",
+        "--object",
+        "seal",
+    ])?;
+    ensure!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout)?;
+    ensure!(
+        text.contains(&format!("export SOFTHSM2_CONF={}", conf.display()))
+            && text.contains("pkcs11:token=keyd-seal;object=seal?module-path="),
+        "{text}"
+    );
     ensure!(std::fs::read_to_string(dir.join("user.pin"))? == pin);
+    let status = String::from_utf8(hsm_sim(&["status", "--dir", dir_s])?.stdout)?;
+    ensure!(
+        status.contains("token \"keyd-root\"") && status.contains("token \"keyd-seal\""),
+        "{status}"
+    );
+    // A label already there, or a bad object name, is refused and changes nothing.
+    let out = hsm_sim(&[
+        "init",
+        "--dir",
+        dir_s,
+        "--label",
+        "keyd-root",
+        "--output",
+        "json",
+    ])?;
+    ensure!(!out.status.success());
+    let err: serde_json::Value = serde_json::from_slice(&out.stderr)?;
+    ensure!(err["error"]["code"] == "label_taken", "{err}");
+    let out = hsm_sim(&["init", "--dir", dir_s, "--label", "x", "--object", "a;b"])?;
+    ensure!(!out.status.success());
+    ensure!(String::from_utf8(out.stderr)?.contains("object name \"a;b\" must be"));
+    let status = String::from_utf8(hsm_sim(&["status", "--dir", dir_s])?.stdout)?;
+    ensure!(status.matches("token \"").count() == 2, "{status}");
 
-    let out = hsm_sim(&["destroy", "--dir", dir_s])?;
+    let out = hsm_sim(&["destroy", "--dir", dir_s, "--output", "json"])?;
     ensure!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    ensure!(v["destroyed"] == dir_s, "{v}");
     ensure!(!dir.exists(), "destroy removes the directory");
+    // status names what is wrong: a missing directory, or one that is something else.
     let out = hsm_sim(&["status", "--dir", dir_s])?;
     ensure!(!out.status.success());
-    ensure!(String::from_utf8(out.stderr)?.contains("holds no hsm-sim token"));
+    let err = String::from_utf8(out.stderr)?;
+    ensure!(err.contains("does not exist; `hsm-sim init"), "{err}");
+    let out = hsm_sim(&["status", "--dir", tmp.path().to_str().unwrap_or_default()])?;
+    ensure!(!out.status.success());
+    let err = String::from_utf8(out.stderr)?;
+    ensure!(
+        err.contains("is not an hsm-sim directory") && !err.contains("hsm-sim init --dir"),
+        "{err}"
+    );
     Ok(())
 }
 

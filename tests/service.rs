@@ -571,7 +571,8 @@ fn keyctl_drives_keyd() -> Result<()> {
     let out = Command::new(&crate::helpers::bins().keyctl)
         .args(["sign", "--config", alpha, "--in", &m])
         .output()?;
-    ensure!(out.status.code() == Some(1));
+    // Exit 3: keyd refused (1 is kept for errors of keyctl's own).
+    ensure!(out.status.code() == Some(3), "{}", out.status);
     let err = String::from_utf8(out.stderr)?;
     ensure!(
         err.contains("key_not_valid") && err.contains("try:"),

@@ -48,14 +48,36 @@ pub enum SimError {
         /// Paths tried.
         tried: String,
     },
-    /// The directory already holds a simulation.
-    #[error(
-        "{0} already holds an hsm-sim token; use another directory or run `hsm-sim destroy --dir {0}` first"
-    )]
+    /// The directory holds a `softhsm2.conf` that hsm-sim did not write.
+    #[error("{0} holds a softhsm2.conf that hsm-sim did not write; use a new or empty directory")]
     Exists(PathBuf),
-    /// The directory holds no simulation.
+    /// The simulation already has a token with this label.
     #[error(
-        "{0} holds no hsm-sim token (no softhsm2.conf written by hsm-sim); run `hsm-sim init --dir {0} --label LABEL`"
+        "{dir} already has a token labelled {label:?}; choose another --label (`hsm-sim status --dir {dir}` lists them)"
+    )]
+    LabelTaken {
+        /// The simulation directory.
+        dir: PathBuf,
+        /// The label.
+        label: String,
+    },
+    /// The simulation has no token with this label.
+    #[error("{dir} has no token labelled {label:?} (`hsm-sim status --dir {dir}` lists them)")]
+    NoToken {
+        /// The simulation directory.
+        dir: PathBuf,
+        /// The label.
+        label: String,
+    },
+    /// A bad object name.
+    #[error("object name {0:?} must be 1 to 64 characters: letters, digits, '-', '_' or '.'")]
+    Object(String),
+    /// The directory does not exist.
+    #[error("{0} does not exist; `hsm-sim init --dir {0} --label LABEL` creates it")]
+    NoDir(PathBuf),
+    /// The directory exists but is not a simulation.
+    #[error(
+        "{0} is not an hsm-sim directory (no softhsm2.conf written by hsm-sim): pass the directory given to `hsm-sim init`"
     )]
     NotSim(PathBuf),
     /// A bad token label.
@@ -100,6 +122,28 @@ pub enum SimError {
     Random(String),
 }
 
+impl SimError {
+    /// A stable code for the error, as `--output json` reports it.
+    pub fn code(&self) -> &'static str {
+        match self {
+            SimError::NoModule { .. } => "no_softhsm2",
+            SimError::Exists(_) => "foreign_config",
+            SimError::LabelTaken { .. } => "label_taken",
+            SimError::NoToken { .. } => "no_such_token",
+            SimError::Object(_) => "bad_object",
+            SimError::NoDir(_) => "no_such_directory",
+            SimError::NotSim(_) => "not_hsm_sim",
+            SimError::Label(_) => "bad_label",
+            SimError::WrongConf { .. } => "wrong_softhsm2_conf",
+            SimError::NoFreeSlot => "no_free_slot",
+            SimError::Io { .. } => "io",
+            SimError::Pkcs11 { .. } => "pkcs11",
+            SimError::Child(_) => "token_init",
+            SimError::Random(_) => "random",
+        }
+    }
+}
+
 fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> SimError {
     let path = path.to_owned();
     move |source| SimError::Io { what, path, source }
@@ -142,12 +186,31 @@ impl Layout {
         fs::read_to_string(&self.softhsm2_conf).is_ok_and(|c| c.starts_with(MARKER))
     }
 
-    /// The RFC 7512 URI of `label` in this simulation, with the user PIN file as
-    /// pin-source.
+    /// `Ok` when `dir` holds a simulation; otherwise says whether the directory is
+    /// missing or is something else.
+    pub fn require_sim(&self) -> Result<(), SimError> {
+        if self.is_sim() {
+            Ok(())
+        } else if !self.dir.exists() {
+            Err(SimError::NoDir(self.dir.clone()))
+        } else {
+            Err(SimError::NotSim(self.dir.clone()))
+        }
+    }
+
+    /// The RFC 7512 URI of `label` in this simulation, naming the object `root`, with
+    /// the user PIN file as pin-source.
     pub fn uri(&self, label: &str, module: &Path) -> String {
+        self.uri_of(label, "root", module)
+    }
+
+    /// [`Layout::uri`] naming `object` (`root` for a root token, `seal` for keyd's seal
+    /// token, as keyd.example.toml has it).
+    pub fn uri_of(&self, label: &str, object: &str, module: &Path) -> String {
         format!(
-            "pkcs11:token={};object=root?module-path={}&pin-source=file:{}",
+            "pkcs11:token={};object={}?module-path={}&pin-source=file:{}",
             label,
+            object,
             module.display(),
             self.user_pin.display()
         )
@@ -199,11 +262,30 @@ pub fn check_label(label: &str) -> Result<(), SimError> {
     }
 }
 
-/// Creates the directory, its configuration, token store and fresh random PIN files.
+/// Checks an object name for a token URI: what keyd and keyctl accept in `object=`
+/// without percent-encoding.
+pub fn check_object(name: &str) -> Result<(), SimError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(SimError::Object(name.to_owned()))
+    }
+}
+
+/// The simulation in `dir`: an existing one (its tokens share its configuration and
+/// PIN files), with `false`; or a new one, created with fresh random PINs, with `true`.
 ///
-/// Refuses a directory that already holds a simulation.
-pub fn prepare(dir: &Path) -> Result<Layout, SimError> {
+/// Refuses a directory whose `softhsm2.conf` hsm-sim did not write.
+pub fn prepare(dir: &Path) -> Result<(Layout, bool), SimError> {
     let layout = Layout::of(dir)?;
+    if layout.is_sim() {
+        return Ok((layout, false));
+    }
     if layout.softhsm2_conf.exists() {
         return Err(SimError::Exists(layout.dir));
     }
@@ -223,7 +305,7 @@ pub fn prepare(dir: &Path) -> Result<Layout, SimError> {
         layout.tokens.display()
     );
     fs::write(&layout.softhsm2_conf, conf).map_err(io("cannot write", &layout.softhsm2_conf))?;
-    Ok(layout)
+    Ok((layout, true))
 }
 
 /// Initialises a token labelled `label` in the free slot, with the layout's PINs.
@@ -239,6 +321,12 @@ pub fn init_token_in_process(layout: &Layout, label: &str, module: &Path) -> Res
         });
     }
     let ctx = open(module)?;
+    if slot_of(&ctx, label).is_ok() {
+        return Err(SimError::LabelTaken {
+            dir: layout.dir.clone(),
+            label: label.to_owned(),
+        });
+    }
     let slots = ctx.get_all_slots().map_err(ck("C_GetSlotList"))?;
     let mut free = None;
     for slot in slots {
@@ -387,9 +475,7 @@ pub fn plant_root_in_process(
 /// it is empty. Refuses a directory hsm-sim did not write.
 pub fn destroy(dir: &Path) -> Result<(), SimError> {
     let layout = Layout::of(dir)?;
-    if !layout.is_sim() {
-        return Err(SimError::NotSim(layout.dir));
-    }
+    layout.require_sim()?;
     if layout.tokens.exists() {
         fs::remove_dir_all(&layout.tokens).map_err(io("cannot remove", &layout.tokens))?;
     }

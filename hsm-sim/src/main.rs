@@ -21,22 +21,37 @@ enum Output {
     Json,
 }
 
+/// A token of a simulation directory, and the object its URI names.
+#[derive(clap::Args)]
+struct Token {
+    /// The simulation directory (for init: created, or an hsm-sim directory to add a
+    /// token to).
+    #[arg(long)]
+    dir: PathBuf,
+    /// The token label (1-32 characters; for init: new in DIR).
+    #[arg(long)]
+    label: String,
+    /// The object the URI names: `root` for a root token (keyctl ceremony), `seal` for a
+    /// keyd seal token (as keyd.example.toml has it).
+    #[arg(long, default_value = "root")]
+    object: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    output: Output,
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Create DIR with its own softhsm2.conf, a token labelled LABEL, and random SO and
-    /// user PINs in DIR/so.pin and DIR/user.pin (0600). Prints the SOFTHSM2_CONF to export
-    /// and the token's RFC 7512 URI.
-    Init {
-        /// The simulation directory (created; must not hold a simulation yet).
-        #[arg(long)]
-        dir: PathBuf,
-        /// The token label (1-32 characters).
-        #[arg(long)]
-        label: String,
-        /// Output format.
-        #[arg(long, value_enum, default_value = "text")]
-        output: Output,
-    },
+    /// user PINs in DIR/so.pin and DIR/user.pin (0600); or, when DIR already is an hsm-sim
+    /// directory, add the token LABEL to it (same configuration and PINs, so one
+    /// SOFTHSM2_CONF serves, say, a root token and a seal token). Prints the SOFTHSM2_CONF
+    /// to export and the token's RFC 7512 URI, naming the object OBJECT. Quote the URI
+    /// on a shell line: its `;` and `&` would split it.
+    Init(Token),
+    /// Print the RFC 7512 URI of the token LABEL of DIR, naming the object OBJECT (what
+    /// `init` printed): for `--hsm "$(hsm-sim uri …)"` and `seal_hsm` in keyd.toml.
+    Uri(Token),
     /// Show the tokens of DIR.
     Status {
         /// The simulation directory.
@@ -51,6 +66,9 @@ enum Cmd {
         /// The simulation directory.
         #[arg(long)]
         dir: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
     },
     /// (internal) initialise the token; run with SOFTHSM2_CONF set.
     #[command(name = "__token-init", hide = true)]
@@ -68,11 +86,32 @@ enum Cmd {
     },
 }
 
+impl Cmd {
+    fn output(&self) -> Output {
+        match self {
+            Cmd::Init(Token { output, .. })
+            | Cmd::Uri(Token { output, .. })
+            | Cmd::Status { output, .. }
+            | Cmd::Destroy { output, .. } => *output,
+            Cmd::TokenInit { .. } | Cmd::StatusChild { .. } => Output::Text,
+        }
+    }
+}
+
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
+    let cli = Cli::parse();
+    let output = cli.command.output();
+    match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("hsm-sim: error: {e:#}");
+            let code = e.downcast_ref::<SimError>().map_or("error", SimError::code);
+            match output {
+                Output::Json => eprintln!(
+                    "{}",
+                    serde_json::json!({"error": {"code": code, "message": format!("{e:#}")}})
+                ),
+                Output::Text => eprintln!("hsm-sim: error: {e:#}"),
+            }
             ExitCode::FAILURE
         }
     }
@@ -80,11 +119,15 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Cmd::Init { dir, label, output } => init(&dir, &label, output),
+        Cmd::Init(t) => init(&t),
+        Cmd::Uri(t) => uri(&t),
         Cmd::Status { dir, output } => status(&dir, output),
-        Cmd::Destroy { dir } => {
+        Cmd::Destroy { dir, output } => {
             hsm_sim::destroy(&dir)?;
-            println!("destroyed the hsm-sim tokens in {}", dir.display());
+            match output {
+                Output::Json => println!("{}", serde_json::json!({"destroyed": dir})),
+                Output::Text => println!("destroyed the hsm-sim tokens in {}", dir.display()),
+            }
             Ok(())
         }
         Cmd::TokenInit { dir, label } => {
@@ -101,19 +144,35 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
-fn init(dir: &Path, label: &str, output: Output) -> Result<()> {
+fn init(t: &Token) -> Result<()> {
+    let (dir, label, object, output) = (
+        t.dir.as_path(),
+        t.label.as_str(),
+        t.object.as_str(),
+        t.output,
+    );
     hsm_sim::check_label(label)?;
+    hsm_sim::check_object(object)?;
     let module = hsm_sim::find_module()?;
-    let layout = hsm_sim::prepare(dir)?;
+    let (layout, created) = hsm_sim::prepare(dir)?;
+    if !created && tokens(&layout)?.iter().any(|t| t.label == label) {
+        return Err(SimError::LabelTaken {
+            dir: layout.dir,
+            label: label.to_owned(),
+        }
+        .into());
+    }
     let child = child(&layout, ["__token-init", "--label", label]);
     if let Err(e) = child {
-        // Leave nothing half-made behind.
-        let _ = hsm_sim::destroy(&layout.dir);
-        return Err(e.context(format!("cannot initialise token {label:?}")));
+        // Leave nothing half-made behind; a directory that was there keeps its tokens.
+        if created {
+            let _ = hsm_sim::destroy(&layout.dir);
+        }
+        return Err(e);
     }
     let out = Provisioned {
         softhsm2_conf: layout.softhsm2_conf.clone(),
-        uri: layout.uri(label, &module),
+        uri: layout.uri_of(label, object, &module),
     };
     match output {
         Output::Json => println!("{}", serde_json::to_string(&out)?),
@@ -125,16 +184,37 @@ fn init(dir: &Path, label: &str, output: Output) -> Result<()> {
     Ok(())
 }
 
+fn uri(t: &Token) -> Result<()> {
+    let (dir, label, object, output) = (
+        t.dir.as_path(),
+        t.label.as_str(),
+        t.object.as_str(),
+        t.output,
+    );
+    hsm_sim::check_object(object)?;
+    let layout = Layout::of(dir)?;
+    layout.require_sim()?;
+    if !tokens(&layout)?.iter().any(|t| t.label == label) {
+        return Err(SimError::NoToken {
+            dir: layout.dir,
+            label: label.to_owned(),
+        }
+        .into());
+    }
+    let uri = layout.uri_of(label, object, &hsm_sim::find_module()?);
+    match output {
+        Output::Json => println!("{}", serde_json::json!({ "uri": uri })),
+        Output::Text => println!("{uri}"),
+    }
+    Ok(())
+}
+
 fn status(dir: &Path, output: Output) -> Result<()> {
     let layout = Layout::of(dir)?;
-    if !layout.is_sim() {
-        return Err(SimError::NotSim(layout.dir).into());
-    }
-    let json = child(&layout, ["__status"])?;
-    let tokens: Vec<hsm_sim::TokenStatus> =
-        serde_json::from_str(&json).context("unreadable token list")?;
+    layout.require_sim()?;
+    let tokens = tokens(&layout)?;
     match output {
-        Output::Json => println!("{json}"),
+        Output::Json => println!("{}", serde_json::to_string(&tokens)?),
         Output::Text => {
             println!("SOFTHSM2_CONF={}", layout.softhsm2_conf.display());
             if tokens.is_empty() {
@@ -152,6 +232,12 @@ fn status(dir: &Path, output: Output) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The tokens of the simulation in `layout`.
+fn tokens(layout: &Layout) -> Result<Vec<hsm_sim::TokenStatus>> {
+    let json = child(layout, ["__status"])?;
+    serde_json::from_str(&json).context("unreadable token list")
 }
 
 /// Runs this binary again with SOFTHSM2_CONF set for the layout, returning its stdout.

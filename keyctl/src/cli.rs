@@ -7,8 +7,16 @@ use clap::{Parser, Subcommand};
 /// keyctl: administer keyd and run the offline root ceremonies.
 ///
 /// Token URIs follow RFC 7512, e.g.
-/// pkcs11:token=keyd-root;object=root?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=file:/path/user.pin
-/// PINs come from pin-source (file:PATH or env:VARIABLE), never from the command line.
+/// "pkcs11:token=keyd-root;object=root?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=file:/path/user.pin"
+/// (quote it: `;` and `&` would split the shell line). PINs come from pin-source
+/// (file:PATH or env:VARIABLE), never from the command line.
+///
+/// Commands against keyd read a keyctl.toml (url, ca, cert, key; `keyctl enroll` writes
+/// one): --config FILE, else $KEYCTL_CONFIG, else $XDG_CONFIG_HOME/keyctl/config.toml
+/// (~/.config/keyctl/config.toml).
+///
+/// Exit status: 0 done; 1 error; 2 usage (a bad command line); 3 refused or not valid
+/// (keyd refused the request, or `keyctl verify` found the signature not valid).
 #[derive(Debug, Parser)]
 #[command(name = "keyctl", version, about, long_about)]
 pub struct Cli {
@@ -19,6 +27,24 @@ pub struct Cli {
     /// (the default for ceremonies and chain files).
     #[arg(long, global = true, value_enum)]
     pub output: Option<Output>,
+}
+
+/// The keyctl.toml used when neither --config nor KEYCTL_CONFIG names one:
+/// `$XDG_CONFIG_HOME/keyctl/config.toml`, else `~/.config/keyctl/config.toml`, else
+/// `keyctl.toml` in the current directory.
+pub fn default_config() -> PathBuf {
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .filter(|v| !v.is_empty())
+                .map(|h| PathBuf::from(h).join(".config"))
+        });
+    match base {
+        Some(b) => b.join("keyctl").join("config.toml"),
+        None => PathBuf::from("keyctl.toml"),
+    }
 }
 
 /// Top-level commands.
@@ -53,7 +79,7 @@ pub enum Command {
     /// Sign a file with the node's current epoch key (node credential).
     Sign {
         /// keyctl.toml: url, ca, cert, key.
-        #[arg(long)]
+        #[arg(long, env = "KEYCTL_CONFIG", default_value_os_t = default_config())]
         config: PathBuf,
         /// The data to sign.
         #[arg(long = "in")]
@@ -62,17 +88,21 @@ pub enum Command {
     /// Verify a signature and the signing key's standing in the chain.
     Verify {
         /// keyctl.toml: url, ca, cert, key.
-        #[arg(long)]
+        #[arg(long, env = "KEYCTL_CONFIG", default_value_os_t = default_config())]
         config: PathBuf,
         /// The signed data.
         #[arg(long = "in")]
         input: PathBuf,
+        /// What `keyctl sign` printed (its JSON: signature and public key), saved to a
+        /// file; instead of --signature and --public-key.
+        #[arg(long, value_name = "FILE", conflicts_with_all = ["signature", "public_key"])]
+        signed: Option<PathBuf>,
         /// The signature, base64.
-        #[arg(long)]
-        signature: String,
+        #[arg(long, required_unless_present = "signed", requires = "public_key")]
+        signature: Option<String>,
         /// The Ed25519 public key, hex.
-        #[arg(long)]
-        public_key: String,
+        #[arg(long, required_unless_present = "signed", requires = "signature")]
+        public_key: Option<String>,
     },
     /// Encrypt a file to a node (HPKE), signed by the caller (node credential).
     Encrypt {
@@ -97,7 +127,7 @@ pub enum Command {
     /// A fresh 256-bit data key and its sealed form (node credential).
     Datakey {
         /// keyctl.toml: url, ca, cert, key.
-        #[arg(long)]
+        #[arg(long, env = "KEYCTL_CONFIG", default_value_os_t = default_config())]
         config: PathBuf,
         /// Where to write the key (new file, 0600).
         #[arg(long)]
@@ -109,7 +139,7 @@ pub enum Command {
     /// Move the caller to its next epoch (node credential).
     Rekey {
         /// keyctl.toml: url, ca, cert, key.
-        #[arg(long)]
+        #[arg(long, env = "KEYCTL_CONFIG", default_value_os_t = default_config())]
         config: PathBuf,
     },
     /// Enroll a node with its one-time token: writes its TLS key, certificate, the CA
@@ -131,7 +161,7 @@ pub enum Command {
     /// Renew the client certificate named in a keyctl.toml before it expires (same key).
     Renew {
         /// keyctl.toml: url, ca, cert, key.
-        #[arg(long)]
+        #[arg(long, env = "KEYCTL_CONFIG", default_value_os_t = default_config())]
         config: PathBuf,
     },
     /// keyd's CA certificate.
@@ -142,7 +172,7 @@ pub enum Command {
     /// byte fields); prints every item's result or its own error, in order.
     Batch {
         /// keyctl.toml: url, ca, cert, key.
-        #[arg(long)]
+        #[arg(long, env = "KEYCTL_CONFIG", default_value_os_t = default_config())]
         config: PathBuf,
         /// The operation.
         #[arg(value_enum)]
@@ -194,7 +224,7 @@ impl BatchOp {
 #[derive(Debug, clap::Args)]
 pub struct FileOp {
     /// keyctl.toml: url, ca, cert, key.
-    #[arg(long)]
+    #[arg(long, env = "KEYCTL_CONFIG", default_value_os_t = default_config())]
     pub config: PathBuf,
     /// The input file.
     #[arg(long = "in")]
@@ -210,7 +240,7 @@ pub enum CaCmd {
     /// Print (or write) the CA certificate that curl and other clients trust.
     Export {
         /// keyctl.toml: url, ca, cert, key.
-        #[arg(long)]
+        #[arg(long, env = "KEYCTL_CONFIG", default_value_os_t = default_config())]
         config: PathBuf,
         /// Write it here instead of printing it.
         #[arg(long)]
@@ -224,7 +254,7 @@ pub enum NodeCmd {
     /// Certify a new node and print its one-time enrollment token (JSON).
     Add {
         /// keyctl.toml with an admin credential.
-        #[arg(long)]
+        #[arg(long, env = "KEYCTL_CONFIG", default_value_os_t = default_config())]
         config: PathBuf,
         /// Node name.
         name: String,
@@ -239,17 +269,21 @@ pub enum NodeCmd {
         /// 5 years.
         #[arg(long, value_name = "AGE")]
         valid_for: Option<String>,
+        /// Write the one-time enrollment token to this new file (0600), for the node's
+        /// `keyctl enroll --token-file`, instead of printing it.
+        #[arg(long, value_name = "FILE")]
+        token_out: Option<PathBuf>,
     },
     /// List nodes and their status (JSON).
     List {
         /// keyctl.toml with an admin credential.
-        #[arg(long)]
+        #[arg(long, env = "KEYCTL_CONFIG", default_value_os_t = default_config())]
         config: PathBuf,
     },
     /// Show one node: its keys, epochs and children (JSON).
     Show {
         /// keyctl.toml with an admin credential.
-        #[arg(long)]
+        #[arg(long, env = "KEYCTL_CONFIG", default_value_os_t = default_config())]
         config: PathBuf,
         /// Node name or path.
         name: String,
@@ -257,7 +291,7 @@ pub enum NodeCmd {
     /// Revoke a node and its subtree.
     Revoke {
         /// keyctl.toml with an admin credential.
-        #[arg(long)]
+        #[arg(long, env = "KEYCTL_CONFIG", default_value_os_t = default_config())]
         config: PathBuf,
         /// Node name or path.
         name: String,
@@ -268,7 +302,7 @@ pub enum NodeCmd {
     /// Move a node to its next epoch.
     Rekey {
         /// keyctl.toml with an admin credential.
-        #[arg(long)]
+        #[arg(long, env = "KEYCTL_CONFIG", default_value_os_t = default_config())]
         config: PathBuf,
         /// Node name or path.
         name: String,
@@ -280,20 +314,24 @@ pub enum NodeCmd {
     /// starts a new credential generation (every earlier certificate of the node ends).
     Reenroll {
         /// keyctl.toml with an admin credential.
-        #[arg(long)]
+        #[arg(long, env = "KEYCTL_CONFIG", default_value_os_t = default_config())]
         config: PathBuf,
         /// Node name or path.
         name: String,
         /// held (default) or exported.
         #[arg(long, value_enum, default_value_t = Mode::Held)]
         mode: Mode,
+        /// Write the one-time enrollment token to this new file (0600) instead of
+        /// printing it.
+        #[arg(long, value_name = "FILE")]
+        token_out: Option<PathBuf>,
     },
     /// Set which envelope suites node NAME accepts: x-wing (keyd then refuses X25519
     /// envelopes to it, so no sender can downgrade it) or any (the default). An admin,
     /// or the node itself.
     Suite {
         /// keyctl.toml with an admin credential, or the node's own.
-        #[arg(long)]
+        #[arg(long, env = "KEYCTL_CONFIG", default_value_os_t = default_config())]
         config: PathBuf,
         /// Node name or path.
         name: String,
@@ -309,7 +347,7 @@ pub enum AdminCmd {
     /// Revoke every credential naming admin NAME, at once (not your own).
     Revoke {
         /// keyctl.toml with an admin credential.
-        #[arg(long)]
+        #[arg(long, env = "KEYCTL_CONFIG", default_value_os_t = default_config())]
         config: PathBuf,
         /// The admin name.
         name: String,
@@ -320,7 +358,7 @@ pub enum AdminCmd {
     /// List the revoked admin names.
     List {
         /// keyctl.toml with an admin credential.
-        #[arg(long)]
+        #[arg(long, env = "KEYCTL_CONFIG", default_value_os_t = default_config())]
         config: PathBuf,
     },
     /// An admin's credentials: end every certificate of that admin at once (a new one
@@ -336,7 +374,7 @@ pub enum CredentialsCmd {
     /// of its certificate and key stops working from the very next request.
     Revoke {
         /// keyctl.toml with an admin credential.
-        #[arg(long)]
+        #[arg(long, env = "KEYCTL_CONFIG", default_value_os_t = default_config())]
         config: PathBuf,
         /// The node (name or path) or admin name.
         name: String,
@@ -424,7 +462,7 @@ pub enum ChainCmd {
     /// is new, or refuses it naming the entry; its peers take it from there.
     Push {
         /// keyctl.toml of an admin: url, ca, cert, key.
-        #[arg(long)]
+        #[arg(long, env = "KEYCTL_CONFIG", default_value_os_t = default_config())]
         config: PathBuf,
         /// The ceremony's chain file (the root log).
         file: PathBuf,

@@ -39,7 +39,10 @@ pub struct ClientConfig {
 impl ClientConfig {
     /// Reads a config file; relative paths in it are made relative to its directory.
     pub fn read(file: &Path) -> Result<ClientConfig, CtlError> {
-        let text = std::fs::read_to_string(file).map_err(CtlError::io("cannot read", file))?;
+        let text = std::fs::read_to_string(file).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => CtlError::NoConfig(file.to_owned()),
+            _ => CtlError::io("cannot read", file)(e),
+        })?;
         let mut cfg: ClientConfig = toml::from_str(&text).map_err(|e| CtlError::Arg {
             flag: "--config",
             message: format!("{}: {e}", file.display()),

@@ -115,6 +115,12 @@ pub enum CtlError {
     /// JSON encoding failed.
     #[error("cannot encode JSON: {0}")]
     Json(#[from] serde_json::Error),
+    /// No keyctl.toml where keyctl looked.
+    #[error("no keyctl config at {0}")]
+    NoConfig(PathBuf),
+    /// `keyctl verify`: the signature, or the key that made it, is not valid.
+    #[error("not valid: {0}")]
+    NotValid(String),
 }
 
 impl CtlError {
@@ -122,6 +128,44 @@ impl CtlError {
     pub fn io(what: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
         let path = path.into();
         move |source| CtlError::Io { what, path, source }
+    }
+
+    /// A stable code naming the kind of failure, as `--output json` reports it (keyd's
+    /// own code when keyd refused).
+    pub fn code(&self) -> &str {
+        match self {
+            CtlError::Path(_) => "bad_path",
+            CtlError::Uri(_) => "bad_uri",
+            CtlError::Hsm(_) => "hsm",
+            CtlError::Derive(_) => "derive",
+            CtlError::Share(_) => "bad_share",
+            CtlError::Arg { .. } => "bad_argument",
+            CtlError::Io { .. } => "io",
+            CtlError::RootFile { .. } => "bad_root_file",
+            CtlError::Mismatch(_) => "mismatch",
+            CtlError::OutExists(_) => "out_exists",
+            CtlError::Random(_) => "random",
+            CtlError::Chain { .. } => "chain_invalid",
+            CtlError::Refused { .. } => "refused",
+            CtlError::KeydRevoked { .. } => "keyd_revoked",
+            CtlError::Bundle(_) => "bad_bundle",
+            CtlError::TlsKey(_) => "tls_key",
+            CtlError::Api { code, .. } => code,
+            CtlError::Http(_) => "unreachable",
+            CtlError::Json(_) => "json",
+            CtlError::NoConfig(_) => "no_config",
+            CtlError::NotValid(_) => "not_valid",
+        }
+    }
+
+    /// The exit status: 3 when keyd refused the request or the answer is "not valid"
+    /// (so `keyctl verify … && deploy` is safe), 1 for every other failure. (Usage
+    /// errors exit with 2, from the argument parser.)
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CtlError::Api { .. } | CtlError::NotValid(_) | CtlError::Refused { .. } => 3,
+            _ => 1,
+        }
     }
 
     /// What to try next, when there is something specific to say.
@@ -150,6 +194,9 @@ impl CtlError {
             }
             CtlError::KeydRevoked { .. } => Some(
                 "enroll this node with another keyd of the cluster (its chain shows this one's branch revoked)",
+            ),
+            CtlError::NoConfig(_) => Some(
+                "pass --config DIR/keyctl.toml (`keyctl enroll --out DIR` writes it), set KEYCTL_CONFIG, or copy it to ~/.config/keyctl/config.toml",
             ),
             CtlError::Share(_) => Some(
                 "bring the share files exactly as written by `keyctl ceremony init`; nothing was written to the token",

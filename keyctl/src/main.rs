@@ -20,19 +20,38 @@ fn main() -> ExitCode {
         eprintln!("keyctl: error: cannot disable core dumps: {e}");
         return ExitCode::FAILURE;
     }
+    let output = cli.output;
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("keyctl: error: {e}");
-            let mut source = std::error::Error::source(&e);
-            while let Some(s) = source {
-                eprintln!("  caused by: {s}");
-                source = s.source();
-            }
-            if let Some(hint) = e.hint() {
-                eprintln!("  try: {hint}");
-            }
-            ExitCode::FAILURE
+            report(&e, output);
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+/// Prints an error to stderr: text (the message, each cause not already in it, and what
+/// to try), or with `--output json` one object `{"error": {"code", "message", "try"}}`.
+fn report(e: &CtlError, output: Option<Output>) {
+    let mut message = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        let cause = s.to_string();
+        if !message.contains(&cause) {
+            message.push_str(&format!("\n  caused by: {cause}"));
+        }
+        source = s.source();
+    }
+    if output == Some(Output::Json) {
+        let mut error = serde_json::json!({"code": e.code(), "message": message});
+        if let Some(hint) = e.hint() {
+            error["try"] = hint.into();
+        }
+        eprintln!("{}", serde_json::json!({ "error": error }));
+    } else {
+        eprintln!("keyctl: error: {message}");
+        if let Some(hint) = e.hint() {
+            eprintln!("  try: {hint}");
         }
     }
 }
@@ -175,8 +194,16 @@ fn run(cli: Cli) -> Result<(), CtlError> {
         | Command::Renew { .. }
         | Command::Ca(_)
         | Command::Chain(ChainCmd::Fetch { .. } | ChainCmd::Push { .. })) => {
+            let verify = matches!(remote, Command::Verify { .. });
             match remote::run(remote, output)? {
-                Some(v) => emit(output, &v),
+                Some(v) => {
+                    emit(output, &v)?;
+                    // The answer is printed either way; "not valid" also fails the command.
+                    if verify && v["valid"] != true {
+                        return Err(CtlError::NotValid(remote::not_valid_reason(&v)));
+                    }
+                    Ok(())
+                }
                 None => Ok(()),
             }
         }

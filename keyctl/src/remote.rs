@@ -40,6 +40,61 @@ fn file_op(
     Ok(resp)
 }
 
+/// `keyctl sign`'s JSON saved in `file`: its signature and public key.
+fn signed_file(file: &Path) -> Result<(String, String), CtlError> {
+    let bad = |message: String| CtlError::Arg {
+        flag: "--signed",
+        message: format!("{}: {message}", file.display()),
+    };
+    let v: Value = serde_json::from_slice(&read(file)?)
+        .map_err(|e| bad(format!("not the JSON `keyctl sign` prints: {e}")))?;
+    match (v["signature"].as_str(), v["public_key"].as_str()) {
+        (Some(s), Some(k)) => Ok((s.to_owned(), k.to_owned())),
+        _ => Err(bad(
+            "has no signature and public_key (save what `keyctl sign` prints)".into(),
+        )),
+    }
+}
+
+/// Refuses, before anything is asked of keyd, a token file that is already there.
+fn refuse_existing(out: Option<&Path>) -> Result<(), CtlError> {
+    match out {
+        Some(out) if out.exists() => Err(CtlError::Arg {
+            flag: "--token-out",
+            message: format!("{} already exists; give a new file", out.display()),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// A node add or re-enroll answer, its token moved to `out` (a new 0600 file) when asked.
+fn token_to_file(mut resp: Value, out: Option<&Path>) -> Result<Value, CtlError> {
+    if let Some(out) = out {
+        let token = resp["token"]
+            .as_str()
+            .ok_or_else(|| CtlError::Http("keyd's answer has no token".into()))?
+            .to_owned();
+        files::write_private(out, format!("{token}\n").as_bytes())?;
+        if let Some(m) = resp.as_object_mut() {
+            m.remove("token");
+            m.insert("token_file".into(), out.display().to_string().into());
+        }
+    }
+    Ok(resp)
+}
+
+/// Why a `/v1/verify` answer is not valid, in words.
+pub fn not_valid_reason(v: &Value) -> String {
+    if v["signature_ok"] != true {
+        return "the signature does not verify with this public key".into();
+    }
+    let key = v["path"].as_str().unwrap_or("the key");
+    match v["reason"].as_str() {
+        Some(reason) => format!("{key}: {reason}"),
+        None => format!("{key} is {}", v["status"].as_str().unwrap_or("not valid")),
+    }
+}
+
 /// Runs a remote command, returning the JSON to print (None when it printed itself).
 pub fn run(command: Command, output: Option<Output>) -> Result<Option<Value>, CtlError> {
     Ok(Some(match command {
@@ -49,6 +104,7 @@ pub fn run(command: Command, output: Option<Output>) -> Result<Option<Value>, Ct
             parent,
             mode,
             valid_for,
+            token_out,
         }) => {
             let mut body = json!({"name": name, "mode": mode.name()});
             if let Some(p) = parent {
@@ -62,9 +118,13 @@ pub fn run(command: Command, output: Option<Output>) -> Result<Option<Value>, Ct
                     })?;
                 body["valid_seconds"] = seconds.into();
             }
-            Client::from_config(&config)?.post("/v1/nodes", &body)?
+            refuse_existing(token_out.as_deref())?;
+            let resp = Client::from_config(&config)?.post("/v1/nodes", &body)?;
+            token_to_file(resp, token_out.as_deref())?
         }
-        Command::Node(NodeCmd::List { config }) => Client::from_config(&config)?.get("/v1/nodes")?,
+        Command::Node(NodeCmd::List { config }) => {
+            Client::from_config(&config)?.get("/v1/nodes")?
+        }
         Command::Node(NodeCmd::Show { config, name }) => {
             Client::from_config(&config)?.get(&format!("/v1/nodes/{name}"))?
         }
@@ -72,8 +132,10 @@ pub fn run(command: Command, output: Option<Output>) -> Result<Option<Value>, Ct
             config,
             name,
             reason,
-        }) => Client::from_config(&config)?
-            .post(&format!("/v1/nodes/{name}/revoke"), &json!({"reason": reason}))?,
+        }) => Client::from_config(&config)?.post(
+            &format!("/v1/nodes/{name}/revoke"),
+            &json!({"reason": reason}),
+        )?,
         Command::Node(NodeCmd::Rekey { config, name }) => {
             Client::from_config(&config)?.post(&format!("/v1/nodes/{name}/rekey"), &json!({}))?
         }
@@ -81,8 +143,10 @@ pub fn run(command: Command, output: Option<Output>) -> Result<Option<Value>, Ct
             config,
             name,
             reason,
-        }) => Client::from_config(&config)?
-            .post(&format!("/v1/admins/{name}/revoke"), &json!({"reason": reason}))?,
+        }) => Client::from_config(&config)?.post(
+            &format!("/v1/admins/{name}/revoke"),
+            &json!({"reason": reason}),
+        )?,
         Command::Node(NodeCmd::Credentials(CredentialsCmd::Revoke {
             config,
             name,
@@ -99,11 +163,19 @@ pub fn run(command: Command, output: Option<Output>) -> Result<Option<Value>, Ct
             &format!("/v1/admins/{name}/credentials/revoke"),
             &json!({"reason": reason}),
         )?,
-        Command::Node(NodeCmd::Reenroll { config, name, mode }) => Client::from_config(&config)?
-            .post(
+        Command::Node(NodeCmd::Reenroll {
+            config,
+            name,
+            mode,
+            token_out,
+        }) => {
+            refuse_existing(token_out.as_deref())?;
+            let resp = Client::from_config(&config)?.post(
                 &format!("/v1/nodes/{name}/reenroll"),
                 &json!({"mode": mode.name()}),
-            )?,
+            )?;
+            token_to_file(resp, token_out.as_deref())?
+        }
         Command::Node(NodeCmd::Suite {
             config,
             name,
@@ -114,20 +186,24 @@ pub fn run(command: Command, output: Option<Output>) -> Result<Option<Value>, Ct
             Client::from_config(&config)?.get("/v1/admins")?
         }
         Command::Batch { config, op, items } => {
-            let items: Value = serde_json::from_slice(&read(&items)?).map_err(|e| {
-                CtlError::Arg {
+            let items: Value =
+                serde_json::from_slice(&read(&items)?).map_err(|e| CtlError::Arg {
                     flag: "--items",
                     message: format!("{} is not JSON: {e}", items.display()),
-                }
-            })?;
-            if !items.as_array().is_some_and(|a| !a.is_empty() && a.len() <= 1000) {
+                })?;
+            if !items
+                .as_array()
+                .is_some_and(|a| !a.is_empty() && a.len() <= 1000)
+            {
                 return Err(CtlError::Arg {
                     flag: "--items",
                     message: "give a JSON array of 1 to 1,000 request bodies".into(),
                 });
             }
-            Client::from_config(&config)?
-                .post(&format!("/v1/batch/{}", op.name()), &json!({ "items": items }))?
+            Client::from_config(&config)?.post(
+                &format!("/v1/batch/{}", op.name()),
+                &json!({ "items": items }),
+            )?
         }
         Command::Rekey { config } => Client::from_config(&config)?.post("/v1/rekey", &json!({}))?,
         Command::Sign { config, input } => Client::from_config(&config)?
@@ -135,12 +211,25 @@ pub fn run(command: Command, output: Option<Output>) -> Result<Option<Value>, Ct
         Command::Verify {
             config,
             input,
+            signed,
             signature,
             public_key,
-        } => Client::from_config(&config)?.post(
-            "/v1/verify",
-            &json!({"data": B64.encode(read(&input)?), "signature": signature, "public_key": public_key}),
-        )?,
+        } => {
+            let (signature, public_key) = match (signed, signature, public_key) {
+                (Some(file), _, _) => signed_file(&file)?,
+                (None, Some(s), Some(k)) => (s, k),
+                _ => {
+                    return Err(CtlError::Arg {
+                        flag: "--signed",
+                        message: "give --signed FILE, or --signature and --public-key".into(),
+                    });
+                }
+            };
+            Client::from_config(&config)?.post(
+                "/v1/verify",
+                &json!({"data": B64.encode(read(&input)?), "signature": signature, "public_key": public_key}),
+            )?
+        }
         Command::Encrypt { io, to, suite } => {
             let mut body = json!({ "to": to });
             if let Some(s) = suite {

@@ -165,7 +165,7 @@ fn main() {
 
 fn hsm_parent() -> Result<(), Box<dyn std::error::Error>> {
     let tmp = tempfile::tempdir()?;
-    let layout = hsm_sim::prepare(&tmp.path().join("hsm"))?;
+    let (layout, _) = hsm_sim::prepare(&tmp.path().join("hsm"))?;
     let status = Command::new(std::env::current_exe()?)
         .env(CHILD, &layout.dir)
         .env("SOFTHSM2_CONF", &layout.softhsm2_conf)

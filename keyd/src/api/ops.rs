@@ -224,6 +224,8 @@ pub struct SignResponse {
     epoch: u32,
     /// Its path.
     path: String,
+    /// Its Ed25519 public key, hex (what `/v1/verify` takes as `public_key`).
+    public_key: String,
 }
 
 fn op_sign(
@@ -233,12 +235,13 @@ fn op_sign(
     at: &str,
 ) -> Result<SignResponse, ApiError> {
     let data = r.data.bytes(&format!("{at}data"))?;
-    let (signature, key_id, epoch, path) = svc.sign(who, &data)?;
+    let signed = svc.sign(who, &data)?;
     Ok(SignResponse {
-        signature: Bytes::new(signature.to_bytes()),
-        key_id,
-        epoch,
-        path: path.to_string(),
+        signature: Bytes::new(signed.signature.to_bytes()),
+        key_id: signed.key_id,
+        epoch: signed.epoch,
+        path: signed.path.to_string(),
+        public_key: hex::encode(signed.public_key),
     })
 }
 

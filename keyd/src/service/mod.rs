@@ -131,6 +131,21 @@ pub fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
+/// A signature made by `sign`, with the key that made it.
+#[derive(Debug)]
+pub struct Signed {
+    /// The Ed25519 signature.
+    pub signature: Signature,
+    /// The epoch key's id.
+    pub key_id: String,
+    /// Its epoch.
+    pub epoch: u32,
+    /// Its path.
+    pub path: KeyPath,
+    /// Its Ed25519 public key, as the chain certifies it.
+    pub public_key: [u8; 32],
+}
+
 /// The result of `verify`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Verification {
@@ -348,12 +363,8 @@ impl Service {
         Ok(())
     }
 
-    /// Signs `data` with the node's current epoch key: `(signature, key id, epoch, key path)`.
-    pub fn sign(
-        &self,
-        principal: &Principal,
-        data: &[u8],
-    ) -> Result<(Signature, String, u32, KeyPath), ServiceError> {
+    /// Signs `data` with the node's current epoch key.
+    pub fn sign(&self, principal: &Principal, data: &[u8]) -> Result<Signed, ServiceError> {
         let Principal::Node(node) = principal else {
             return Err(ServiceError::Forbidden(
                 "only nodes sign; admins have no signing key".into(),
@@ -362,19 +373,25 @@ impl Service {
         if data.starts_with(crate::RESERVED_SIGNING_PREFIX) {
             return Err(ServiceError::ReservedPrefix);
         }
-        let (epoch, record_id) = {
+        let (epoch, key_id, public_key) = {
             let chain = self.read_chain();
             let (epoch, record) = chain
                 .state()
                 .current_epoch(node)
                 .ok_or_else(|| ServiceError::Revoked(format!("{node} has no valid epoch key")))?;
-            (epoch, record.key_id.to_string())
+            (epoch, record.key_id.to_string(), record.keys.ed25519)
         };
         let path = node
             .epoch_key(epoch)
             .ok_or_else(|| ServiceError::NotFound("epoch".into()))?;
         let key = self.material(&path)?;
-        Ok((key.signing_key().sign(data), record_id, epoch, path))
+        Ok(Signed {
+            signature: key.signing_key().sign(data),
+            key_id,
+            epoch,
+            path,
+            public_key,
+        })
     }
 
     /// Verifies `signature` over `data` by the Ed25519 key `public`, and says whether

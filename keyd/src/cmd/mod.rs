@@ -1,0 +1,6 @@
+//! The commands of the `keyd` binary (`main.rs`): provisioning (init, import, admin
+//! issue), serving, and how results and errors are reported. Not part of the library.
+
+pub mod provision;
+pub mod report;
+pub mod serve;

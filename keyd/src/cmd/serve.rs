@@ -1,0 +1,213 @@
+//! `keyd serve`: the store checked against the mark on the seal token, the service
+//! loaded, the HTTPS server and the background work.
+
+use std::io::Write;
+
+use anyhow::{Context, Result, bail};
+use keyd::chain::{Chain, KeySet};
+use keyd::config::Config;
+use keyd::derive::KeyPath;
+use keyd::hsm::Hsm;
+use keyd::service::Service;
+
+use super::provision::unseal_branch;
+
+/// Checks the store against the mark on the seal token (the latest head this keyd
+/// signed): the store's branch log must hold that entry, or the store was rolled back
+/// or replaced. Without a mark (a store imported before marks), the current head
+/// becomes the mark.
+fn check_mark(
+    hsm: &Hsm,
+    chain: &Chain,
+    branch: &KeyPath,
+    key: &ed25519_dalek::VerifyingKey,
+) -> Result<()> {
+    let mut marks = Vec::new();
+    for bytes in hsm.read_marks()? {
+        let mark: keyd::chain::Head = keyd::chain::decode_exact(&bytes, 1024)
+            .map_err(|e| anyhow::anyhow!("the mark on the seal token does not decode: {e}"))?;
+        if mark.log != *branch || !mark.verify(key) {
+            bail!(
+                "the mark on the seal token is not a head signed by this keyd's branch {branch} (it names log {}): this seal token belongs to another keyd",
+                mark.log
+            );
+        }
+        marks.push(mark);
+    }
+    let Some(mark) = marks.into_iter().max_by_key(|m| (m.seq, m.signed_at)) else {
+        let head = chain.head(branch).context("no head of the branch log")?;
+        hsm.write_mark(&keyd::chain::cbor_bytes(head))?;
+        tracing::warn!(log = %branch, seq = head.seq, "no mark on the seal token: the current branch head is now the mark");
+        return Ok(());
+    };
+    let entries = chain.entries(branch);
+    let held = usize::try_from(mark.seq)
+        .ok()
+        .and_then(|i| entries.get(i))
+        .is_some_and(|e| e.hash() == mark.hash);
+    if !held {
+        bail!(
+            "the store was rolled back or replaced: this keyd signed a head of its branch log {branch} at seq {} (signed at {}), but the store's branch log ends at seq {}{}; keyd refuses to serve from it (restore the latest copy of {}, or rebuild the branch from the root and the logs)",
+            mark.seq,
+            mark.signed_at,
+            entries.len().saturating_sub(1),
+            if entries.len() as u64 > mark.seq {
+                " with another entry at that seq"
+            } else {
+                ""
+            },
+            "the data directory"
+        );
+    }
+    Ok(())
+}
+
+fn load_service(config: Config) -> Result<(Service, Hsm)> {
+    let (store, name, path, branch, hsm) = unseal_branch(&config)?;
+    let started = std::time::Instant::now();
+    let chain = keyd::service::restore_chain(&store).context("the stored chain")?;
+    tracing::info!(
+        entries = chain.len(),
+        millis = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        "chain restored"
+    );
+    let certified = chain.state().key(&path).map(|r| r.keys);
+    if certified != Some(KeySet::from(&branch.public_keys())) {
+        bail!("the unsealed branch secret is not the branch the stored chain certifies");
+    }
+    check_mark(&hsm, &chain, &path, &branch.public_keys().ed25519)?;
+    let svc = Service::new(store, config, name, path, branch, chain)?;
+    let purged = svc.purge_expired_tokens()?;
+    if purged > 0 {
+        tracing::info!(purged, "expired enrollment tokens removed");
+    }
+    if let Some(e) = svc.branch_revoked() {
+        tracing::error!(error = %e, "serving the chain only");
+    }
+    Ok((svc, hsm))
+}
+
+/// `keyd serve`: prints where it listens (`keyd listening on https://ADDR`, or with
+/// `--output json` `{"listening": "https://ADDR"}`), then serves until stopped.
+pub fn serve(config: Config, output: super::report::Output) -> Result<()> {
+    // Log lines are written by their own thread; dropping the guard (when serve returns)
+    // writes what is left.
+    let _log = init_tracing(config.log_json);
+    let (listen, workers) = (config.listen, config.workers);
+    let (max_connections, tls_handshake, head_timeout) = (
+        config.max_connections,
+        config.tls_handshake,
+        config.body_timeout,
+    );
+    let per_ip = keyd::api::PerIp::new(config.max_connections_per_ip);
+    let (svc, hsm) = load_service(config)?;
+    let tls = keyd::tls::server_config(svc.ca().clone(), svc.config().server_names.clone())?;
+    let listener = std::net::TcpListener::bind(listen)
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let addr = listener.local_addr()?;
+    let data = actix_web::web::Data::new(svc);
+    background(&data, hsm);
+    let server = actix_web::HttpServer::new(move || {
+        actix_web::App::new()
+            .app_data(data.clone())
+            .wrap(actix_web::middleware::from_fn(keyd::api::observe))
+            .configure(keyd::api::routes)
+    })
+    .on_connect(keyd::api::on_connect(per_ip))
+    .workers(workers)
+    .max_connections(max_connections)
+    .tls_handshake_timeout(tls_handshake)
+    // The request head has the body's deadline too.
+    .client_request_timeout(head_timeout)
+    .listen_rustls_0_23(listener, tls)?;
+    match output {
+        super::report::Output::Json => {
+            println!(
+                "{}",
+                serde_json::json!({"listening": format!("https://{addr}")})
+            );
+        }
+        super::report::Output::Text => println!("keyd listening on https://{addr}"),
+    }
+    std::io::stdout().flush()?;
+    actix_rt::System::new().block_on(server.run())?;
+    Ok(())
+}
+
+/// How often the mark on the seal token is brought up to the latest branch head.
+const MARK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The work keyd does besides answering requests, each on its own thread so that key
+/// operations never wait for it: re-signing the branch head at its interval, keeping
+/// the mark on the seal token at the latest head it signed, and pulling each peer's
+/// logs at the pull interval.
+fn background(svc: &actix_web::web::Data<Service>, hsm: Hsm) {
+    let s = svc.clone();
+    std::thread::spawn(move || {
+        let mut marked = s.own_head().map(|h| h.seq);
+        loop {
+            std::thread::sleep(MARK_INTERVAL);
+            let Some(head) = s.own_head() else { continue };
+            if marked == Some(head.seq) {
+                continue;
+            }
+            match hsm.write_mark(&keyd::chain::cbor_bytes(&head)) {
+                Ok(()) => marked = Some(head.seq),
+                Err(e) => tracing::error!(error = %e, "could not write the mark on the seal token"),
+            }
+        }
+    });
+    let s = svc.clone();
+    std::thread::spawn(move || {
+        loop {
+            std::thread::sleep(s.config().head_interval);
+            if let Err(e) = s.refresh_head() {
+                tracing::error!(error = %e, "could not re-sign the branch head");
+            }
+        }
+    });
+    for url in svc.config().peers.clone() {
+        let s = svc.clone();
+        std::thread::spawn(move || {
+            let mut peer = keyd::peers::Peer::new(&url);
+            loop {
+                let now = keyd::service::unix_now();
+                match peer.pull(&s) {
+                    Ok(got) => {
+                        if got.new_entries > 0 {
+                            tracing::info!(peer = %url, new_entries = got.new_entries, "peer: logs pulled");
+                        }
+                        keyd::api::metrics().peer_pull(&url, true, now);
+                    }
+                    Err(e) => {
+                        tracing::warn!(peer = %url, error = %e, "peer: pull refused or failed; local state unchanged");
+                        keyd::api::metrics().peer_pull(&url, false, now);
+                    }
+                }
+                s.wait_pull(s.config().peer_pull_interval);
+            }
+        });
+    }
+}
+
+/// Logs to stderr through a writer thread, so that a request does not wait for the
+/// write (never lossy: when the thread falls behind, requests wait rather than a line
+/// being dropped).
+fn init_tracing(json: bool) -> tracing_appender::non_blocking::WorkerGuard {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("KEYD_LOG").unwrap_or_else(|_| "info".into());
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("keyd-log")
+        .finish(std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+    guard
+}
