@@ -18,6 +18,8 @@ mod hsm_sim;
 mod limits;
 mod logs;
 mod nodes;
+mod operator;
 mod service;
 mod store_integrity;
 mod suites;
+mod walkthrough;

@@ -233,12 +233,17 @@ fn run(cli: Cli) -> Result<(), CtlError> {
         }
         Command::Ceremony(Ceremony::CustodianKey { out }) => {
             let recipient = ceremony::custodian::keygen(&out)?;
+            if output != Some(Output::Json) {
+                // The recipient alone on stdout (`R=$(keyctl ceremony custodian-key …)`),
+                // the note for people on stderr.
+                eprintln!(
+                    "(identity written to {}: the custodian keeps it, offline; give the recipient to `ceremony init --custodian NAME=…`)",
+                    out.display()
+                );
+            }
             text_first(
                 serde_json::json!({"recipient": recipient, "identity": out.display().to_string()}),
-                format!(
-                    "{recipient}\n(identity written to {}: the custodian keeps it, offline; give the line above to `ceremony init --custodian NAME=…`)",
-                    out.display()
-                ),
+                recipient,
             )
         }
         Command::Ceremony(Ceremony::Recover {

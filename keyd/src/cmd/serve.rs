@@ -100,10 +100,11 @@ pub fn serve(config: Config, output: super::report::Output) -> Result<()> {
         config.body_timeout,
     );
     let per_ip = keyd::api::PerIp::new(config.max_connections_per_ip);
-    let (svc, hsm) = load_service(config)?;
-    let tls = keyd::tls::server_config(svc.ca().clone(), svc.config().server_names.clone())?;
+    // The address first: a port already taken is said before the token is touched.
     let listener = std::net::TcpListener::bind(listen)
         .with_context(|| format!("cannot listen on {listen}"))?;
+    let (svc, hsm) = load_service(config)?;
+    let tls = keyd::tls::server_config(svc.ca().clone(), svc.config().server_names.clone())?;
     let addr = listener.local_addr()?;
     let data = actix_web::web::Data::new(svc);
     background(&data, hsm);
