@@ -312,6 +312,8 @@ fn openapi_lists_every_route() -> Result<()> {
         "get /metrics",
         "get /v1/openapi.json",
         "get /v1/ca",
+        "get /v1/jwks.json",
+        "get /v1/keys/{name}",
         "get /v1/chain",
         "post /v1/chain/root",
         "post /v1/chain/pull",
@@ -366,6 +368,8 @@ fn openapi_lists_every_route() -> Result<()> {
                 "/metrics",
                 "/v1/openapi.json",
                 "/v1/ca",
+                "/v1/keys/{name}",
+                "/v1/jwks.json",
                 "/v1/chain",
             ];
             let (status, _) = anon.get(&path.replace("{name}", "dc1"))?;

@@ -542,7 +542,16 @@ impl Client {
 
     /// GETs: the whole reply.
     pub fn get_reply(&self, path: &str) -> Result<Reply> {
-        let mut resp = self.agent.get(format!("{}{path}", self.base)).call()?;
+        self.get_accepting(path, "*/*")
+    }
+
+    /// GETs asking for `accept`: the whole reply.
+    pub fn get_accepting(&self, path: &str, accept: &str) -> Result<Reply> {
+        let mut resp = self
+            .agent
+            .get(format!("{}{path}", self.base))
+            .header("accept", accept)
+            .call()?;
         Ok(Reply {
             status: resp.status().as_u16(),
             headers: resp.headers().clone(),

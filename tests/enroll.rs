@@ -70,6 +70,14 @@ fn held_and_exported_enrollment_with_keyctl() -> Result<()> {
     // Exported: the identity secret, sealed, beside the key that opens it.
     let exp = add_and_enroll(&c, &admin, "vault", true)?;
     ensure!(exp["mode"] == "exported", "{exp}");
+    // The exported-mode token said so: one enroll request, none refused for its mode.
+    let (_, metrics) = c.anonymous()?.get("/metrics")?;
+    let metrics = String::from_utf8(metrics)?;
+    ensure!(
+        metrics.contains("keyd_requests_total{route=\"/v1/enroll\",status=\"200\"} 2")
+            && !metrics.contains("keyd_requests_total{route=\"/v1/enroll\",status=\"400\"}"),
+        "{metrics}"
+    );
     for f in ["node.key", "install.key", "node.bundle"] {
         ensure!(mode(&dir.join("vault").join(f))? == 0o600, "{f}");
     }

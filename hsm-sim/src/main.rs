@@ -70,6 +70,17 @@ enum Cmd {
         #[arg(long, value_enum, default_value = "text")]
         output: Output,
     },
+    /// Print shell completions for hsm-sim: `source <(hsm-sim completions bash)`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Write hsm-sim's man pages (hsm-sim.1 and one per subcommand) to DIR.
+    Man {
+        /// Where to write them (created when missing).
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// (internal) initialise the token; run with SOFTHSM2_CONF set.
     #[command(name = "__token-init", hide = true)]
     TokenInit {
@@ -93,7 +104,10 @@ impl Cmd {
             | Cmd::Uri(Token { output, .. })
             | Cmd::Status { output, .. }
             | Cmd::Destroy { output, .. } => *output,
-            Cmd::TokenInit { .. } | Cmd::StatusChild { .. } => Output::Text,
+            Cmd::TokenInit { .. }
+            | Cmd::StatusChild { .. }
+            | Cmd::Completions { .. }
+            | Cmd::Man { .. } => Output::Text,
         }
     }
 }
@@ -119,6 +133,16 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Cmd::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "hsm-sim", &mut std::io::stdout());
+            Ok(())
+        }
+        Cmd::Man { out } => {
+            std::fs::create_dir_all(&out)?;
+            clap_mangen::generate_to(<Cli as clap::CommandFactory>::command(), &out)?;
+            Ok(())
+        }
         Cmd::Init(t) => init(&t),
         Cmd::Uri(t) => uri(&t),
         Cmd::Status { dir, output } => status(&dir, output),

@@ -13,9 +13,19 @@ use crate::error::CtlError;
 /// Reads and verifies a chain file.
 pub fn load(file: &Path) -> Result<Chain, CtlError> {
     let bytes = std::fs::read(file).map_err(CtlError::io("cannot read", file))?;
-    chain::verify_file(&bytes).map_err(|error| CtlError::Chain {
-        file: file.to_owned(),
-        error: Box::new(error),
+    chain::verify_file(&bytes).map_err(|error| {
+        // Not one record decodes: not a damaged chain, something else altogether.
+        if error.position == 0 && matches!(error.rule, chain::Rule::Decode(_)) {
+            CtlError::NotAChain {
+                file: file.to_owned(),
+                detail: error.rule.to_string(),
+            }
+        } else {
+            CtlError::Chain {
+                file: file.to_owned(),
+                error: Box::new(error),
+            }
+        }
     })
 }
 
@@ -173,7 +183,9 @@ fn status_text(status: &KeyStatus) -> String {
             format!("REVOKED with ancestor {revoked} at seq {seq}")
         }
         KeyStatus::Superseded { current, .. } => format!("superseded by epoch {current}"),
-        KeyStatus::Expired { not_after, .. } => format!("EXPIRED (valid until {not_after})"),
+        KeyStatus::Expired { not_after, .. } => {
+            format!("EXPIRED (valid until {})", keyd::rfc3339(*not_after))
+        }
     }
 }
 

@@ -50,6 +50,17 @@ pub fn default_config() -> PathBuf {
 /// Top-level commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Print shell completions for keyctl: `source <(keyctl completions bash)`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Write keyctl's man pages (keyctl.1 and one per subcommand) to DIR.
+    Man {
+        /// Where to write them (created when missing).
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Print the public keys of PATH under a software root given in hex.
     ///
     /// An interoperability tool for checking other implementations against keyd's
@@ -69,6 +80,9 @@ pub enum Command {
     /// Check and show chain files offline; fetch one from keyd.
     #[command(subcommand)]
     Chain(ChainCmd),
+    /// Public keys from a chain file, offline, in the formats other tools read.
+    #[command(subcommand)]
+    Key(KeyCmd),
     /// Administer nodes on a running keyd (admin credential).
     #[command(subcommand)]
     Node(NodeCmd),
@@ -78,8 +92,9 @@ pub enum Command {
     Admin(AdminCmd),
     /// Sign a file with the node's current epoch key (node credential).
     Sign {
-        /// keyctl.toml: url, ca, cert, key.
-        #[arg(long, env = "KEYCTL_CONFIG", default_value_os_t = default_config())]
+        /// keyctl.toml: url, ca, cert, key. Default: $KEYCTL_CONFIG, else
+        /// ~/.config/keyctl/config.toml.
+        #[arg(long, env = "KEYCTL_CONFIG", default_value_os_t = default_config(), hide_default_value = true)]
         config: PathBuf,
         /// The data to sign.
         #[arg(long = "in")]
@@ -87,8 +102,9 @@ pub enum Command {
     },
     /// Verify a signature and the signing key's standing in the chain.
     Verify {
-        /// keyctl.toml: url, ca, cert, key.
-        #[arg(long, env = "KEYCTL_CONFIG", default_value_os_t = default_config())]
+        /// keyctl.toml: url, ca, cert, key. Default: $KEYCTL_CONFIG, else
+        /// ~/.config/keyctl/config.toml.
+        #[arg(long, env = "KEYCTL_CONFIG", default_value_os_t = default_config(), hide_default_value = true)]
         config: PathBuf,
         /// The signed data.
         #[arg(long = "in")]
@@ -126,8 +142,9 @@ pub enum Command {
     Rewrap(FileOp),
     /// A fresh 256-bit data key and its sealed form (node credential).
     Datakey {
-        /// keyctl.toml: url, ca, cert, key.
-        #[arg(long, env = "KEYCTL_CONFIG", default_value_os_t = default_config())]
+        /// keyctl.toml: url, ca, cert, key. Default: $KEYCTL_CONFIG, else
+        /// ~/.config/keyctl/config.toml.
+        #[arg(long, env = "KEYCTL_CONFIG", default_value_os_t = default_config(), hide_default_value = true)]
         config: PathBuf,
         /// Where to write the key (new file, 0600).
         #[arg(long)]
@@ -138,8 +155,9 @@ pub enum Command {
     },
     /// Move the caller to its next epoch (node credential).
     Rekey {
-        /// keyctl.toml: url, ca, cert, key.
-        #[arg(long, env = "KEYCTL_CONFIG", default_value_os_t = default_config())]
+        /// keyctl.toml: url, ca, cert, key. Default: $KEYCTL_CONFIG, else
+        /// ~/.config/keyctl/config.toml.
+        #[arg(long, env = "KEYCTL_CONFIG", default_value_os_t = default_config(), hide_default_value = true)]
         config: PathBuf,
     },
     /// Enroll a node with its one-time token: writes its TLS key, certificate, the CA
@@ -160,8 +178,9 @@ pub enum Command {
     },
     /// Renew the client certificate named in a keyctl.toml before it expires (same key).
     Renew {
-        /// keyctl.toml: url, ca, cert, key.
-        #[arg(long, env = "KEYCTL_CONFIG", default_value_os_t = default_config())]
+        /// keyctl.toml: url, ca, cert, key. Default: $KEYCTL_CONFIG, else
+        /// ~/.config/keyctl/config.toml.
+        #[arg(long, env = "KEYCTL_CONFIG", default_value_os_t = default_config(), hide_default_value = true)]
         config: PathBuf,
     },
     /// keyd's CA certificate.
@@ -171,8 +190,9 @@ pub enum Command {
     /// verify): ITEMS is a JSON array of request bodies as the API takes them (base64
     /// byte fields); prints every item's result or its own error, in order.
     Batch {
-        /// keyctl.toml: url, ca, cert, key.
-        #[arg(long, env = "KEYCTL_CONFIG", default_value_os_t = default_config())]
+        /// keyctl.toml: url, ca, cert, key. Default: $KEYCTL_CONFIG, else
+        /// ~/.config/keyctl/config.toml.
+        #[arg(long, env = "KEYCTL_CONFIG", default_value_os_t = default_config(), hide_default_value = true)]
         config: PathBuf,
         /// The operation.
         #[arg(value_enum)]
@@ -223,8 +243,9 @@ impl BatchOp {
 /// A file in, a file out, through keyd.
 #[derive(Debug, clap::Args)]
 pub struct FileOp {
-    /// keyctl.toml: url, ca, cert, key.
-    #[arg(long, env = "KEYCTL_CONFIG", default_value_os_t = default_config())]
+    /// keyctl.toml: url, ca, cert, key. Default: $KEYCTL_CONFIG, else
+    /// ~/.config/keyctl/config.toml.
+    #[arg(long, env = "KEYCTL_CONFIG", default_value_os_t = default_config(), hide_default_value = true)]
     pub config: PathBuf,
     /// The input file.
     #[arg(long = "in")]
@@ -239,8 +260,9 @@ pub struct FileOp {
 pub enum CaCmd {
     /// Print (or write) the CA certificate that curl and other clients trust.
     Export {
-        /// keyctl.toml: url, ca, cert, key.
-        #[arg(long, env = "KEYCTL_CONFIG", default_value_os_t = default_config())]
+        /// keyctl.toml: url, ca, cert, key. Default: $KEYCTL_CONFIG, else
+        /// ~/.config/keyctl/config.toml.
+        #[arg(long, env = "KEYCTL_CONFIG", default_value_os_t = default_config(), hide_default_value = true)]
         config: PathBuf,
         /// Write it here instead of printing it.
         #[arg(long)]
@@ -248,13 +270,61 @@ pub enum CaCmd {
     },
 }
 
+/// Public keys, offline.
+#[derive(Debug, Subcommand)]
+pub enum KeyCmd {
+    /// Export a public key from a (verified) chain file: a node's current epoch key (by
+    /// name or node path), or the key a path names exactly (an epoch, a branch, m).
+    Export {
+        /// Node name or key path.
+        key: String,
+        /// The chain file (verified first): the node's chain.cbor, or `keyctl chain
+        /// fetch`'s.
+        #[arg(long)]
+        chain: PathBuf,
+        /// pem (SubjectPublicKeyInfo, for openssl), jwk (RFC 8037), openssh (signing key
+        /// only) or raw (the 32 bytes).
+        #[arg(long, value_enum, default_value_t = KeyFormat::Pem)]
+        format: KeyFormat,
+        /// sig: the Ed25519 signing key; enc: the X25519 key envelopes are sealed to.
+        #[arg(long = "use", value_enum, default_value_t = KeyUse::Sig)]
+        key_use: KeyUse,
+        /// Write it to this file instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+/// `keyctl key export --format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum KeyFormat {
+    /// PEM SubjectPublicKeyInfo (RFC 8410).
+    Pem,
+    /// JSON Web Key (RFC 8037).
+    Jwk,
+    /// OpenSSH public key line (RFC 8709).
+    Openssh,
+    /// The 32 key bytes.
+    Raw,
+}
+
+/// `keyctl key export --use`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum KeyUse {
+    /// Ed25519: signatures.
+    Sig,
+    /// X25519: encryption.
+    Enc,
+}
+
 /// Node administration against keyd.
 #[derive(Debug, Subcommand)]
 pub enum NodeCmd {
     /// Certify a new node and print its one-time enrollment token (JSON).
     Add {
-        /// keyctl.toml with an admin credential.
-        #[arg(long, env = "KEYCTL_CONFIG", default_value_os_t = default_config())]
+        /// keyctl.toml with an admin credential. Default: $KEYCTL_CONFIG, else
+        /// ~/.config/keyctl/config.toml.
+        #[arg(long, env = "KEYCTL_CONFIG", default_value_os_t = default_config(), hide_default_value = true)]
         config: PathBuf,
         /// Node name.
         name: String,
@@ -276,22 +346,25 @@ pub enum NodeCmd {
     },
     /// List nodes and their status (JSON).
     List {
-        /// keyctl.toml with an admin credential.
-        #[arg(long, env = "KEYCTL_CONFIG", default_value_os_t = default_config())]
+        /// keyctl.toml with an admin credential. Default: $KEYCTL_CONFIG, else
+        /// ~/.config/keyctl/config.toml.
+        #[arg(long, env = "KEYCTL_CONFIG", default_value_os_t = default_config(), hide_default_value = true)]
         config: PathBuf,
     },
     /// Show one node: its keys, epochs and children (JSON).
     Show {
-        /// keyctl.toml with an admin credential.
-        #[arg(long, env = "KEYCTL_CONFIG", default_value_os_t = default_config())]
+        /// keyctl.toml with an admin credential. Default: $KEYCTL_CONFIG, else
+        /// ~/.config/keyctl/config.toml.
+        #[arg(long, env = "KEYCTL_CONFIG", default_value_os_t = default_config(), hide_default_value = true)]
         config: PathBuf,
         /// Node name or path.
         name: String,
     },
     /// Revoke a node and its subtree.
     Revoke {
-        /// keyctl.toml with an admin credential.
-        #[arg(long, env = "KEYCTL_CONFIG", default_value_os_t = default_config())]
+        /// keyctl.toml with an admin credential. Default: $KEYCTL_CONFIG, else
+        /// ~/.config/keyctl/config.toml.
+        #[arg(long, env = "KEYCTL_CONFIG", default_value_os_t = default_config(), hide_default_value = true)]
         config: PathBuf,
         /// Node name or path.
         name: String,
@@ -301,8 +374,9 @@ pub enum NodeCmd {
     },
     /// Move a node to its next epoch.
     Rekey {
-        /// keyctl.toml with an admin credential.
-        #[arg(long, env = "KEYCTL_CONFIG", default_value_os_t = default_config())]
+        /// keyctl.toml with an admin credential. Default: $KEYCTL_CONFIG, else
+        /// ~/.config/keyctl/config.toml.
+        #[arg(long, env = "KEYCTL_CONFIG", default_value_os_t = default_config(), hide_default_value = true)]
         config: PathBuf,
         /// Node name or path.
         name: String,
@@ -313,8 +387,9 @@ pub enum NodeCmd {
     /// A new one-time enrollment token for an existing, valid node: enrolling with it
     /// starts a new credential generation (every earlier certificate of the node ends).
     Reenroll {
-        /// keyctl.toml with an admin credential.
-        #[arg(long, env = "KEYCTL_CONFIG", default_value_os_t = default_config())]
+        /// keyctl.toml with an admin credential. Default: $KEYCTL_CONFIG, else
+        /// ~/.config/keyctl/config.toml.
+        #[arg(long, env = "KEYCTL_CONFIG", default_value_os_t = default_config(), hide_default_value = true)]
         config: PathBuf,
         /// Node name or path.
         name: String,
@@ -330,8 +405,9 @@ pub enum NodeCmd {
     /// envelopes to it, so no sender can downgrade it) or any (the default). An admin,
     /// or the node itself.
     Suite {
-        /// keyctl.toml with an admin credential, or the node's own.
-        #[arg(long, env = "KEYCTL_CONFIG", default_value_os_t = default_config())]
+        /// keyctl.toml with an admin credential, or the node's own. Default: $KEYCTL_CONFIG, else
+        /// ~/.config/keyctl/config.toml.
+        #[arg(long, env = "KEYCTL_CONFIG", default_value_os_t = default_config(), hide_default_value = true)]
         config: PathBuf,
         /// Node name or path.
         name: String,
@@ -346,8 +422,9 @@ pub enum NodeCmd {
 pub enum AdminCmd {
     /// Revoke every credential naming admin NAME, at once (not your own).
     Revoke {
-        /// keyctl.toml with an admin credential.
-        #[arg(long, env = "KEYCTL_CONFIG", default_value_os_t = default_config())]
+        /// keyctl.toml with an admin credential. Default: $KEYCTL_CONFIG, else
+        /// ~/.config/keyctl/config.toml.
+        #[arg(long, env = "KEYCTL_CONFIG", default_value_os_t = default_config(), hide_default_value = true)]
         config: PathBuf,
         /// The admin name.
         name: String,
@@ -357,8 +434,9 @@ pub enum AdminCmd {
     },
     /// List the revoked admin names.
     List {
-        /// keyctl.toml with an admin credential.
-        #[arg(long, env = "KEYCTL_CONFIG", default_value_os_t = default_config())]
+        /// keyctl.toml with an admin credential. Default: $KEYCTL_CONFIG, else
+        /// ~/.config/keyctl/config.toml.
+        #[arg(long, env = "KEYCTL_CONFIG", default_value_os_t = default_config(), hide_default_value = true)]
         config: PathBuf,
     },
     /// An admin's credentials: end every certificate of that admin at once (a new one
@@ -373,8 +451,9 @@ pub enum CredentialsCmd {
     /// End every client certificate of NAME at once, without touching its keys; a copy
     /// of its certificate and key stops working from the very next request.
     Revoke {
-        /// keyctl.toml with an admin credential.
-        #[arg(long, env = "KEYCTL_CONFIG", default_value_os_t = default_config())]
+        /// keyctl.toml with an admin credential. Default: $KEYCTL_CONFIG, else
+        /// ~/.config/keyctl/config.toml.
+        #[arg(long, env = "KEYCTL_CONFIG", default_value_os_t = default_config(), hide_default_value = true)]
         config: PathBuf,
         /// The node (name or path) or admin name.
         name: String,
@@ -461,8 +540,9 @@ pub enum ChainCmd {
     /// (admin credential). keyd verifies it against the root log it holds and stores what
     /// is new, or refuses it naming the entry; its peers take it from there.
     Push {
-        /// keyctl.toml of an admin: url, ca, cert, key.
-        #[arg(long, env = "KEYCTL_CONFIG", default_value_os_t = default_config())]
+        /// keyctl.toml of an admin: url, ca, cert, key. Default: $KEYCTL_CONFIG, else
+        /// ~/.config/keyctl/config.toml.
+        #[arg(long, env = "KEYCTL_CONFIG", default_value_os_t = default_config(), hide_default_value = true)]
         config: PathBuf,
         /// The ceremony's chain file (the root log).
         file: PathBuf,

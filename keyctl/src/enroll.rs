@@ -61,13 +61,19 @@ pub fn enroll(
         }
         client.post("/v1/enroll", &body)
     };
-    // Held mode is the default; a node added in exported mode says so and we retry
-    // with an install key (the token is only spent by a successful enrollment).
-    let resp = match request(None) {
-        Err(CtlError::Api { code, .. }) if code == "wrong_mode" => {
-            request(Some(hex::encode(install.public())))?
+    // An exported-mode token says so (keyd::EXPORTED_TOKEN_PREFIX): the install key goes
+    // with the first request. A token from a keyd before that prefix is learned from
+    // keyd's wrong_mode answer, and the request repeated with the key (a refused request
+    // does not spend the token).
+    let resp = if token.starts_with(keyd::EXPORTED_TOKEN_PREFIX) {
+        request(Some(hex::encode(install.public())))?
+    } else {
+        match request(None) {
+            Err(CtlError::Api { code, .. }) if code == "wrong_mode" => {
+                request(Some(hex::encode(install.public())))?
+            }
+            other => other?,
         }
-        other => other?,
     };
     let path = text(&resp, "path")?;
     let mode = text(&resp, "mode")?;

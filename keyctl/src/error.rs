@@ -58,7 +58,7 @@ pub enum CtlError {
     Mismatch(String),
     /// The output directory exists and is not empty.
     #[error(
-        "{0} already exists and is not empty; choose a new --out directory (a ceremony never overwrites its outputs)"
+        "{0} already exists and is not empty; choose a new --out directory (keyctl never overwrites what it wrote)"
     )]
     OutExists(PathBuf),
     /// OS randomness failed.
@@ -93,6 +93,9 @@ pub enum CtlError {
         /// The revocation.
         why: String,
     },
+    /// A key that cannot be exported as asked.
+    #[error(transparent)]
+    Export(#[from] keyd::export::ExportError),
     /// A branch bundle problem.
     #[error(transparent)]
     Bundle(#[from] keyd::bundle::BundleError),
@@ -115,6 +118,14 @@ pub enum CtlError {
     /// JSON encoding failed.
     #[error("cannot encode JSON: {0}")]
     Json(#[from] serde_json::Error),
+    /// A file given as a chain file is not one.
+    #[error("{file} is not a keyd chain file ({detail})")]
+    NotAChain {
+        /// The file.
+        file: PathBuf,
+        /// What the decoder said of its first record.
+        detail: String,
+    },
     /// No keyctl.toml where keyctl looked.
     #[error("no keyctl config at {0}")]
     NoConfig(PathBuf),
@@ -148,11 +159,13 @@ impl CtlError {
             CtlError::Chain { .. } => "chain_invalid",
             CtlError::Refused { .. } => "refused",
             CtlError::KeydRevoked { .. } => "keyd_revoked",
+            CtlError::Export(_) => "cannot_export",
             CtlError::Bundle(_) => "bad_bundle",
             CtlError::TlsKey(_) => "tls_key",
             CtlError::Api { code, .. } => code,
             CtlError::Http(_) => "unreachable",
             CtlError::Json(_) => "json",
+            CtlError::NotAChain { .. } => "not_a_chain",
             CtlError::NoConfig(_) => "no_config",
             CtlError::NotValid(_) => "not_valid",
         }
@@ -194,6 +207,9 @@ impl CtlError {
             }
             CtlError::KeydRevoked { .. } => Some(
                 "enroll this node with another keyd of the cluster (its chain shows this one's branch revoked)",
+            ),
+            CtlError::NotAChain { .. } => Some(
+                "give a chain file: the chain.cbor of `keyctl ceremony init`, `keyctl enroll` or `keyctl chain fetch`",
             ),
             CtlError::NoConfig(_) => Some(
                 "pass --config DIR/keyctl.toml (`keyctl enroll --out DIR` writes it), set KEYCTL_CONFIG, or copy it to ~/.config/keyctl/config.toml",

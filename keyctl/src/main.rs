@@ -1,6 +1,6 @@
 //! `keyctl`: the keyd admin CLI and offline root ceremonies.
 
-use keyctl::{ceremony, chain_cmd, cli, error, public, remote};
+use keyctl::{ceremony, chain_cmd, cli, error, files, public, remote};
 
 use std::process::ExitCode;
 
@@ -9,7 +9,7 @@ use keyd::derive::{self, KeyPath, SoftwareRoot};
 use keyd::hsm::ROOT_SECRET_LEN;
 use zeroize::Zeroizing;
 
-use cli::{Ceremony, ChainCmd, Cli, Command, Output};
+use cli::{Ceremony, ChainCmd, Cli, Command, KeyCmd, Output};
 use error::CtlError;
 use public::PublicJson;
 
@@ -69,6 +69,20 @@ fn run(cli: Cli) -> Result<(), CtlError> {
         }
     };
     match cli.command {
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "keyctl", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man { out } => {
+            std::fs::create_dir_all(&out).map_err(CtlError::io("cannot create", &out))?;
+            clap_mangen::generate_to(<Cli as clap::CommandFactory>::command(), &out)
+                .map_err(CtlError::io("cannot write the man pages to", &out))?;
+            emit(
+                output,
+                &serde_json::json!({"out": out.display().to_string()}),
+            )
+        }
         Command::Vectors { root_hex, path } => {
             let root_hex = Zeroizing::new(root_hex);
             emit(output, &serde_json::to_value(vectors(&root_hex, &path)?)?)
@@ -220,6 +234,30 @@ fn run(cli: Cli) -> Result<(), CtlError> {
                 chain_cmd::summary_json(&file, &v),
                 chain_cmd::summary(&file, &v),
             )
+        }
+        Command::Key(KeyCmd::Export {
+            key,
+            chain,
+            format,
+            key_use,
+            out,
+        }) => {
+            let bytes = public::export(&chain, &key, format, key_use)?;
+            match out {
+                Some(out) => {
+                    files::replace_atomic(&out, &bytes, 0o644)?;
+                    emit(
+                        output,
+                        &serde_json::json!({"out": out.display().to_string()}),
+                    )
+                }
+                None => {
+                    use std::io::Write;
+                    std::io::stdout()
+                        .write_all(&bytes)
+                        .map_err(CtlError::io("cannot write", "standard output"))
+                }
+            }
         }
         Command::Chain(ChainCmd::Show { file }) => {
             let v = chain_cmd::load(&file)?;

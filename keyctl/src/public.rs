@@ -28,3 +28,28 @@ impl PublicJson {
         }
     }
 }
+
+/// `keyctl key export`: the key `key` (node name or path) of the chain file `chain`,
+/// verified first, in `format`.
+pub fn export(
+    chain: &std::path::Path,
+    key: &str,
+    format: crate::cli::KeyFormat,
+    key_use: crate::cli::KeyUse,
+) -> Result<Vec<u8>, crate::error::CtlError> {
+    use crate::cli::{KeyFormat, KeyUse};
+    use keyd::export::{Format, Use};
+    let verified = crate::chain_cmd::load(chain)?;
+    let (path, record) = keyd::export::resolve(verified.state(), key)?;
+    let format = match format {
+        KeyFormat::Pem => Format::Pem,
+        KeyFormat::Jwk => Format::Jwk,
+        KeyFormat::Openssh => Format::OpenSsh,
+        KeyFormat::Raw => Format::Raw,
+    };
+    let usage = match key_use {
+        KeyUse::Sig => Use::Sig,
+        KeyUse::Enc => Use::Enc,
+    };
+    Ok(keyd::export::encode(path, record, usage, format)?)
+}

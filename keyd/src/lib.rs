@@ -12,6 +12,8 @@ pub mod chain;
 pub mod config;
 pub mod derive;
 pub mod envelope;
+#[cfg(feature = "client")]
+pub mod export;
 pub mod hsm;
 #[cfg(feature = "server")]
 pub mod identity;
@@ -38,6 +40,19 @@ pub fn disable_core_dumps() -> std::io::Result<()> {
     Ok(())
 }
 
+/// `unix` seconds as RFC 3339 UTC (`2026-11-30T04:27:16Z`), as messages name times; the
+/// number of seconds itself when it is past what a date can say.
+pub fn rfc3339(unix: u64) -> String {
+    i64::try_from(unix)
+        .ok()
+        .and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| format!("{unix} s after 1970"))
+}
+
 /// Syncs the directory that holds `path`, so that a file or directory created or renamed
 /// there survives a crash, not only its contents.
 pub fn sync_dir(path: &std::path::Path) -> std::io::Result<()> {
@@ -47,6 +62,10 @@ pub fn sync_dir(path: &std::path::Path) -> std::io::Result<()> {
         .unwrap_or(std::path::Path::new("."));
     std::fs::File::open(dir)?.sync_all()
 }
+
+/// How an enrollment token for an exported-mode node begins: the node's first request
+/// carries its install key, instead of learning the mode from a refusal.
+pub const EXPORTED_TOKEN_PREFIX: &str = "exported-";
 
 /// The prefix of every domain tag under which keyd signs for itself (statements, heads,
 /// envelope headers: `keyd/v1/statement\0`, `keyd/v1/head\0`, `keyd/v1/encrypted\0`).

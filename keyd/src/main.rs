@@ -45,6 +45,17 @@ enum Cmd {
     },
     /// Serve the REST API over HTTPS with client certificates.
     Serve,
+    /// Print shell completions for keyd: `source <(keyd completions bash)`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Write keyd's man pages (keyd.1 and one per subcommand) to DIR.
+    Man {
+        /// Where to write them (created when missing).
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Admin credentials, offline (with `keyd serve` stopped).
     Admin {
         #[command(subcommand)]
@@ -80,6 +91,20 @@ fn main() {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    // The two commands that need no configuration.
+    match &cli.command {
+        Cmd::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(*shell, &mut cmd, "keyd", &mut std::io::stdout());
+            return Ok(());
+        }
+        Cmd::Man { out } => {
+            std::fs::create_dir_all(out)?;
+            clap_mangen::generate_to(<Cli as clap::CommandFactory>::command(), out)?;
+            return Ok(());
+        }
+        _ => {}
+    }
     let config = Config::load(&cli.config)?;
     let report = match cli.command {
         Cmd::Init => cmd::provision::init(&config)?,
@@ -91,6 +116,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Admin {
             command: AdminCmd::Issue { name, out },
         } => cmd::provision::issue_admin(&config, &name, &out)?,
+        Cmd::Completions { .. } | Cmd::Man { .. } => return Ok(()),
     };
     report.print(cli.output);
     Ok(())

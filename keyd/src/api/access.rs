@@ -28,6 +28,8 @@ const PUBLIC: &[&str] = &[
     "/metrics",
     "/v1/openapi.json",
     "/v1/ca",
+    "/v1/keys/{name}",
+    "/v1/jwks.json",
     "/v1/chain",
     "/v1/enroll",
 ];

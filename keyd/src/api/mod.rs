@@ -6,6 +6,7 @@ mod admin;
 mod body;
 mod credentials;
 mod error;
+mod keys;
 mod limits;
 mod metrics;
 mod ops;
@@ -111,6 +112,8 @@ fn principal_and_generation(
         prometheus,
         openapi,
         admin::ca,
+        keys::key,
+        keys::jwks,
         admin::chain,
         admin::push_root,
         admin::pull_peers,
@@ -204,6 +207,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/batch/datakey", web::post().to(ops::batch_datakey))
             .route("/openapi.json", web::get().to(openapi))
             .route("/ca", web::get().to(admin::ca))
+            .route("/keys/{name}", web::get().to(keys::key))
+            .route("/jwks.json", web::get().to(keys::jwks))
             .route("/chain", web::get().to(admin::chain))
             .route("/chain/root", web::post().to(admin::push_root))
             .route("/chain/pull", web::post().to(admin::pull_peers))

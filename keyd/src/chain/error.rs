@@ -71,7 +71,11 @@ pub enum Rule {
         seq: u64,
     },
     /// `appended_at` goes backwards.
-    #[error("appended_at {found} is before the previous entry's {previous}")]
+    #[error(
+        "appended_at {} is before the previous entry's {}",
+        crate::rfc3339(*.found),
+        crate::rfc3339(*.previous)
+    )]
     TimeBackwards {
         /// This entry's time.
         found: u64,
@@ -126,7 +130,12 @@ pub enum Rule {
         seq: u64,
     },
     /// The signer is outside its validity window.
-    #[error("signer {signer} is not valid at {at} (valid from {not_before} to {not_after})")]
+    #[error(
+        "signer {signer} is not valid at {} (valid from {} to {})",
+        crate::rfc3339(*.at),
+        crate::rfc3339(*.not_before),
+        crate::rfc3339(*.not_after)
+    )]
     SignerExpired {
         /// The signer.
         signer: KeyPath,
@@ -267,7 +276,8 @@ pub enum Rule {
     },
     /// A head older than the verifier allows.
     #[error(
-        "the head of log {log} is {age} s old (signed at {signed_at}); at most {max_age} s allowed: the log may be withheld"
+        "the head of log {log} is {age} s old (signed at {}); at most {max_age} s allowed: the log may be withheld",
+        crate::rfc3339(*.signed_at)
     )]
     Stale {
         /// The log.
@@ -281,7 +291,9 @@ pub enum Rule {
     },
     /// A head signed before the one already held for its log (a replay).
     #[error(
-        "the head of log {log} was signed at {signed_at}, before the head already held (signed at {held})"
+        "the head of log {log} was signed at {}, before the head already held (signed at {})",
+        crate::rfc3339(*.signed_at),
+        crate::rfc3339(*.held)
     )]
     OlderHead {
         /// The log.

@@ -101,7 +101,7 @@ impl std::fmt::Display for KeyStatus {
             }
             KeyStatus::Expired {
                 path, not_after, ..
-            } => write!(f, "{path} expired at {not_after}"),
+            } => write!(f, "{path} expired at {}", crate::rfc3339(*not_after)),
         }
     }
 }

@@ -49,7 +49,7 @@ fn check_mark(
         bail!(
             "the store was rolled back or replaced: this keyd signed a head of its branch log {branch} at seq {} (signed at {}), but the store's branch log ends at seq {}{}; keyd refuses to serve from it (restore the latest copy of {}, or rebuild the branch from the root and the logs)",
             mark.seq,
-            mark.signed_at,
+            keyd::rfc3339(mark.signed_at),
             entries.len().saturating_sub(1),
             if entries.len() as u64 > mark.seq {
                 " with another entry at that seq"

@@ -193,11 +193,21 @@ impl FromStr for KeyPath {
                     max: MAX_DEPTH,
                 });
             }
-            let number = ChildNumber::from_str(component).map_err(|_| PathError::BadComponent {
-                input: input.to_owned(),
-                position,
-                component: component.to_owned(),
-            })?;
+            // `H` marks a hardened component as `h` and `'` do (BIP-32 writes all three).
+            let normal;
+            let component_text = match component.strip_suffix('H') {
+                Some(index) => {
+                    normal = format!("{index}h");
+                    normal.as_str()
+                }
+                None => component,
+            };
+            let number =
+                ChildNumber::from_str(component_text).map_err(|_| PathError::BadComponent {
+                    input: input.to_owned(),
+                    position,
+                    component: component.to_owned(),
+                })?;
             if !number.is_hardened() {
                 return Err(PathError::NotHardened {
                     input: input.to_owned(),
@@ -248,6 +258,9 @@ mod tests {
         assert_eq!(p.indexes().collect::<Vec<_>>(), vec![3, 7, 0, 2]);
         let h: KeyPath = "m/3h/7h".parse().unwrap();
         assert_eq!(h.to_string(), "m/3'/7'");
+        let upper: KeyPath = "m/3H/7'".parse().unwrap();
+        assert_eq!(upper, h);
+        assert!("m/3HH".parse::<KeyPath>().is_err());
         assert_eq!(KeyPath::root().to_string(), "m");
         assert_eq!("m".parse::<KeyPath>().unwrap(), KeyPath::root());
     }

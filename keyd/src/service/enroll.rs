@@ -83,7 +83,7 @@ impl Service {
                 )));
             }
         };
-        let (token, hash, expires_at) = self.new_token()?;
+        let (token, hash, expires_at) = self.new_token(mode)?;
         let (name, parent) = (name.to_owned(), parent.map(str::to_owned));
         let path = self.append(move |svc, w| {
             let state = w.state();
@@ -160,12 +160,20 @@ impl Service {
     }
 
     /// A fresh one-time token: the token, its SHA-256 (what the store keys it by) and
-    /// its expiry.
-    fn new_token(&self) -> Result<(Zeroizing<String>, Vec<u8>, u64), ServiceError> {
+    /// its expiry. An exported-mode token begins with [`crate::EXPORTED_TOKEN_PREFIX`], so that
+    /// the node sends its install key with its first request.
+    fn new_token(
+        &self,
+        mode: EnrollMode,
+    ) -> Result<(Zeroizing<String>, Vec<u8>, u64), ServiceError> {
         let mut raw = Zeroizing::new([0u8; 32]);
         getrandom::fill(raw.as_mut())
             .map_err(|e| ServiceError::BadRequest(format!("randomness: {e}")))?;
-        let token = Zeroizing::new(hex::encode(raw.as_ref()));
+        let prefix = match mode {
+            EnrollMode::Held => "",
+            EnrollMode::Exported => crate::EXPORTED_TOKEN_PREFIX,
+        };
+        let token = Zeroizing::new(format!("{prefix}{}", hex::encode(raw.as_ref())));
         let hash = Sha256::digest(token.as_bytes()).to_vec();
         Ok((token, hash, unix_now() + self.config.enroll_token_seconds))
     }
@@ -204,7 +212,7 @@ impl Service {
             }
             path.clone()
         };
-        let (token, hash, expires_at) = self.new_token()?;
+        let (token, hash, expires_at) = self.new_token(mode)?;
         let record = chain::cbor_bytes(&TokenRecord {
             path: path.clone(),
             expires_at,

@@ -268,3 +268,28 @@ impl Service {
         Ok((key, sealed))
     }
 }
+
+impl Service {
+    /// A public key of the cluster in `format` (see [`crate::export`]): a node's current
+    /// epoch key by name or node path, or the key a path names exactly.
+    pub fn export_key(
+        &self,
+        name_or_path: &str,
+        usage: crate::export::Use,
+        format: crate::export::Format,
+    ) -> Result<Vec<u8>, ServiceError> {
+        use crate::export::{self, ExportError};
+        let chain = self.read_chain();
+        let (path, record) = export::resolve(chain.state(), name_or_path).map_err(|e| match e {
+            ExportError::NotFound(_) => ServiceError::NotFound(e.to_string()),
+            _ => ServiceError::PartyNotValid(e.to_string()),
+        })?;
+        export::encode(path, record, usage, format)
+            .map_err(|e| ServiceError::BadRequest(e.to_string()))
+    }
+
+    /// The JWKS of every valid node's current signing key ([`crate::export::jwks`]).
+    pub fn jwks(&self) -> serde_json::Value {
+        crate::export::jwks(self.read_chain().state(), unix_now())
+    }
+}
