@@ -633,3 +633,88 @@ fn key_export_in_the_formats_tools_read() -> Result<()> {
     ensure!(String::from_utf8(out.stderr)?.contains("no key \"nobody\" in the chain"));
     Ok(())
 }
+
+#[test]
+fn a_url_keyds_certificate_does_not_name_says_server_names() -> Result<()> {
+    let c = Cluster::start_with("server_names = [\"keyd.example\"]\n")?;
+    let admin = c.admin_config()?;
+    let out = run_keyctl(&["node", "list", "--config", &admin], &[])?;
+    ensure!(out.status.code() == Some(1), "{}", out.status);
+    let err = String::from_utf8(out.stderr)?;
+    ensure!(
+        err.contains("not valid for name")
+            && err.contains("try: the host in url must be one of keyd's server_names"),
+        "{err}"
+    );
+    Ok(())
+}
+
+/// The pixels of a QR code drawn with Unicode half blocks (two rows per line), dark
+/// where `dark` says, each module 4 × 4 pixels.
+fn qr_pixels(text: &str, dark_is_blank: bool) -> (usize, usize, Vec<bool>) {
+    let lines: Vec<Vec<char>> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty() || l.contains(' '))
+        .map(|l| l.chars().collect())
+        .collect();
+    let width = lines.iter().map(Vec::len).max().unwrap_or(0);
+    let rows = lines.len() * 2;
+    let scale = 4;
+    let mut pixels = vec![false; width * scale * rows * scale];
+    for (y, line) in lines.iter().enumerate() {
+        for x in 0..width {
+            let c = line.get(x).copied().unwrap_or(' ');
+            let (top, bottom) = match c {
+                '█' => (true, true),
+                '▀' => (true, false),
+                '▄' => (false, true),
+                _ => (false, false),
+            };
+            for (half, ink) in [(0, top), (1, bottom)] {
+                let dark = ink != dark_is_blank;
+                for dy in 0..scale {
+                    for dx in 0..scale {
+                        let py = (y * 2 + half) * scale + dy;
+                        let px = x * scale + dx;
+                        pixels[py * width * scale + px] = dark;
+                    }
+                }
+            }
+        }
+    }
+    (width * scale, rows * scale, pixels)
+}
+
+#[test]
+fn node_add_draws_the_token_as_a_qr_code_that_scans() -> Result<()> {
+    let c = Cluster::start()?;
+    let admin = c.admin_config()?;
+    let out = run_keyctl(&["node", "add", "kiosk", "--config", &admin, "--qr"], &[])?;
+    ensure!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let added: Value = serde_json::from_slice(&out.stdout)?;
+    let token = added["token"].as_str().context("token")?;
+    let drawn = String::from_utf8(out.stderr)?;
+    // Scan it: either polarity (the renderer draws light or dark modules as blocks).
+    let mut scanned = None;
+    for dark_is_blank in [false, true] {
+        let (w, h, pixels) = qr_pixels(&drawn, dark_is_blank);
+        let mut image = rqrr::PreparedImage::prepare_from_greyscale(w, h, |x, y| {
+            if pixels[y * w + x] { 0 } else { 255 }
+        });
+        if let Some(grid) = image.detect_grids().first()
+            && let Ok((_, content)) = grid.decode()
+        {
+            scanned = Some(content);
+            break;
+        }
+    }
+    ensure!(
+        scanned.as_deref() == Some(token),
+        "scanned {scanned:?}, token {token}"
+    );
+    Ok(())
+}

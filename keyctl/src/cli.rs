@@ -343,6 +343,10 @@ pub enum NodeCmd {
         /// `keyctl enroll --token-file`, instead of printing it.
         #[arg(long, value_name = "FILE")]
         token_out: Option<PathBuf>,
+        /// Also draw the token as a QR code on the terminal (standard error), for a
+        /// node to scan.
+        #[arg(long)]
+        qr: bool,
     },
     /// List nodes and their status (JSON).
     List {
@@ -400,6 +404,9 @@ pub enum NodeCmd {
         /// printing it.
         #[arg(long, value_name = "FILE")]
         token_out: Option<PathBuf>,
+        /// Also draw the token as a QR code on the terminal (standard error).
+        #[arg(long)]
+        qr: bool,
     },
     /// Set which envelope suites node NAME accepts: x-wing (keyd then refuses X25519
     /// envelopes to it, so no sender can downgrade it) or any (the default). An admin,

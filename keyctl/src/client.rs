@@ -200,25 +200,37 @@ impl Client {
     /// GETs raw bytes, and whether keyd says (for chain records) that every log reached
     /// its head.
     pub fn get_chain(&self, path: &str) -> Result<(Vec<u8>, bool), CtlError> {
+        self.get_chain_page(path)
+            .map(|(bytes, complete, _)| (bytes, complete))
+    }
+
+    /// A page of `GET /v1/chain`: its bytes, whether every log reached its head, and the
+    /// number of entries keyd holds over all logs (when it says).
+    pub fn get_chain_page(&self, path: &str) -> Result<(Vec<u8>, bool, Option<u64>), CtlError> {
         let mut resp = self
             .agent
             .get(format!("{}{path}", self.url))
             .call()
             .map_err(|e| CtlError::Http(format!("{}{path}: {e}", self.url)))?;
         if resp.status() != 200 {
-            return self.decode(path, resp).map(|_| (Vec::new(), false));
+            return self.decode(path, resp).map(|_| (Vec::new(), false, None));
         }
         let complete = resp
             .headers()
             .get(keyd::chain::COMPLETE_HEADER)
             .is_some_and(|v| v.as_bytes() == b"true");
+        let total = resp
+            .headers()
+            .get(keyd::chain::LENGTH_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
         let body = resp
             .body_mut()
             .with_config()
             .limit(1 << 30)
             .read_to_vec()
             .map_err(|e| CtlError::Http(format!("{path}: {e}")))?;
-        Ok((body, complete))
+        Ok((body, complete, total))
     }
 
     /// GETs raw bytes.

@@ -197,6 +197,9 @@ impl CtlError {
             CtlError::Chain { .. } => Some(
                 "the file was changed or damaged; restore it from the ceremony's copy, or re-fetch it from keyd",
             ),
+            CtlError::Http(m) if m.contains("not valid for name") => Some(
+                "the host in url must be one of keyd's server_names (keyd.toml; default: the loopback names)",
+            ),
             CtlError::Http(_) => Some(
                 "check url in the --config file and that keyd serve is running; the CA in the config must be keyd's ca.pem",
             ),

@@ -67,13 +67,29 @@ fn refuse_existing(out: Option<&Path>) -> Result<(), CtlError> {
     }
 }
 
-/// A node add or re-enroll answer, its token moved to `out` (a new 0600 file) when asked.
-fn token_to_file(mut resp: Value, out: Option<&Path>) -> Result<Value, CtlError> {
+/// The token as a QR code of Unicode half blocks, quiet zone included.
+pub fn token_qr(token: &str) -> Result<String, CtlError> {
+    let code = qrcode::QrCode::new(token.as_bytes()).map_err(|e| CtlError::Arg {
+        flag: "--qr",
+        message: format!("cannot draw the token: {e}"),
+    })?;
+    Ok(code
+        .render::<qrcode::render::unicode::Dense1x2>()
+        .quiet_zone(true)
+        .build())
+}
+
+/// A node add or re-enroll answer, its token moved to `out` (a new 0600 file) when asked,
+/// and drawn as a QR code on standard error with `qr`.
+fn token_to_file(mut resp: Value, out: Option<&Path>, qr: bool) -> Result<Value, CtlError> {
+    let token = resp["token"]
+        .as_str()
+        .ok_or_else(|| CtlError::Http("keyd's answer has no token".into()))?
+        .to_owned();
+    if qr {
+        eprintln!("{}", token_qr(&token)?);
+    }
     if let Some(out) = out {
-        let token = resp["token"]
-            .as_str()
-            .ok_or_else(|| CtlError::Http("keyd's answer has no token".into()))?
-            .to_owned();
         files::write_private(out, format!("{token}\n").as_bytes())?;
         if let Some(m) = resp.as_object_mut() {
             m.remove("token");
@@ -105,6 +121,7 @@ pub fn run(command: Command, output: Option<Output>) -> Result<Option<Value>, Ct
             mode,
             valid_for,
             token_out,
+            qr,
         }) => {
             let mut body = json!({"name": name, "mode": mode.name()});
             if let Some(p) = parent {
@@ -120,7 +137,7 @@ pub fn run(command: Command, output: Option<Output>) -> Result<Option<Value>, Ct
             }
             refuse_existing(token_out.as_deref())?;
             let resp = Client::from_config(&config)?.post("/v1/nodes", &body)?;
-            token_to_file(resp, token_out.as_deref())?
+            token_to_file(resp, token_out.as_deref(), qr)?
         }
         Command::Node(NodeCmd::List { config }) => {
             Client::from_config(&config)?.get("/v1/nodes")?
@@ -168,13 +185,14 @@ pub fn run(command: Command, output: Option<Output>) -> Result<Option<Value>, Ct
             name,
             mode,
             token_out,
+            qr,
         }) => {
             refuse_existing(token_out.as_deref())?;
             let resp = Client::from_config(&config)?.post(
                 &format!("/v1/nodes/{name}/reenroll"),
                 &json!({"mode": mode.name()}),
             )?;
-            token_to_file(resp, token_out.as_deref())?
+            token_to_file(resp, token_out.as_deref(), qr)?
         }
         Command::Node(NodeCmd::Suite {
             config,
@@ -314,12 +332,24 @@ pub fn run(command: Command, output: Option<Output>) -> Result<Option<Value>, Ct
                 keyd::chain::Chain::new()
             };
             let mut new = 0;
+            // A bar on a terminal (indicatif draws nothing when stderr is not one).
+            let progress = indicatif::ProgressBar::new(0).with_style(
+                indicatif::ProgressStyle::with_template(
+                    "{bar:40} {pos}/{len} entries verified ({per_sec}, {eta} left)",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            progress.set_position(v.len() as u64);
             loop {
                 let since = keyd::chain::format_positions(&v.positions());
-                let (bytes, complete) =
-                    client.get_chain(&format!("/v1/chain?since={since}&limit={page}"))?;
+                let (bytes, complete, total) =
+                    client.get_chain_page(&format!("/v1/chain?since={since}&limit={page}"))?;
+                if let Some(total) = total {
+                    progress.set_length(total);
+                }
                 let added = v.update(&bytes).map_err(bad)?;
                 new += added;
+                progress.inc(added as u64);
                 if complete {
                     break;
                 }
@@ -329,6 +359,7 @@ pub fn run(command: Command, output: Option<Output>) -> Result<Option<Value>, Ct
                     ));
                 }
             }
+            progress.finish_and_clear();
             v.check_complete().map_err(bad)?;
             if let Some(age) = max_age {
                 crate::chain_cmd::check_fresh(&out, &v, age)?;

@@ -35,7 +35,7 @@ pub async fn ca(svc: web::Data<Service>) -> HttpResponse {
 /// Most entries in one answer of `GET /v1/chain`.
 pub const CHAIN_PAGE: usize = 10_000;
 /// The response header giving the number of entries keyd holds over all logs.
-pub const CHAIN_LENGTH: &str = "x-keyd-chain-length";
+pub const CHAIN_LENGTH: &str = crate::chain::LENGTH_HEADER;
 /// The response header saying whether the answer reached every log's head (`true`) or
 /// is a page cut short (`false`: pull again from the positions now held).
 pub const CHAIN_COMPLETE: &str = crate::chain::COMPLETE_HEADER;

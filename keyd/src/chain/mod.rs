@@ -48,6 +48,10 @@ pub fn fingerprint(ed25519: &[u8; 32]) -> String {
 /// log's head (`true`) or is a page cut short (`false`).
 pub const COMPLETE_HEADER: &str = "x-keyd-chain-complete";
 
+/// The response header of `GET /v1/chain` giving the number of entries keyd holds over
+/// all logs.
+pub const LENGTH_HEADER: &str = "x-keyd-chain-length";
+
 /// Maps a decoding failure to its rule, singling out unknown statement kinds.
 pub fn decode_rule(e: CborError) -> Rule {
     if let CborError::Malformed(msg) = &e
