@@ -22,4 +22,5 @@ mod operator;
 mod service;
 mod store_integrity;
 mod suites;
+mod tools;
 mod walkthrough;
