@@ -686,3 +686,37 @@ fn a_peer_behind_on_the_root_log_is_still_mirrored() -> Result<()> {
     );
     Ok(())
 }
+
+/// The gauges operators alert on: entries per log, the branch head's age, the server
+/// certificate's end, the seal token answering, and the process's own figures.
+#[test]
+fn metrics_carry_the_gauges_operators_alert_on() -> Result<()> {
+    let c = Cluster::start()?;
+    let (_, body) = c.anonymous()?.get("/metrics")?;
+    let text = String::from_utf8(body)?;
+    let value = |name: &str| -> Result<f64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
+            .and_then(|v| v.trim().parse().ok())
+            .with_context(|| format!("{name} in /metrics:\n{text}"))
+    };
+    let (_, chain) = c.anonymous()?.get("/v1/chain")?;
+    let chain = keyd::chain::verify_file(&chain)?;
+    let root = keyd::derive::KeyPath::root();
+    let branch: keyd::derive::KeyPath = "m/1'".parse()?;
+    ensure!(value("keyd_chain_entries{log=\"m\"}")? as usize == chain.entries(&root).len());
+    ensure!(value("keyd_chain_entries{log=\"m/1'\"}")? as usize == chain.entries(&branch).len());
+    ensure!(value("keyd_branch_head_age_seconds")? < 120.0);
+    let now = keyd::service::unix_now() as f64;
+    let not_after = value("keyd_server_certificate_not_after_seconds")?;
+    ensure!(
+        not_after > now && not_after < now + 31.0 * 86_400.0,
+        "{not_after}"
+    );
+    ensure!(value("keyd_seal_token_up")? == 1.0);
+    ensure!(value("process_resident_memory_bytes")? > 1e6);
+    ensure!(value("process_open_fds")? > 2.0);
+    ensure!(value("process_start_time_seconds")? <= now);
+    ensure!(text.contains("# EOF"), "OpenMetrics text ends with # EOF");
+    Ok(())
+}

@@ -123,6 +123,10 @@ fn issue(
     seconds: u64,
 ) -> anyhow::Result<Arc<CertifiedKey>> {
     let (cert, key) = ca.server_cert(names, seconds)?;
+    if let Ok((_, parsed)) = x509_parser::parse_x509_certificate(cert.as_ref()) {
+        let not_after = u64::try_from(parsed.validity().not_after.timestamp()).unwrap_or(0);
+        crate::api::metrics().server_certificate(not_after);
+    }
     let key = provider
         .key_provider
         .load_private_key(PrivateKeyDer::Pkcs8(key.to_vec().into()))?;

@@ -300,10 +300,14 @@ async fn readyz(svc: web::Data<crate::service::Service>) -> Result<HttpResponse,
 /// Prometheus metrics: requests and latency by route and status, errors by code,
 /// operations by kind.
 #[utoipa::path(get, path = "/metrics", tag = "operations",
-    responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
-async fn prometheus() -> HttpResponse {
+    responses((status = 200, description = "OpenMetrics text format", content_type = "application/openmetrics-text")))]
+async fn prometheus(svc: web::Data<Service>) -> HttpResponse {
+    let head_age = svc
+        .own_head()
+        .map(|h| crate::service::unix_now().saturating_sub(h.signed_at));
+    metrics().chain(&svc.log_lengths(), head_age);
     HttpResponse::Ok()
-        .content_type("text/plain; version=0.0.4")
+        .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
         .body(metrics().render())
 }
 

@@ -137,6 +137,8 @@ pub fn serve(config: Config, output: super::report::Output) -> Result<()> {
 
 /// How often the mark on the seal token is brought up to the latest branch head.
 const MARK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+/// Every this many mark intervals with nothing to write, the seal token is read.
+const SEAL_PROBE: u64 = 10;
 
 /// The work keyd does besides answering requests, each on its own thread so that key
 /// operations never wait for it: re-signing the branch head at its interval, keeping
@@ -145,16 +147,33 @@ const MARK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 fn background(svc: &actix_web::web::Data<Service>, hsm: Hsm) {
     let s = svc.clone();
     std::thread::spawn(move || {
+        let metrics = keyd::api::metrics();
+        metrics.seal_token(true);
         let mut marked = s.own_head().map(|h| h.seq);
-        loop {
+        for tick in 1u64.. {
             std::thread::sleep(MARK_INTERVAL);
-            let Some(head) = s.own_head() else { continue };
-            if marked == Some(head.seq) {
+            // Every SEAL_PROBE ticks without a mark to write, a read tells whether the
+            // seal token still answers (keyd_seal_token_up).
+            let head = s.own_head();
+            let Some(head) = head.filter(|h| marked != Some(h.seq)) else {
+                if tick % SEAL_PROBE == 0 {
+                    let up = hsm.read_marks().is_ok();
+                    if !up {
+                        tracing::error!("the seal token does not answer");
+                    }
+                    metrics.seal_token(up);
+                }
                 continue;
-            }
+            };
             match hsm.write_mark(&keyd::chain::cbor_bytes(&head)) {
-                Ok(()) => marked = Some(head.seq),
-                Err(e) => tracing::error!(error = %e, "could not write the mark on the seal token"),
+                Ok(()) => {
+                    marked = Some(head.seq);
+                    metrics.seal_token(true);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "could not write the mark on the seal token");
+                    metrics.seal_token(false);
+                }
             }
         }
     });

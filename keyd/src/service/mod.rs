@@ -352,6 +352,14 @@ impl Service {
         self.read_chain().head(&self.branch_path).cloned()
     }
 
+    /// Entries held per log (`m`, `m/1'`, …), for the metrics.
+    pub fn log_lengths(&self) -> Vec<(String, usize)> {
+        self.read_chain()
+            .logs()
+            .map(|(log, held)| (log.to_string(), held.entries.len()))
+            .collect()
+    }
+
     /// Re-signs this keyd's branch head at the current time and stores it, so that
     /// verifiers demanding a fresh head accept it (DESIGN.md section 4: heads with time).
     pub fn refresh_head(&self) -> Result<(), ServiceError> {
