@@ -335,3 +335,61 @@ fn node_add_draws_the_token_as_a_qr_code_that_scans() -> Result<()> {
     );
     Ok(())
 }
+
+/// Ceremony steps are drawn on a terminal (a pseudo-terminal from `script`), and not at
+/// all when standard error is a pipe or a file.
+#[test]
+fn ceremony_steps_show_on_a_terminal_only() -> Result<()> {
+    if Command::new("script").arg("--version").output().is_err() {
+        return Ok(()); // util-linux's script is not installed: nothing to drive a pty with
+    }
+    let tmp = tempfile::tempdir()?;
+    let mut recipients = Vec::new();
+    for who in ["alice", "bob"] {
+        let key = tmp.path().join(format!("{who}.key"));
+        let out = run_keyctl(&["ceremony", "custodian-key", "--out", s(&key)], &[])?;
+        ensure!(out.status.success());
+        recipients.push(format!("{who}={}", String::from_utf8(out.stdout)?.trim()));
+    }
+    let init = |token: &hsm_sim::TestToken, out: &str| {
+        format!(
+            "{} ceremony init --hsm '{}' --custodian {} --custodian {} --threshold 2 --out {}",
+            bins().keyctl.display(),
+            token.uri(),
+            recipients[0],
+            recipients[1],
+            out
+        )
+    };
+    // On a terminal: each step, by name.
+    let token = crate::helpers::token("steps-tty")?;
+    let line = init(&token, s(&tmp.path().join("tty")));
+    let out = token
+        .command("script")
+        .args(["-qec", &line, "/dev/null"])
+        .output()?;
+    let drawn = String::from_utf8_lossy(&out.stdout);
+    ensure!(out.status.success(), "{drawn}");
+    for step in [
+        "sealing share 1 to alice",
+        "sealing share 2 to bob",
+        "importing the root into the token",
+        "[4/4] deriving the root identity through the token",
+    ] {
+        ensure!(drawn.contains(step), "{step:?} not drawn:\n{drawn}");
+    }
+    // Through pipes: not a trace of it.
+    let token = crate::helpers::token("steps-pipe")?;
+    let out = token
+        .command("sh")
+        .args(["-c", &init(&token, s(&tmp.path().join("pipe")))])
+        .output()?;
+    ensure!(out.status.success());
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ensure!(!all.contains("sealing share"), "{all}");
+    Ok(())
+}

@@ -8,6 +8,7 @@ pub mod client;
 pub mod enroll;
 pub mod error;
 pub mod files;
+pub mod progress;
 pub mod public;
 pub mod remote;
 

@@ -333,12 +333,7 @@ pub fn run(command: Command, output: Option<Output>) -> Result<Option<Value>, Ct
             };
             let mut new = 0;
             // A bar on a terminal (indicatif draws nothing when stderr is not one).
-            let progress = indicatif::ProgressBar::new(0).with_style(
-                indicatif::ProgressStyle::with_template(
-                    "{bar:40} {pos}/{len} entries verified ({per_sec}, {eta} left)",
-                )
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-            );
+            let progress = crate::progress::bar(0, "entries verified");
             progress.set_position(v.len() as u64);
             loop {
                 let since = keyd::chain::format_positions(&v.positions());

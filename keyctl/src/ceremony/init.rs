@@ -173,7 +173,13 @@ fn write_and_import(
 ) -> Result<Vec<String>, CtlError> {
     let mut names = Vec::with_capacity(share_set.len());
     let mut committed = Vec::with_capacity(share_set.len());
+    // Each share, then the import and its proof (a passphrase share costs a second).
+    let progress = crate::progress::steps(share_set.len() as u64 + 2);
     for share in share_set {
+        progress.set_message(match share_to.custodian(share.index) {
+            Some(c) => format!("sealing share {} to {}", share.index, c.name),
+            None => format!("writing share {}", share.index),
+        });
         let clear = zeroize::Zeroizing::new(files::pretty_json(share)?);
         let mut record = json!({
             "index": share.index,
@@ -196,11 +202,15 @@ fn write_and_import(
         };
         committed.push(record);
         names.push(name);
+        progress.inc(1);
     }
     let encrypted = matches!(share_to, ShareTo::Custodians(_));
     files::write_private(&staging.join("root.json"), &files::pretty_json(root)?)?;
 
+    progress.set_message("importing the root into the token");
     hsm.import_root(secret)?;
+    progress.inc(1);
+    progress.set_message("deriving the root identity through the token");
     // From here on, undo the import on failure.
     let proved = (|| {
         let hsm_root = hsm.root()?;
@@ -256,6 +266,8 @@ fn write_and_import(
         });
         transcript::write(&staging.join("transcript.json"), &hsm_root, body)
     })();
+    progress.inc(1);
+    progress.finish_and_clear();
     if let Err(e) = proved {
         let _ = hsm.danger_destroy_root();
         return Err(e);

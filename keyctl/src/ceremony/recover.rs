@@ -29,9 +29,13 @@ pub fn run(
     let root = RootJson::read(expect)?;
     let committed = commitments(init_transcript, &root)?;
     let mut loaded = Vec::with_capacity(share_files.len());
+    let progress = crate::progress::steps(share_files.len() as u64 + 1);
     for file in share_files {
+        progress.set_message(format!("opening {}", file.display()));
         loaded.push((file.clone(), shares::read(file, keys)?));
+        progress.inc(1);
     }
+    progress.set_message("rebuilding the root and importing it into the token");
     let secret = shares::combine(&loaded, &root.root_ref(), Some(&committed))?;
     let rebuilt = root_identity(&SoftwareRoot::danger_from_bytes(&secret))?;
     if !root.matches(&rebuilt) {
@@ -49,6 +53,8 @@ pub fn run(
     let hsm = super::open(uri)?;
     hsm.import_root(&secret)?;
     drop(secret);
+    progress.inc(1);
+    progress.finish_and_clear();
     let proved = (|| {
         let hsm_root = hsm.root()?;
         if !root.matches(&root_identity(&hsm_root)?) {
