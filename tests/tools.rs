@@ -25,6 +25,10 @@ fn completions_and_man_pages_for_every_binary() -> Result<()> {
             ensure!(out.status.success(), "{name} completions {shell}");
             let script = String::from_utf8(out.stdout)?;
             ensure!(script.contains(sub), "{name} {shell}: no {sub}");
+            ensure!(
+                !script.contains("__token-init"),
+                "{name} {shell}: an internal command"
+            );
             if shell == "bash" {
                 let check = Command::new("bash").args(["-n", "-c", &script]).output()?;
                 ensure!(

@@ -134,7 +134,12 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Cmd::Completions { shell } => {
-            let mut cmd = <Cli as clap::CommandFactory>::command();
+            // Without the internal subcommands (hidden from --help, and from here).
+            let full = <Cli as clap::CommandFactory>::command();
+            let mut cmd = clap::Command::new("hsm-sim")
+                .version(env!("CARGO_PKG_VERSION"))
+                .args(full.get_arguments().cloned())
+                .subcommands(full.get_subcommands().filter(|s| !s.is_hide_set()).cloned());
             clap_complete::generate(shell, &mut cmd, "hsm-sim", &mut std::io::stdout());
             Ok(())
         }
