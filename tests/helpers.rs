@@ -16,6 +16,8 @@ pub struct Bins {
     pub hsm_sim: PathBuf,
     /// `keyd`.
     pub keyd: PathBuf,
+    /// keyd's example node (`keyd/examples/node.rs`).
+    pub example_node: PathBuf,
 }
 
 /// Builds `keyd`, `keyctl` and `hsm-sim` once per test process, in the same target directory
@@ -38,13 +40,21 @@ fn build() -> Result<Bins> {
     let mut cmd = Command::new(cargo);
     // The whole workspace's binaries and tests, as `cargo test --workspace` selects them:
     // with the tests selected, dev-dependencies take part in feature unification exactly as
-    // they did for this test binary, so after `cargo test --workspace` this is a no-op.
+    // they did for this test binary, so after `cargo test --workspace` (which builds the
+    // examples too) this is a no-op.
     // Without `--tests`, the dev-dependencies' features drop out, every crate between them
     // and the binaries gets another hash, and the whole tree is compiled (and stored) twice.
-    cmd.args(["build", "--quiet", "--workspace", "--bins", "--tests"])
-        .arg("--target-dir")
-        .arg(target_dir)
-        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
+    cmd.args([
+        "build",
+        "--quiet",
+        "--workspace",
+        "--bins",
+        "--tests",
+        "--examples",
+    ])
+    .arg("--target-dir")
+    .arg(target_dir)
+    .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
     if profile_dir.file_name().is_some_and(|n| n == "release") {
         cmd.arg("--release");
     }
@@ -76,6 +86,7 @@ fn build() -> Result<Bins> {
         keyctl: profile_dir.join("keyctl"),
         hsm_sim: profile_dir.join("hsm-sim"),
         keyd: profile_dir.join("keyd"),
+        example_node: profile_dir.join("examples").join("node"),
     })
 }
 

@@ -707,7 +707,7 @@ fn metrics_carry_the_gauges_operators_alert_on() -> Result<()> {
     ensure!(value("keyd_chain_entries{log=\"m\"}")? as usize == chain.entries(&root).len());
     ensure!(value("keyd_chain_entries{log=\"m/1'\"}")? as usize == chain.entries(&branch).len());
     ensure!(value("keyd_branch_head_age_seconds")? < 120.0);
-    let now = keyd::service::unix_now() as f64;
+    let now = keyd::unix_now() as f64;
     let not_after = value("keyd_server_certificate_not_after_seconds")?;
     ensure!(
         not_after > now && not_after < now + 31.0 * 86_400.0,

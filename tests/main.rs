@@ -7,6 +7,7 @@ mod api;
 mod ceremony;
 mod chain;
 mod cli;
+mod client;
 mod cluster;
 mod crash;
 mod custodians;

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use keyd::chain::{self, Chain, ChainState, KeyKind, KeyStatus};
+use keyd::chain::{Chain, ChainState, KeyKind, KeyStatus};
 use keyd::derive::KeyPath;
 use serde_json::{Value, json};
 
@@ -12,21 +12,7 @@ use crate::error::CtlError;
 
 /// Reads and verifies a chain file.
 pub fn load(file: &Path) -> Result<Chain, CtlError> {
-    let bytes = std::fs::read(file).map_err(CtlError::io("cannot read", file))?;
-    chain::verify_file(&bytes).map_err(|error| {
-        // Not one record decodes: not a damaged chain, something else altogether.
-        if error.position == 0 && matches!(error.rule, chain::Rule::Decode(_)) {
-            CtlError::NotAChain {
-                file: file.to_owned(),
-                detail: error.rule.to_string(),
-            }
-        } else {
-            CtlError::Chain {
-                file: file.to_owned(),
-                error: Box::new(error),
-            }
-        }
-    })
+    Ok(keyd::client::load_chain(file)?)
 }
 
 /// Checks that every branch head of `v` is at most `max_age` seconds old.
@@ -91,12 +77,7 @@ fn logs_text(v: &Chain) -> String {
 }
 
 /// Unix seconds now.
-pub fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
+pub use keyd::unix_now;
 
 /// Keys not revoked and keys revoked, now.
 fn counts(v: &Chain) -> (usize, usize) {

@@ -480,11 +480,11 @@ pub enum Mode {
 }
 
 impl Mode {
-    /// The API's name.
-    pub fn name(self) -> &'static str {
+    /// The API's mode.
+    pub fn wire(self) -> keyd::wire::EnrollMode {
         match self {
-            Mode::Held => "held",
-            Mode::Exported => "exported",
+            Mode::Held => keyd::wire::EnrollMode::Held,
+            Mode::Exported => keyd::wire::EnrollMode::Exported,
         }
     }
 }

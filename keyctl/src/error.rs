@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use keyd::client::ClientError;
 use keyd::derive::{DeriveError, PathError};
 use keyd::hsm::{HsmError, UriError};
 use thiserror::Error;
@@ -132,6 +133,52 @@ pub enum CtlError {
     /// `keyctl verify`: the signature, or the key that made it, is not valid.
     #[error("not valid: {0}")]
     NotValid(String),
+}
+
+impl From<keyd::files::FileError> for CtlError {
+    fn from(e: keyd::files::FileError) -> Self {
+        CtlError::Io {
+            what: e.what,
+            path: e.path,
+            source: e.source,
+        }
+    }
+}
+
+impl From<ClientError> for CtlError {
+    fn from(e: ClientError) -> Self {
+        match e {
+            ClientError::NoConfig(file) => CtlError::NoConfig(file),
+            ClientError::Config { file, message } => CtlError::Arg {
+                flag: "--config",
+                message: format!("{}: {message}", file.display()),
+            },
+            ClientError::Ca { file, message } => CtlError::Arg {
+                flag: "--ca",
+                message: format!("{}: {message}", file.display()),
+            },
+            ClientError::File(e) => e.into(),
+            ClientError::Chain { file, error } => CtlError::Chain { file, error },
+            ClientError::NotAChain { file, detail } => CtlError::NotAChain { file, detail },
+            ClientError::KeydRevoked { chain, branch, why } => {
+                CtlError::KeydRevoked { chain, branch, why }
+            }
+            ClientError::Api {
+                status,
+                code,
+                message,
+            } => CtlError::Api {
+                status,
+                code,
+                message,
+            },
+            ClientError::Http(m) => CtlError::Http(m),
+            ClientError::Mismatch(m) => CtlError::Mismatch(m),
+            ClientError::OutExists(dir) => CtlError::OutExists(dir),
+            ClientError::Bundle(e) => CtlError::Bundle(e),
+            ClientError::TlsKey(e) => CtlError::TlsKey(e),
+        }
+    }
 }
 
 impl CtlError {

@@ -4,7 +4,6 @@
 pub mod ceremony;
 pub mod chain_cmd;
 pub mod cli;
-pub mod client;
 pub mod enroll;
 pub mod error;
 pub mod files;

@@ -1,13 +1,15 @@
-//! keyctl commands against a running keyd.
+//! keyctl commands against a running keyd, through the library's typed client.
 
 use std::path::Path;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
+use keyd::client::Client;
+use keyd::wire::{AddNode, Bytes, SuitePolicy};
+use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::cli::{AdminCmd, CaCmd, Command, CredentialsCmd, FileOp, NodeCmd, Output};
-use crate::client::Client;
 use crate::error::CtlError;
 use crate::{enroll, files};
 
@@ -15,45 +17,41 @@ fn read(path: &Path) -> Result<Vec<u8>, CtlError> {
     std::fs::read(path).map_err(CtlError::io("cannot read", path))
 }
 
-/// A base64 field of a keyd answer, decoded.
-pub fn field(v: &Value, name: &str) -> Result<Vec<u8>, CtlError> {
-    B64.decode(v[name].as_str().unwrap_or_default())
-        .map_err(|e| CtlError::Http(format!("keyd returned a bad {name}: {e}")))
+/// An answer as the JSON keyctl prints.
+fn json_of<T: Serialize>(value: &T) -> Result<Value, CtlError> {
+    Ok(serde_json::to_value(value)?)
 }
 
-/// Posts `{field: base64(file)}` to `path` and writes the answer's `out_field` to `out`
-/// (a new file, 0600): the shape of encrypt, decrypt, seal, unseal and rewrap.
-fn file_op(
+/// Writes `bytes` to `io.out` (a new file, 0600) and prints the rest of the answer, with
+/// `out` naming the file instead of the bytes: the shape of encrypt, decrypt, seal,
+/// unseal and rewrap.
+fn to_file<T: Serialize>(
     io: &FileOp,
-    path: &str,
-    mut body: Value,
-    in_field: &str,
-    out_field: &str,
+    answer: &T,
+    bytes: &Bytes,
+    field: &str,
 ) -> Result<Value, CtlError> {
-    body[in_field] = B64.encode(read(&io.input)?).into();
-    let mut resp = Client::from_config(&io.config)?.post(path, &body)?;
-    files::write_private(&io.out, &field(&resp, out_field)?)?;
-    if let Some(m) = resp.as_object_mut() {
-        m.remove(out_field);
+    files::write_private(&io.out, bytes.as_slice())?;
+    let mut v = json_of(answer)?;
+    if let Some(m) = v.as_object_mut() {
+        m.remove(field);
         m.insert("out".into(), io.out.display().to_string().into());
     }
-    Ok(resp)
+    Ok(v)
 }
 
 /// `keyctl sign`'s JSON saved in `file`: its signature and public key.
-fn signed_file(file: &Path) -> Result<(String, String), CtlError> {
+fn signed_file(file: &Path) -> Result<(Vec<u8>, String), CtlError> {
     let bad = |message: String| CtlError::Arg {
         flag: "--signed",
         message: format!("{}: {message}", file.display()),
     };
-    let v: Value = serde_json::from_slice(&read(file)?)
-        .map_err(|e| bad(format!("not the JSON `keyctl sign` prints: {e}")))?;
-    match (v["signature"].as_str(), v["public_key"].as_str()) {
-        (Some(s), Some(k)) => Ok((s.to_owned(), k.to_owned())),
-        _ => Err(bad(
-            "has no signature and public_key (save what `keyctl sign` prints)".into(),
-        )),
-    }
+    let v: keyd::wire::SignResponse = serde_json::from_slice(&read(file)?).map_err(|e| {
+        bad(format!(
+            "not the JSON `keyctl sign` prints (signature and public_key): {e}"
+        ))
+    })?;
+    Ok((v.signature.as_slice().to_vec(), v.public_key))
 }
 
 /// Refuses, before anything is asked of keyd, a token file that is already there.
@@ -81,38 +79,45 @@ pub fn token_qr(token: &str) -> Result<String, CtlError> {
 
 /// A node add or re-enroll answer, its token moved to `out` (a new 0600 file) when asked,
 /// and drawn as a QR code on standard error with `qr`.
-fn token_to_file(mut resp: Value, out: Option<&Path>, qr: bool) -> Result<Value, CtlError> {
-    let token = resp["token"]
-        .as_str()
-        .ok_or_else(|| CtlError::Http("keyd's answer has no token".into()))?
-        .to_owned();
+fn token_to_file<T: Serialize>(
+    answer: &T,
+    token: &str,
+    out: Option<&Path>,
+    qr: bool,
+) -> Result<Value, CtlError> {
     if qr {
-        eprintln!("{}", token_qr(&token)?);
+        eprintln!("{}", token_qr(token)?);
     }
+    let mut v = json_of(answer)?;
     if let Some(out) = out {
         files::write_private(out, format!("{token}\n").as_bytes())?;
-        if let Some(m) = resp.as_object_mut() {
+        if let Some(m) = v.as_object_mut() {
             m.remove("token");
             m.insert("token_file".into(), out.display().to_string().into());
         }
     }
-    Ok(resp)
+    Ok(v)
+}
+
+/// A signature given on the command line: base64.
+fn signature_arg(text: &str) -> Result<Vec<u8>, CtlError> {
+    B64.decode(text.trim()).map_err(|e| CtlError::Arg {
+        flag: "--signature",
+        message: format!("not base64: {e}"),
+    })
 }
 
 /// Why a `/v1/verify` answer is not valid, in words.
 pub fn not_valid_reason(v: &Value) -> String {
-    if v["signature_ok"] != true {
-        return "the signature does not verify with this public key".into();
-    }
-    let key = v["path"].as_str().unwrap_or("the key");
-    match v["reason"].as_str() {
-        Some(reason) => format!("{key}: {reason}"),
-        None => format!("{key} is {}", v["status"].as_str().unwrap_or("not valid")),
-    }
+    serde_json::from_value::<keyd::wire::Verification>(v.clone()).map_or_else(
+        |_| "keyd's answer is not a verification".into(),
+        |v| v.not_valid_reason(),
+    )
 }
 
 /// Runs a remote command, returning the JSON to print (None when it printed itself).
 pub fn run(command: Command, output: Option<Output>) -> Result<Option<Value>, CtlError> {
+    let client = |config: &Path| Client::from_config(config).map_err(CtlError::from);
     Ok(Some(match command {
         Command::Node(NodeCmd::Add {
             config,
@@ -123,63 +128,47 @@ pub fn run(command: Command, output: Option<Output>) -> Result<Option<Value>, Ct
             token_out,
             qr,
         }) => {
-            let mut body = json!({"name": name, "mode": mode.name()});
-            if let Some(p) = parent {
-                body["parent"] = p.into();
-            }
-            if let Some(age) = valid_for {
-                let seconds =
-                    crate::chain_cmd::parse_age(&age).map_err(|message| CtlError::Arg {
-                        flag: "--valid-for",
-                        message,
-                    })?;
-                body["valid_seconds"] = seconds.into();
-            }
+            let valid_seconds = valid_for
+                .map(|age| crate::chain_cmd::parse_age(&age))
+                .transpose()
+                .map_err(|message| CtlError::Arg {
+                    flag: "--valid-for",
+                    message,
+                })?;
             refuse_existing(token_out.as_deref())?;
-            let resp = Client::from_config(&config)?.post("/v1/nodes", &body)?;
-            token_to_file(resp, token_out.as_deref(), qr)?
+            let added = client(&config)?.add_node(&AddNode {
+                name,
+                parent,
+                mode: mode.wire(),
+                valid_seconds,
+            })?;
+            token_to_file(&added, &added.token, token_out.as_deref(), qr)?
         }
-        Command::Node(NodeCmd::List { config }) => {
-            Client::from_config(&config)?.get("/v1/nodes")?
-        }
-        Command::Node(NodeCmd::Show { config, name }) => {
-            Client::from_config(&config)?.get(&format!("/v1/nodes/{name}"))?
-        }
+        Command::Node(NodeCmd::List { config }) => json_of(&client(&config)?.nodes()?)?,
+        Command::Node(NodeCmd::Show { config, name }) => json_of(&client(&config)?.node(&name)?)?,
         Command::Node(NodeCmd::Revoke {
             config,
             name,
             reason,
-        }) => Client::from_config(&config)?.post(
-            &format!("/v1/nodes/{name}/revoke"),
-            &json!({"reason": reason}),
-        )?,
+        }) => json_of(&client(&config)?.revoke_node(&name, &reason)?)?,
         Command::Node(NodeCmd::Rekey { config, name }) => {
-            Client::from_config(&config)?.post(&format!("/v1/nodes/{name}/rekey"), &json!({}))?
+            json_of(&client(&config)?.rekey_node(&name)?)?
         }
         Command::Admin(AdminCmd::Revoke {
             config,
             name,
             reason,
-        }) => Client::from_config(&config)?.post(
-            &format!("/v1/admins/{name}/revoke"),
-            &json!({"reason": reason}),
-        )?,
+        }) => json_of(&client(&config)?.revoke_admin(&name, &reason)?)?,
         Command::Node(NodeCmd::Credentials(CredentialsCmd::Revoke {
             config,
             name,
             reason,
-        })) => Client::from_config(&config)?.post(
-            &format!("/v1/nodes/{name}/credentials/revoke"),
-            &json!({"reason": reason}),
-        )?,
+        })) => json_of(&client(&config)?.revoke_node_credentials(&name, &reason)?)?,
         Command::Admin(AdminCmd::Credentials(CredentialsCmd::Revoke {
             config,
             name,
             reason,
-        })) => Client::from_config(&config)?.post(
-            &format!("/v1/admins/{name}/credentials/revoke"),
-            &json!({"reason": reason}),
-        )?,
+        })) => json_of(&client(&config)?.revoke_admin_credentials(&name, &reason)?)?,
         Command::Node(NodeCmd::Reenroll {
             config,
             name,
@@ -188,44 +177,37 @@ pub fn run(command: Command, output: Option<Output>) -> Result<Option<Value>, Ct
             qr,
         }) => {
             refuse_existing(token_out.as_deref())?;
-            let resp = Client::from_config(&config)?.post(
-                &format!("/v1/nodes/{name}/reenroll"),
-                &json!({"mode": mode.name()}),
-            )?;
-            token_to_file(resp, token_out.as_deref(), qr)?
+            let token = client(&config)?.reenroll(&name, mode.wire())?;
+            token_to_file(&token, &token.token, token_out.as_deref(), qr)?
         }
         Command::Node(NodeCmd::Suite {
             config,
             name,
             suite,
-        }) => Client::from_config(&config)?
-            .post(&format!("/v1/nodes/{name}/suite"), &json!({"suite": suite}))?,
-        Command::Admin(AdminCmd::List { config }) => {
-            Client::from_config(&config)?.get("/v1/admins")?
+        }) => {
+            let suite = SuitePolicy::parse(suite.as_bytes()).ok_or_else(|| CtlError::Arg {
+                flag: "SUITE",
+                message: format!("{suite:?}: give x-wing or any"),
+            })?;
+            json_of(&client(&config)?.set_suite(&name, suite)?)?
         }
+        Command::Admin(AdminCmd::List { config }) => json_of(&client(&config)?.admins()?)?,
         Command::Batch { config, op, items } => {
-            let items: Value =
+            let items: Vec<Value> =
                 serde_json::from_slice(&read(&items)?).map_err(|e| CtlError::Arg {
                     flag: "--items",
-                    message: format!("{} is not JSON: {e}", items.display()),
+                    message: format!("{} is not a JSON array: {e}", items.display()),
                 })?;
-            if !items
-                .as_array()
-                .is_some_and(|a| !a.is_empty() && a.len() <= 1000)
-            {
+            if items.is_empty() || items.len() > 1000 {
                 return Err(CtlError::Arg {
                     flag: "--items",
                     message: "give a JSON array of 1 to 1,000 request bodies".into(),
                 });
             }
-            Client::from_config(&config)?.post(
-                &format!("/v1/batch/{}", op.name()),
-                &json!({ "items": items }),
-            )?
+            json_of(&client(&config)?.batch::<Value, Value>(op.name(), items)?)?
         }
-        Command::Rekey { config } => Client::from_config(&config)?.post("/v1/rekey", &json!({}))?,
-        Command::Sign { config, input } => Client::from_config(&config)?
-            .post("/v1/sign", &json!({"data": B64.encode(read(&input)?)}))?,
+        Command::Rekey { config } => json_of(&client(&config)?.rekey()?)?,
+        Command::Sign { config, input } => json_of(&client(&config)?.sign(&read(&input)?)?)?,
         Command::Verify {
             config,
             input,
@@ -235,7 +217,7 @@ pub fn run(command: Command, output: Option<Output>) -> Result<Option<Value>, Ct
         } => {
             let (signature, public_key) = match (signed, signature, public_key) {
                 (Some(file), _, _) => signed_file(&file)?,
-                (None, Some(s), Some(k)) => (s, k),
+                (None, Some(s), Some(k)) => (signature_arg(&s)?, k),
                 _ => {
                     return Err(CtlError::Arg {
                         flag: "--signed",
@@ -243,30 +225,36 @@ pub fn run(command: Command, output: Option<Output>) -> Result<Option<Value>, Ct
                     });
                 }
             };
-            Client::from_config(&config)?.post(
-                "/v1/verify",
-                &json!({"data": B64.encode(read(&input)?), "signature": signature, "public_key": public_key}),
-            )?
+            json_of(&client(&config)?.verify(&read(&input)?, &signature, &public_key)?)?
         }
         Command::Encrypt { io, to, suite } => {
-            let mut body = json!({ "to": to });
-            if let Some(s) = suite {
-                body["suite"] = s.into();
-            }
-            file_op(&io, "/v1/encrypt", body, "plaintext", "envelope")?
+            let sealed = client(&io.config)?.encrypt(&to, &read(&io.input)?, suite.as_deref())?;
+            to_file(&io, &sealed, &sealed.envelope, "envelope")?
         }
-        Command::Decrypt(io) => file_op(&io, "/v1/decrypt", json!({}), "envelope", "plaintext")?,
-        Command::Seal(io) => file_op(&io, "/v1/seal", json!({}), "plaintext", "envelope")?,
-        Command::Unseal(io) => file_op(&io, "/v1/unseal", json!({}), "envelope", "plaintext")?,
-        Command::Rewrap(io) => file_op(&io, "/v1/rewrap", json!({}), "envelope", "envelope")?,
+        Command::Decrypt(io) => {
+            let opened = client(&io.config)?.decrypt(&read(&io.input)?)?;
+            to_file(&io, &opened, &opened.plaintext, "plaintext")?
+        }
+        Command::Seal(io) => {
+            let sealed = client(&io.config)?.seal(&read(&io.input)?)?;
+            to_file(&io, &sealed, &sealed.envelope, "envelope")?
+        }
+        Command::Unseal(io) => {
+            let opened = client(&io.config)?.unseal(&read(&io.input)?)?;
+            to_file(&io, &opened, &opened.plaintext, "plaintext")?
+        }
+        Command::Rewrap(io) => {
+            let sealed = client(&io.config)?.rewrap(&read(&io.input)?)?;
+            to_file(&io, &sealed, &sealed.envelope, "envelope")?
+        }
         Command::Datakey {
             config,
             out,
             envelope,
         } => {
-            let resp = Client::from_config(&config)?.post("/v1/datakey", &json!({}))?;
-            files::write_private(&out, &field(&resp, "key")?)?;
-            files::write_private(&envelope, &field(&resp, "envelope")?)?;
+            let key = client(&config)?.datakey()?;
+            files::write_private(&out, key.key.as_slice())?;
+            files::write_private(&envelope, key.envelope.as_slice())?;
             json!({"out": out.display().to_string(), "envelope": envelope.display().to_string()})
         }
         Command::Enroll {
@@ -277,16 +265,16 @@ pub fn run(command: Command, output: Option<Output>) -> Result<Option<Value>, Ct
         } => enroll::enroll(&url, &ca, token_file.as_deref(), &out)?,
         Command::Renew { config } => enroll::renew(&config)?,
         Command::Ca(CaCmd::Export { config, out }) => {
-            let pem = Client::from_config(&config)?.get_bytes("/v1/ca")?;
+            let pem = client(&config)?.ca()?;
             match (out, output) {
                 (Some(out), _) => {
-                    files::replace_atomic(&out, &pem, 0o644)?;
+                    files::replace_atomic(&out, pem.as_bytes(), 0o644)?;
                     json!({"out": out.display().to_string()})
                 }
-                (None, Some(Output::Json)) => json!({"ca": String::from_utf8_lossy(&pem)}),
+                (None, Some(Output::Json)) => json!({ "ca": pem }),
                 (None, _) => {
                     // The PEM itself, for `> ca.pem`.
-                    print!("{}", String::from_utf8_lossy(&pem));
+                    print!("{pem}");
                     return Ok(None);
                 }
             }
@@ -306,12 +294,12 @@ pub fn run(command: Command, output: Option<Output>) -> Result<Option<Value>, Ct
                     flag: "--max-age",
                     message,
                 })?;
-            let client = match (config, url, ca) {
+            let keyd = match (config, url, ca) {
                 (Some(config), _, _) => {
-                    let cfg = crate::client::ClientConfig::read(&config)?;
-                    Client::new(&cfg.url, &cfg.ca, None)?
+                    let cfg = keyd::client::ClientConfig::read(&config)?;
+                    Client::anonymous(&cfg.url, &cfg.ca)?
                 }
-                (None, Some(url), Some(ca)) => Client::new(&url, &ca, None)?,
+                (None, Some(url), Some(ca)) => Client::anonymous(&url, &ca)?,
                 _ => {
                     return Err(CtlError::Arg {
                         flag: "--url",
@@ -319,42 +307,35 @@ pub fn run(command: Command, output: Option<Output>) -> Result<Option<Value>, Ct
                     });
                 }
             };
-            let bad = |error| CtlError::Chain {
-                file: out.clone(),
-                error: Box::new(error),
-            };
             // A chain already here (and verified) is brought up to date with only what
-            // it lacks; otherwise it is fetched from the start. Page after page, each
-            // verified and applied, until keyd says every log reached its head.
+            // it lacks; otherwise it is fetched from the start.
             let mut v = if out.exists() {
                 crate::chain_cmd::load(&out)?
             } else {
                 keyd::chain::Chain::new()
             };
-            let mut new = 0;
             // A bar on a terminal (indicatif draws nothing when stderr is not one).
             let progress = crate::progress::bar(0, "entries verified");
             progress.set_position(v.len() as u64);
-            loop {
-                let since = keyd::chain::format_positions(&v.positions());
-                let (bytes, complete, total) =
-                    client.get_chain_page(&format!("/v1/chain?since={since}&limit={page}"))?;
-                if let Some(total) = total {
-                    progress.set_length(total);
-                }
-                let added = v.update(&bytes).map_err(bad)?;
-                new += added;
-                progress.inc(added as u64);
-                if complete {
-                    break;
-                }
-                if added == 0 {
-                    return Err(CtlError::Http(
-                        "keyd answered an incomplete page with nothing new".into(),
-                    ));
-                }
-            }
+            let new = keyd
+                .fetch_chain(&mut v, page, |added, total| {
+                    if let Some(total) = total {
+                        progress.set_length(total);
+                    }
+                    progress.inc(added as u64);
+                })
+                .map_err(|e| match e {
+                    keyd::client::ChainFetchError::Client(e) => e.into(),
+                    keyd::client::ChainFetchError::Chain(error) => CtlError::Chain {
+                        file: out.clone(),
+                        error,
+                    },
+                })?;
             progress.finish_and_clear();
+            let bad = |error| CtlError::Chain {
+                file: out.clone(),
+                error: Box::new(error),
+            };
             v.check_complete().map_err(bad)?;
             if let Some(age) = max_age {
                 crate::chain_cmd::check_fresh(&out, &v, age)?;
@@ -377,7 +358,7 @@ pub fn run(command: Command, output: Option<Output>) -> Result<Option<Value>, Ct
                     ),
                 });
             }
-            Client::from_config(&config)?.post_cbor("/v1/chain/root", v.file_of([&root]))?
+            json_of(&client(&config)?.push_root(v.file_of([&root]))?)?
         }
         _ => return Err(CtlError::Http("not a remote command".into())),
     }))

@@ -8,12 +8,16 @@
 pub mod api;
 pub mod bundle;
 pub mod chain;
+#[cfg(feature = "client")]
+pub mod client;
 #[cfg(feature = "server")]
 pub mod config;
 pub mod derive;
 pub mod envelope;
 #[cfg(feature = "client")]
 pub mod export;
+#[cfg(feature = "client")]
+pub mod files;
 pub mod hsm;
 #[cfg(feature = "server")]
 pub mod identity;
@@ -27,6 +31,8 @@ pub mod store;
 pub mod tls;
 #[cfg(feature = "client")]
 pub mod tls_key;
+#[cfg(feature = "client")]
+pub mod wire;
 
 #[doc(hidden)]
 pub mod fuzzing;
@@ -38,6 +44,14 @@ pub fn disable_core_dumps() -> std::io::Result<()> {
     #[cfg(any(target_os = "linux", target_os = "android"))]
     rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)?;
     Ok(())
+}
+
+/// Unix seconds now.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// `unix` seconds as RFC 3339 UTC (`2026-11-30T04:27:16Z`), as messages name times; the

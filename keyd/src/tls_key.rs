@@ -99,17 +99,38 @@ impl TlsKey {
 /// The Ed25519 public key of a PEM (or DER) certificate: for keyd's CA certificate, the
 /// branch identity key. `None` when it is not a certificate with an Ed25519 key.
 pub fn certificate_ed25519_key(pem_or_der: &[u8]) -> Option<[u8; 32]> {
+    with_certificate(pem_or_der, |cert| {
+        cert.public_key()
+            .subject_public_key
+            .data
+            .as_ref()
+            .try_into()
+            .ok()
+    })
+}
+
+/// The validity of a PEM (or DER) certificate: `notBefore` and `notAfter`, Unix
+/// seconds (a client renews its certificate before the second). `None` when it is not
+/// a certificate.
+pub fn certificate_validity(pem_or_der: &[u8]) -> Option<(u64, u64)> {
+    with_certificate(pem_or_der, |cert| {
+        let v = cert.validity();
+        let not_before = u64::try_from(v.not_before.timestamp()).unwrap_or(0);
+        let not_after = u64::try_from(v.not_after.timestamp()).ok()?;
+        Some((not_before, not_after))
+    })
+}
+
+fn with_certificate<T>(
+    pem_or_der: &[u8],
+    f: impl FnOnce(&x509_parser::certificate::X509Certificate<'_>) -> Option<T>,
+) -> Option<T> {
     let der = match pem::parse(pem_or_der) {
         Ok(p) => p.into_contents(),
         Err(_) => pem_or_der.to_vec(),
     };
     let (_, cert) = x509_parser::parse_x509_certificate(&der).ok()?;
-    cert.public_key()
-        .subject_public_key
-        .data
-        .as_ref()
-        .try_into()
-        .ok()
+    f(&cert)
 }
 
 #[cfg(test)]

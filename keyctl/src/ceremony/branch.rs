@@ -112,7 +112,7 @@ pub fn issue(
     files::write_private(out, &bundle.to_cbor())?;
     if let Err(e) = files::replace_atomic(chain_file, &chain, CHAIN_MODE) {
         let _ = std::fs::remove_file(out);
-        return Err(e);
+        return Err(e.into());
     }
     Ok(Issued {
         path,

@@ -29,7 +29,7 @@ pub fn write(path: &Path, root: &dyn RootSecret, body: Value) -> Result<(), CtlE
         "signer_key_id": material.public_keys().key_id.to_string(),
         "signature": hex::encode(signature.to_bytes()),
     });
-    files::write_private(path, &files::pretty_json(&file)?)
+    Ok(files::write_private(path, &files::pretty_json(&file)?)?)
 }
 
 /// The bytes a transcript signature covers.

@@ -3,13 +3,18 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
-use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use serde::Deserialize;
+use utoipa::IntoParams;
 
 use super::body::{Body, Bytes, Format};
 use super::error::ErrorBody;
 use super::{ApiError, metrics, principal, principal_and_generation};
-use crate::service::{AdminRevocation, EnrollMode, NodeDetail, Service, ServiceError};
+use crate::service::{Service, ServiceError};
+use crate::wire::{
+    AddNode, AdminList, AdminRevocation, EnrollRequest, EnrollResponse, NodeAdded, NodeDetail,
+    NodeInfo, NodeList, PullRequested, Rekeyed, RenewRequest, RenewResponse, RevokeRequest,
+    Revoked,
+};
 
 /// Runs a call that commits to disk (or issues a certificate) off the async workers,
 /// and counts it in `keyd_operations_total` as `op`.
@@ -104,13 +109,6 @@ pub async fn push_root(
     Format::wanted(&req).reply(StatusCode::OK, &pushed)
 }
 
-/// Peers asked to pull.
-#[derive(Serialize, ToSchema)]
-pub struct PullRequested {
-    /// The peers configured (each is pulled from now).
-    pub peers: usize,
-}
-
 /// Asks keyd to pull its peers' logs now instead of at the next interval (admin).
 #[utoipa::path(post, path = "/v1/chain/pull", tag = "cluster",
     responses((status = 202, body = PullRequested), (status = "4XX", body = ErrorBody)))]
@@ -121,40 +119,6 @@ pub async fn pull_peers(
     let who = principal(&req, &svc)?;
     let peers = svc.pull_peers(&who)?;
     Format::wanted(&req).reply(StatusCode::ACCEPTED, &PullRequested { peers })
-}
-
-/// A one-time token and a certificate signing request.
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct EnrollRequest {
-    /// The enrollment token from `POST /v1/nodes`.
-    token: String,
-    /// PEM PKCS#10 request for the node's TLS key.
-    csr: String,
-    /// Exported mode only: the X25519 public key (64 hex digits) the node's identity
-    /// secret is sealed to.
-    #[serde(default)]
-    install_key: Option<String>,
-}
-
-/// A client certificate, the CA, the node's path and the chain.
-#[derive(Serialize, ToSchema)]
-pub struct EnrollResponse {
-    /// PEM client certificate naming the node.
-    certificate: String,
-    /// PEM CA certificate.
-    ca: String,
-    /// The node's path.
-    path: String,
-    /// `held` or `exported`.
-    mode: EnrollMode,
-    /// The cluster chain (a chain file, CBOR) certifying the node: verify it with
-    /// `keyd::chain::verify_file`, then keep it current with `GET /v1/chain?since=`.
-    chain: Bytes,
-    /// Exported mode: the node's identity secret sealed (HPKE) to `install_key`, with the
-    /// chain certifying it (a CBOR bundle; open it with `keyd::bundle::BranchBundle`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    bundle: Option<Bytes>,
 }
 
 /// Redeems an enrollment token (once) for a client certificate.
@@ -186,21 +150,6 @@ pub async fn enroll(
     )
 }
 
-/// A certificate signing request for a new client certificate.
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RenewRequest {
-    /// PEM PKCS#10 request (a new TLS key, or the same).
-    csr: String,
-}
-
-/// A renewed client certificate.
-#[derive(Serialize, ToSchema)]
-pub struct RenewResponse {
-    /// PEM client certificate naming the same principal.
-    certificate: String,
-}
-
 /// A fresh short-lived client certificate for the caller (authenticated by its current,
 /// still valid certificate; a revoked node gets none).
 #[utoipa::path(post, path = "/v1/renew", tag = "cluster",
@@ -216,38 +165,6 @@ pub async fn renew(
     let s = svc.clone();
     let certificate = committed("renew", move || s.renew(&who, generation, &csr)).await?;
     Format::wanted(&req).reply(StatusCode::OK, &RenewResponse { certificate })
-}
-
-/// A node to create.
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct AddNode {
-    /// Its name, unique in the cluster.
-    name: String,
-    /// Its parent: a name or path (default: this keyd's branch).
-    parent: Option<String>,
-    /// `held` (default: keyd keeps its keys) or `exported` (the node also gets its
-    /// identity secret at enrollment).
-    #[serde(default)]
-    mode: EnrollMode,
-    /// How long the node is valid, in seconds (default and most: 5 years).
-    #[serde(default)]
-    valid_seconds: Option<u64>,
-}
-
-/// The node created and its enrollment token.
-#[derive(Serialize, ToSchema)]
-pub struct NodeAdded {
-    /// Its name.
-    name: String,
-    /// Its path.
-    path: String,
-    /// The one-time enrollment token.
-    token: String,
-    /// When the token expires (Unix seconds).
-    expires_at: u64,
-    /// Its enrollment mode.
-    mode: EnrollMode,
 }
 
 /// Creates a node (certified in the chain) and its one-time enrollment token (admin).
@@ -283,24 +200,6 @@ pub async fn add_node(
     )
 }
 
-/// A node and its status.
-#[derive(Serialize, ToSchema)]
-pub struct NodeInfo {
-    /// Its name.
-    name: String,
-    /// Its path.
-    path: String,
-    /// `valid`, or why it is not.
-    status: String,
-}
-
-/// The nodes of this keyd's branch.
-#[derive(Serialize, ToSchema)]
-pub struct NodeList {
-    /// Sorted by path.
-    nodes: Vec<NodeInfo>,
-}
-
 /// Lists the nodes with their status (admin).
 #[utoipa::path(get, path = "/v1/nodes", tag = "admin",
     responses((status = 200, body = NodeList), (status = "4XX", body = ErrorBody)))]
@@ -331,21 +230,6 @@ pub async fn show_node(
     Format::wanted(&req).reply(StatusCode::OK, &node)
 }
 
-/// Why a node is revoked.
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RevokeRequest {
-    /// Recorded in the chain.
-    pub(super) reason: String,
-}
-
-/// What a revocation cut.
-#[derive(Serialize, ToSchema)]
-pub struct Revoked {
-    /// The node and every descendant, now refused.
-    revoked: Vec<String>,
-}
-
 /// Revokes a node and, with it, every descendant (admin).
 #[utoipa::path(post, path = "/v1/nodes/{name}/revoke", tag = "admin",
     params(("name" = String, Path, description = "node name or path")),
@@ -366,13 +250,6 @@ pub async fn revoke(
             revoked: cut.iter().map(|p| p.to_string()).collect(),
         },
     )
-}
-
-/// A new epoch key.
-#[derive(Serialize, ToSchema)]
-pub struct Rekeyed {
-    /// Its path.
-    key: String,
 }
 
 /// Moves the caller (a node) to its next epoch.
@@ -405,13 +282,6 @@ pub async fn rekey_node(
         .await?
         .to_string();
     Format::wanted(&req).reply(StatusCode::OK, &Rekeyed { key })
-}
-
-/// Revoked admin names.
-#[derive(Serialize, ToSchema)]
-pub struct AdminList {
-    /// Sorted by name.
-    revoked: Vec<AdminRevocation>,
 }
 
 /// The revoked admin names (admin).

@@ -5,24 +5,17 @@
 //! otherwise. Byte fields are base64 text in JSON and byte strings in CBOR. Errors are
 //! always JSON.
 
-use std::borrow::Cow;
-use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 
 use actix_web::dev::Payload;
 use actix_web::http::{StatusCode, header};
 use actix_web::{FromRequest, HttpMessage, HttpRequest, HttpResponse, web};
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as B64;
-use serde::de::{DeserializeOwned, Visitor};
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
-use utoipa::openapi::{RefOr, Schema};
-use utoipa::{PartialSchema, ToSchema};
-use zeroize::Zeroizing;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 use super::{ApiError, MAX_BODY};
+pub use crate::wire::{Blob, Bytes};
 
 /// The JSON media type.
 pub const JSON: &str = "application/json";
@@ -202,106 +195,6 @@ impl<T: DeserializeOwned + 'static> FromRequest for Body<T> {
         })
     }
 }
-
-/// Bytes in a request: base64 text in JSON, a byte string in CBOR. Decoded by
-/// [`Blob::bytes`], which names the field when the text is not base64.
-pub enum Blob {
-    /// Base64 text, not yet decoded.
-    Text(Zeroizing<String>),
-    /// A CBOR byte string.
-    Raw(Zeroizing<Vec<u8>>),
-}
-
-impl Blob {
-    /// The bytes; `field` names the field in the error.
-    pub fn bytes(&self, field: &str) -> Result<Zeroizing<Vec<u8>>, ApiError> {
-        match self {
-            Blob::Raw(b) => Ok(b.clone()),
-            Blob::Text(t) => B64.decode(t.as_bytes()).map(Zeroizing::new).map_err(|e| {
-                ApiError::bad_request("bad_base64", format!("{field}: not base64: {e}"))
-            }),
-        }
-    }
-}
-
-impl fmt::Debug for Blob {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Blob(..)")
-    }
-}
-
-impl<'de> Deserialize<'de> for Blob {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Blob, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = Blob;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("base64 text (JSON) or a byte string (CBOR)")
-            }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Blob, E> {
-                Ok(Blob::Text(Zeroizing::new(v.to_owned())))
-            }
-            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Blob, E> {
-                Ok(Blob::Text(Zeroizing::new(v)))
-            }
-            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Blob, E> {
-                Ok(Blob::Raw(Zeroizing::new(v.to_vec())))
-            }
-            fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Blob, E> {
-                Ok(Blob::Raw(Zeroizing::new(v)))
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
-
-/// Bytes in a response: base64 text in JSON, a byte string in CBOR; zeroized on drop.
-pub struct Bytes(pub Zeroizing<Vec<u8>>);
-
-impl Bytes {
-    /// Wraps bytes.
-    pub fn new(bytes: impl Into<Vec<u8>>) -> Bytes {
-        Bytes(Zeroizing::new(bytes.into()))
-    }
-}
-
-impl Serialize for Bytes {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        if s.is_human_readable() {
-            s.serialize_str(&Zeroizing::new(B64.encode(self.0.as_slice())))
-        } else {
-            s.serialize_bytes(&self.0)
-        }
-    }
-}
-
-fn bytes_schema() -> RefOr<Schema> {
-    ObjectBuilder::new()
-        .schema_type(Type::String)
-        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Byte)))
-        .description(Some("base64 in JSON, a byte string in CBOR"))
-        .into()
-}
-
-impl PartialSchema for Blob {
-    fn schema() -> RefOr<Schema> {
-        bytes_schema()
-    }
-}
-
-impl ToSchema for Blob {
-    fn name() -> Cow<'static, str> {
-        Cow::Borrowed("Bytes")
-    }
-}
-
-impl PartialSchema for Bytes {
-    fn schema() -> RefOr<Schema> {
-        bytes_schema()
-    }
-}
-
-impl ToSchema for Bytes {}
 
 #[cfg(test)]
 mod tests {

@@ -2,28 +2,17 @@
 //! and re-enroll a node (a new one-time token; its enrollment starts a new credential
 //! generation).
 
-use actix_web::http::StatusCode;
-use actix_web::{HttpRequest, HttpResponse, web};
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
-
-use super::admin::{RevokeRequest, committed};
+use super::admin::committed;
 use super::body::{Body, Format};
 use super::error::ErrorBody;
 use super::{ApiError, principal};
 use crate::identity::Principal;
-use crate::service::credentials::Generation;
-use crate::service::suites::SuitePolicy;
-use crate::service::{EnrollMode, Service, ServiceError};
-
-/// A principal's credentials, ended.
-#[derive(Serialize, ToSchema)]
-pub struct CredentialsRevoked {
-    /// The principal (`keyd:node:PATH` or `keyd:admin:NAME`).
-    principal: String,
-    /// Its credential generation, now revoked.
-    credentials: Generation,
-}
+use crate::service::{Service, ServiceError};
+use crate::wire::{
+    CredentialsRevoked, ReenrollRequest, Reenrollment, RevokeRequest, SuiteRequest, SuiteSet,
+};
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
 
 /// Ends every client certificate of a node (name or path below this keyd's branch) at
 /// once, without touching its keys (admin). It needs re-enrollment to get one again.
@@ -79,28 +68,6 @@ async fn revoke(
     )
 }
 
-/// How a node re-enrolls.
-#[derive(Deserialize, ToSchema, Default)]
-#[serde(deny_unknown_fields)]
-pub struct ReenrollRequest {
-    /// `held` (default) or `exported`.
-    #[serde(default)]
-    mode: EnrollMode,
-}
-
-/// A re-enrollment token.
-#[derive(Serialize, ToSchema)]
-pub struct Reenrollment {
-    /// The node's path.
-    path: String,
-    /// The one-time enrollment token.
-    token: String,
-    /// When the token expires (Unix seconds).
-    expires_at: u64,
-    /// The enrollment mode.
-    mode: EnrollMode,
-}
-
 /// A new one-time enrollment token for an existing, valid node (admin): enrolling with
 /// it starts a new credential generation and ends every earlier certificate of the node.
 #[utoipa::path(post, path = "/v1/nodes/{name}/reenroll", tag = "admin",
@@ -126,23 +93,6 @@ pub async fn reenroll(
             mode,
         },
     )
-}
-
-/// A node's suite policy.
-#[derive(Deserialize, Serialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct SuiteRequest {
-    /// `x-wing` (only X-Wing envelopes to the node) or `any` (the default).
-    suite: SuitePolicy,
-}
-
-/// The node and its suite policy now.
-#[derive(Serialize, ToSchema)]
-pub struct SuiteSet {
-    /// The node's path.
-    path: String,
-    /// Its suite policy.
-    suite: SuitePolicy,
 }
 
 /// Sets which envelope suites a node accepts (an admin, or the node itself): with

@@ -3,33 +3,17 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
-use serde::Serialize;
-use utoipa::ToSchema;
 
 use crate::envelope::EnvelopeError;
 use crate::service::ServiceError;
 use crate::store::StoreError;
+pub use crate::wire::{BadBase64, ErrorBody, ErrorDetail};
 
 /// An API error.
 #[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,
     code: &'static str,
-    message: String,
-}
-
-/// The body of every error: `{"error": {"code", "message"}}`.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ErrorBody {
-    error: ErrorDetail,
-}
-
-/// An error's stable code and its message.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ErrorDetail {
-    /// Stable, machine-readable code (`bad_json`, `key_not_valid`, ...).
-    code: &'static str,
-    /// What was wrong, for people.
     message: String,
 }
 
@@ -48,7 +32,7 @@ impl ApiError {
         super::metrics().error(self.code);
         ErrorBody {
             error: ErrorDetail {
-                code: self.code,
+                code: self.code.into(),
                 message: self.message,
             },
         }
@@ -81,6 +65,12 @@ impl ApiError {
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+impl From<BadBase64> for ApiError {
+    fn from(e: BadBase64) -> Self {
+        ApiError::bad_request("bad_base64", e.to_string())
     }
 }
 
@@ -134,7 +124,7 @@ impl ResponseError for ApiError {
         super::metrics().error(self.code);
         HttpResponse::build(self.status).json(ErrorBody {
             error: ErrorDetail {
-                code: self.code,
+                code: self.code.into(),
                 message: self.message.clone(),
             },
         })

@@ -157,20 +157,20 @@ pub struct ApiDoc;
 #[doc(hidden)]
 pub fn fuzz_bodies(data: &[u8]) {
     for format in [Format::Json, Format::Cbor] {
-        let _ = format.decode::<ops::SignRequest>(data);
-        let _ = format.decode::<ops::Batch<ops::SignRequest>>(data);
-        let _ = format.decode::<ops::VerifyRequest>(data);
-        let _ = format.decode::<ops::EncryptRequest>(data);
-        let _ = format.decode::<ops::Batch<ops::EncryptRequest>>(data);
-        let _ = format.decode::<ops::EnvelopeRequest>(data);
-        let _ = format.decode::<ops::SealRequest>(data);
-        let _ = format.decode::<ops::DatakeyRequest>(data);
-        let _ = format.decode::<admin::EnrollRequest>(data);
-        let _ = format.decode::<admin::RenewRequest>(data);
-        let _ = format.decode::<admin::AddNode>(data);
-        let _ = format.decode::<admin::RevokeRequest>(data);
-        let _ = format.decode::<credentials::ReenrollRequest>(data);
-        let _ = format.decode::<credentials::SuiteRequest>(data);
+        let _ = format.decode::<crate::wire::SignRequest>(data);
+        let _ = format.decode::<crate::wire::Batch<crate::wire::SignRequest>>(data);
+        let _ = format.decode::<crate::wire::VerifyRequest>(data);
+        let _ = format.decode::<crate::wire::EncryptRequest>(data);
+        let _ = format.decode::<crate::wire::Batch<crate::wire::EncryptRequest>>(data);
+        let _ = format.decode::<crate::wire::EnvelopeRequest>(data);
+        let _ = format.decode::<crate::wire::SealRequest>(data);
+        let _ = format.decode::<crate::wire::DatakeyRequest>(data);
+        let _ = format.decode::<crate::wire::EnrollRequest>(data);
+        let _ = format.decode::<crate::wire::RenewRequest>(data);
+        let _ = format.decode::<crate::wire::AddNode>(data);
+        let _ = format.decode::<crate::wire::RevokeRequest>(data);
+        let _ = format.decode::<crate::wire::ReenrollRequest>(data);
+        let _ = format.decode::<crate::wire::SuiteRequest>(data);
     }
 }
 

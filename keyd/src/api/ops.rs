@@ -6,15 +6,19 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use serde::Serialize;
 
-use super::body::{Blob, Body, Bytes, Format};
+use super::body::{Body, Bytes, Format};
 use super::error::ErrorBody;
 use super::{ApiError, MAX_BATCH, metrics, principal};
 use crate::envelope::Suite;
 use crate::identity::Principal;
-use crate::service::{Service, Verification};
+use crate::service::Service;
+use crate::wire::{
+    Batch, BatchResults, DatakeyRequest, DatakeyResponse, DecryptResponse, EncryptRequest,
+    EncryptResponse, EnvelopeRequest, EnvelopeResponse, Item, PlaintextResponse, SealRequest,
+    SignRequest, SignResponse, Verification, VerifyRequest,
+};
 
 /// An operation: the service, the caller, the request, and the prefix naming the item in
 /// errors (`""` or `"items[3]."`).
@@ -179,55 +183,6 @@ operation!(
     "A fresh 256-bit data key and its sealed form."
 );
 
-/// A batch request.
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Batch<T> {
-    /// 1 to 1,000 items.
-    #[schema(min_items = 1, max_items = 1000)]
-    items: Vec<T>,
-}
-
-/// A batch response: one result per item, in order.
-#[derive(Serialize, ToSchema)]
-pub struct BatchResults<T> {
-    /// Each item's result, or its error.
-    results: Vec<Item<T>>,
-}
-
-/// One item's result, or its error.
-#[derive(Serialize, ToSchema)]
-#[serde(untagged)]
-pub enum Item<T> {
-    /// The result.
-    Ok(T),
-    /// The item's error.
-    Err(ErrorBody),
-}
-
-/// Data to sign.
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct SignRequest {
-    /// The data.
-    data: Blob,
-}
-
-/// A signature and the key that made it.
-#[derive(Serialize, ToSchema)]
-pub struct SignResponse {
-    /// Ed25519 signature, 64 bytes.
-    signature: Bytes,
-    /// Key id of the epoch key.
-    key_id: String,
-    /// Its epoch.
-    epoch: u32,
-    /// Its path.
-    path: String,
-    /// Its Ed25519 public key, hex (what `/v1/verify` takes as `public_key`).
-    public_key: String,
-}
-
 fn op_sign(
     svc: &Service,
     who: &Principal,
@@ -243,18 +198,6 @@ fn op_sign(
         path: signed.path.to_string(),
         public_key: hex::encode(signed.public_key),
     })
-}
-
-/// A signature to check.
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct VerifyRequest {
-    /// The signed data.
-    data: Blob,
-    /// The 64-byte signature.
-    signature: Blob,
-    /// The Ed25519 public key, hex.
-    public_key: String,
 }
 
 fn fixed<const N: usize>(field: &str, bytes: &[u8]) -> Result<[u8; N], ApiError> {
@@ -281,30 +224,6 @@ fn op_verify(
     Ok(svc.verify(&data, &signature, &fixed(&field, &public)?))
 }
 
-/// Data to encrypt to a node.
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct EncryptRequest {
-    /// The recipient node: name or path.
-    to: String,
-    /// The plaintext.
-    plaintext: Blob,
-    /// `x-wing` (the default: ML-KEM-768 + X25519) or `x25519`.
-    #[serde(default)]
-    suite: Option<String>,
-}
-
-/// A public-key envelope.
-#[derive(Serialize, ToSchema)]
-pub struct EncryptResponse {
-    /// The envelope (CBOR).
-    envelope: Bytes,
-    /// The recipient's epoch key path.
-    recipient: String,
-    /// The HPKE suite.
-    suite: &'static str,
-}
-
 fn op_encrypt(
     svc: &Service,
     who: &Principal,
@@ -322,25 +241,8 @@ fn op_encrypt(
     Ok(EncryptResponse {
         envelope: Bytes::new(envelope),
         recipient: recipient.to_string(),
-        suite: suite.name(),
+        suite: suite.name().to_owned(),
     })
-}
-
-/// An envelope.
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct EnvelopeRequest {
-    /// The envelope (CBOR).
-    envelope: Blob,
-}
-
-/// A plaintext and who sent it.
-#[derive(Serialize, ToSchema)]
-pub struct DecryptResponse {
-    /// The plaintext.
-    plaintext: Bytes,
-    /// The sender's epoch key path (its signature verified against the chain).
-    sender: String,
 }
 
 fn op_decrypt(
@@ -357,21 +259,6 @@ fn op_decrypt(
     })
 }
 
-/// Data to seal.
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct SealRequest {
-    /// The plaintext.
-    plaintext: Blob,
-}
-
-/// An envelope.
-#[derive(Serialize, ToSchema)]
-pub struct EnvelopeResponse {
-    /// The envelope (CBOR).
-    envelope: Bytes,
-}
-
 fn op_seal(
     svc: &Service,
     who: &Principal,
@@ -382,13 +269,6 @@ fn op_seal(
     Ok(EnvelopeResponse {
         envelope: Bytes::new(svc.seal(who, &plaintext)?),
     })
-}
-
-/// A plaintext.
-#[derive(Serialize, ToSchema)]
-pub struct PlaintextResponse {
-    /// The plaintext.
-    plaintext: Bytes,
 }
 
 fn op_unseal(
@@ -413,20 +293,6 @@ fn op_rewrap(
     Ok(EnvelopeResponse {
         envelope: Bytes::new(svc.rewrap(who, &envelope)?),
     })
-}
-
-/// A data key request (no fields).
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct DatakeyRequest {}
-
-/// A data key and its sealed form.
-#[derive(Serialize, ToSchema)]
-pub struct DatakeyResponse {
-    /// The 32-byte key.
-    key: Bytes,
-    /// The key sealed under the caller's current epoch.
-    envelope: Bytes,
 }
 
 fn op_datakey(

@@ -4,26 +4,10 @@
 
 use std::collections::HashMap;
 
-use serde::{Deserialize, Serialize};
-
-use super::{Service, ServiceError, unix_now};
+use super::{AdminRevocation, Service, ServiceError, unix_now};
 use crate::chain::{self, cbor_bytes};
 use crate::identity::Principal;
 use crate::store::{Checked, Store, StoreError};
-
-/// A revoked admin name.
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct AdminRevocation {
-    /// The admin name (every credential naming it is refused).
-    pub name: String,
-    /// The admin who revoked it.
-    pub by: String,
-    /// When (Unix seconds).
-    pub at: u64,
-    /// Why.
-    pub reason: String,
-}
 
 /// The revoked admin names in `store`. A row that fails its integrity tag counts as a
 /// revocation (fail closed): an edited revocation never re-opens an admin.

@@ -11,34 +11,10 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use super::{Service, ServiceError, unix_now};
+use super::{CredentialRevocation, Generation, Service, ServiceError, unix_now};
 use crate::chain::{self, cbor_bytes};
 use crate::identity::{Ca, Issued, Principal};
 use crate::store::{Checked, Store, StoreError};
-
-/// A principal's credential generation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Generation {
-    /// The generation number (0 for the first enrollment).
-    pub generation: u32,
-    /// When it started (Unix seconds): renewal stops `credential_max` later.
-    pub started_at: u64,
-    /// When its credentials were revoked, if they were.
-    pub revoked: Option<CredentialRevocation>,
-}
-
-/// The end of a credential generation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CredentialRevocation {
-    /// The admin who revoked it.
-    pub by: String,
-    /// When (Unix seconds).
-    pub at: u64,
-    /// Why.
-    pub reason: String,
-}
 
 /// The stored record of an issued certificate.
 #[derive(Debug, Clone, Serialize, Deserialize)]

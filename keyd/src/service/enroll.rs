@@ -6,23 +6,11 @@ use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use super::commit::Built;
-use super::{Service, ServiceError, unix_now};
+use super::{EnrollMode, Service, ServiceError, unix_now};
 use crate::bundle::{self, BranchBundle};
 use crate::chain::{self, Body, Certify, Epoch, KeyKind, Statement};
 use crate::derive::KeyPath;
 use crate::identity::Principal;
-
-/// Where a node's keys live.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum EnrollMode {
-    /// keyd holds the node's keys and serves its operations (the default).
-    #[default]
-    Held,
-    /// The node also receives its identity secret at enrollment and keeps its own keys
-    /// (keyd, an ancestor, can still derive them to rekey, revoke and recover).
-    Exported,
-}
 
 /// An enrollment token's stored record.
 #[derive(Serialize, Deserialize)]

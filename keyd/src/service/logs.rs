@@ -4,23 +4,10 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
-
-use super::{Service, ServiceError};
+use super::{Pushed, Service, ServiceError};
 use crate::chain::{ChainError, Head, Records, Rule};
 use crate::derive::KeyPath;
 use crate::identity::Principal;
-
-/// What a push of root-log records did.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct Pushed {
-    /// Root-log entries that were new.
-    pub new_entries: usize,
-    /// The root log's length after the push.
-    pub root_length: u64,
-    /// Whether this keyd's own branch is now revoked (it stops serving key operations).
-    pub branch_revoked: bool,
-}
 
 /// What a pull from a peer brought.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]

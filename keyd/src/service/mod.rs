@@ -4,7 +4,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 
 use ed25519_dalek::{Signature, Signer, VerifyingKey};
-use serde::Serialize;
 use thiserror::Error;
 
 use crate::chain::{Body, Chain, ChainError, KeyKind, KeyStatus, Page, Revoke, Rule, Statement};
@@ -24,10 +23,12 @@ mod nodes;
 mod pages;
 pub mod suites;
 
-pub use admins::AdminRevocation;
-pub use enroll::{EnrollMode, Enrolled};
-pub use logs::{Mirrored, Pushed};
-pub use nodes::{EpochInfo, NodeDetail};
+pub use crate::wire::{
+    AdminRevocation, CredentialRevocation, EnrollMode, EpochInfo, Generation, NodeDetail, Pushed,
+    SuitePolicy, Verification,
+};
+pub use enroll::Enrolled;
+pub use logs::Mirrored;
 
 /// Service-level failures; the API maps each to a status and a stable code.
 #[derive(Debug, Error)]
@@ -123,13 +124,7 @@ pub fn restore_chain(store: &Store) -> Result<Chain, ServiceError> {
     Ok(chain)
 }
 
-/// Unix seconds now.
-pub fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
+pub use crate::unix_now;
 
 /// A signature made by `sign`, with the key that made it.
 #[derive(Debug)]
@@ -146,25 +141,6 @@ pub struct Signed {
     pub public_key: [u8; 32],
 }
 
-/// The result of `verify`.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct Verification {
-    /// Whether the signature verifies and the key is a valid key of the cluster.
-    pub valid: bool,
-    /// Whether the signature itself verifies.
-    pub signature_ok: bool,
-    /// The key id of the public key (whether or not the cluster knows it).
-    pub key_id: String,
-    /// The key's path, if it is a key of the cluster.
-    pub path: Option<String>,
-    /// Its epoch, for epoch keys.
-    pub epoch: Option<u32>,
-    /// Its status (`valid`, `unknown`, `revoked`, `superseded`, `expired`).
-    pub status: String,
-    /// Why a key is not valid.
-    pub reason: Option<String>,
-}
-
 /// keyd at run time.
 pub struct Service {
     store: Store,
@@ -177,13 +153,13 @@ pub struct Service {
     keys: Mutex<HashMap<KeyPath, Arc<KeyMaterial>>>,
     revoked_admins: RwLock<HashMap<String, AdminRevocation>>,
     /// Each principal's credential generation.
-    generations: RwLock<HashMap<Principal, credentials::Generation>>,
+    generations: RwLock<HashMap<Principal, Generation>>,
     /// Pull requests for the peer threads: a counter bumped on demand.
     pull_now: (Mutex<u64>, Condvar),
     /// Encoded `GET /v1/chain` pages, until the chain changes.
     pages: pages::PageCache,
     /// Each node's suite policy (absent: any).
-    suites: RwLock<HashMap<KeyPath, suites::SuitePolicy>>,
+    suites: RwLock<HashMap<KeyPath, SuitePolicy>>,
     /// Changes to the branch log waiting for their group commit.
     commits: commit::Commits,
 }

@@ -1,8 +1,6 @@
 //! What the chain says about nodes, for admins: the list, and one node in detail.
 
-use serde::Serialize;
-
-use super::{Service, ServiceError, describe, unix_now};
+use super::{EpochInfo, NodeDetail, Service, ServiceError, describe, unix_now};
 use crate::chain::{KeyKind, KeySet, KeyStatus};
 use crate::derive::KeyPath;
 use crate::identity::Principal;
@@ -13,50 +11,6 @@ fn status_text(status: &KeyStatus) -> String {
     } else {
         describe(status)
     }
-}
-
-/// One epoch key of a node.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct EpochInfo {
-    /// The epoch.
-    pub epoch: u32,
-    /// Its key path.
-    pub path: String,
-    /// Its key id.
-    pub key_id: String,
-    /// Ed25519 public key, hex.
-    pub ed25519: String,
-    /// X25519 public key, hex.
-    pub x25519: String,
-    /// `valid`, or why not (superseded epochs still decrypt until revoked).
-    pub status: String,
-}
-
-/// A node as the chain has it.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct NodeDetail {
-    /// Its name.
-    pub name: String,
-    /// Its path.
-    pub path: String,
-    /// Its role.
-    pub role: String,
-    /// `valid`, or why not.
-    pub status: String,
-    /// Certified from (Unix seconds).
-    pub not_before: u64,
-    /// Certified until (Unix seconds).
-    pub not_after: u64,
-    /// The identity key's id.
-    pub key_id: String,
-    /// The identity key (certifies epochs and children), Ed25519 hex.
-    pub ed25519: String,
-    /// The current epoch, if one is valid.
-    pub current_epoch: Option<u32>,
-    /// Every epoch key.
-    pub epochs: Vec<EpochInfo>,
-    /// Child nodes: paths.
-    pub children: Vec<String>,
 }
 
 impl Service {

@@ -8,42 +8,11 @@
 
 use std::collections::HashMap;
 
-use serde::{Deserialize, Serialize};
-
-use super::{Service, ServiceError};
+use super::{Service, ServiceError, SuitePolicy};
 use crate::derive::KeyPath;
 use crate::envelope::Suite;
 use crate::identity::Principal;
 use crate::store::{Checked, Store};
-
-/// Which envelope suites a node accepts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "kebab-case")]
-pub enum SuitePolicy {
-    /// X-Wing and X25519 (the default).
-    #[default]
-    Any,
-    /// X-Wing only: X25519 envelopes to this node are refused.
-    XWing,
-}
-
-impl SuitePolicy {
-    /// The stored and API name.
-    pub fn name(self) -> &'static str {
-        match self {
-            SuitePolicy::Any => "any",
-            SuitePolicy::XWing => "x-wing",
-        }
-    }
-
-    fn parse(text: &[u8]) -> Option<SuitePolicy> {
-        match text {
-            b"any" => Some(SuitePolicy::Any),
-            b"x-wing" => Some(SuitePolicy::XWing),
-            _ => None,
-        }
-    }
-}
 
 /// The suite policies in `store`, by node.
 pub(super) fn load(store: &Store) -> Result<HashMap<KeyPath, SuitePolicy>, ServiceError> {
