@@ -331,6 +331,9 @@ fn openapi_lists_every_route() -> Result<()> {
         "post /v1/nodes/{name}/credentials/revoke",
         "post /v1/nodes/{name}/reenroll",
         "post /v1/nodes/{name}/suite",
+        "get /v1/policy",
+        "post /v1/policy",
+        "post /v1/policy/check",
     ]
     .iter()
     .map(|s| s.to_string())

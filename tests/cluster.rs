@@ -559,7 +559,16 @@ impl Client {
         })
     }
 
-    /// GETs, returning the status and the raw body.
+    /// GETs JSON that must come with a 200.
+    pub fn get_json(&self, path: &str) -> Result<Value> {
+        let (status, body) = self.get(path)?;
+        if status != 200 {
+            bail!("GET {path}: {status} {}", String::from_utf8_lossy(&body));
+        }
+        Ok(serde_json::from_slice(&body)?)
+    }
+
+    /// GETs `path`: the status and the body.
     pub fn get(&self, path: &str) -> Result<(u16, Vec<u8>)> {
         let mut resp = self.agent.get(format!("{}{path}", self.base)).call()?;
         let status = resp.status().as_u16();

@@ -20,6 +20,7 @@ mod limits;
 mod logs;
 mod nodes;
 mod operator;
+mod policy;
 mod service;
 mod store_integrity;
 mod suites;

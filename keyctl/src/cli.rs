@@ -83,6 +83,10 @@ pub enum Command {
     /// Public keys from a chain file, offline, in the formats other tools read.
     #[command(subcommand)]
     Key(KeyCmd),
+    /// The policy of a running keyd: show, apply (live), check a request (or a file,
+    /// offline).
+    #[command(subcommand)]
+    Policy(crate::policy_cmd::PolicyCmd),
     /// Administer nodes on a running keyd (admin credential).
     #[command(subcommand)]
     Node(NodeCmd),

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod enroll;
 pub mod error;
 pub mod files;
+pub mod policy_cmd;
 pub mod progress;
 pub mod public;
 pub mod remote;

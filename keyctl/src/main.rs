@@ -235,6 +235,18 @@ fn run(cli: Cli) -> Result<(), CtlError> {
                 chain_cmd::summary(&file, &v),
             )
         }
+        Command::Policy(cmd) => {
+            let (v, denied) = keyctl::policy_cmd::run(cmd)?;
+            emit(output, &v)?;
+            if denied {
+                let rule = v["rule"].as_str().unwrap_or("default-deny");
+                let reason = v["reason"].as_str().unwrap_or_default();
+                return Err(CtlError::NotValid(format!(
+                    "denied by rule {rule}: {reason}"
+                )));
+            }
+            Ok(())
+        }
         Command::Key(KeyCmd::Export {
             key,
             chain,

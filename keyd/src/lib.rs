@@ -23,6 +23,8 @@ pub mod hsm;
 pub mod identity;
 #[cfg(feature = "server")]
 pub mod peers;
+#[cfg(feature = "client")]
+pub mod policy;
 #[cfg(feature = "server")]
 pub mod service;
 #[cfg(feature = "server")]

@@ -15,6 +15,8 @@ pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    /// The policy rule that refused, for `forbidden` by policy.
+    rule: Option<String>,
 }
 
 impl ApiError {
@@ -24,6 +26,7 @@ impl ApiError {
             status: StatusCode::INTERNAL_SERVER_ERROR,
             code: "internal",
             message: "internal error".to_owned(),
+            rule: None,
         }
     }
 
@@ -34,6 +37,7 @@ impl ApiError {
             error: ErrorDetail {
                 code: self.code.into(),
                 message: self.message,
+                rule: self.rule,
             },
         }
     }
@@ -44,6 +48,7 @@ impl ApiError {
             status: StatusCode::BAD_REQUEST,
             code,
             message: message.into(),
+            rule: None,
         }
     }
 
@@ -53,6 +58,7 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            rule: None,
         }
     }
 
@@ -81,7 +87,9 @@ impl From<ServiceError> for ApiError {
             ServiceError::Revoked(_) => (StatusCode::UNAUTHORIZED, "key_not_valid"),
             ServiceError::PartyNotValid(_) => (StatusCode::BAD_REQUEST, "key_not_valid"),
             ServiceError::SuiteNotAllowed(_) => (StatusCode::BAD_REQUEST, "suite_not_allowed"),
-            ServiceError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            ServiceError::Forbidden(_) | ServiceError::Denied { .. } => {
+                (StatusCode::FORBIDDEN, "forbidden")
+            }
             ServiceError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             ServiceError::ReservedPrefix => (StatusCode::BAD_REQUEST, "reserved_prefix"),
             ServiceError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
@@ -101,6 +109,10 @@ impl From<ServiceError> for ApiError {
             | ServiceError::Identity(_)
             | ServiceError::Uncommitted(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
+        let rule = match &e {
+            ServiceError::Denied { rule, .. } => Some(rule.clone()),
+            _ => None,
+        };
         let message = if status == StatusCode::INTERNAL_SERVER_ERROR {
             tracing::error!(error = %e, "request failed");
             "internal error".to_owned()
@@ -111,6 +123,7 @@ impl From<ServiceError> for ApiError {
             status,
             code,
             message,
+            rule,
         }
     }
 }
@@ -126,6 +139,7 @@ impl ResponseError for ApiError {
             error: ErrorDetail {
                 code: self.code.into(),
                 message: self.message.clone(),
+                rule: self.rule.clone(),
             },
         })
     }

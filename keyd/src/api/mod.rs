@@ -10,6 +10,7 @@ mod keys;
 mod limits;
 mod metrics;
 mod ops;
+mod policy;
 
 use actix_web::dev::Extensions;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -131,6 +132,9 @@ fn principal_and_generation(
         credentials::revoke_admin_credentials,
         credentials::reenroll,
         credentials::set_suite,
+        policy::show,
+        policy::apply,
+        policy::check,
         ops::sign,
         ops::batch_sign,
         ops::verify,
@@ -171,6 +175,8 @@ pub fn fuzz_bodies(data: &[u8]) {
         let _ = format.decode::<crate::wire::RevokeRequest>(data);
         let _ = format.decode::<crate::wire::ReenrollRequest>(data);
         let _ = format.decode::<crate::wire::SuiteRequest>(data);
+        let _ = format.decode::<crate::wire::PolicyApply>(data);
+        let _ = format.decode::<crate::wire::PolicyCheck>(data);
     }
 }
 
@@ -245,7 +251,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route(
                 "/nodes/{name}/suite",
                 web::post().to(credentials::set_suite),
-            ),
+            )
+            .route("/policy", web::get().to(policy::show))
+            .route("/policy", web::post().to(policy::apply))
+            .route("/policy/check", web::post().to(policy::check)),
     )
     .default_service(web::to(unrouted));
 }

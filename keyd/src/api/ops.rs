@@ -52,17 +52,20 @@ async fn batch<Req: Send + 'static, Resp: Serialize + Send + 'static>(
         ));
     }
     // Up to 1,000 public-key operations: off the async workers.
+    // Each item is decided by the policy as an item of a batch of this size.
     let results: Vec<Item<Resp>> = web::block(move || {
-        items
-            .into_iter()
-            .enumerate()
-            .map(
-                |(i, item)| match op(&svc, &who, item, &format!("items[{i}].")) {
-                    Ok(r) => Item::Ok(r),
-                    Err(e) => Item::Err(e.counted_body()),
-                },
-            )
-            .collect()
+        crate::service::policy::in_batch(items.len(), || {
+            items
+                .into_iter()
+                .enumerate()
+                .map(
+                    |(i, item)| match op(&svc, &who, item, &format!("items[{i}].")) {
+                        Ok(r) => Item::Ok(r),
+                        Err(e) => Item::Err(e.counted_body()),
+                    },
+                )
+                .collect()
+        })
     })
     .await
     .map_err(|_| ApiError::internal())?;
@@ -211,7 +214,7 @@ fn fixed<const N: usize>(field: &str, bytes: &[u8]) -> Result<[u8; N], ApiError>
 
 fn op_verify(
     svc: &Service,
-    _: &Principal,
+    who: &Principal,
     r: VerifyRequest,
     at: &str,
 ) -> Result<Verification, ApiError> {
@@ -221,7 +224,7 @@ fn op_verify(
     let field = format!("{at}public_key");
     let public = hex::decode(r.public_key.trim())
         .map_err(|e| ApiError::bad_request("bad_hex", format!("{field}: not hex: {e}")))?;
-    Ok(svc.verify(&data, &signature, &fixed(&field, &public)?))
+    Ok(svc.verify(who, &data, &signature, &fixed(&field, &public)?)?)
 }
 
 fn op_encrypt(

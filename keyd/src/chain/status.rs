@@ -133,6 +133,14 @@ impl ChainState {
         self.keys.iter()
     }
 
+    /// The name of the node at `path`.
+    pub fn name_of(&self, path: &KeyPath) -> Option<&str> {
+        match &self.keys.get(path)?.kind {
+            KeyKind::Node { name, .. } => Some(name),
+            _ => None,
+        }
+    }
+
     /// The path of the key with this key id.
     pub fn path_of(&self, id: &KeyId) -> Option<&KeyPath> {
         self.by_id.get(id)

@@ -35,9 +35,10 @@ use crate::wire::{
     AddNode, AdminList, AdminRevocation, Batch, BatchResults, Blob, CredentialsRevoked,
     DatakeyRequest, DatakeyResponse, DecryptResponse, Empty, EncryptRequest, EncryptResponse,
     EnrollMode, EnrollRequest, EnrollResponse, EnvelopeRequest, EnvelopeResponse, ErrorBody,
-    NodeAdded, NodeDetail, NodeList, PlaintextResponse, PullRequested, Pushed, ReenrollRequest,
-    Reenrollment, Rekeyed, RenewRequest, RenewResponse, RevokeRequest, Revoked, SealRequest,
-    SignRequest, SignResponse, SuitePolicy, SuiteRequest, SuiteSet, Verification, VerifyRequest,
+    NodeAdded, NodeDetail, NodeList, PlaintextResponse, PolicyApply, PolicyCheck, PolicyDecision,
+    PolicyShown, PullRequested, Pushed, ReenrollRequest, Reenrollment, Rekeyed, RenewRequest,
+    RenewResponse, RevokeRequest, Revoked, SealRequest, SignRequest, SignResponse, SuitePolicy,
+    SuiteRequest, SuiteSet, Verification, VerifyRequest,
 };
 pub use config::{ClientConfig, load_chain};
 use config::{read, refuse_revoked_keyd};
@@ -402,6 +403,26 @@ impl Client {
                 reason: reason.to_owned(),
             },
         )
+    }
+
+    /// The policy in force, with its text.
+    pub fn policy(&self) -> Result<PolicyShown, ClientError> {
+        self.get("/v1/policy")
+    }
+
+    /// Replaces the policy (checked by keyd first; nothing changes when it is bad).
+    pub fn apply_policy(&self, text: &str) -> Result<PolicyShown, ClientError> {
+        self.post(
+            "/v1/policy",
+            &PolicyApply {
+                text: text.to_owned(),
+            },
+        )
+    }
+
+    /// How the policy in force decides a request.
+    pub fn check_policy(&self, request: &PolicyCheck) -> Result<PolicyDecision, ClientError> {
+        self.post("/v1/policy/check", request)
     }
 
     /// Pushes root-log records (a ceremony's chain file) to keyd (admin).

@@ -4,9 +4,11 @@
 
 use std::collections::HashMap;
 
+use super::policy::Named;
 use super::{AdminRevocation, Service, ServiceError, unix_now};
 use crate::chain::{self, cbor_bytes};
 use crate::identity::Principal;
+use crate::policy::Op;
 use crate::store::{Checked, Store, StoreError};
 
 /// The revoked admin names in `store`. A row that fails its integrity tag counts as a
@@ -67,6 +69,7 @@ impl Service {
             ));
         };
         chain::check_name(name).map_err(ServiceError::BadRequest)?;
+        self.authorize(principal, Op::AdminRevoke, Named::Admin(name))?;
         chain::check_text("reason", reason, chain::MAX_REASON, true)
             .map_err(ServiceError::BadRequest)?;
         let key = name.to_lowercase();
@@ -106,6 +109,7 @@ impl Service {
         principal: &Principal,
     ) -> Result<Vec<AdminRevocation>, ServiceError> {
         Self::require_admin(principal)?;
+        self.authorize(principal, Op::AdminList, Named::Nothing)?;
         let revoked = self
             .revoked_admins
             .read()

@@ -14,6 +14,7 @@ use zeroize::Zeroizing;
 use super::{CredentialRevocation, Generation, Service, ServiceError, unix_now};
 use crate::chain::{self, cbor_bytes};
 use crate::identity::{Ca, Issued, Principal};
+use crate::policy::Op;
 use crate::store::{Checked, Store, StoreError};
 
 /// The stored record of an issued certificate.
@@ -267,6 +268,14 @@ impl Service {
                 "a node cannot revoke credentials".into(),
             ));
         };
+        match target {
+            Principal::Node(p) => self.authorize_on(principal, Op::NodeCredentialsRevoke, p)?,
+            Principal::Admin(name) => self.authorize(
+                principal,
+                Op::AdminCredentialsRevoke,
+                super::policy::Named::Admin(name),
+            )?,
+        }
         chain::check_text("reason", reason, chain::MAX_REASON, true)
             .map_err(ServiceError::BadRequest)?;
         if normal(target) == normal(principal) {

@@ -6,11 +6,13 @@ use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use super::commit::Built;
+use super::policy::Named;
 use super::{EnrollMode, Service, ServiceError, unix_now};
 use crate::bundle::{self, BranchBundle};
 use crate::chain::{self, Body, Certify, Epoch, KeyKind, Statement};
 use crate::derive::KeyPath;
 use crate::identity::Principal;
+use crate::policy::Op;
 
 /// An enrollment token's stored record.
 #[derive(Serialize, Deserialize)]
@@ -61,6 +63,11 @@ impl Service {
         valid_seconds: Option<u64>,
     ) -> Result<(KeyPath, Zeroizing<String>, u64), ServiceError> {
         Self::require_admin(principal)?;
+        let parent_path = match parent {
+            None => self.branch_path.clone(),
+            Some(p) => self.resolve(p)?,
+        };
+        self.authorize_on(principal, Op::NodeAdd, &parent_path)?;
         chain::check_name(name).map_err(ServiceError::BadRequest)?;
         let valid_seconds = match valid_seconds {
             None => MAX_NODE_SECONDS,
@@ -176,6 +183,7 @@ impl Service {
         mode: EnrollMode,
     ) -> Result<(KeyPath, Zeroizing<String>, u64), ServiceError> {
         Self::require_admin(principal)?;
+        self.authorize_on(principal, Op::NodeReenroll, &self.resolve(target)?)?;
         self.require_serving()?;
         let path = {
             let chain = self.read_chain();
@@ -295,6 +303,10 @@ impl Service {
         rcgen::CertificateSigningRequestParams::from_pem(csr_pem).map_err(|e| {
             ServiceError::BadRequest(format!("csr: not a PEM certificate signing request: {e}"))
         })?;
+        match principal {
+            Principal::Node(p) => self.authorize_on(principal, Op::Renew, p)?,
+            Principal::Admin(name) => self.authorize(principal, Op::Renew, Named::Admin(name))?,
+        }
         let current = self.renewable_generation(principal, generation)?;
         self.issue_client_cert(principal, &current, false, csr_pem, None)
     }

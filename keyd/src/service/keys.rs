@@ -11,6 +11,7 @@ use crate::chain::{Body, Epoch, KeyKind, KeyStatus, Statement};
 use crate::derive::{KeyMaterial, KeyPath};
 use crate::envelope::{Encrypted, Sealed, Suite};
 use crate::identity::Principal;
+use crate::policy::Op;
 
 impl Service {
     /// The node a principal is, for key operations.
@@ -62,6 +63,12 @@ impl Service {
     /// Seals `plaintext` for the node's own storage.
     pub fn seal(&self, principal: &Principal, plaintext: &[u8]) -> Result<Vec<u8>, ServiceError> {
         let node = Self::node_of(principal)?;
+        self.authorize_on(principal, Op::Seal, node)?;
+        self.seal_as(node, plaintext)
+    }
+
+    /// Seals `plaintext` under `node`'s current epoch (authorized by the caller).
+    fn seal_as(&self, node: &KeyPath, plaintext: &[u8]) -> Result<Vec<u8>, ServiceError> {
         let (path, key) = self.current_key(node)?;
         // Salt and nonce from one read of the system's CSPRNG.
         let mut random = [0u8; 44];
@@ -84,6 +91,16 @@ impl Service {
         envelope: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>, ServiceError> {
         let node = Self::node_of(principal)?;
+        self.authorize_on(principal, Op::Unseal, node)?;
+        self.unseal_as(node, envelope)
+    }
+
+    /// Opens `node`'s sealed envelope (authorized by the caller).
+    fn unseal_as(
+        &self,
+        node: &KeyPath,
+        envelope: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, ServiceError> {
         let sealed = Sealed::from_cbor(envelope).map_err(ServiceError::Envelope)?;
         let key = self.opening_key(node, &sealed.key)?;
         sealed.open(&key).map_err(ServiceError::Envelope)
@@ -106,6 +123,10 @@ impl Service {
                 .find_in(to, &self.branch_path)
                 .map(|(p, _)| p.clone())
                 .ok_or_else(|| ServiceError::NotFound(format!("no node {to:?}")))?;
+            drop(chain);
+            self.authorize_on(principal, Op::Encrypt, &target)?;
+            let chain = self.read_chain();
+            let state = chain.state();
             let standing = state.status_at(&target, unix_now());
             if !standing.is_valid() {
                 return Err(ServiceError::PartyNotValid(format!(
@@ -147,6 +168,7 @@ impl Service {
         envelope: &[u8],
     ) -> Result<(Zeroizing<Vec<u8>>, KeyPath), ServiceError> {
         let node = Self::node_of(principal)?;
+        self.authorize_on(principal, Op::Decrypt, node)?;
         let e = Encrypted::from_cbor(envelope).map_err(ServiceError::Envelope)?;
         self.check_suite(node, e.suite().map_err(ServiceError::Envelope)?)?;
         let sender_key = {
@@ -216,6 +238,12 @@ impl Service {
                 return Err(ServiceError::BadRequest("name the node to rekey".into()));
             }
         };
+        let op = if target.is_some() {
+            Op::NodeRekey
+        } else {
+            Op::Rekey
+        };
+        self.authorize_on(principal, op, &node)?;
         if !self.branch_path.is_prefix_of(&node) || node == self.branch_path {
             return Err(ServiceError::Forbidden(format!(
                 "{node} is not a node below this keyd's branch"
@@ -251,8 +279,10 @@ impl Service {
 
     /// Re-seals an envelope of an older epoch under the node's current epoch.
     pub fn rewrap(&self, principal: &Principal, envelope: &[u8]) -> Result<Vec<u8>, ServiceError> {
-        let plaintext = self.unseal(principal, envelope)?;
-        self.seal(principal, &plaintext)
+        let node = Self::node_of(principal)?;
+        self.authorize_on(principal, Op::Rewrap, node)?;
+        let plaintext = self.unseal_as(node, envelope)?;
+        self.seal_as(node, &plaintext)
     }
 
     /// A fresh 256-bit data key and its sealed form (for envelope encryption by the
@@ -261,10 +291,12 @@ impl Service {
         &self,
         principal: &Principal,
     ) -> Result<(Zeroizing<[u8; 32]>, Vec<u8>), ServiceError> {
+        let node = Self::node_of(principal)?;
+        self.authorize_on(principal, Op::Datakey, node)?;
         let mut key = Zeroizing::new([0u8; 32]);
         getrandom::fill(key.as_mut())
             .map_err(|e| ServiceError::BadRequest(format!("randomness: {e}")))?;
-        let sealed = self.seal(principal, key.as_ref())?;
+        let sealed = self.seal_as(node, key.as_ref())?;
         Ok((key, sealed))
     }
 }

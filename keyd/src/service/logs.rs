@@ -4,10 +4,12 @@
 
 use std::collections::BTreeMap;
 
+use super::policy::Named;
 use super::{Pushed, Service, ServiceError};
 use crate::chain::{ChainError, Head, Records, Rule};
 use crate::derive::KeyPath;
 use crate::identity::Principal;
+use crate::policy::Op;
 
 /// What a pull from a peer brought.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -22,6 +24,7 @@ impl Service {
     /// the head in one transaction; refused, naming the entry, with nothing stored.
     pub fn push_root(&self, principal: &Principal, bytes: &[u8]) -> Result<Pushed, ServiceError> {
         Self::require_admin(principal)?;
+        self.authorize(principal, Op::ChainPush, Named::Nothing)?;
         let root = KeyPath::root();
         let only_root = |log: &KeyPath| {
             (*log != root).then(|| format!("only the root log m is pushed; log {log} is not"))
@@ -160,6 +163,7 @@ impl Service {
     /// Asks the peer threads to pull now (admin); how many peers are configured.
     pub fn pull_peers(&self, principal: &Principal) -> Result<usize, ServiceError> {
         Self::require_admin(principal)?;
+        self.authorize(principal, Op::ChainPull, Named::Nothing)?;
         let (lock, signal) = &self.pull_now;
         *lock.lock().unwrap_or_else(|e| e.into_inner()) += 1;
         signal.notify_all();

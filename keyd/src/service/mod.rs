@@ -10,6 +10,7 @@ use crate::chain::{Body, Chain, ChainError, KeyKind, KeyStatus, Page, Revoke, Ru
 use crate::config::Config;
 use crate::derive::{KeyMaterial, KeyPath, NodeSecret};
 use crate::identity::{Ca, IdentityError, Principal};
+use crate::policy::Op;
 use crate::store::{Store, StoreError};
 use commit::Built;
 
@@ -21,6 +22,7 @@ mod keys;
 mod logs;
 mod nodes;
 mod pages;
+pub mod policy;
 pub mod suites;
 
 pub use crate::wire::{
@@ -46,6 +48,16 @@ pub enum ServiceError {
     /// The principal may not do this.
     #[error("{0}")]
     Forbidden(String),
+    /// The policy in force refuses the request.
+    #[error("{op} denied by policy rule {rule}: {reason}")]
+    Denied {
+        /// The operation.
+        op: &'static str,
+        /// The rule that decided.
+        rule: String,
+        /// Why.
+        reason: String,
+    },
     /// The envelope suite is not one the recipient accepts (its suite policy).
     #[error("{0}")]
     SuiteNotAllowed(String),
@@ -162,6 +174,8 @@ pub struct Service {
     suites: RwLock<HashMap<KeyPath, SuitePolicy>>,
     /// Changes to the branch log waiting for their group commit.
     commits: commit::Commits,
+    /// The policy in force.
+    policy: RwLock<Arc<policy::PolicyInForce>>,
 }
 
 impl std::fmt::Debug for Service {
@@ -190,6 +204,7 @@ impl Service {
         let revoked_admins = RwLock::new(admins::load(&store)?);
         let generations = RwLock::new(credentials::load(&store)?);
         let suites = RwLock::new(suites::load(&store)?);
+        let policy = RwLock::new(Arc::new(policy::load(&store)?));
         if chain.head(&branch_path).is_none() {
             return Err(ServiceError::NotFound(format!(
                 "the store holds no log of this keyd's branch {branch_path}"
@@ -210,6 +225,7 @@ impl Service {
             pages: pages::PageCache::default(),
             suites,
             commits: commit::Commits::default(),
+            policy,
         })
     }
 
@@ -354,6 +370,7 @@ impl Service {
                 "only nodes sign; admins have no signing key".into(),
             ));
         };
+        self.authorize_on(principal, Op::Sign, node)?;
         if data.starts_with(crate::RESERVED_SIGNING_PREFIX) {
             return Err(ServiceError::ReservedPrefix);
         }
@@ -380,7 +397,27 @@ impl Service {
 
     /// Verifies `signature` over `data` by the Ed25519 key `public`, and says whether
     /// that key is a valid key of this cluster.
-    pub fn verify(&self, data: &[u8], signature: &[u8; 64], public: &[u8; 32]) -> Verification {
+    pub fn verify(
+        &self,
+        principal: &Principal,
+        data: &[u8],
+        signature: &[u8; 64],
+        public: &[u8; 32],
+    ) -> Result<Verification, ServiceError> {
+        // The target is the node whose key it is, when the chain knows it.
+        let key_id = crate::derive::KeyId::of_bytes(public);
+        let node = self
+            .read_chain()
+            .state()
+            .path_of(&key_id)
+            .map(|p| match p.role() {
+                crate::derive::PathRole::Epoch { node, .. } => node,
+                _ => p.clone(),
+            });
+        match &node {
+            Some(node) => self.authorize_on(principal, Op::Verify, node)?,
+            None => self.authorize(principal, Op::Verify, policy::Named::Nothing)?,
+        }
         let signature_ok = VerifyingKey::from_bytes(public)
             .map(|k| {
                 k.verify_strict(data, &Signature::from_bytes(signature))
@@ -389,7 +426,6 @@ impl Service {
             .unwrap_or(false);
         let chain = self.read_chain();
         let status = chain.state().status_of_key(public, unix_now());
-        let key_id = crate::derive::KeyId::of_bytes(public);
         let (path, epoch) = match chain.state().path_of(&key_id) {
             Some(p) => (
                 Some(p.to_string()),
@@ -402,7 +438,7 @@ impl Service {
         };
         let name = status.name();
         let reason = (!status.is_valid()).then(|| status.to_string());
-        Verification {
+        Ok(Verification {
             valid: signature_ok && status.is_valid(),
             signature_ok,
             key_id: key_id.to_string(),
@@ -410,7 +446,7 @@ impl Service {
             epoch,
             status: name.to_owned(),
             reason,
-        }
+        })
     }
 
     /// Revokes a node (name or path) under this branch, signed by the branch key:
@@ -422,6 +458,7 @@ impl Service {
         reason: &str,
     ) -> Result<Vec<KeyPath>, ServiceError> {
         Self::require_admin(principal)?;
+        self.authorize_on(principal, Op::NodeRevoke, &self.resolve(target)?)?;
         let (target, reason) = (target.to_owned(), reason.to_owned());
         self.append(move |svc, w| {
             let target = w

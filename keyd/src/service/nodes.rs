@@ -1,9 +1,11 @@
 //! What the chain says about nodes, for admins: the list, and one node in detail.
 
+use super::policy::Named;
 use super::{EpochInfo, NodeDetail, Service, ServiceError, describe, unix_now};
 use crate::chain::{KeyKind, KeySet, KeyStatus};
 use crate::derive::KeyPath;
 use crate::identity::Principal;
+use crate::policy::Op;
 
 fn status_text(status: &KeyStatus) -> String {
     if status.is_valid() {
@@ -20,11 +22,18 @@ impl Service {
         principal: &Principal,
     ) -> Result<Vec<(String, String, String)>, ServiceError> {
         Self::require_admin(principal)?;
+        self.authorize(principal, Op::NodeList, Named::Nothing)?;
+        // A scoped admin sees the nodes it manages.
+        let scope = match principal {
+            Principal::Admin(name) => self.policy().policy.scope_of(name).cloned(),
+            Principal::Node(_) => None,
+        };
         let chain = self.read_chain();
         let now = unix_now();
         let mut out: Vec<_> = chain
             .state()
             .keys()
+            .filter(|(p, _)| scope.as_ref().is_none_or(|s| s.is_prefix_of(p) && s != *p))
             .filter_map(|(p, r)| match &r.kind {
                 KeyKind::Node { name, .. } => Some((p.clone(), name.clone())),
                 _ => None,
@@ -47,6 +56,7 @@ impl Service {
         target: &str,
     ) -> Result<NodeDetail, ServiceError> {
         Self::require_admin(principal)?;
+        self.authorize_on(principal, Op::NodeShow, &self.resolve(target)?)?;
         let chain = self.read_chain();
         let state = chain.state();
         let now = unix_now();

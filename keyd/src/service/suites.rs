@@ -12,6 +12,7 @@ use super::{Service, ServiceError, SuitePolicy};
 use crate::derive::KeyPath;
 use crate::envelope::Suite;
 use crate::identity::Principal;
+use crate::policy::Op;
 use crate::store::{Checked, Store};
 
 /// The suite policies in `store`, by node.
@@ -43,6 +44,7 @@ impl Service {
         let Principal::Node(node) = self.node_principal(name)? else {
             return Err(ServiceError::NotFound(format!("no node {name:?}")));
         };
+        self.authorize_on(principal, Op::NodeSuite, &node)?;
         match principal {
             Principal::Admin(_) => {}
             Principal::Node(caller) if *caller == node => {}

@@ -8,6 +8,7 @@
 
 mod admin;
 mod ops;
+mod policy;
 
 use std::borrow::Cow;
 use std::fmt;
@@ -20,6 +21,7 @@ use zeroize::Zeroizing;
 
 pub use admin::*;
 pub use ops::*;
+pub use policy::*;
 
 /// The body of every error: `{"error": {"code", "message"}}`.
 #[derive(Debug, Serialize, Deserialize)]
@@ -38,6 +40,9 @@ pub struct ErrorDetail {
     pub code: Cow<'static, str>,
     /// What was wrong, for people.
     pub message: String,
+    /// For a refusal by policy (`forbidden`): the rule that decided.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
 }
 
 /// An empty body (`{}`), for requests that carry nothing.
