@@ -334,6 +334,7 @@ fn openapi_lists_every_route() -> Result<()> {
         "get /v1/policy",
         "post /v1/policy",
         "post /v1/policy/check",
+        "get /v1/audit",
     ]
     .iter()
     .map(|s| s.to_string())

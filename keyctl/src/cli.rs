@@ -83,6 +83,9 @@ pub enum Command {
     /// Public keys from a chain file, offline, in the formats other tools read.
     #[command(subcommand)]
     Key(KeyCmd),
+    /// keyd's audit log: tail (and follow), export as JSON lines, verify.
+    #[command(subcommand)]
+    Audit(crate::audit_cmd::AuditCmd),
     /// The policy of a running keyd: show, apply (live), check a request (or a file,
     /// offline).
     #[command(subcommand)]

@@ -1,6 +1,7 @@
 //! `keyctl` as a library: the modules of the keyctl binary, so that fuzz targets and
 //! tests reach the same parsers (share files, age-encrypted shares) the CLI uses.
 
+pub mod audit_cmd;
 pub mod ceremony;
 pub mod chain_cmd;
 pub mod cli;

@@ -235,6 +235,10 @@ fn run(cli: Cli) -> Result<(), CtlError> {
                 chain_cmd::summary(&file, &v),
             )
         }
+        Command::Audit(cmd) => match keyctl::audit_cmd::run(cmd)? {
+            Some(v) => emit(output, &v),
+            None => Ok(()),
+        },
         Command::Policy(cmd) => {
             let (v, denied) = keyctl::policy_cmd::run(cmd)?;
             emit(output, &v)?;

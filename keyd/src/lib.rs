@@ -6,6 +6,7 @@
 
 #[cfg(feature = "server")]
 pub mod api;
+pub mod audit;
 pub mod bundle;
 pub mod chain;
 #[cfg(feature = "client")]
@@ -109,6 +110,8 @@ mod tests {
             crate::chain::STATEMENT_DOMAIN,
             crate::chain::HEAD_DOMAIN,
             crate::envelope::SIGN_DOMAIN,
+            crate::audit::RECORD_DOMAIN,
+            crate::audit::HEAD_DOMAIN,
         ] {
             assert!(
                 domain.starts_with(super::RESERVED_SIGNING_PREFIX),

@@ -61,7 +61,10 @@ pub async fn observe(
     let method = req.method().clone();
     let id = request_id();
     let span = tracing::info_span!("request", id = %id);
-    let anonymous = req.conn_data::<PeerCertificate>().is_none();
+    let presented = req.conn_data::<PeerCertificate>();
+    let anonymous = presented.is_none();
+    // The access log names who asked (the certificate's principal, as presented).
+    let who = presented.map_or_else(|| "anonymous".to_owned(), |p| p.0.principal.uri());
     let over_limit = req.conn_data::<super::Slot>().is_some_and(|s| s.over);
     let mut res = if over_limit {
         let refused = super::ApiError::with_status(
@@ -92,7 +95,7 @@ pub async fn observe(
             .insert(HeaderName::from_static(REQUEST_ID), v);
     }
     span.in_scope(|| {
-        tracing::info!(target: "keyd::access", %method, %route, status,
+        tracing::info!(target: "keyd::access", %method, %route, status, principal = %who,
             micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX));
     });
     Ok(res)

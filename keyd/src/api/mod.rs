@@ -3,6 +3,7 @@
 
 mod access;
 mod admin;
+mod audit;
 mod body;
 mod credentials;
 mod error;
@@ -135,6 +136,7 @@ fn principal_and_generation(
         policy::show,
         policy::apply,
         policy::check,
+        audit::page,
         ops::sign,
         ops::batch_sign,
         ops::verify,
@@ -254,7 +256,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             )
             .route("/policy", web::get().to(policy::show))
             .route("/policy", web::post().to(policy::apply))
-            .route("/policy/check", web::post().to(policy::check)),
+            .route("/policy/check", web::post().to(policy::check))
+            .route("/audit", web::get().to(audit::page)),
     )
     .default_service(web::to(unrouted));
 }

@@ -32,7 +32,7 @@ use zeroize::Zeroizing;
 use crate::chain::{self, Chain};
 
 use crate::wire::{
-    AddNode, AdminList, AdminRevocation, Batch, BatchResults, Blob, CredentialsRevoked,
+    AddNode, AdminList, AdminRevocation, AuditPage, Batch, BatchResults, Blob, CredentialsRevoked,
     DatakeyRequest, DatakeyResponse, DecryptResponse, Empty, EncryptRequest, EncryptResponse,
     EnrollMode, EnrollRequest, EnrollResponse, EnvelopeRequest, EnvelopeResponse, ErrorBody,
     NodeAdded, NodeDetail, NodeList, PlaintextResponse, PolicyApply, PolicyCheck, PolicyDecision,
@@ -423,6 +423,11 @@ impl Client {
     /// How the policy in force decides a request.
     pub fn check_policy(&self, request: &PolicyCheck) -> Result<PolicyDecision, ClientError> {
         self.post("/v1/policy/check", request)
+    }
+
+    /// A page of the audit log: records after `since`, at most `limit`.
+    pub fn audit_page(&self, since: u64, limit: usize) -> Result<AuditPage, ClientError> {
+        self.get(&format!("/v1/audit?since={since}&limit={limit}"))
     }
 
     /// Pushes root-log records (a ceremony's chain file) to keyd (admin).

@@ -108,6 +108,7 @@ pub fn serve(config: Config, output: super::report::Output) -> Result<()> {
     let addr = listener.local_addr()?;
     let data = actix_web::web::Data::new(svc);
     background(&data, hsm);
+    let svc = data.clone();
     let server = actix_web::HttpServer::new(move || {
         actix_web::App::new()
             .app_data(data.clone())
@@ -132,8 +133,13 @@ pub fn serve(config: Config, output: super::report::Output) -> Result<()> {
     }
     std::io::stdout().flush()?;
     actix_rt::System::new().block_on(server.run())?;
+    // Stopped (SIGTERM, SIGINT): the counts of the last seconds go to the audit log.
+    svc.flush_audit(true)?;
     Ok(())
 }
+
+/// How often the audit log's counts of finished seconds are written.
+const AUDIT_FLUSH: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// How often the mark on the seal token is brought up to the latest branch head.
 const MARK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
@@ -174,6 +180,16 @@ fn background(svc: &actix_web::web::Data<Service>, hsm: Hsm) {
                     tracing::error!(error = %e, "could not write the mark on the seal token");
                     metrics.seal_token(false);
                 }
+            }
+        }
+    });
+    let s = svc.clone();
+    std::thread::spawn(move || {
+        loop {
+            std::thread::sleep(AUDIT_FLUSH);
+            if let Err(e) = s.flush_audit(false) {
+                tracing::error!(error = %e, "could not write the audit log; its counts are kept for the next try");
+                keyd::api::metrics().error("audit_write");
             }
         }
     });

@@ -100,6 +100,12 @@ impl Service {
         self.store.revoke_admin(&key, &cbor_bytes(&record))?;
         revoked.insert(key, record.clone());
         tracing::info!(admin = %name, by = %by, "admin credential revoked");
+        self.audit_event(
+            &principal.uri(),
+            Op::AdminRevoke.name(),
+            Some(format!("admin:{name}")),
+            Some(format!("reason: {reason}")),
+        );
         Ok(record)
     }
 

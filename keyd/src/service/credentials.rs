@@ -193,6 +193,15 @@ impl Service {
         }
         tracing::info!(principal = %principal.uri(), generation = generation.generation,
             serial = %issued.serial, "client certificate issued");
+        self.audit_event(
+            &principal.uri(),
+            "certificate.issue",
+            None,
+            Some(format!(
+                "serial {}, generation {}",
+                issued.serial, generation.generation
+            )),
+        );
         Ok(issued.pem)
     }
 
@@ -299,6 +308,16 @@ impl Service {
                 .put_credentials(None, &[(&key, &cbor_bytes(&record))], &[])?;
             generations.insert(normal(target), record.clone());
             tracing::info!(principal = %target.uri(), by = %by, "credentials revoked");
+            let op = match target {
+                Principal::Node(_) => Op::NodeCredentialsRevoke,
+                Principal::Admin(_) => Op::AdminCredentialsRevoke,
+            };
+            self.audit_event(
+                &principal.uri(),
+                op.name(),
+                Some(target.uri()),
+                Some(format!("reason: {reason}")),
+            );
         }
         Ok(record)
     }

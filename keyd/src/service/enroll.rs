@@ -151,6 +151,12 @@ impl Service {
                 value: path,
             })
         })?;
+        self.audit_event(
+            &principal.uri(),
+            Op::NodeAdd.name(),
+            Some(path.to_string()),
+            Some(format!("mode {}", mode.name())),
+        );
         Ok((path, token, expires_at))
     }
 
@@ -216,6 +222,12 @@ impl Service {
         });
         self.store.put_token(&hash, &record)?;
         tracing::info!(node = %path, "re-enrollment token issued");
+        self.audit_event(
+            &principal.uri(),
+            Op::NodeReenroll.name(),
+            Some(path.to_string()),
+            Some(format!("mode {}", mode.name())),
+        );
         Ok((path, token, expires_at))
     }
 
@@ -283,6 +295,16 @@ impl Service {
         let certificate =
             self.issue_client_cert(&principal, &generation, true, csr_pem, Some(&hash))?;
         tracing::info!(node = %path, mode = ?record.mode, generation = generation.generation, "enrolled");
+        self.audit_event(
+            &principal.uri(),
+            "enroll",
+            Some(path.to_string()),
+            Some(format!(
+                "mode {}, credential generation {}",
+                record.mode.name(),
+                generation.generation
+            )),
+        );
         Ok(Enrolled {
             certificate,
             path,

@@ -64,11 +64,18 @@ impl Service {
     pub fn seal(&self, principal: &Principal, plaintext: &[u8]) -> Result<Vec<u8>, ServiceError> {
         let node = Self::node_of(principal)?;
         self.authorize_on(principal, Op::Seal, node)?;
-        self.seal_as(node, plaintext)
+        self.seal_as(principal, node, Op::Seal, plaintext)
     }
 
-    /// Seals `plaintext` under `node`'s current epoch (authorized by the caller).
-    fn seal_as(&self, node: &KeyPath, plaintext: &[u8]) -> Result<Vec<u8>, ServiceError> {
+    /// Seals `plaintext` under `node`'s current epoch (authorized by the caller), counted
+    /// in the audit log as `op`.
+    fn seal_as(
+        &self,
+        principal: &Principal,
+        node: &KeyPath,
+        op: Op,
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>, ServiceError> {
         let (path, key) = self.current_key(node)?;
         // Salt and nonce from one read of the system's CSPRNG.
         let mut random = [0u8; 44];
@@ -79,9 +86,11 @@ impl Service {
         let nonce: [u8; 12] = nonce
             .try_into()
             .unwrap_or_else(|_| unreachable!("12 bytes"));
-        Ok(Sealed::seal(&path, &key, plaintext, salt, nonce)
+        let sealed = Sealed::seal(&path, &key, plaintext, salt, nonce)
             .map_err(ServiceError::Envelope)?
-            .to_cbor())
+            .to_cbor();
+        self.audit_use(principal, op, Some(&path));
+        Ok(sealed)
     }
 
     /// Opens an envelope from [`Service::seal`] of this node.
@@ -92,18 +101,22 @@ impl Service {
     ) -> Result<Zeroizing<Vec<u8>>, ServiceError> {
         let node = Self::node_of(principal)?;
         self.authorize_on(principal, Op::Unseal, node)?;
-        self.unseal_as(node, envelope)
+        let (plaintext, key) = self.unseal_as(node, envelope)?;
+        self.audit_use(principal, Op::Unseal, Some(&key));
+        Ok(plaintext)
     }
 
-    /// Opens `node`'s sealed envelope (authorized by the caller).
+    /// Opens `node`'s sealed envelope (authorized by the caller): the plaintext and the
+    /// key that sealed it.
     fn unseal_as(
         &self,
         node: &KeyPath,
         envelope: &[u8],
-    ) -> Result<Zeroizing<Vec<u8>>, ServiceError> {
+    ) -> Result<(Zeroizing<Vec<u8>>, KeyPath), ServiceError> {
         let sealed = Sealed::from_cbor(envelope).map_err(ServiceError::Envelope)?;
         let key = self.opening_key(node, &sealed.key)?;
-        sealed.open(&key).map_err(ServiceError::Envelope)
+        let plaintext = sealed.open(&key).map_err(ServiceError::Envelope)?;
+        Ok((plaintext, sealed.key))
     }
 
     /// Encrypts to node `to` (name or path) with `suite`, signed by the caller: the
@@ -157,6 +170,7 @@ impl Service {
             plaintext,
         )
         .map_err(ServiceError::Envelope)?;
+        self.audit_use(principal, Op::Encrypt, Some(&recipient));
         Ok((e.to_cbor(), recipient))
     }
 
@@ -213,7 +227,9 @@ impl Service {
         e.verify_sender(&sender_key)
             .map_err(ServiceError::Envelope)?;
         let key = self.opening_key(node, &e.recipient)?;
-        Ok((e.open(&key).map_err(ServiceError::Envelope)?, e.sender))
+        let plaintext = e.open(&key).map_err(ServiceError::Envelope)?;
+        self.audit_use(principal, Op::Decrypt, Some(&e.recipient));
+        Ok((plaintext, e.sender))
     }
 
     /// Moves `target` (the caller itself for a node; any node under the branch for an
@@ -244,6 +260,7 @@ impl Service {
             Op::Rekey
         };
         self.authorize_on(principal, op, &node)?;
+        let audited = (principal.uri(), node.to_string());
         if !self.branch_path.is_prefix_of(&node) || node == self.branch_path {
             return Err(ServiceError::Forbidden(format!(
                 "{node} is not a node below this keyd's branch"
@@ -275,14 +292,18 @@ impl Service {
                 value: path,
             })
         })
+        .inspect(|path| {
+            let detail = Some(format!("new epoch key {path}"));
+            self.audit_event(&audited.0, op.name(), Some(audited.1), detail);
+        })
     }
 
     /// Re-seals an envelope of an older epoch under the node's current epoch.
     pub fn rewrap(&self, principal: &Principal, envelope: &[u8]) -> Result<Vec<u8>, ServiceError> {
         let node = Self::node_of(principal)?;
         self.authorize_on(principal, Op::Rewrap, node)?;
-        let plaintext = self.unseal_as(node, envelope)?;
-        self.seal_as(node, &plaintext)
+        let (plaintext, _) = self.unseal_as(node, envelope)?;
+        self.seal_as(principal, node, Op::Rewrap, &plaintext)
     }
 
     /// A fresh 256-bit data key and its sealed form (for envelope encryption by the
@@ -296,7 +317,7 @@ impl Service {
         let mut key = Zeroizing::new([0u8; 32]);
         getrandom::fill(key.as_mut())
             .map_err(|e| ServiceError::BadRequest(format!("randomness: {e}")))?;
-        let sealed = self.seal_as(node, key.as_ref())?;
+        let sealed = self.seal_as(principal, node, Op::Datakey, key.as_ref())?;
         Ok((key, sealed))
     }
 }

@@ -48,6 +48,14 @@ impl Service {
             branch_revoked,
             "chain: root log pushed"
         );
+        self.audit_event(
+            &principal.uri(),
+            Op::ChainPush.name(),
+            Some("m".into()),
+            Some(format!(
+                "{new_entries} new entries, root log length {root_length}"
+            )),
+        );
         Ok(Pushed {
             new_entries,
             root_length,
@@ -137,9 +145,16 @@ impl Service {
                 kept.extend_from_slice(raw);
             }
         }
-        Ok(Mirrored {
-            new_entries: self.take(&kept)?,
-        })
+        let new_entries = self.take(&kept)?;
+        if new_entries > 0 {
+            self.audit_event(
+                "keyd",
+                "chain.mirror",
+                None,
+                Some(format!("{new_entries} new entries from a peer")),
+            );
+        }
+        Ok(Mirrored { new_entries })
     }
 
     /// The level-1 branch whose identity key is `key` (with id `id`) in the chain held.

@@ -15,6 +15,7 @@ use crate::store::{Store, StoreError};
 use commit::Built;
 
 mod admins;
+mod audit;
 mod commit;
 pub mod credentials;
 mod enroll;
@@ -176,6 +177,8 @@ pub struct Service {
     commits: commit::Commits,
     /// The policy in force.
     policy: RwLock<Arc<policy::PolicyInForce>>,
+    /// The audit log's writer.
+    audit: audit::Auditor,
 }
 
 impl std::fmt::Debug for Service {
@@ -205,6 +208,7 @@ impl Service {
         let generations = RwLock::new(credentials::load(&store)?);
         let suites = RwLock::new(suites::load(&store)?);
         let policy = RwLock::new(Arc::new(policy::load(&store)?));
+        let audit = audit::Auditor::load(&store)?;
         if chain.head(&branch_path).is_none() {
             return Err(ServiceError::NotFound(format!(
                 "the store holds no log of this keyd's branch {branch_path}"
@@ -226,6 +230,7 @@ impl Service {
             suites,
             commits: commit::Commits::default(),
             policy,
+            audit,
         })
     }
 
@@ -386,6 +391,7 @@ impl Service {
             .epoch_key(epoch)
             .ok_or_else(|| ServiceError::NotFound("epoch".into()))?;
         let key = self.material(&path)?;
+        self.audit_use(principal, Op::Sign, Some(&path));
         Ok(Signed {
             signature: key.signing_key().sign(data),
             key_id,
@@ -406,14 +412,11 @@ impl Service {
     ) -> Result<Verification, ServiceError> {
         // The target is the node whose key it is, when the chain knows it.
         let key_id = crate::derive::KeyId::of_bytes(public);
-        let node = self
-            .read_chain()
-            .state()
-            .path_of(&key_id)
-            .map(|p| match p.role() {
-                crate::derive::PathRole::Epoch { node, .. } => node,
-                _ => p.clone(),
-            });
+        let key_path = self.read_chain().state().path_of(&key_id).cloned();
+        let node = key_path.as_ref().map(|p| match p.role() {
+            crate::derive::PathRole::Epoch { node, .. } => node,
+            _ => p.clone(),
+        });
         match &node {
             Some(node) => self.authorize_on(principal, Op::Verify, node)?,
             None => self.authorize(principal, Op::Verify, policy::Named::Nothing)?,
@@ -438,6 +441,8 @@ impl Service {
         };
         let name = status.name();
         let reason = (!status.is_valid()).then(|| status.to_string());
+        drop(chain);
+        self.audit_use(principal, Op::Verify, key_path.as_ref());
         Ok(Verification {
             valid: signature_ok && status.is_valid(),
             signature_ok,
@@ -459,6 +464,7 @@ impl Service {
     ) -> Result<Vec<KeyPath>, ServiceError> {
         Self::require_admin(principal)?;
         self.authorize_on(principal, Op::NodeRevoke, &self.resolve(target)?)?;
+        let detail = Some(format!("reason: {reason}"));
         let (target, reason) = (target.to_owned(), reason.to_owned());
         self.append(move |svc, w| {
             let target = w
@@ -488,7 +494,12 @@ impl Service {
                 value: target,
             })
         })
-        .map(|target| self.read_chain().state().cut_off_by(&target))
+        .map(|target| {
+            let cut = self.read_chain().state().cut_off_by(&target);
+            let op = Op::NodeRevoke.name();
+            self.audit_event(&principal.uri(), op, Some(target.to_string()), detail);
+            cut
+        })
     }
 
     /// The logs a new node of this branch needs: the root log and this branch's log.

@@ -153,6 +153,7 @@ impl Service {
         if d.allowed {
             Ok(())
         } else {
+            self.audit_denied(principal, op, target, &d.rule);
             Err(ServiceError::Denied {
                 op: op.name(),
                 rule: d.rule.to_string(),
@@ -260,6 +261,16 @@ impl Service {
         }
         let applied = Arc::new(PolicyInForce::new(policy, record));
         *in_force = applied.clone();
+        drop(in_force);
+        self.audit_event(
+            &applied.applied_by,
+            Op::PolicyApply.name(),
+            None,
+            Some(format!(
+                "version {} sha256 {}",
+                applied.version, applied.sha256
+            )),
+        );
         tracing::info!(
             version = applied.version,
             sha256 = %applied.sha256,

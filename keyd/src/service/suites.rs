@@ -60,6 +60,12 @@ impl Service {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .insert(node.clone(), policy);
+        self.audit_event(
+            &principal.uri(),
+            Op::NodeSuite.name(),
+            Some(node.to_string()),
+            Some(format!("suite {}", policy.name())),
+        );
         Ok(node)
     }
 

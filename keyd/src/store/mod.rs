@@ -9,6 +9,7 @@
 //! credential generation) and `suites` (node → its envelope suite policy). The last five
 //! carry a tag under the seal token's row key, checked on every read ([`RowKey`]).
 
+mod audit;
 mod policies;
 mod rows;
 

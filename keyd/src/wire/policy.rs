@@ -1,4 +1,4 @@
-//! The policy in force, applying a new one, and asking how it decides.
+//! The policy in force, applying a new one, asking how it decides; the audit log.
 
 use serde::{Deserialize, Serialize};
 
@@ -57,4 +57,16 @@ pub struct PolicyDecision {
     pub reason: String,
     /// The policy version that decided.
     pub version: u64,
+}
+
+/// A page of the audit log.
+#[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+pub struct AuditPage {
+    /// Records after `since`, in order.
+    pub records: Vec<crate::audit::Record>,
+    /// The signed heads among them.
+    pub heads: Vec<crate::audit::Head>,
+    /// The last record keyd has written (more pages follow while it is beyond these).
+    pub last: u64,
 }

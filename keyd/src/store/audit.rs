@@ -1,0 +1,88 @@
+//! The audit log's records and signed heads (their integrity is the hash chain and
+//! the heads' signatures: see [`crate::audit`]).
+
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+
+use super::{Store, StoreError};
+
+/// Record seq → its canonical CBOR.
+const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
+/// Head seq → the head (CBOR).
+const AUDIT_HEADS: TableDefinition<u64, &[u8]> = TableDefinition::new("audit_heads");
+
+impl Store {
+    /// Appends records (and a head) in one transaction.
+    pub fn append_audit(
+        &self,
+        records: &[(u64, Vec<u8>)],
+        head: Option<(u64, Vec<u8>)>,
+    ) -> Result<(), StoreError> {
+        self.write(|tx| {
+            let mut table = tx.open_table(AUDIT)?;
+            for (seq, bytes) in records {
+                table.insert(*seq, bytes.as_slice())?;
+            }
+            if let Some((seq, bytes)) = &head {
+                tx.open_table(AUDIT_HEADS)?.insert(*seq, bytes.as_slice())?;
+            }
+            Ok(())
+        })
+    }
+
+    /// The last record, if any.
+    pub fn audit_last(&self) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+        Ok(self.audit_range(AUDIT, true, 0, 1)?.into_iter().next())
+    }
+
+    /// The last head, if any.
+    pub fn audit_last_head(&self) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+        Ok(self
+            .audit_range(AUDIT_HEADS, true, 0, 1)?
+            .into_iter()
+            .next())
+    }
+
+    /// Up to `limit` records after `since`, in order.
+    pub fn audit_records(
+        &self,
+        since: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        self.audit_range(AUDIT, false, since, limit)
+    }
+
+    /// Up to `limit` heads after `since`, in order.
+    pub fn audit_heads(&self, since: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        self.audit_range(AUDIT_HEADS, false, since, limit)
+    }
+
+    fn audit_range(
+        &self,
+        def: TableDefinition<u64, &[u8]>,
+        last: bool,
+        since: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        let run = || -> Result<Vec<(u64, Vec<u8>)>, redb::Error> {
+            let tx = self.db.begin_read()?;
+            let table = match tx.open_table(def) {
+                Ok(t) => t,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+                Err(e) => return Err(e.into()),
+            };
+            let mut out = Vec::new();
+            if last {
+                if let Some(row) = table.last()? {
+                    out.push((row.0.value(), row.1.value().to_vec()));
+                }
+                return Ok(out);
+            }
+            for row in table.range(since.saturating_add(1)..)?.take(limit) {
+                let (k, v) = row?;
+                out.push((k.value(), v.value().to_vec()));
+            }
+            Ok(out)
+        };
+        run().map_err(self.db_err())
+    }
+}
