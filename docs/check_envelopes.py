@@ -29,8 +29,10 @@ def _head(major, n):
 
 
 def cbor(value):
-    """Encodes an int, bytes, str, list or dict (in its insertion order)."""
-    if isinstance(value, bool) or value is None:
+    """Encodes a bool, an int, bytes, str, list or dict (in its insertion order)."""
+    if isinstance(value, bool):
+        return b"\xf5" if value else b"\xf4"
+    if value is None:
         raise TypeError("not used by envelopes")
     if isinstance(value, int):
         return _head(0, value)
@@ -60,6 +62,8 @@ def uncbor_at(data, start):
             i += size
         if major == 0:
             return n, i
+        if major == 7 and info in (20, 21):
+            return info == 21, i
         if major in (2, 3):
             raw = data[i:i + n]
             assert len(raw) == n, "truncated"
@@ -194,18 +198,27 @@ def node_key(vector, field, derive, root):
 
 def check_sealed(v, k):
     e = uncbor(bytes.fromhex(v["envelope"]))
-    header = {f: e[f] for f in ("v", "key", "kid", "salt", "nonce") if f in e}
+    header = {f: e[f] for f in ("v", "key", "kid", "ctx", "salt", "nonce") if f in e}
     assert list(e) == list(header) + ["ct"], "field order"
     assert (e["v"] == 2) == ("kid" in e), "version and key id"
     if "kid" in e:
         assert e["kid"] == key_id(k), "key id"
     key = hkdf_expand(hkdf_extract(e["salt"], key_of(k, b"storage")), b"keyd/v1/seal-envelope", 32)
-    return ChaCha20Poly1305(key).decrypt(e["nonce"], e["ct"], cbor(header))
+    return ChaCha20Poly1305(key).decrypt(e["nonce"], e["ct"], cbor(header) + context(v, e))
+
+
+def context(v, e):
+    """The context an envelope was bound to: the associated data is the header's CBOR
+    followed by it; the header says `ctx: true` exactly when there is one."""
+    given = bytes.fromhex(v.get("context", ""))
+    assert e.get("ctx", False) == bool(given), "ctx flag and context"
+    assert e.get("ctx", True) is True, "ctx is written only when true"
+    return given
 
 
 def check_encrypted(v, k_recipient, k_sender, xwing_ok):
     e = uncbor(bytes.fromhex(v["envelope"]))
-    fields = ("v", "suite", "recipient", "recipient_kid", "sender", "sender_kid")
+    fields = ("v", "suite", "recipient", "recipient_kid", "sender", "sender_kid", "ctx")
     header = {f: e[f] for f in fields if f in e}
     unsigned = dict(header, enc=e["enc"], ct=e["ct"])
     assert list(e) == list(unsigned) + ["signature"], "field order"
@@ -219,14 +232,14 @@ def check_encrypted(v, k_recipient, k_sender, xwing_ok):
         if "randomness" in v:  # the ephemeral key is DeriveKeyPair(randomness)
             sk_e = dhkem_x25519_derive(bytes.fromhex(v["randomness"]))
             assert x25519_public(sk_e) == e["enc"], "ephemeral key from the recorded randomness"
-        return hpke_open(0x0020, shared, b"keyd/v1/encrypt", cbor(header), e["ct"])
+        return hpke_open(0x0020, shared, b"keyd/v1/encrypt", cbor(header) + context(v, e), e["ct"])
     assert e["suite"] == "xwing-hkdf-sha256-chacha20poly1305", e["suite"]
     if not xwing_ok:
         return None
     keys = xwing_keys(key_of(k_recipient, b"x-wing"))
     assert keys[2].hex() == v["recipient_x_wing_public"], "X-Wing public key"
     shared = xwing_decap(keys, e["enc"])
-    return hpke_open(0x647a, shared, b"keyd/v1/encrypt", cbor(header), e["ct"])
+    return hpke_open(0x647a, shared, b"keyd/v1/encrypt", cbor(header) + context(v, e), e["ct"])
 
 
 def check(section, derive):

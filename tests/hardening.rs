@@ -52,6 +52,7 @@ fn sign_refuses_keyds_own_domains_so_envelopes_cannot_be_forged() -> Result<()> 
         recipient_kid: Some(db_kid),
         sender: web_epoch,
         sender_kid: Some(web_kid),
+        ctx: false,
         enc: Vec::new(),
         ct: Vec::new(),
         signature: [0; 64],
@@ -67,7 +68,7 @@ fn sign_refuses_keyds_own_domains_so_envelopes_cannot_be_forged() -> Result<()> 
         &pk,
         HPKE_INFO,
         b"wire 1,000,000 to account 666",
-        &forged.aad(),
+        &forged.aad(&[]),
     )
     .map_err(|e| anyhow::anyhow!("{e:?}"))?;
     forged.enc = enc.to_bytes().to_vec();

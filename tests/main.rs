@@ -17,6 +17,7 @@ mod hardening;
 mod helpers;
 mod hsm;
 mod hsm_sim;
+mod lifecycle;
 mod limits;
 mod logs;
 mod nodes;

@@ -26,22 +26,7 @@ pub fn check_fresh(file: &Path, v: &Chain, max_age: u64) -> Result<(), CtlError>
 
 /// Parses an age: seconds, or a number with `s`, `m`, `h` or `d`.
 pub fn parse_age(text: &str) -> Result<u64, String> {
-    let (digits, unit) = match text.char_indices().last() {
-        Some((i, c)) if c.is_ascii_alphabetic() => (&text[..i], c),
-        _ => (text, 's'),
-    };
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("{text:?} is not an age (e.g. 90, 90s, 5m, 2h, 1d)"))?;
-    let unit = match unit {
-        's' => 1,
-        'm' => 60,
-        'h' => 3600,
-        'd' => 86_400,
-        _ => return Err(format!("{text:?}: the unit is s, m, h or d")),
-    };
-    n.checked_mul(unit)
-        .ok_or_else(|| format!("{text:?} is too large"))
+    keyd::parse_duration(text)
 }
 
 /// The logs of a chain as JSON: per log, its entries and its head.

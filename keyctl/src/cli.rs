@@ -159,6 +159,9 @@ pub enum Command {
         /// Where to write its sealed form (new file).
         #[arg(long)]
         envelope: PathBuf,
+        /// A context (UTF-8) the sealed key is bound to: give it again to unseal.
+        #[arg(long)]
+        context: Option<String>,
     },
     /// Move the caller to its next epoch (node credential).
     Rekey {
@@ -260,6 +263,17 @@ pub struct FileOp {
     /// Where to write the result (a new file; 0600).
     #[arg(long)]
     pub out: PathBuf,
+    /// A context (associated data, UTF-8) the envelope is bound to: the same must be
+    /// given to open it. Not stored in the envelope.
+    #[arg(long)]
+    pub context: Option<String>,
+}
+
+impl FileOp {
+    /// The context's bytes (empty for none).
+    pub fn context_bytes(&self) -> &[u8] {
+        self.context.as_deref().unwrap_or_default().as_bytes()
+    }
 }
 
 /// The CA certificate.
@@ -414,6 +428,18 @@ pub enum NodeCmd {
         /// Also draw the token as a QR code on the terminal (standard error).
         #[arg(long)]
         qr: bool,
+    },
+    /// Set node NAME's minimum decryption epoch: envelopes of older epochs no longer
+    /// open (its keys are not revoked). The node may raise its own; only an admin lowers it.
+    MinEpoch {
+        /// keyctl.toml with an admin credential, or the node's own. Default: $KEYCTL_CONFIG, else
+        /// ~/.config/keyctl/config.toml.
+        #[arg(long, env = "KEYCTL_CONFIG", default_value_os_t = default_config(), hide_default_value = true)]
+        config: PathBuf,
+        /// Node name or path.
+        name: String,
+        /// The oldest epoch whose envelopes still open (at most the current epoch).
+        epoch: u32,
     },
     /// Set which envelope suites node NAME accepts: x-wing (keyd then refuses X25519
     /// envelopes to it, so no sender can downgrade it) or any (the default). An admin,

@@ -191,6 +191,11 @@ pub fn run(command: Command, output: Option<Output>) -> Result<Option<Value>, Ct
             })?;
             json_of(&client(&config)?.set_suite(&name, suite)?)?
         }
+        Command::Node(NodeCmd::MinEpoch {
+            config,
+            name,
+            epoch,
+        }) => json_of(&client(&config)?.set_min_epoch(&name, epoch)?)?,
         Command::Admin(AdminCmd::List { config }) => json_of(&client(&config)?.admins()?)?,
         Command::Batch { config, op, items } => {
             let items: Vec<Value> =
@@ -228,31 +233,38 @@ pub fn run(command: Command, output: Option<Output>) -> Result<Option<Value>, Ct
             json_of(&client(&config)?.verify(&read(&input)?, &signature, &public_key)?)?
         }
         Command::Encrypt { io, to, suite } => {
-            let sealed = client(&io.config)?.encrypt(&to, &read(&io.input)?, suite.as_deref())?;
+            let sealed = client(&io.config)?.encrypt(
+                &to,
+                &read(&io.input)?,
+                suite.as_deref(),
+                io.context_bytes(),
+            )?;
             to_file(&io, &sealed, &sealed.envelope, "envelope")?
         }
         Command::Decrypt(io) => {
-            let opened = client(&io.config)?.decrypt(&read(&io.input)?)?;
+            let opened = client(&io.config)?.decrypt(&read(&io.input)?, io.context_bytes())?;
             to_file(&io, &opened, &opened.plaintext, "plaintext")?
         }
         Command::Seal(io) => {
-            let sealed = client(&io.config)?.seal(&read(&io.input)?)?;
+            let sealed = client(&io.config)?.seal(&read(&io.input)?, io.context_bytes())?;
             to_file(&io, &sealed, &sealed.envelope, "envelope")?
         }
         Command::Unseal(io) => {
-            let opened = client(&io.config)?.unseal(&read(&io.input)?)?;
+            let opened = client(&io.config)?.unseal(&read(&io.input)?, io.context_bytes())?;
             to_file(&io, &opened, &opened.plaintext, "plaintext")?
         }
         Command::Rewrap(io) => {
-            let sealed = client(&io.config)?.rewrap(&read(&io.input)?)?;
+            let sealed = client(&io.config)?.rewrap(&read(&io.input)?, io.context_bytes())?;
             to_file(&io, &sealed, &sealed.envelope, "envelope")?
         }
         Command::Datakey {
             config,
             out,
             envelope,
+            context,
         } => {
-            let key = client(&config)?.datakey()?;
+            let context = context.unwrap_or_default();
+            let key = client(&config)?.datakey(context.as_bytes())?;
             files::write_private(&out, key.key.as_slice())?;
             files::write_private(&envelope, key.envelope.as_slice())?;
             json!({"out": out.display().to_string(), "envelope": envelope.display().to_string()})

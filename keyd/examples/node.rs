@@ -75,10 +75,11 @@ fn run() -> Result<(), Box<dyn Error>> {
     }
     println!("signed with {} (key {}): valid", signed.path, signed.key_id);
 
-    // 4. Encrypt to this node (any node of the cluster, by name or path), and decrypt.
+    // 4. Encrypt to this node (any node of the cluster, by name or path), bound to a
+    //    context the decryption must name again, and decrypt.
     let secret = b"database password";
-    let sealed = keyd.encrypt(name, secret, None)?;
-    let opened = keyd.decrypt(sealed.envelope.as_slice())?;
+    let sealed = keyd.encrypt(name, secret, None, b"db/users")?;
+    let opened = keyd.decrypt(sealed.envelope.as_slice(), b"db/users")?;
     if opened.plaintext.as_slice() != secret {
         return Err("the decrypted text differs".into());
     }

@@ -76,6 +76,10 @@ pub struct RawConfig {
     /// Seconds between re-signings of this keyd's branch head (default 60).
     #[serde(default = "default_head_seconds")]
     pub head_seconds: u64,
+    /// Seconds between checks for nodes due for scheduled rotation (the policy's
+    /// `[[lifecycle]]` `rotate_every`; default 60).
+    #[serde(default = "default_rotation_check_seconds")]
+    pub rotation_check_seconds: u64,
     /// Peer keyds of the cluster (`https://host:port`) whose logs keyd mirrors.
     #[serde(default)]
     pub peers: Vec<String>,
@@ -139,6 +143,10 @@ fn default_head_seconds() -> u64 {
     60
 }
 
+fn default_rotation_check_seconds() -> u64 {
+    60
+}
+
 fn default_peer_pull_seconds() -> u64 {
     30
 }
@@ -195,6 +203,8 @@ pub struct Config {
     pub root_fingerprint: Option<String>,
     /// Branch head re-signing interval.
     pub head_interval: std::time::Duration,
+    /// Between checks for nodes due for scheduled rotation.
+    pub rotation_check: std::time::Duration,
     /// Peer base URLs (`https://host:port`, no trailing slash).
     pub peers: Vec<String>,
     /// Pull interval per peer.
@@ -303,6 +313,9 @@ impl Config {
         if raw.head_seconds == 0 || raw.head_seconds > 86_400 {
             return Err(value("head_seconds", "must be 1 to 86400".into()));
         }
+        if raw.rotation_check_seconds == 0 || raw.rotation_check_seconds > 86_400 {
+            return Err(value("rotation_check_seconds", "must be 1 to 86400".into()));
+        }
         if raw.peer_pull_seconds == 0 || raw.peer_pull_seconds > 86_400 {
             return Err(value("peer_pull_seconds", "must be 1 to 86400".into()));
         }
@@ -373,6 +386,7 @@ impl Config {
             workers,
             root_fingerprint,
             head_interval: std::time::Duration::from_secs(raw.head_seconds),
+            rotation_check: std::time::Duration::from_secs(raw.rotation_check_seconds),
             peers,
             peer_pull_interval: std::time::Duration::from_secs(raw.peer_pull_seconds),
             peer_max_age: std::time::Duration::from_secs(raw.peer_max_age_seconds),

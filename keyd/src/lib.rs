@@ -57,6 +57,26 @@ pub fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
+/// A duration: seconds, or a number with a unit `s`, `m`, `h` or `d` (`90`, `5m`, `30d`).
+pub fn parse_duration(text: &str) -> Result<u64, String> {
+    let (digits, unit) = match text.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => (&text[..i], c),
+        _ => (text, 's'),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration (e.g. 90, 90s, 5m, 2h, 1d)"))?;
+    let unit = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3600,
+        'd' => 86_400,
+        _ => return Err(format!("{text:?}: the unit is s, m, h or d")),
+    };
+    n.checked_mul(unit)
+        .ok_or_else(|| format!("{text:?} is too large"))
+}
+
 /// `unix` seconds as RFC 3339 UTC (`2026-11-30T04:27:16Z`), as messages name times; the
 /// number of seconds itself when it is past what a date can say.
 pub fn rfc3339(unix: u64) -> String {

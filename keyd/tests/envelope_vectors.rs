@@ -75,14 +75,23 @@ fn every_envelope_vector_opens_and_version_2_is_made_again_byte_for_byte() -> Re
         let bytes = hex_of(v, "envelope")?;
         let plaintext = hex_of(v, "plaintext")?;
         let name = v["name"].as_str().context("name")?;
+        // The context the envelope is bound to (none when the vector has none).
+        let context = match v.get("context") {
+            Some(_) => hex_of(v, "context")?,
+            None => Vec::new(),
+        };
         match v["kind"].as_str().context("kind")? {
             "sealed" => {
                 let (key, m) = party(v, "key", &root)?;
                 let s = Sealed::from_cbor(&bytes)?;
-                ensure!(s.open(&m)?.as_slice() == plaintext, "{name}: plaintext");
+                ensure!(
+                    s.open_in(&m, &context)?.as_slice() == plaintext,
+                    "{name}: plaintext"
+                );
                 if s.v == 2 {
                     let (salt, nonce) = (s.salt, s.nonce);
-                    let again = Sealed::seal(&key, &m, &plaintext, salt, nonce)?.to_cbor();
+                    let again =
+                        Sealed::seal_in(&key, &m, &plaintext, &context, salt, nonce)?.to_cbor();
                     ensure!(again == bytes, "{name}: made again, the bytes differ");
                 }
             }
@@ -92,15 +101,16 @@ fn every_envelope_vector_opens_and_version_2_is_made_again_byte_for_byte() -> Re
                 let e = Encrypted::from_cbor(&bytes)?;
                 e.verify_sender(&sender.signing_key().verifying_key())?;
                 ensure!(
-                    e.open(&recipient)?.as_slice() == plaintext,
+                    e.open_in(&recipient, &context)?.as_slice() == plaintext,
                     "{name}: plaintext"
                 );
                 if e.v == 2 {
                     let parties = (&to, &recipient, &from, sender.signing_key());
-                    let again = Encrypted::encrypt_with_rng(
+                    let again = Encrypted::encrypt_in(
                         e.suite()?,
                         parties,
                         &plaintext,
+                        &context,
                         &mut randomness(v)?,
                     )?;
                     ensure!(
@@ -118,7 +128,10 @@ fn every_envelope_vector_opens_and_version_2_is_made_again_byte_for_byte() -> Re
         }
         checked += 1;
     }
-    assert_eq!(checked, 6, "sealed and both suites, versions 1 and 2");
+    assert_eq!(
+        checked, 9,
+        "sealed and both suites, versions 1 and 2, and the three bound to a context"
+    );
     Ok(())
 }
 
@@ -149,6 +162,28 @@ fn print_envelope_vectors() -> Result<()> {
             "recipient_x_wing_public": x_wing, "plaintext": hex::encode(&text),
             "randomness": hex::encode(random), "envelope": hex::encode(e.to_cbor())}),
         );
+    }
+    // Bound to a context (version 2 with `ctx`): one of each kind and suite.
+    let context = b"keyd context vector".to_vec();
+    let sealed = Sealed::seal_in(&key, &m, &text, &context, [0x33; 32], [0x44; 12])?.to_cbor();
+    vectors.push(json!({"name": "sealed v2 with context", "kind": "sealed",
+        "key": key.to_string(), "context": hex::encode(&context),
+        "plaintext": hex::encode(&text), "envelope": hex::encode(sealed)}));
+    for (suite, name, draws) in [(Suite::X25519, "x25519", 32), (Suite::XWing, "x-wing", 64)] {
+        let random: Vec<u8> = (0..draws).map(|i| 0x80 + i as u8).collect();
+        let parties = (&to, &m, &from, sender.signing_key());
+        let e = Encrypted::encrypt_in(
+            suite,
+            parties,
+            &text,
+            &context,
+            &mut Scripted(random.clone()),
+        )?;
+        vectors.push(json!({"name": format!("encrypted {name} v2 with context"),
+            "kind": "encrypted", "recipient": to.to_string(), "sender": from.to_string(),
+            "recipient_x_wing_public": x_wing, "context": hex::encode(&context),
+            "plaintext": hex::encode(&text), "randomness": hex::encode(random),
+            "envelope": hex::encode(e.to_cbor())}));
     }
     // Version 1, made before key ids (keyd/tests/data/legacy-envelopes.txt, node keys
     // [n; 32]); their HPKE randomness was not kept.

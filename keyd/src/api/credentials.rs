@@ -9,7 +9,8 @@ use super::{ApiError, principal};
 use crate::identity::Principal;
 use crate::service::{Service, ServiceError};
 use crate::wire::{
-    CredentialsRevoked, ReenrollRequest, Reenrollment, RevokeRequest, SuiteRequest, SuiteSet,
+    CredentialsRevoked, MinEpochRequest, MinEpochSet, ReenrollRequest, Reenrollment, RevokeRequest,
+    SuiteRequest, SuiteSet,
 };
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -116,6 +117,33 @@ pub async fn set_suite(
         &SuiteSet {
             path: path.to_string(),
             suite,
+        },
+    )
+}
+
+/// Sets a node's minimum decryption epoch (an admin, or the node itself raising its
+/// own): envelopes of older epochs no longer open (`epoch_retired`), without those keys
+/// being revoked.
+#[utoipa::path(post, path = "/v1/nodes/{name}/min-epoch", tag = "admin",
+    params(("name" = String, Path, description = "node name or path")),
+    request_body(content = MinEpochRequest),
+    responses((status = 200, body = MinEpochSet), (status = "4XX", body = ErrorBody)))]
+pub async fn set_min_epoch(
+    req: HttpRequest,
+    svc: web::Data<Service>,
+    name: web::Path<String>,
+    body: Body<MinEpochRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let who = principal(&req, &svc)?;
+    let (s, epoch) = (svc.clone(), body.0.epoch);
+    let (path, previous, now) =
+        committed("set_min_epoch", move || s.set_min_epoch(&who, &name, epoch)).await?;
+    Format::wanted(&req).reply(
+        StatusCode::OK,
+        &MinEpochSet {
+            path: path.to_string(),
+            min_decrypt_epoch: now,
+            previous,
         },
     )
 }

@@ -87,6 +87,7 @@ impl From<ServiceError> for ApiError {
             ServiceError::Revoked(_) => (StatusCode::UNAUTHORIZED, "key_not_valid"),
             ServiceError::PartyNotValid(_) => (StatusCode::BAD_REQUEST, "key_not_valid"),
             ServiceError::SuiteNotAllowed(_) => (StatusCode::BAD_REQUEST, "suite_not_allowed"),
+            ServiceError::EpochRetired(_) => (StatusCode::BAD_REQUEST, "epoch_retired"),
             ServiceError::Forbidden(_) | ServiceError::Denied { .. } => {
                 (StatusCode::FORBIDDEN, "forbidden")
             }

@@ -133,6 +133,7 @@ fn principal_and_generation(
         credentials::revoke_admin_credentials,
         credentials::reenroll,
         credentials::set_suite,
+        credentials::set_min_epoch,
         policy::show,
         policy::apply,
         policy::check,
@@ -178,6 +179,7 @@ pub fn fuzz_bodies(data: &[u8]) {
         let _ = format.decode::<crate::wire::ReenrollRequest>(data);
         let _ = format.decode::<crate::wire::SuiteRequest>(data);
         let _ = format.decode::<crate::wire::PolicyApply>(data);
+        let _ = format.decode::<crate::wire::MinEpochRequest>(data);
         let _ = format.decode::<crate::wire::PolicyCheck>(data);
     }
 }
@@ -253,6 +255,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route(
                 "/nodes/{name}/suite",
                 web::post().to(credentials::set_suite),
+            )
+            .route(
+                "/nodes/{name}/min-epoch",
+                web::post().to(credentials::set_min_epoch),
             )
             .route("/policy", web::get().to(policy::show))
             .route("/policy", web::post().to(policy::apply))

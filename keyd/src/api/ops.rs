@@ -14,8 +14,10 @@ use super::{ApiError, MAX_BATCH, metrics, principal};
 use crate::envelope::Suite;
 use crate::identity::Principal;
 use crate::service::Service;
+use zeroize::Zeroizing;
+
 use crate::wire::{
-    Batch, BatchResults, DatakeyRequest, DatakeyResponse, DecryptResponse, EncryptRequest,
+    Batch, BatchResults, Blob, DatakeyRequest, DatakeyResponse, DecryptResponse, EncryptRequest,
     EncryptResponse, EnvelopeRequest, EnvelopeResponse, Item, PlaintextResponse, SealRequest,
     SignRequest, SignResponse, Verification, VerifyRequest,
 };
@@ -227,6 +229,14 @@ fn op_verify(
     Ok(svc.verify(who, &data, &signature, &fixed(&field, &public)?)?)
 }
 
+/// A request's context bytes (empty when it has none).
+fn context(blob: Option<&Blob>, at: &str) -> Result<Zeroizing<Vec<u8>>, ApiError> {
+    match blob {
+        Some(b) => Ok(b.bytes(&format!("{at}context"))?),
+        None => Ok(Zeroizing::new(Vec::new())),
+    }
+}
+
 fn op_encrypt(
     svc: &Service,
     who: &Principal,
@@ -240,7 +250,8 @@ fn op_encrypt(
         })?,
     };
     let plaintext = r.plaintext.bytes(&format!("{at}plaintext"))?;
-    let (envelope, recipient) = svc.encrypt(who, &r.to, suite, &plaintext)?;
+    let ctx = context(r.context.as_ref(), at)?;
+    let (envelope, recipient) = svc.encrypt(who, &r.to, suite, &plaintext, &ctx)?;
     Ok(EncryptResponse {
         envelope: Bytes::new(envelope),
         recipient: recipient.to_string(),
@@ -255,7 +266,8 @@ fn op_decrypt(
     at: &str,
 ) -> Result<DecryptResponse, ApiError> {
     let envelope = r.envelope.bytes(&format!("{at}envelope"))?;
-    let (plaintext, sender) = svc.decrypt(who, &envelope)?;
+    let ctx = context(r.context.as_ref(), at)?;
+    let (plaintext, sender) = svc.decrypt(who, &envelope, &ctx)?;
     Ok(DecryptResponse {
         plaintext: Bytes(plaintext),
         sender: sender.to_string(),
@@ -270,7 +282,7 @@ fn op_seal(
 ) -> Result<EnvelopeResponse, ApiError> {
     let plaintext = r.plaintext.bytes(&format!("{at}plaintext"))?;
     Ok(EnvelopeResponse {
-        envelope: Bytes::new(svc.seal(who, &plaintext)?),
+        envelope: Bytes::new(svc.seal(who, &plaintext, &context(r.context.as_ref(), at)?)?),
     })
 }
 
@@ -282,7 +294,7 @@ fn op_unseal(
 ) -> Result<PlaintextResponse, ApiError> {
     let envelope = r.envelope.bytes(&format!("{at}envelope"))?;
     Ok(PlaintextResponse {
-        plaintext: Bytes(svc.unseal(who, &envelope)?),
+        plaintext: Bytes(svc.unseal(who, &envelope, &context(r.context.as_ref(), at)?)?),
     })
 }
 
@@ -294,17 +306,17 @@ fn op_rewrap(
 ) -> Result<EnvelopeResponse, ApiError> {
     let envelope = r.envelope.bytes(&format!("{at}envelope"))?;
     Ok(EnvelopeResponse {
-        envelope: Bytes::new(svc.rewrap(who, &envelope)?),
+        envelope: Bytes::new(svc.rewrap(who, &envelope, &context(r.context.as_ref(), at)?)?),
     })
 }
 
 fn op_datakey(
     svc: &Service,
     who: &Principal,
-    _: DatakeyRequest,
-    _: &str,
+    r: DatakeyRequest,
+    at: &str,
 ) -> Result<DatakeyResponse, ApiError> {
-    let (key, sealed) = svc.datakey(who)?;
+    let (key, sealed) = svc.datakey(who, &context(r.context.as_ref(), at)?)?;
     Ok(DatakeyResponse {
         key: Bytes::new(key.as_slice()),
         envelope: Bytes::new(sealed),

@@ -35,10 +35,10 @@ use crate::wire::{
     AddNode, AdminList, AdminRevocation, AuditPage, Batch, BatchResults, Blob, CredentialsRevoked,
     DatakeyRequest, DatakeyResponse, DecryptResponse, Empty, EncryptRequest, EncryptResponse,
     EnrollMode, EnrollRequest, EnrollResponse, EnvelopeRequest, EnvelopeResponse, ErrorBody,
-    NodeAdded, NodeDetail, NodeList, PlaintextResponse, PolicyApply, PolicyCheck, PolicyDecision,
-    PolicyShown, PullRequested, Pushed, ReenrollRequest, Reenrollment, Rekeyed, RenewRequest,
-    RenewResponse, RevokeRequest, Revoked, SealRequest, SignRequest, SignResponse, SuitePolicy,
-    SuiteRequest, SuiteSet, Verification, VerifyRequest,
+    MinEpochRequest, MinEpochSet, NodeAdded, NodeDetail, NodeList, PlaintextResponse, PolicyApply,
+    PolicyCheck, PolicyDecision, PolicyShown, PullRequested, Pushed, ReenrollRequest, Reenrollment,
+    Rekeyed, RenewRequest, RenewResponse, RevokeRequest, Revoked, SealRequest, SignRequest,
+    SignResponse, SuitePolicy, SuiteRequest, SuiteSet, Verification, VerifyRequest,
 };
 pub use config::{ClientConfig, load_chain};
 use config::{read, refuse_revoked_keyd};
@@ -55,6 +55,18 @@ const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
 /// `name` as one path segment.
 fn segment(name: &str) -> String {
     utf8_percent_encode(name, SEGMENT).to_string()
+}
+
+/// A context to send: none when empty.
+fn context_of(context: &[u8]) -> Option<Blob> {
+    (!context.is_empty()).then(|| Blob::new(context))
+}
+
+fn envelope_request(envelope: &[u8], context: &[u8]) -> EnvelopeRequest {
+    EnvelopeRequest {
+        envelope: Blob::new(envelope),
+        context: context_of(context),
+    }
 }
 
 /// A page of the cluster chain.
@@ -232,64 +244,58 @@ impl Client {
     }
 
     /// Encrypts `plaintext` to node `to` (a name or path); `suite` is `x-wing` (the
-    /// default) or `x25519`.
+    /// default) or `x25519`; `context` (empty for none) must be given again to decrypt.
     pub fn encrypt(
         &self,
         to: &str,
         plaintext: &[u8],
         suite: Option<&str>,
+        context: &[u8],
     ) -> Result<EncryptResponse, ClientError> {
         let body = EncryptRequest {
             to: to.to_owned(),
             plaintext: Blob::new(plaintext),
             suite: suite.map(str::to_owned),
+            context: context_of(context),
         };
         self.post("/v1/encrypt", &body)
     }
 
-    /// Opens an envelope addressed to the caller.
-    pub fn decrypt(&self, envelope: &[u8]) -> Result<DecryptResponse, ClientError> {
-        self.post(
-            "/v1/decrypt",
-            &EnvelopeRequest {
-                envelope: Blob::new(envelope),
-            },
-        )
+    /// Opens an envelope addressed to the caller, with its context (empty for none).
+    pub fn decrypt(&self, envelope: &[u8], context: &[u8]) -> Result<DecryptResponse, ClientError> {
+        self.post("/v1/decrypt", &envelope_request(envelope, context))
     }
 
-    /// Seals `plaintext` for the caller's own storage.
-    pub fn seal(&self, plaintext: &[u8]) -> Result<EnvelopeResponse, ClientError> {
-        self.post(
-            "/v1/seal",
-            &SealRequest {
-                plaintext: Blob::new(plaintext),
-            },
-        )
+    /// Seals `plaintext` for the caller's own storage, bound to `context` (empty for
+    /// none).
+    pub fn seal(&self, plaintext: &[u8], context: &[u8]) -> Result<EnvelopeResponse, ClientError> {
+        let body = SealRequest {
+            plaintext: Blob::new(plaintext),
+            context: context_of(context),
+        };
+        self.post("/v1/seal", &body)
     }
 
-    /// Opens an envelope the caller sealed.
-    pub fn unseal(&self, envelope: &[u8]) -> Result<PlaintextResponse, ClientError> {
-        self.post(
-            "/v1/unseal",
-            &EnvelopeRequest {
-                envelope: Blob::new(envelope),
-            },
-        )
+    /// Opens an envelope the caller sealed, with its context (empty for none).
+    pub fn unseal(
+        &self,
+        envelope: &[u8],
+        context: &[u8],
+    ) -> Result<PlaintextResponse, ClientError> {
+        self.post("/v1/unseal", &envelope_request(envelope, context))
     }
 
-    /// Re-seals an envelope under the caller's current epoch.
-    pub fn rewrap(&self, envelope: &[u8]) -> Result<EnvelopeResponse, ClientError> {
-        self.post(
-            "/v1/rewrap",
-            &EnvelopeRequest {
-                envelope: Blob::new(envelope),
-            },
-        )
+    /// Re-seals an envelope under the caller's current epoch, in the same context.
+    pub fn rewrap(&self, envelope: &[u8], context: &[u8]) -> Result<EnvelopeResponse, ClientError> {
+        self.post("/v1/rewrap", &envelope_request(envelope, context))
     }
 
-    /// A fresh data key and its sealed form.
-    pub fn datakey(&self) -> Result<DatakeyResponse, ClientError> {
-        self.post("/v1/datakey", &DatakeyRequest {})
+    /// A fresh data key and its sealed form (bound to `context`; empty for none).
+    pub fn datakey(&self, context: &[u8]) -> Result<DatakeyResponse, ClientError> {
+        let body = DatakeyRequest {
+            context: context_of(context),
+        };
+        self.post("/v1/datakey", &body)
     }
 
     /// The batch form of operation `op` (`sign`, `verify`, ...): one result per item.
@@ -359,6 +365,14 @@ impl Client {
         self.post(
             &format!("/v1/nodes/{}/suite", segment(name)),
             &SuiteRequest { suite },
+        )
+    }
+
+    /// Sets a node's minimum decryption epoch (an admin; or the node raising its own).
+    pub fn set_min_epoch(&self, name: &str, epoch: u32) -> Result<MinEpochSet, ClientError> {
+        self.post(
+            &format!("/v1/nodes/{}/min-epoch", segment(name)),
+            &MinEpochRequest { epoch },
         )
     }
 

@@ -147,7 +147,8 @@ const MARK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 const SEAL_PROBE: u64 = 10;
 
 /// The work keyd does besides answering requests, each on its own thread so that key
-/// operations never wait for it: re-signing the branch head at its interval, keeping
+/// operations never wait for it: writing the audit log's counts, rotating the nodes the
+/// policy puts on a schedule, re-signing the branch head at its interval, keeping
 /// the mark on the seal token at the latest head it signed, and pulling each peer's
 /// logs at the pull interval.
 fn background(svc: &actix_web::web::Data<Service>, hsm: Hsm) {
@@ -190,6 +191,19 @@ fn background(svc: &actix_web::web::Data<Service>, hsm: Hsm) {
             if let Err(e) = s.flush_audit(false) {
                 tracing::error!(error = %e, "could not write the audit log; its counts are kept for the next try");
                 keyd::api::metrics().error("audit_write");
+            }
+        }
+    });
+    let s = svc.clone();
+    std::thread::spawn(move || {
+        loop {
+            std::thread::sleep(s.config().rotation_check);
+            match s.rotate_due() {
+                Ok(keys) if !keys.is_empty() => {
+                    tracing::info!(rotated = keys.len(), "scheduled rotation");
+                }
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = %e, "scheduled rotation failed"),
             }
         }
     });

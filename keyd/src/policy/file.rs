@@ -6,7 +6,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use super::pattern::{NamePattern, PathPattern};
-use super::{AdminEntry, Op, Policy, PolicyError, Rate, Role, Rule, TargetPat, Who};
+use super::{AdminEntry, LifecycleRule, Op, Policy, PolicyError, Rate, Role, Rule, TargetPat, Who};
 use crate::derive::KeyPath;
 
 /// The format version this keyd reads.
@@ -22,6 +22,60 @@ struct RawPolicy {
     admins: BTreeMap<String, RawAdmin>,
     #[serde(default)]
     rule: Vec<RawRule>,
+    #[serde(default)]
+    lifecycle: Vec<RawLifecycle>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLifecycle {
+    nodes: Vec<String>,
+    #[serde(default)]
+    rotate_every: Option<String>,
+    #[serde(default)]
+    node_validity: Option<String>,
+    #[serde(default)]
+    note: Option<String>,
+}
+
+/// The longest a node is certified for (5 years), and so the longest `node_validity`.
+pub const MAX_NODE_SECONDS: u64 = 5 * 365 * 86_400;
+
+fn lifecycle(index: usize, raw: RawLifecycle) -> Result<LifecycleRule, PolicyError> {
+    let at = format!("lifecycle[{index}]");
+    if raw.nodes.is_empty() {
+        return Err(err(&at, "nodes may not be empty"));
+    }
+    let who = raw
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(i, p)| principal(&format!("{at}.nodes[{i}]"), p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let duration = |field: &str, text: &Option<String>, max: u64| {
+        text.as_deref()
+            .map(|t| match crate::parse_duration(t) {
+                Ok(0) => Err(err(format!("{at}.{field}"), "must be at least 1 s")),
+                Ok(s) if s > max => Err(err(
+                    format!("{at}.{field}"),
+                    format!("{t:?} is over {} days", max / 86_400),
+                )),
+                Ok(s) => Ok(s),
+                Err(m) => Err(err(format!("{at}.{field}"), m)),
+            })
+            .transpose()
+    };
+    let rotate_every = duration("rotate_every", &raw.rotate_every, 10 * MAX_NODE_SECONDS)?;
+    let node_validity = duration("node_validity", &raw.node_validity, MAX_NODE_SECONDS)?;
+    if rotate_every.is_none() && node_validity.is_none() {
+        return Err(err(&at, "give rotate_every, node_validity or both"));
+    }
+    let _ = raw.note;
+    Ok(LifecycleRule {
+        who,
+        rotate_every,
+        node_validity,
+    })
 }
 
 #[derive(Deserialize)]
@@ -286,6 +340,12 @@ impl Policy {
             .enumerate()
             .map(|(i, r)| rule(i, r, &mut ids))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Policy::new(rules, admins))
+        let lifecycle = raw
+            .lifecycle
+            .into_iter()
+            .enumerate()
+            .map(|(i, l)| lifecycle(i, l))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Policy::new(rules, admins, lifecycle))
     }
 }

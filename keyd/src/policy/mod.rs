@@ -23,7 +23,7 @@ mod pattern;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-pub use file::FORMAT;
+pub use file::{FORMAT, MAX_NODE_SECONDS};
 pub use op::Op;
 pub use pattern::{NamePattern, PathPattern};
 
@@ -128,6 +128,24 @@ struct Rule {
     rate: Option<Rate>,
 }
 
+/// A `[[lifecycle]]` entry: the nodes it names and what it sets for them.
+#[derive(Debug)]
+struct LifecycleRule {
+    who: Vec<Who>,
+    rotate_every: Option<u64>,
+    node_validity: Option<u64>,
+}
+
+/// What the policy sets for a node's keys over time.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Lifecycle {
+    /// keyd moves the node to a new epoch when its current epoch is this old (seconds).
+    pub rotate_every: Option<u64>,
+    /// How long a node added there is certified for (seconds), when the request does
+    /// not say.
+    pub node_validity: Option<u64>,
+}
+
 /// An admin's role and scope.
 #[derive(Clone, Debug)]
 struct AdminEntry {
@@ -225,6 +243,7 @@ pub struct Policy {
     /// For each operation, the rules that name it, in file order.
     by_op: Vec<Vec<u16>>,
     admins: HashMap<String, AdminEntry>,
+    lifecycle: Vec<LifecycleRule>,
     uses_names: bool,
     default_deny: Arc<str>,
     scope: Arc<str>,
@@ -232,7 +251,11 @@ pub struct Policy {
 }
 
 impl Policy {
-    fn new(rules: Vec<Rule>, admins: HashMap<String, AdminEntry>) -> Policy {
+    fn new(
+        rules: Vec<Rule>,
+        admins: HashMap<String, AdminEntry>,
+        lifecycle: Vec<LifecycleRule>,
+    ) -> Policy {
         let by_op = Op::ALL
             .iter()
             .map(|op| {
@@ -245,11 +268,14 @@ impl Policy {
         let uses_names = rules.iter().any(|r| {
             r.principals.iter().any(|w| matches!(w, Who::Name(_)))
                 || r.targets.iter().any(|t| matches!(t, TargetPat::Name(_)))
-        });
+        }) || lifecycle
+            .iter()
+            .any(|l| l.who.iter().any(|w| matches!(w, Who::Name(_))));
         Policy {
             rules,
             by_op,
             admins,
+            lifecycle,
             uses_names,
             default_deny: Arc::from("default-deny"),
             scope: Arc::from("scope"),
@@ -270,6 +296,25 @@ impl Policy {
     /// Whether a rule names nodes by name: then requests carry names.
     pub fn uses_names(&self) -> bool {
         self.uses_names
+    }
+
+    /// What the `[[lifecycle]]` entries set for the node at `path` (named `name`): for
+    /// each setting, the first entry that names the node and sets it.
+    pub fn lifecycle(&self, path: &KeyPath, name: Option<&str>) -> Lifecycle {
+        let subject = Subject::Node { path, name };
+        let mut out = Lifecycle::default();
+        for l in &self.lifecycle {
+            if l.who.iter().any(|w| w.matches(&subject, Role::Node)) {
+                out.rotate_every = out.rotate_every.or(l.rotate_every);
+                out.node_validity = out.node_validity.or(l.node_validity);
+            }
+        }
+        out
+    }
+
+    /// Whether any node is on a rotation schedule.
+    pub fn rotates(&self) -> bool {
+        self.lifecycle.iter().any(|l| l.rotate_every.is_some())
     }
 
     /// The subtree an admin is limited to, if it is.

@@ -50,6 +50,7 @@ ops! {
     NodeRekey = "node.rekey": "move a node to its next epoch",
     NodeReenroll = "node.reenroll": "a new enrollment token for a node",
     NodeSuite = "node.suite": "set which envelope suites a node accepts",
+    NodeMinEpoch = "node.min_epoch": "set the oldest epoch a node's envelopes open at",
     NodeCredentialsRevoke = "node.credentials.revoke": "end every certificate of a node",
     AdminList = "admin.list": "list the revoked admins",
     AdminRevoke = "admin.revoke": "revoke an admin name (the target)",

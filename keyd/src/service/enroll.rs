@@ -37,8 +37,7 @@ pub struct Enrolled {
     pub bundle: Option<Vec<u8>>,
 }
 
-/// The longest a node is valid: 5 years.
-const MAX_NODE_SECONDS: u64 = 5 * 365 * 86_400;
+use crate::policy::MAX_NODE_SECONDS;
 
 impl Service {
     /// Removes the enrollment tokens that expired unused (at start): how many. A record
@@ -70,8 +69,8 @@ impl Service {
         self.authorize_on(principal, Op::NodeAdd, &parent_path)?;
         chain::check_name(name).map_err(ServiceError::BadRequest)?;
         let valid_seconds = match valid_seconds {
-            None => MAX_NODE_SECONDS,
-            Some(s) if (1..=MAX_NODE_SECONDS).contains(&s) => s,
+            None => None,
+            Some(s) if (1..=MAX_NODE_SECONDS).contains(&s) => Some(s),
             Some(s) => {
                 return Err(ServiceError::BadRequest(format!(
                     "valid_seconds: {s}; 1 to {MAX_NODE_SECONDS} (5 years)"
@@ -110,6 +109,11 @@ impl Service {
                 .and_then(|n| parent_path.child_node(n))
                 .filter(|c| state.key(c).is_none())
                 .ok_or_else(|| ServiceError::BadRequest("no free child index".into()))?;
+            // Unless the request says, the policy's node_validity for the new node, or
+            // the longest.
+            let valid_seconds = valid_seconds
+                .or_else(|| svc.policy().policy.lifecycle(&path, Some(&name)).node_validity)
+                .unwrap_or(MAX_NODE_SECONDS);
             let epoch_path = path
                 .epoch_key(0)
                 .ok_or_else(|| ServiceError::BadRequest("path too deep".into()))?;

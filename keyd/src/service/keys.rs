@@ -5,13 +5,25 @@ use std::sync::Arc;
 
 use zeroize::Zeroizing;
 
-use super::commit::Built;
 use super::{Service, ServiceError, describe, unix_now};
-use crate::chain::{Body, Epoch, KeyKind, KeyStatus, Statement};
+use crate::chain::{KeyKind, KeyStatus};
 use crate::derive::{KeyMaterial, KeyPath};
 use crate::envelope::{Encrypted, Sealed, Suite};
 use crate::identity::Principal;
 use crate::policy::Op;
+
+/// The largest context (associated data) of an envelope.
+pub const MAX_CONTEXT: usize = 4096;
+
+fn check_context(context: &[u8]) -> Result<(), ServiceError> {
+    if context.len() > MAX_CONTEXT {
+        return Err(ServiceError::BadRequest(format!(
+            "context: {} bytes; at most {MAX_CONTEXT}",
+            context.len()
+        )));
+    }
+    Ok(())
+}
 
 impl Service {
     /// The node a principal is, for key operations.
@@ -45,13 +57,19 @@ impl Service {
     /// An epoch key of `node` named by an envelope: it must belong to the node and not
     /// be revoked (older epochs still open).
     fn opening_key(&self, node: &KeyPath, key: &KeyPath) -> Result<Arc<KeyMaterial>, ServiceError> {
-        match key.role() {
-            crate::derive::PathRole::Epoch { node: owner, .. } if &owner == node => {}
+        let epoch = match key.role() {
+            crate::derive::PathRole::Epoch { node: owner, epoch } if &owner == node => epoch,
             _ => {
                 return Err(ServiceError::Forbidden(format!(
                     "the envelope is for {key}, not for {node}"
                 )));
             }
+        };
+        let min = self.min_epoch(node);
+        if epoch < min {
+            return Err(ServiceError::EpochRetired(format!(
+                "the envelope is of epoch {epoch} of {node}, below its minimum decryption epoch {min}; rewrap envelopes before raising it, or ask an admin to lower it"
+            )));
         }
         let status = self.read_chain().state().status_at(key, unix_now());
         match status {
@@ -60,11 +78,17 @@ impl Service {
         }
     }
 
-    /// Seals `plaintext` for the node's own storage.
-    pub fn seal(&self, principal: &Principal, plaintext: &[u8]) -> Result<Vec<u8>, ServiceError> {
+    /// Seals `plaintext` for the node's own storage, bound to `context` (associated
+    /// data the opener gives again; empty for none).
+    pub fn seal(
+        &self,
+        principal: &Principal,
+        plaintext: &[u8],
+        context: &[u8],
+    ) -> Result<Vec<u8>, ServiceError> {
         let node = Self::node_of(principal)?;
         self.authorize_on(principal, Op::Seal, node)?;
-        self.seal_as(principal, node, Op::Seal, plaintext)
+        self.seal_as(principal, node, Op::Seal, plaintext, context)
     }
 
     /// Seals `plaintext` under `node`'s current epoch (authorized by the caller), counted
@@ -75,7 +99,9 @@ impl Service {
         node: &KeyPath,
         op: Op,
         plaintext: &[u8],
+        context: &[u8],
     ) -> Result<Vec<u8>, ServiceError> {
+        check_context(context)?;
         let (path, key) = self.current_key(node)?;
         // Salt and nonce from one read of the system's CSPRNG.
         let mut random = [0u8; 44];
@@ -86,22 +112,23 @@ impl Service {
         let nonce: [u8; 12] = nonce
             .try_into()
             .unwrap_or_else(|_| unreachable!("12 bytes"));
-        let sealed = Sealed::seal(&path, &key, plaintext, salt, nonce)
+        let sealed = Sealed::seal_in(&path, &key, plaintext, context, salt, nonce)
             .map_err(ServiceError::Envelope)?
             .to_cbor();
         self.audit_use(principal, op, Some(&path));
         Ok(sealed)
     }
 
-    /// Opens an envelope from [`Service::seal`] of this node.
+    /// Opens an envelope from [`Service::seal`] of this node, with its context.
     pub fn unseal(
         &self,
         principal: &Principal,
         envelope: &[u8],
+        context: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>, ServiceError> {
         let node = Self::node_of(principal)?;
         self.authorize_on(principal, Op::Unseal, node)?;
-        let (plaintext, key) = self.unseal_as(node, envelope)?;
+        let (plaintext, key) = self.unseal_as(node, envelope, context)?;
         self.audit_use(principal, Op::Unseal, Some(&key));
         Ok(plaintext)
     }
@@ -112,10 +139,13 @@ impl Service {
         &self,
         node: &KeyPath,
         envelope: &[u8],
+        context: &[u8],
     ) -> Result<(Zeroizing<Vec<u8>>, KeyPath), ServiceError> {
         let sealed = Sealed::from_cbor(envelope).map_err(ServiceError::Envelope)?;
         let key = self.opening_key(node, &sealed.key)?;
-        let plaintext = sealed.open(&key).map_err(ServiceError::Envelope)?;
+        let plaintext = sealed
+            .open_in(&key, context)
+            .map_err(ServiceError::Envelope)?;
         Ok((plaintext, sealed.key))
     }
 
@@ -127,8 +157,10 @@ impl Service {
         to: &str,
         suite: Suite,
         plaintext: &[u8],
+        context: &[u8],
     ) -> Result<(Vec<u8>, KeyPath), ServiceError> {
         let node = Self::node_of(principal)?;
+        check_context(context)?;
         let recipient = {
             let chain = self.read_chain();
             let state = chain.state();
@@ -161,13 +193,12 @@ impl Service {
         };
         let keys = self.material(&recipient)?;
         let (sender, key) = self.current_key(node)?;
-        let e = Encrypted::encrypt(
+        let e = Encrypted::encrypt_in(
             suite,
-            &recipient,
-            &keys,
-            &sender,
-            key.signing_key(),
+            (&recipient, &keys, &sender, key.signing_key()),
             plaintext,
+            context,
+            &mut rand_core::UnwrapErr(getrandom::SysRng),
         )
         .map_err(ServiceError::Envelope)?;
         self.audit_use(principal, Op::Encrypt, Some(&recipient));
@@ -180,6 +211,7 @@ impl Service {
         &self,
         principal: &Principal,
         envelope: &[u8],
+        context: &[u8],
     ) -> Result<(Zeroizing<Vec<u8>>, KeyPath), ServiceError> {
         let node = Self::node_of(principal)?;
         self.authorize_on(principal, Op::Decrypt, node)?;
@@ -227,83 +259,23 @@ impl Service {
         e.verify_sender(&sender_key)
             .map_err(ServiceError::Envelope)?;
         let key = self.opening_key(node, &e.recipient)?;
-        let plaintext = e.open(&key).map_err(ServiceError::Envelope)?;
+        let plaintext = e.open_in(&key, context).map_err(ServiceError::Envelope)?;
         self.audit_use(principal, Op::Decrypt, Some(&e.recipient));
         Ok((plaintext, e.sender))
     }
 
-    /// Moves `target` (the caller itself for a node; any node under the branch for an
-    /// admin) to its next epoch: returns the new epoch key path.
-    pub fn rekey(
+    /// Re-seals an envelope of an older epoch under the node's current epoch, in the
+    /// same context.
+    pub fn rewrap(
         &self,
         principal: &Principal,
-        target: Option<&str>,
-    ) -> Result<KeyPath, ServiceError> {
-        let node = match (principal, target) {
-            (Principal::Node(p), None) => p.clone(),
-            (Principal::Node(_), Some(_)) => {
-                return Err(ServiceError::Forbidden("a node rekeys only itself".into()));
-            }
-            (Principal::Admin(_), Some(t)) => self
-                .read_chain()
-                .state()
-                .find_in(t, &self.branch_path)
-                .map(|(p, _)| p.clone())
-                .ok_or_else(|| ServiceError::NotFound(format!("no node {t:?}")))?,
-            (Principal::Admin(_), None) => {
-                return Err(ServiceError::BadRequest("name the node to rekey".into()));
-            }
-        };
-        let op = if target.is_some() {
-            Op::NodeRekey
-        } else {
-            Op::Rekey
-        };
-        self.authorize_on(principal, op, &node)?;
-        let audited = (principal.uri(), node.to_string());
-        if !self.branch_path.is_prefix_of(&node) || node == self.branch_path {
-            return Err(ServiceError::Forbidden(format!(
-                "{node} is not a node below this keyd's branch"
-            )));
-        }
-        self.append(move |svc, w| {
-            let next = match w.state().key(&node).map(|r| &r.kind) {
-                Some(KeyKind::Node { epochs, .. }) => epochs.last().map_or(0, |e| e + 1),
-                _ => return Err(ServiceError::NotFound(format!("{node} is not a node"))),
-            };
-            let path = node
-                .epoch_key(next)
-                .ok_or_else(|| ServiceError::BadRequest("epoch out of range".into()))?;
-            let epoch_key = svc.derived(&path)?;
-            let node_key = svc.derived(&node)?;
-            let st = Statement::sign(
-                Body::Epoch(Epoch {
-                    node: node.clone(),
-                    epoch: next,
-                    keys: (&epoch_key.public_keys()).into(),
-                }),
-                node.clone(),
-                unix_now(),
-                node_key.signing_key(),
-            );
-            Ok(Built {
-                statements: vec![st],
-                token: None,
-                value: path,
-            })
-        })
-        .inspect(|path| {
-            let detail = Some(format!("new epoch key {path}"));
-            self.audit_event(&audited.0, op.name(), Some(audited.1), detail);
-        })
-    }
-
-    /// Re-seals an envelope of an older epoch under the node's current epoch.
-    pub fn rewrap(&self, principal: &Principal, envelope: &[u8]) -> Result<Vec<u8>, ServiceError> {
+        envelope: &[u8],
+        context: &[u8],
+    ) -> Result<Vec<u8>, ServiceError> {
         let node = Self::node_of(principal)?;
         self.authorize_on(principal, Op::Rewrap, node)?;
-        let (plaintext, _) = self.unseal_as(node, envelope)?;
-        self.seal_as(principal, node, Op::Rewrap, &plaintext)
+        let (plaintext, _) = self.unseal_as(node, envelope, context)?;
+        self.seal_as(principal, node, Op::Rewrap, &plaintext, context)
     }
 
     /// A fresh 256-bit data key and its sealed form (for envelope encryption by the
@@ -311,13 +283,14 @@ impl Service {
     pub fn datakey(
         &self,
         principal: &Principal,
+        context: &[u8],
     ) -> Result<(Zeroizing<[u8; 32]>, Vec<u8>), ServiceError> {
         let node = Self::node_of(principal)?;
         self.authorize_on(principal, Op::Datakey, node)?;
         let mut key = Zeroizing::new([0u8; 32]);
         getrandom::fill(key.as_mut())
             .map_err(|e| ServiceError::BadRequest(format!("randomness: {e}")))?;
-        let sealed = self.seal_as(principal, node, Op::Datakey, key.as_ref())?;
+        let sealed = self.seal_as(principal, node, Op::Datakey, key.as_ref(), context)?;
         Ok((key, sealed))
     }
 }

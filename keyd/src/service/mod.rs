@@ -20,6 +20,7 @@ mod commit;
 pub mod credentials;
 mod enroll;
 mod keys;
+mod lifecycle;
 mod logs;
 mod nodes;
 mod pages;
@@ -49,6 +50,9 @@ pub enum ServiceError {
     /// The principal may not do this.
     #[error("{0}")]
     Forbidden(String),
+    /// An envelope of an epoch below its node's minimum decryption epoch.
+    #[error("{0}")]
+    EpochRetired(String),
     /// The policy in force refuses the request.
     #[error("{op} denied by policy rule {rule}: {reason}")]
     Denied {
@@ -179,6 +183,8 @@ pub struct Service {
     policy: RwLock<Arc<policy::PolicyInForce>>,
     /// The audit log's writer.
     audit: audit::Auditor,
+    /// Each node's minimum decryption epoch (absent: 0).
+    min_epochs: RwLock<HashMap<KeyPath, u32>>,
 }
 
 impl std::fmt::Debug for Service {
@@ -209,6 +215,7 @@ impl Service {
         let suites = RwLock::new(suites::load(&store)?);
         let policy = RwLock::new(Arc::new(policy::load(&store)?));
         let audit = audit::Auditor::load(&store)?;
+        let min_epochs = RwLock::new(lifecycle::load(&store)?);
         if chain.head(&branch_path).is_none() {
             return Err(ServiceError::NotFound(format!(
                 "the store holds no log of this keyd's branch {branch_path}"
@@ -231,6 +238,7 @@ impl Service {
             commits: commit::Commits::default(),
             policy,
             audit,
+            min_epochs,
         })
     }
 

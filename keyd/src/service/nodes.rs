@@ -116,6 +116,7 @@ impl Service {
             key_id: record.key_id.to_string(),
             ed25519: hex_keys(&record.keys).0,
             current_epoch,
+            min_decrypt_epoch: self.min_epoch(path),
             epochs,
             children: children.iter().map(ToString::to_string).collect(),
         })

@@ -206,6 +206,9 @@ pub struct NodeDetail {
     pub ed25519: String,
     /// The current epoch, if one is valid.
     pub current_epoch: Option<u32>,
+    /// Envelopes of epochs below this no longer open (0: all open).
+    #[serde(default)]
+    pub min_decrypt_epoch: u32,
     /// Every epoch key.
     pub epochs: Vec<EpochInfo>,
     /// Child nodes: paths.
@@ -337,6 +340,27 @@ pub struct SuiteSet {
     pub path: String,
     /// Its suite policy.
     pub suite: SuitePolicy,
+}
+
+/// A node's new minimum decryption epoch.
+#[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct MinEpochRequest {
+    /// Envelopes of older epochs of the node no longer open (at most its current epoch).
+    pub epoch: u32,
+}
+
+/// A node's minimum decryption epoch, set.
+#[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+pub struct MinEpochSet {
+    /// The node's path.
+    pub path: String,
+    /// Its minimum decryption epoch now.
+    pub min_decrypt_epoch: u32,
+    /// Before.
+    pub previous: u32,
 }
 
 /// What a push of root-log records did.

@@ -117,6 +117,10 @@ pub struct EncryptRequest {
     /// `x-wing` (the default: ML-KEM-768 + X25519) or `x25519`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub suite: Option<String>,
+    /// Associated data (at most 4 KiB) the recipient must give again to decrypt; not
+    /// stored in the envelope, which only says that there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<Blob>,
 }
 
 /// A public-key envelope.
@@ -138,6 +142,9 @@ pub struct EncryptResponse {
 pub struct EnvelopeRequest {
     /// The envelope (CBOR).
     pub envelope: Blob,
+    /// The context it was sealed or encrypted with, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<Blob>,
 }
 
 /// A plaintext and who sent it.
@@ -157,6 +164,9 @@ pub struct DecryptResponse {
 pub struct SealRequest {
     /// The plaintext.
     pub plaintext: Blob,
+    /// Associated data (at most 4 KiB) to give again to unseal; not stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<Blob>,
 }
 
 /// An envelope.
@@ -175,11 +185,15 @@ pub struct PlaintextResponse {
     pub plaintext: Bytes,
 }
 
-/// A data key request (no fields).
+/// A data key request.
 #[derive(Debug, Default, Serialize, Deserialize)]
 #[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
-pub struct DatakeyRequest {}
+pub struct DatakeyRequest {
+    /// Associated data (at most 4 KiB) the sealed key is bound to; not stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<Blob>,
+}
 
 /// A data key and its sealed form.
 #[derive(Debug, Serialize, Deserialize)]

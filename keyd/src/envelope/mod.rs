@@ -55,7 +55,9 @@ pub enum EnvelopeError {
     #[error("not a keyd envelope: {0}")]
     Malformed(String),
     /// Authentication failed: tampered, or not for this key.
-    #[error("the envelope does not open: tampered, or not sealed to this key")]
+    #[error(
+        "the envelope does not open: tampered, not sealed to this key, or sealed with another context"
+    )]
     Open,
     /// The sender's signature does not verify.
     #[error("the sender's signature does not verify")]
@@ -66,6 +68,12 @@ pub enum EnvelopeError {
     /// The plaintext is over [`MAX_PLAINTEXT`].
     #[error("the plaintext is {0} bytes; at most {MAX_PLAINTEXT} are sealed or encrypted at once")]
     TooLarge(usize),
+    /// The envelope was sealed with a context (associated data) and none was given.
+    #[error("the envelope was sealed with a context: give the same context to open it")]
+    ContextRequired,
+    /// A context was given for an envelope sealed without one.
+    #[error("the envelope was sealed without a context: open it without one")]
+    ContextUnexpected,
     /// The key id the envelope names is not the key id of the key at its path.
     #[error("the envelope names key id {named} for {path}, whose key id is {actual}")]
     KeyId {
@@ -76,6 +84,22 @@ pub enum EnvelopeError {
         /// The key id of the key at that path.
         actual: KeyId,
     },
+}
+
+/// Whether a context goes with an envelope that says `flag`.
+fn check_context(flag: bool, context: &[u8]) -> Result<(), EnvelopeError> {
+    match (flag, context.is_empty()) {
+        (true, true) => Err(EnvelopeError::ContextRequired),
+        (false, false) => Err(EnvelopeError::ContextUnexpected),
+        _ => Ok(()),
+    }
+}
+
+/// The associated data: the header's canonical CBOR, then the context (the header is
+/// one self-delimiting CBOR item, so the two never run together).
+fn with_context(mut header: Vec<u8>, context: &[u8]) -> Vec<u8> {
+    header.extend_from_slice(context);
+    header
 }
 
 fn check_size(plaintext: &[u8]) -> Result<(), EnvelopeError> {
@@ -198,6 +222,10 @@ pub struct Sealed {
     /// The key id of `key` (of its Ed25519 public key); absent in legacy envelopes.
     #[serde(default, skip_serializing_if = "Option::is_none", with = "serde_bytes")]
     pub kid: Option<[u8; 16]>,
+    /// Whether it was sealed with a context (associated data the opener must give
+    /// again); absent when not.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ctx: bool,
     /// HKDF salt.
     #[serde(with = "serde_bytes")]
     pub salt: [u8; 32],
@@ -215,6 +243,8 @@ struct SealedHeader<'a> {
     key: &'a KeyPath,
     #[serde(skip_serializing_if = "Option::is_none", with = "serde_bytes")]
     kid: Option<&'a [u8; 16]>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    ctx: bool,
     #[serde(with = "serde_bytes")]
     salt: &'a [u8; 32],
     #[serde(with = "serde_bytes")]
@@ -233,14 +263,16 @@ fn seal_key(material: &KeyMaterial, salt: &[u8; 32]) -> Zeroizing<[u8; 32]> {
 }
 
 impl Sealed {
-    fn aad(&self) -> Vec<u8> {
-        cbor_bytes(&SealedHeader {
+    fn aad(&self, context: &[u8]) -> Vec<u8> {
+        let header = cbor_bytes(&SealedHeader {
             v: self.v,
             key: &self.key,
             kid: self.kid.as_ref(),
+            ctx: self.ctx,
             salt: &self.salt,
             nonce: &self.nonce,
-        })
+        });
+        with_context(header, context)
     }
 
     /// Seals `plaintext` (at most [`MAX_PLAINTEXT`] bytes) with the storage key of the
@@ -252,11 +284,25 @@ impl Sealed {
         salt: [u8; 32],
         nonce: [u8; 12],
     ) -> Result<Sealed, EnvelopeError> {
+        Self::seal_in(key, material, plaintext, &[], salt, nonce)
+    }
+
+    /// [`Sealed::seal`] bound to `context` (associated data, not stored: opening needs
+    /// it again; empty for none).
+    pub fn seal_in(
+        key: &KeyPath,
+        material: &KeyMaterial,
+        plaintext: &[u8],
+        context: &[u8],
+        salt: [u8; 32],
+        nonce: [u8; 12],
+    ) -> Result<Sealed, EnvelopeError> {
         check_size(plaintext)?;
         let mut s = Sealed {
             v: ENVELOPE_VERSION,
             key: key.clone(),
             kid: Some(key_id(material).0),
+            ctx: !context.is_empty(),
             salt,
             nonce,
             ct: Vec::new(),
@@ -264,7 +310,7 @@ impl Sealed {
         let k = seal_key(material, &s.salt);
         let cipher = ChaCha20Poly1305::new_from_slice(k.as_ref())
             .unwrap_or_else(|_| unreachable!("32-byte key"));
-        let aad = s.aad();
+        let aad = s.aad(context);
         s.ct = cipher
             .encrypt(
                 &Nonce::from(s.nonce),
@@ -280,6 +326,16 @@ impl Sealed {
     /// Opens with the storage key of the epoch key the envelope names (its key id must
     /// match).
     pub fn open(&self, material: &KeyMaterial) -> Result<Zeroizing<Vec<u8>>, EnvelopeError> {
+        self.open_in(material, &[])
+    }
+
+    /// [`Sealed::open`] with the context it was sealed with (empty for none).
+    pub fn open_in(
+        &self,
+        material: &KeyMaterial,
+        context: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, EnvelopeError> {
+        check_context(self.ctx, context)?;
         check_key_id(&self.key, self.kid.as_ref(), key_id(material))?;
         let k = seal_key(material, &self.salt);
         let cipher =
@@ -289,7 +345,7 @@ impl Sealed {
                 &Nonce::from(self.nonce),
                 Payload {
                     msg: &self.ct,
-                    aad: &self.aad(),
+                    aad: &self.aad(context),
                 },
             )
             .map(Zeroizing::new)
@@ -328,6 +384,10 @@ pub struct Encrypted {
     /// The key id of the sender's epoch key; absent in legacy envelopes.
     #[serde(default, skip_serializing_if = "Option::is_none", with = "serde_bytes")]
     pub sender_kid: Option<[u8; 16]>,
+    /// Whether it was sealed with a context (associated data the recipient must give
+    /// again); absent when not.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ctx: bool,
     /// HPKE encapsulated key.
     #[serde(with = "serde_bytes")]
     pub enc: Vec<u8>,
@@ -349,6 +409,8 @@ struct EncryptedHeader<'a> {
     sender: &'a KeyPath,
     #[serde(skip_serializing_if = "Option::is_none", with = "serde_bytes")]
     sender_kid: Option<&'a [u8; 16]>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    ctx: bool,
 }
 
 #[derive(Serialize)]
@@ -361,6 +423,8 @@ struct EncryptedUnsigned<'a> {
     sender: &'a KeyPath,
     #[serde(skip_serializing_if = "Option::is_none", with = "serde_bytes")]
     sender_kid: Option<&'a [u8; 16]>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    ctx: bool,
     #[serde(with = "serde_bytes")]
     enc: &'a [u8],
     #[serde(with = "serde_bytes")]
@@ -369,16 +433,18 @@ struct EncryptedUnsigned<'a> {
 
 impl Encrypted {
     /// The HPKE associated data: the canonical CBOR of the header (version, suite,
-    /// recipient and sender with their key ids).
-    pub fn aad(&self) -> Vec<u8> {
-        cbor_bytes(&EncryptedHeader {
+    /// recipient and sender with their key ids, the context flag), then the context.
+    pub fn aad(&self, context: &[u8]) -> Vec<u8> {
+        let header = cbor_bytes(&EncryptedHeader {
             v: self.v,
             suite: &self.suite,
             recipient: &self.recipient,
             recipient_kid: self.recipient_kid.as_ref(),
             sender: &self.sender,
             sender_kid: self.sender_kid.as_ref(),
-        })
+            ctx: self.ctx,
+        });
+        with_context(header, context)
     }
 
     /// The bytes the sender signs: [`SIGN_DOMAIN`] and the canonical CBOR of every field
@@ -392,6 +458,7 @@ impl Encrypted {
             recipient_kid: self.recipient_kid.as_ref(),
             sender: &self.sender,
             sender_kid: self.sender_kid.as_ref(),
+            ctx: self.ctx,
             enc: &self.enc,
             ct: &self.ct,
         }));
@@ -428,6 +495,29 @@ impl Encrypted {
         plaintext: &[u8],
         rng: &mut impl CryptoRng,
     ) -> Result<Encrypted, EnvelopeError> {
+        Self::encrypt_in(
+            suite,
+            (recipient, recipient_keys, sender, sender_key),
+            plaintext,
+            &[],
+            rng,
+        )
+    }
+
+    /// [`Encrypted::encrypt_with_rng`] bound to `context` (associated data, not stored:
+    /// the recipient needs it again; empty for none).
+    pub fn encrypt_in(
+        suite: Suite,
+        (recipient, recipient_keys, sender, sender_key): (
+            &KeyPath,
+            &KeyMaterial,
+            &KeyPath,
+            &SigningKey,
+        ),
+        plaintext: &[u8],
+        context: &[u8],
+        rng: &mut impl CryptoRng,
+    ) -> Result<Encrypted, EnvelopeError> {
         check_size(plaintext)?;
         let mut e = Encrypted {
             v: ENVELOPE_VERSION,
@@ -436,11 +526,12 @@ impl Encrypted {
             recipient_kid: Some(key_id(recipient_keys).0),
             sender: sender.clone(),
             sender_kid: Some(KeyId::of(&sender_key.verifying_key()).0),
+            ctx: !context.is_empty(),
             enc: Vec::new(),
             ct: Vec::new(),
             signature: [0; 64],
         };
-        let aad = e.aad();
+        let aad = e.aad(context);
         (e.enc, e.ct) = match suite {
             Suite::XWing => hpke_seal::<XWing>(&recipient_keys.x_wing().1, plaintext, &aad, rng)?,
             Suite::X25519 => {
@@ -478,12 +569,22 @@ impl Encrypted {
 
     /// Opens with the recipient epoch key's material (its key id must match).
     pub fn open(&self, recipient: &KeyMaterial) -> Result<Zeroizing<Vec<u8>>, EnvelopeError> {
+        self.open_in(recipient, &[])
+    }
+
+    /// [`Encrypted::open`] with the context it was encrypted with (empty for none).
+    pub fn open_in(
+        &self,
+        recipient: &KeyMaterial,
+        context: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, EnvelopeError> {
+        check_context(self.ctx, context)?;
         check_key_id(
             &self.recipient,
             self.recipient_kid.as_ref(),
             key_id(recipient),
         )?;
-        let aad = self.aad();
+        let aad = self.aad(context);
         match self.suite()? {
             Suite::XWing => hpke_open::<XWing>(&recipient.x_wing().0, &self.enc, &self.ct, &aad),
             Suite::X25519 => {
@@ -519,188 +620,4 @@ impl Encrypted {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn node(n: u8) -> (KeyPath, KeyMaterial) {
-        let path: KeyPath = format!("m/1'/{n}'/0'/0'").parse().expect("path");
-        (path, KeyMaterial::from_node_key(&[n; 32]))
-    }
-
-    #[test]
-    fn both_suites_open_at_the_recipient_only() {
-        let (to, bob) = node(2);
-        let (from, alice) = node(1);
-        let (_, carol) = node(3);
-        for suite in [Suite::XWing, Suite::X25519] {
-            let e = Encrypted::encrypt(suite, &to, &bob, &from, alice.signing_key(), b"hi")
-                .expect("encrypt");
-            let e = Encrypted::from_cbor(&e.to_cbor()).expect("round trip");
-            assert_eq!(e.suite(), Ok(suite));
-            e.verify_sender(&alice.signing_key().verifying_key())
-                .expect("sender");
-            assert!(matches!(
-                e.verify_sender(&carol.signing_key().verifying_key()),
-                Err(EnvelopeError::KeyId { .. })
-            ));
-            assert_eq!(e.recipient_kid, Some(bob.public_keys().key_id.0));
-            assert_eq!(e.sender_kid, Some(alice.public_keys().key_id.0));
-            assert_eq!(e.open(&bob).expect("open").as_slice(), b"hi");
-            assert!(matches!(e.open(&carol), Err(EnvelopeError::KeyId { .. })));
-            // Carol pretending to be the recipient: the key id is signed and bound.
-            let mut c = e.clone();
-            c.recipient_kid = Some(carol.public_keys().key_id.0);
-            assert_eq!(c.open(&carol), Err(EnvelopeError::Open));
-            let mut t = e.clone();
-            t.ct[0] ^= 1;
-            assert_eq!(t.open(&bob), Err(EnvelopeError::Open));
-            assert_eq!(
-                t.verify_sender(&alice.signing_key().verifying_key()),
-                Err(EnvelopeError::Signature)
-            );
-        }
-    }
-
-    #[test]
-    fn the_suite_cannot_be_swapped() {
-        let (to, bob) = node(2);
-        let (from, alice) = node(1);
-        let mut e = Encrypted::encrypt(Suite::XWing, &to, &bob, &from, alice.signing_key(), b"x")
-            .expect("encrypt");
-        e.suite = SUITE_X25519.into();
-        // The suite is signed and bound as AAD: neither the signature nor HPKE accepts it.
-        assert_eq!(
-            e.verify_sender(&alice.signing_key().verifying_key()),
-            Err(EnvelopeError::Signature)
-        );
-        assert_eq!(e.open(&bob), Err(EnvelopeError::Open));
-        e.suite = "rot13".into();
-        assert_eq!(e.open(&bob), Err(EnvelopeError::Suite("rot13".into())));
-    }
-
-    #[test]
-    fn x_wing_keys_are_derived_deterministically() {
-        let (_, a) = node(7);
-        let (_, b) = node(7);
-        let (_, c) = node(8);
-        assert_eq!(a.x_wing().1.to_bytes(), b.x_wing().1.to_bytes());
-        assert_ne!(a.x_wing().1.to_bytes(), c.x_wing().1.to_bytes());
-        assert_eq!(a.x_wing().1.to_bytes().len(), 1216);
-    }
-
-    #[test]
-    fn plaintexts_over_the_limit_are_refused_and_the_largest_envelope_opens() {
-        let (to, bob) = node(2);
-        let (from, alice) = node(1);
-        let big = vec![7u8; MAX_PLAINTEXT + 1];
-        assert_eq!(
-            Sealed::seal(&to, &bob, &big, [1; 32], [2; 12]),
-            Err(EnvelopeError::TooLarge(MAX_PLAINTEXT + 1))
-        );
-        assert_eq!(
-            Encrypted::encrypt(Suite::XWing, &to, &bob, &from, alice.signing_key(), &big),
-            Err(EnvelopeError::TooLarge(MAX_PLAINTEXT + 1))
-        );
-        let most = &big[..MAX_PLAINTEXT];
-        let s = Sealed::seal(&to, &bob, most, [1; 32], [2; 12]).expect("seal");
-        let s = Sealed::from_cbor(&s.to_cbor()).expect("the largest sealed envelope decodes");
-        assert_eq!(s.open(&bob).expect("open").len(), MAX_PLAINTEXT);
-        let e = Encrypted::encrypt(Suite::XWing, &to, &bob, &from, alice.signing_key(), most)
-            .expect("encrypt");
-        let e = Encrypted::from_cbor(&e.to_cbor()).expect("the largest envelope decodes");
-        assert_eq!(e.open(&bob).expect("open").len(), MAX_PLAINTEXT);
-    }
-
-    /// Envelopes written by keyd before key ids (version 1) still open, and keep their
-    /// format (re-encoding gives the same bytes).
-    #[test]
-    fn legacy_envelopes_still_open() {
-        let fixture = include_str!("../tests/data/legacy-envelopes.txt");
-        let get = |name: &str| -> Vec<u8> {
-            let line = fixture
-                .lines()
-                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-                .expect("fixture line");
-            hex::decode(line.trim()).expect("hex")
-        };
-        let (_, m4) = node(4);
-        let bytes = get("sealed");
-        let s = Sealed::from_cbor(&bytes).expect("legacy sealed");
-        assert_eq!((s.v, s.kid), (LEGACY_VERSION, None));
-        assert_eq!(s.to_cbor(), bytes);
-        assert_eq!(
-            s.open(&m4).expect("open").as_slice(),
-            b"sealed before key ids"
-        );
-        let (_, bob) = node(2);
-        let (_, alice) = node(1);
-        for (name, suite, text) in [
-            ("x_wing", Suite::XWing, &b"x-wing before key ids"[..]),
-            ("x25519", Suite::X25519, &b"x25519 before key ids"[..]),
-        ] {
-            let bytes = get(name);
-            let e = Encrypted::from_cbor(&bytes).expect("legacy encrypted");
-            assert_eq!(
-                (e.v, e.recipient_kid, e.sender_kid),
-                (LEGACY_VERSION, None, None)
-            );
-            assert_eq!(e.suite(), Ok(suite));
-            assert_eq!(e.to_cbor(), bytes);
-            e.verify_sender(&alice.signing_key().verifying_key())
-                .expect("sender");
-            assert_eq!(e.open(&bob).expect("open").as_slice(), text);
-        }
-        // A version that does not match its fields is refused.
-        let mut mixed = s.clone();
-        mixed.kid = Some([0; 16]);
-        assert!(matches!(
-            Sealed::from_cbor(&mixed.to_cbor()),
-            Err(EnvelopeError::Malformed(_))
-        ));
-        mixed.v = ENVELOPE_VERSION;
-        mixed.kid = None;
-        assert!(matches!(
-            Sealed::from_cbor(&mixed.to_cbor()),
-            Err(EnvelopeError::Malformed(_))
-        ));
-    }
-
-    #[test]
-    fn suite_names() {
-        for (name, suite) in [
-            ("x-wing", Suite::XWing),
-            ("xwing", Suite::XWing),
-            (SUITE_X_WING, Suite::XWing),
-            ("x25519", Suite::X25519),
-            (SUITE_X25519, Suite::X25519),
-        ] {
-            assert_eq!(Suite::parse(name), Ok(suite));
-            assert_eq!(Suite::parse(suite.name()), Ok(suite));
-        }
-        assert_eq!(Suite::default(), Suite::XWing);
-        assert!(Suite::parse("X25519 ").is_err());
-    }
-
-    #[test]
-    fn sealed_round_trip_and_junk() {
-        let (path, m) = node(4);
-        let (_, other) = node(5);
-        let s = Sealed::seal(&path, &m, b"mine", [1; 32], [2; 12]).expect("seal");
-        let s = Sealed::from_cbor(&s.to_cbor()).expect("round trip");
-        assert_eq!(s.kid, Some(m.public_keys().key_id.0));
-        assert_eq!(s.open(&m).expect("open").as_slice(), b"mine");
-        assert!(matches!(s.open(&other), Err(EnvelopeError::KeyId { .. })));
-        // A changed key id is caught by the AEAD as well.
-        let mut t = s.clone();
-        t.kid = Some(other.public_keys().key_id.0);
-        assert_eq!(t.open(&other), Err(EnvelopeError::Open));
-        assert!(matches!(
-            Sealed::from_cbor(b"junk"),
-            Err(EnvelopeError::Malformed(_))
-        ));
-        assert!(matches!(
-            Encrypted::from_cbor(&s.to_cbor()),
-            Err(EnvelopeError::Malformed(_))
-        ));
-    }
-}
+mod tests;

@@ -1,0 +1,229 @@
+//! Keys over time: rekeying (by the node, an admin, or keyd on the policy's schedule),
+//! and the minimum epoch a node's envelopes still open at.
+
+use std::collections::HashMap;
+
+use super::commit::Built;
+use super::{Service, ServiceError, unix_now};
+use crate::chain::{Body, Epoch, KeyKind, Statement};
+use crate::derive::KeyPath;
+use crate::identity::Principal;
+use crate::policy::Op;
+use crate::store::{Checked, Store};
+
+impl Service {
+    /// Moves `target` (the caller itself for a node; any node under the branch for an
+    /// admin) to its next epoch: returns the new epoch key path.
+    pub fn rekey(
+        &self,
+        principal: &Principal,
+        target: Option<&str>,
+    ) -> Result<KeyPath, ServiceError> {
+        let node = match (principal, target) {
+            (Principal::Node(p), None) => p.clone(),
+            (Principal::Node(_), Some(_)) => {
+                return Err(ServiceError::Forbidden("a node rekeys only itself".into()));
+            }
+            (Principal::Admin(_), Some(t)) => self
+                .read_chain()
+                .state()
+                .find_in(t, &self.branch_path)
+                .map(|(p, _)| p.clone())
+                .ok_or_else(|| ServiceError::NotFound(format!("no node {t:?}")))?,
+            (Principal::Admin(_), None) => {
+                return Err(ServiceError::BadRequest("name the node to rekey".into()));
+            }
+        };
+        let op = if target.is_some() {
+            Op::NodeRekey
+        } else {
+            Op::Rekey
+        };
+        self.authorize_on(principal, op, &node)?;
+        let audited = (principal.uri(), node.to_string());
+        if !self.branch_path.is_prefix_of(&node) || node == self.branch_path {
+            return Err(ServiceError::Forbidden(format!(
+                "{node} is not a node below this keyd's branch"
+            )));
+        }
+        self.next_epoch(node).inspect(|path| {
+            let detail = Some(format!("new epoch key {path}"));
+            self.audit_event(&audited.0, op.name(), Some(audited.1), detail);
+        })
+    }
+
+    /// Certifies `node`'s next epoch (the branch log's change): its epoch key path.
+    fn next_epoch(&self, node: KeyPath) -> Result<KeyPath, ServiceError> {
+        self.append(move |svc, w| {
+            let next = match w.state().key(&node).map(|r| &r.kind) {
+                Some(KeyKind::Node { epochs, .. }) => epochs.last().map_or(0, |e| e + 1),
+                _ => return Err(ServiceError::NotFound(format!("{node} is not a node"))),
+            };
+            let path = node
+                .epoch_key(next)
+                .ok_or_else(|| ServiceError::BadRequest("epoch out of range".into()))?;
+            let epoch_key = svc.derived(&path)?;
+            let node_key = svc.derived(&node)?;
+            let st = Statement::sign(
+                Body::Epoch(Epoch {
+                    node: node.clone(),
+                    epoch: next,
+                    keys: (&epoch_key.public_keys()).into(),
+                }),
+                node.clone(),
+                unix_now(),
+                node_key.signing_key(),
+            );
+            Ok(Built {
+                statements: vec![st],
+                token: None,
+                value: path,
+            })
+        })
+    }
+}
+
+/// The minimum decryption epochs in `store`, by node. A row that fails its integrity
+/// tag holds its node at the highest epoch (fail closed: nothing older opens) until an
+/// admin sets it again.
+pub(super) fn load(store: &Store) -> Result<HashMap<KeyPath, u32>, ServiceError> {
+    let mut out = HashMap::new();
+    for (node, row) in store.min_epochs()? {
+        let Ok(path) = node.parse::<KeyPath>() else {
+            tracing::error!(row = %node, "a minimum-epoch row names no key path; ignored");
+            continue;
+        };
+        let epoch = match row {
+            Checked::Valid(bytes) => std::str::from_utf8(&bytes)
+                .ok()
+                .and_then(|t| t.parse().ok())
+                .unwrap_or(u32::MAX),
+            Checked::Tampered => u32::MAX,
+        };
+        out.insert(path, epoch);
+    }
+    Ok(out)
+}
+
+impl Service {
+    /// The minimum decryption epoch of `node` (0 when none was set).
+    pub(super) fn min_epoch(&self, node: &KeyPath) -> u32 {
+        self.min_epochs
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(node)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Sets the minimum decryption epoch of node `name`: envelopes to or sealed by its
+    /// older epochs no longer open, without revoking those keys. The node itself may
+    /// raise it; lowering it again is an admin's decision. At most the node's current
+    /// epoch. Returns the node, the previous minimum and the new one.
+    pub fn set_min_epoch(
+        &self,
+        principal: &Principal,
+        name: &str,
+        epoch: u32,
+    ) -> Result<(KeyPath, u32, u32), ServiceError> {
+        let node = self.resolve(name)?;
+        self.authorize_on(principal, Op::NodeMinEpoch, &node)?;
+        let current = {
+            let chain = self.read_chain();
+            match chain.state().key(&node).map(|r| &r.kind) {
+                Some(KeyKind::Node { .. }) if self.branch_path.is_prefix_of(&node) => {}
+                _ => {
+                    return Err(ServiceError::Forbidden(format!(
+                        "{node} is not a node of this keyd's branch {}",
+                        self.branch_path
+                    )));
+                }
+            }
+            chain.state().current_epoch(&node).map(|(e, _)| e)
+        };
+        let Some(current) = current else {
+            return Err(ServiceError::PartyNotValid(format!(
+                "{node} has no valid epoch"
+            )));
+        };
+        if epoch > current {
+            return Err(ServiceError::BadRequest(format!(
+                "epoch: {epoch} is above {node}'s current epoch {current}"
+            )));
+        }
+        let mut all = self.min_epochs.write().unwrap_or_else(|e| e.into_inner());
+        let previous = all.get(&node).copied().unwrap_or(0);
+        match principal {
+            Principal::Node(caller) if *caller != node => {
+                return Err(ServiceError::Forbidden(
+                    "a node sets only its own minimum epoch".into(),
+                ));
+            }
+            Principal::Node(_) if epoch < previous => {
+                return Err(ServiceError::Forbidden(format!(
+                    "the minimum epoch of {node} is {previous}; only an admin lowers it"
+                )));
+            }
+            _ => {}
+        }
+        self.store.put_min_epoch(&node.to_string(), epoch)?;
+        all.insert(node.clone(), epoch);
+        drop(all);
+        tracing::info!(node = %node, previous, epoch, "minimum decryption epoch set");
+        self.audit_event(
+            &principal.uri(),
+            Op::NodeMinEpoch.name(),
+            Some(node.to_string()),
+            Some(format!("minimum decryption epoch {previous} -> {epoch}")),
+        );
+        Ok((node, previous, epoch))
+    }
+
+    /// Moves every node of the branch whose current epoch is older than the policy's
+    /// `rotate_every` for it to its next epoch (as keyd): the new epoch keys.
+    pub fn rotate_due(&self) -> Result<Vec<KeyPath>, ServiceError> {
+        let in_force = self.policy();
+        let policy = &in_force.policy;
+        if !policy.rotates() || self.branch_revoked().is_some() {
+            return Ok(Vec::new());
+        }
+        let now = unix_now();
+        let due: Vec<(KeyPath, u64)> = {
+            let chain = self.read_chain();
+            let state = chain.state();
+            state
+                .keys()
+                .filter_map(|(path, record)| match &record.kind {
+                    KeyKind::Node { name, .. }
+                        if self.branch_path.is_prefix_of(path) && *path != self.branch_path =>
+                    {
+                        let every = policy.lifecycle(path, Some(name)).rotate_every?;
+                        let (_, epoch) = state.current_epoch(path)?;
+                        (epoch.published_at.saturating_add(every) <= now)
+                            .then(|| (path.clone(), every))
+                    }
+                    _ => None,
+                })
+                .collect()
+        };
+        let mut rotated = Vec::with_capacity(due.len());
+        for (node, every) in due {
+            let target = node.to_string();
+            match self.next_epoch(node) {
+                Ok(key) => {
+                    self.audit_event(
+                        "keyd",
+                        "rekey.scheduled",
+                        Some(target),
+                        Some(format!("rotate_every {every} s; new epoch key {key}")),
+                    );
+                    rotated.push(key);
+                }
+                Err(e) => {
+                    tracing::error!(node = %target, error = %e, "scheduled rotation failed");
+                }
+            }
+        }
+        Ok(rotated)
+    }
+}

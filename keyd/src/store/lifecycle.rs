@@ -1,0 +1,28 @@
+//! Each node's minimum decryption epoch (a protected table, like the suite policies).
+
+use redb::TableDefinition;
+
+use super::{Checked, Store, StoreError};
+
+pub(crate) const MIN_EPOCHS_NAME: &str = "min_epochs";
+/// Node path → its minimum decryption epoch (decimal).
+pub(crate) const MIN_EPOCHS: TableDefinition<&str, &[u8]> = TableDefinition::new(MIN_EPOCHS_NAME);
+
+impl Store {
+    /// Sets a node's minimum decryption epoch.
+    pub fn put_min_epoch(&self, node: &str, epoch: u32) -> Result<(), StoreError> {
+        let text = epoch.to_string();
+        let row = self
+            .row_key()?
+            .seal(MIN_EPOCHS_NAME, node.as_bytes(), text.as_bytes());
+        self.write(|tx| {
+            tx.open_table(MIN_EPOCHS)?.insert(node, row.as_slice())?;
+            Ok(())
+        })
+    }
+
+    /// Every node's minimum decryption epoch, checked.
+    pub fn min_epochs(&self) -> Result<Vec<(String, Checked)>, StoreError> {
+        self.rows(MIN_EPOCHS)
+    }
+}
