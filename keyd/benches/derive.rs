@@ -27,35 +27,6 @@ const CHILD: &str = "KEYD_BENCH_HSM_DIR";
 /// A node five levels down: level 1 through the root, four SLIP-0010 levels.
 const NODE: &str = "m/7'/1'/4'/1'/9'";
 
-/// Nanoseconds per call of `f`: the median of 5 runs of about `budget / 5` each.
-fn measure(budget: Duration, mut f: impl FnMut()) -> f64 {
-    // Warm up and size a batch to ~10 ms.
-    let mut batch = 1u64;
-    loop {
-        let t = Instant::now();
-        for _ in 0..batch {
-            f();
-        }
-        if t.elapsed() > Duration::from_millis(10) {
-            break;
-        }
-        batch *= 2;
-    }
-    let mut runs = Vec::new();
-    for _ in 0..5 {
-        let (mut n, t) = (0u64, Instant::now());
-        while t.elapsed() < budget / 5 {
-            for _ in 0..batch {
-                f();
-            }
-            n += batch;
-        }
-        runs.push(t.elapsed().as_nanos() as f64 / n as f64);
-    }
-    runs.sort_by(f64::total_cmp);
-    runs[2]
-}
-
 fn row(name: &str, ns: f64) {
     println!("{name:<52} {:>10.0} ns/op {:>12.0} ops/s", ns, 1e9 / ns);
 }
@@ -70,7 +41,7 @@ fn main() {
 
     let key = [7u8; 32];
     let data = [1u8; 37]; // 0x00 || k || ser32(i)
-    let hmac = measure(budget, || {
+    let hmac = support::measure(budget, || {
         let mut m = <Hmac<Sha512> as KeyInit>::new_from_slice(black_box(&key))
             .unwrap_or_else(|_| unreachable!());
         m.update(black_box(&data));
@@ -80,12 +51,12 @@ fn main() {
         "primitive: HMAC-SHA512 (32-byte key, 37-byte message)",
         hmac,
     );
-    let extract = measure(budget, || {
+    let extract = support::measure(budget, || {
         black_box(Hkdf::<Sha256>::new(Some(b"keyd/v1"), black_box(&key)));
     });
     row("primitive: HKDF-SHA256 extract", extract);
     let hk = Hkdf::<Sha256>::new(Some(b"keyd/v1"), &key);
-    let expand = measure(budget, || {
+    let expand = support::measure(budget, || {
         let mut out = [0u8; 32];
         black_box(&hk)
             .expand(b"ed25519", &mut out)
@@ -93,16 +64,16 @@ fn main() {
         black_box(out);
     });
     row("primitive: HKDF-SHA256 expand (32 bytes)", expand);
-    let ed = measure(budget, || {
+    let ed = support::measure(budget, || {
         black_box(SigningKey::from_bytes(black_box(&key)).verifying_key());
     });
     row("primitive: Ed25519 key pair from seed", ed);
-    let x = measure(budget, || {
+    let x = support::measure(budget, || {
         let s = x25519_dalek::StaticSecret::from(*black_box(&key));
         black_box(x25519_dalek::PublicKey::from(&s));
     });
     row("primitive: X25519 public key from secret", x);
-    let sha = measure(budget, || {
+    let sha = support::measure(budget, || {
         black_box(Sha256::digest(black_box(&key)));
     });
     row("primitive: SHA-256 (32 bytes, key id)", sha);
@@ -110,15 +81,15 @@ fn main() {
     let root = SoftwareRoot::danger_from_bytes(&[9u8; 64]);
     let path: KeyPath = NODE.parse().unwrap_or_else(|_| unreachable!());
     let parent = derive_node(&root, &path).unwrap_or_else(|_| unreachable!());
-    let level = measure(budget, || {
+    let level = support::measure(budget, || {
         black_box(black_box(&parent).child(3));
     });
     row("keyd: one software level (SLIP-0010 hardened child)", level);
-    let publics = measure(budget, || {
+    let publics = support::measure(budget, || {
         black_box(black_box(&parent).public_keys());
     });
     row("keyd: node key k -> public keys + key id", publics);
-    let full = measure(budget, || {
+    let full = support::measure(budget, || {
         let node =
             derive_node(black_box(&root), black_box(&path)).unwrap_or_else(|_| unreachable!());
         black_box(node.public_keys());
@@ -187,7 +158,7 @@ fn hsm_child(dir: &Path) {
         let root = hsm.root()?;
         let budget = Duration::from_millis(1500);
         let label = *b"keyd/v1/child\x80\x00\x00\x07";
-        let hsm_level = measure(budget, || {
+        let hsm_level = support::measure(budget, || {
             black_box(
                 root.hmac_sha512(black_box(&label))
                     .unwrap_or_else(|_| unreachable!()),
@@ -199,7 +170,7 @@ fn hsm_child(dir: &Path) {
             hsm_level,
         );
         let path: KeyPath = NODE.parse()?;
-        let full = measure(budget, || {
+        let full = support::measure(budget, || {
             let node =
                 derive_node(black_box(&root), black_box(&path)).unwrap_or_else(|_| unreachable!());
             black_box(node.public_keys());
