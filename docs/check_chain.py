@@ -1,6 +1,6 @@
 """Independent check of the chain vectors (docs/test-vectors.json, `chain`), written from
 docs/formats/chain.md and DESIGN.md section 4 alone: a verifier of the links, the
-signatures, the authority of certify, epoch and revoke, revoked signers, the branch
+signatures, the authority of certify, epoch, revoke and extend, revoked signers, the branch
 anchors and the heads. Refusals carry the names keyd gives the same rules. Shares no
 code with keyd. Used by check_test_vectors.py.
 """
@@ -40,6 +40,7 @@ class Chain:
     def __init__(self):
         self.keys = {}  # path -> ed25519 public key
         self.key_sets = {}  # node path -> its certified key set
+        self.not_after = {}  # node path -> its end of validity
         self.revoked = set()
         self.logs = {}  # log -> (next seq, last hash, last appended_at)
         self.root_entries = {}  # seq -> hash of the root log's entries
@@ -77,6 +78,7 @@ class Chain:
                 raise Refused("NoAuthority")
             self.keys[path] = body["keys"]["ed25519"]
             self.key_sets[path] = body["keys"]
+            self.not_after[path] = body["not_after"]
         elif kind == "epoch":
             node = parse(body["node"])
             if signer != node:
@@ -87,6 +89,17 @@ class Chain:
             if signer != target[:len(signer)]:
                 raise Refused("NoAuthority")
             self.revoked.add(target)
+        elif kind == "extend":
+            node = parse(body["node"])
+            if node not in self.not_after:
+                raise Refused("UnknownTarget")
+            if signer != parent_node(node):
+                raise Refused("NoAuthority")
+            if self.is_revoked(node):
+                raise Refused("AlreadyRevoked")
+            if body["not_after"] <= self.not_after[node]:
+                raise Refused("ValidityBackwards")
+            self.not_after[node] = body["not_after"]
         elif kind == "anchor":
             if seq != 0 or signer != log or self.root_entries.get(body["root_seq"]) != body["root_entry"]:
                 raise Refused("BadAnchor")

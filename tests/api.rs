@@ -336,6 +336,7 @@ fn openapi_lists_every_route() -> Result<()> {
         "post /v1/policy/check",
         "get /v1/audit",
         "post /v1/nodes/{name}/min-epoch",
+        "post /v1/nodes/{name}/extend",
     ]
     .iter()
     .map(|s| s.to_string())

@@ -237,3 +237,80 @@ fn an_envelope_bound_to_a_context_opens_only_with_it() -> Result<()> {
 fn code_of((status, v): (u16, Value)) -> String {
     code(status, &v).1
 }
+
+#[test]
+fn a_parent_renews_a_node_validity_in_the_chain() -> Result<()> {
+    let c = Cluster::start()?;
+    let admin = c.admin()?;
+    let config = c.admin_config()?;
+    let (status, v) = admin.post("/v1/nodes", &json!({"name": "short", "valid_seconds": 600}))?;
+    ensure!(status == 201, "{status} {v}");
+    let (node, _) = c.enrolled_node("self-renewer")?;
+    let renewed = crate::cluster::keyctl(
+        &[
+            "node",
+            "extend",
+            "short",
+            "--valid-for",
+            "1d",
+            "--config",
+            &config,
+        ],
+        &[],
+    )?;
+    let not_after = renewed["not_after"].as_u64().context("not_after")?;
+    ensure!(
+        not_after.abs_diff(keyd::unix_now() + 86_400) < 60,
+        "{renewed}"
+    );
+    ensure!(admin.get_json("/v1/nodes/short")?["not_after"] == not_after);
+    // Only later: an earlier end is refused, nothing is appended.
+    let err = crate::cluster::keyctl_fails(
+        &[
+            "node",
+            "extend",
+            "short",
+            "--valid-for",
+            "60",
+            "--config",
+            &config,
+        ],
+        &[],
+    )?;
+    ensure!(err.contains("an extension must end later"), "{err}");
+    // A node does not renew itself; nor is a revoked node renewed.
+    let (status, v) = node.post(
+        "/v1/nodes/self-renewer/extend",
+        &json!({"valid_seconds": 86_400}),
+    )?;
+    ensure!(code(status, &v).0 == 403, "{status} {v}");
+    ensure!(
+        admin
+            .post("/v1/nodes/short/revoke", &json!({"reason": "done"}))?
+            .0
+            == 200
+    );
+    let (status, v) = admin.post(
+        "/v1/nodes/short/extend",
+        &json!({"valid_seconds": 2 * 86_400}),
+    )?;
+    ensure!(
+        code(status, &v) == (409, "chain_refused".into()),
+        "{status} {v}"
+    );
+    // The chain a verifier fetches holds the extension and verifies.
+    let chain = c.dir.path().join("renewed.cbor");
+    let fetched = crate::cluster::keyctl(
+        &[
+            "chain",
+            "fetch",
+            "--config",
+            &config,
+            "--out",
+            chain.to_str().unwrap_or_default(),
+        ],
+        &[],
+    )?;
+    ensure!(fetched["new_entries"].as_u64() > Some(0), "{fetched}");
+    Ok(())
+}

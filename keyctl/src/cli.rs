@@ -429,6 +429,18 @@ pub enum NodeCmd {
         #[arg(long)]
         qr: bool,
     },
+    /// Renew node NAME's validity: its parent (held by keyd) certifies a later end.
+    Extend {
+        /// keyctl.toml with an admin credential. Default: $KEYCTL_CONFIG, else
+        /// ~/.config/keyctl/config.toml.
+        #[arg(long, env = "KEYCTL_CONFIG", default_value_os_t = default_config(), hide_default_value = true)]
+        config: PathBuf,
+        /// Node name or path.
+        name: String,
+        /// Valid for this long from now: seconds, or with s, m, h, d (at most 5 years).
+        #[arg(long)]
+        valid_for: String,
+    },
     /// Set node NAME's minimum decryption epoch: envelopes of older epochs no longer
     /// open (its keys are not revoked). The node may raise its own; only an admin lowers it.
     MinEpoch {

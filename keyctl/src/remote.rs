@@ -191,6 +191,17 @@ pub fn run(command: Command, output: Option<Output>) -> Result<Option<Value>, Ct
             })?;
             json_of(&client(&config)?.set_suite(&name, suite)?)?
         }
+        Command::Node(NodeCmd::Extend {
+            config,
+            name,
+            valid_for,
+        }) => {
+            let seconds = keyd::parse_duration(&valid_for).map_err(|message| CtlError::Arg {
+                flag: "--valid-for",
+                message,
+            })?;
+            json_of(&client(&config)?.extend_node(&name, seconds)?)?
+        }
         Command::Node(NodeCmd::MinEpoch {
             config,
             name,

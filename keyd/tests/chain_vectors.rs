@@ -54,7 +54,7 @@ fn the_chain_vector_verifies_and_every_invalid_one_breaks_its_rule() -> Result<(
         }
         refused += 1;
     }
-    assert_eq!(refused, 10);
+    assert_eq!(refused, 12);
     Ok(())
 }
 
@@ -235,6 +235,35 @@ fn print_chain_vectors() -> Result<()> {
             })),
         ),
     ];
+    let web_not_after = NOW + 1_000_000; // as common::Tree::certify_body certifies
+    let extend = |not_after: u64| {
+        Body::Extend(keyd::chain::Extend {
+            node: web.clone(),
+            not_after,
+        })
+    };
+    invalid.push((
+        "web's validity extended by db, not by its parent",
+        "NoAuthority",
+        encode(&mutate(
+            &tree,
+            &logs,
+            "m/1'",
+            5,
+            statement_of(tree.sign(extend(web_not_after + 86_400), &db)),
+        )),
+    ));
+    invalid.push((
+        "web's validity \"extended\" to an earlier end",
+        "ValidityBackwards",
+        encode(&mutate(
+            &tree,
+            &logs,
+            "m/1'",
+            5,
+            statement_of(tree.sign(extend(web_not_after - 86_400), &branch)),
+        )),
+    ));
     let mut bad_head = logs.clone();
     bad_head[1].2.hash[0] ^= 1;
     invalid.push((

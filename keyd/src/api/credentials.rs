@@ -9,8 +9,8 @@ use super::{ApiError, principal};
 use crate::identity::Principal;
 use crate::service::{Service, ServiceError};
 use crate::wire::{
-    CredentialsRevoked, MinEpochRequest, MinEpochSet, ReenrollRequest, Reenrollment, RevokeRequest,
-    SuiteRequest, SuiteSet,
+    CredentialsRevoked, ExtendRequest, Extended, MinEpochRequest, MinEpochSet, ReenrollRequest,
+    Reenrollment, RevokeRequest, SuiteRequest, SuiteSet,
 };
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -144,6 +144,30 @@ pub async fn set_min_epoch(
             path: path.to_string(),
             min_decrypt_epoch: now,
             previous,
+        },
+    )
+}
+
+/// Renews a node's validity (admin): its parent signs an `extend` in the branch log.
+#[utoipa::path(post, path = "/v1/nodes/{name}/extend", tag = "admin",
+    params(("name" = String, Path, description = "node name or path")),
+    request_body(content = ExtendRequest),
+    responses((status = 200, body = Extended), (status = "4XX", body = ErrorBody)))]
+pub async fn extend(
+    req: HttpRequest,
+    svc: web::Data<Service>,
+    name: web::Path<String>,
+    body: Body<ExtendRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let who = principal(&req, &svc)?;
+    let (s, seconds) = (svc.clone(), body.0.valid_seconds);
+    let (path, not_after) =
+        committed("extend", move || s.extend_node(&who, &name, seconds)).await?;
+    Format::wanted(&req).reply(
+        StatusCode::OK,
+        &Extended {
+            path: path.to_string(),
+            not_after,
         },
     )
 }

@@ -134,6 +134,7 @@ fn principal_and_generation(
         credentials::reenroll,
         credentials::set_suite,
         credentials::set_min_epoch,
+        credentials::extend,
         policy::show,
         policy::apply,
         policy::check,
@@ -180,6 +181,7 @@ pub fn fuzz_bodies(data: &[u8]) {
         let _ = format.decode::<crate::wire::SuiteRequest>(data);
         let _ = format.decode::<crate::wire::PolicyApply>(data);
         let _ = format.decode::<crate::wire::MinEpochRequest>(data);
+        let _ = format.decode::<crate::wire::ExtendRequest>(data);
         let _ = format.decode::<crate::wire::PolicyCheck>(data);
     }
 }
@@ -260,6 +262,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 "/nodes/{name}/min-epoch",
                 web::post().to(credentials::set_min_epoch),
             )
+            .route("/nodes/{name}/extend", web::post().to(credentials::extend))
             .route("/policy", web::get().to(policy::show))
             .route("/policy", web::post().to(policy::apply))
             .route("/policy/check", web::post().to(policy::check))

@@ -207,6 +207,16 @@ pub enum Rule {
         /// Where.
         seq: u64,
     },
+    /// A node's validity moved earlier (an `extend` only renews).
+    #[error("{node} is valid until {current}; an extension to {not_after} does not renew it")]
+    ValidityBackwards {
+        /// The node.
+        node: KeyPath,
+        /// The end the extension names.
+        not_after: u64,
+        /// Its current end.
+        current: u64,
+    },
     /// Revoking the root.
     #[error("the root cannot be revoked; a root is replaced by succession")]
     RootRevoke,

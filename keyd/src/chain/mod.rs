@@ -29,9 +29,9 @@ pub use entry::{
 pub use error::{ChainError, Rule};
 pub use state::{ChainState, KeyKind, KeyRecord, Link, Revocation, TrustRecord};
 pub use statement::{
-    Anchor, Body, Certify, Epoch, Genesis, KeySet, MAX_NAME, MAX_REASON, MAX_STATEMENT_BYTES,
-    Revoke, STATEMENT_DOMAIN, STATEMENT_VERSION, Statement, Succession, Trust, TrustLevel, Untrust,
-    check_name, check_text,
+    Anchor, Body, Certify, Epoch, Extend, Genesis, KeySet, MAX_NAME, MAX_REASON,
+    MAX_STATEMENT_BYTES, Revoke, STATEMENT_DOMAIN, STATEMENT_VERSION, Statement, Succession, Trust,
+    TrustLevel, Untrust, check_name, check_text,
 };
 pub use status::KeyStatus;
 

@@ -428,6 +428,39 @@ impl ChainState {
                 Ok(None)
             }
             Body::Anchor(_) => Ok(None),
+            Body::Extend(x) => {
+                let record = self.keys.get(&x.node).ok_or_else(|| Rule::UnknownTarget {
+                    target: x.node.clone(),
+                })?;
+                let KeyKind::Node { not_after, .. } = &record.kind else {
+                    return Err(Rule::NotNode {
+                        path: x.node.clone(),
+                    });
+                };
+                let parent = x.node.parent_node().ok_or_else(|| Rule::NotNode {
+                    path: x.node.clone(),
+                })?;
+                if st.signer != parent {
+                    return Err(Self::no_authority(
+                        st,
+                        format!("only the parent {parent} extends {}", x.node),
+                    ));
+                }
+                if let Some(prior) = &record.revoked {
+                    return Err(Rule::AlreadyRevoked {
+                        target: x.node.clone(),
+                        seq: prior.seq,
+                    });
+                }
+                if x.not_after <= *not_after {
+                    return Err(Rule::ValidityBackwards {
+                        node: x.node.clone(),
+                        not_after: x.not_after,
+                        current: *not_after,
+                    });
+                }
+                Ok(None)
+            }
             Body::Succession(s) => {
                 if st.signer.depth() != 0 {
                     return Err(Self::no_authority(
@@ -564,6 +597,15 @@ impl ChainState {
             }
             Body::Succession(s) => self.successor = Some((s.new_root, seq)),
             Body::Anchor(_) => {}
+            Body::Extend(x) => {
+                if let Some(KeyRecord {
+                    kind: KeyKind::Node { not_after, .. },
+                    ..
+                }) = self.keys.get_mut(&x.node)
+                {
+                    *not_after = x.not_after;
+                }
+            }
         }
         let link = self.links.entry(log.clone()).or_default();
         link.next_seq += 1;

@@ -114,6 +114,16 @@ pub struct Certify {
     pub not_after: u64,
 }
 
+/// `extend`: a parent renews a child node's validity, moving its end later.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Extend {
+    /// The child's node path.
+    pub node: KeyPath,
+    /// Its new end of validity (Unix seconds): after the current one.
+    pub not_after: u64,
+}
+
 /// `epoch`: a node's identity key certifies its epoch `e` key (`node/0'/e'`): rekey.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -204,6 +214,8 @@ pub enum Body {
     Succession(Succession),
     /// See [`Anchor`].
     Anchor(Anchor),
+    /// See [`Extend`].
+    Extend(Extend),
 }
 
 impl Body {
@@ -218,6 +230,7 @@ impl Body {
             Body::Untrust(_) => "untrust",
             Body::Succession(_) => "succession",
             Body::Anchor(_) => "anchor",
+            Body::Extend(_) => "extend",
         }
     }
 
@@ -234,7 +247,7 @@ impl Body {
                 }
                 Ok(())
             }
-            Body::Epoch(_) | Body::Succession(_) | Body::Anchor(_) => Ok(()),
+            Body::Epoch(_) | Body::Succession(_) | Body::Anchor(_) | Body::Extend(_) => Ok(()),
             Body::Revoke(r) => text("reason", &r.reason, MAX_REASON, true),
             Body::Trust(t) => {
                 text("cluster", &t.cluster, MAX_NAME, false)?;

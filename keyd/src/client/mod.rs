@@ -35,10 +35,11 @@ use crate::wire::{
     AddNode, AdminList, AdminRevocation, AuditPage, Batch, BatchResults, Blob, CredentialsRevoked,
     DatakeyRequest, DatakeyResponse, DecryptResponse, Empty, EncryptRequest, EncryptResponse,
     EnrollMode, EnrollRequest, EnrollResponse, EnvelopeRequest, EnvelopeResponse, ErrorBody,
-    MinEpochRequest, MinEpochSet, NodeAdded, NodeDetail, NodeList, PlaintextResponse, PolicyApply,
-    PolicyCheck, PolicyDecision, PolicyShown, PullRequested, Pushed, ReenrollRequest, Reenrollment,
-    Rekeyed, RenewRequest, RenewResponse, RevokeRequest, Revoked, SealRequest, SignRequest,
-    SignResponse, SuitePolicy, SuiteRequest, SuiteSet, Verification, VerifyRequest,
+    ExtendRequest, Extended, MinEpochRequest, MinEpochSet, NodeAdded, NodeDetail, NodeList,
+    PlaintextResponse, PolicyApply, PolicyCheck, PolicyDecision, PolicyShown, PullRequested,
+    Pushed, ReenrollRequest, Reenrollment, Rekeyed, RenewRequest, RenewResponse, RevokeRequest,
+    Revoked, SealRequest, SignRequest, SignResponse, SuitePolicy, SuiteRequest, SuiteSet,
+    Verification, VerifyRequest,
 };
 pub use config::{ClientConfig, load_chain};
 use config::{read, refuse_revoked_keyd};
@@ -373,6 +374,14 @@ impl Client {
         self.post(
             &format!("/v1/nodes/{}/min-epoch", segment(name)),
             &MinEpochRequest { epoch },
+        )
+    }
+
+    /// Renews a node's validity: valid for `valid_seconds` from now (admin).
+    pub fn extend_node(&self, name: &str, valid_seconds: u64) -> Result<Extended, ClientError> {
+        self.post(
+            &format!("/v1/nodes/{}/extend", segment(name)),
+            &ExtendRequest { valid_seconds },
         )
     }
 

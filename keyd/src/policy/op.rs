@@ -51,6 +51,7 @@ ops! {
     NodeReenroll = "node.reenroll": "a new enrollment token for a node",
     NodeSuite = "node.suite": "set which envelope suites a node accepts",
     NodeMinEpoch = "node.min_epoch": "set the oldest epoch a node's envelopes open at",
+    NodeExtend = "node.extend": "renew a node's validity (its parent signs)",
     NodeCredentialsRevoke = "node.credentials.revoke": "end every certificate of a node",
     AdminList = "admin.list": "list the revoked admins",
     AdminRevoke = "admin.revoke": "revoke an admin name (the target)",

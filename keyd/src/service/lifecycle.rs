@@ -5,10 +5,10 @@ use std::collections::HashMap;
 
 use super::commit::Built;
 use super::{Service, ServiceError, unix_now};
-use crate::chain::{Body, Epoch, KeyKind, Statement};
+use crate::chain::{Body, Epoch, Extend, KeyKind, Statement};
 use crate::derive::KeyPath;
 use crate::identity::Principal;
-use crate::policy::Op;
+use crate::policy::{MAX_NODE_SECONDS, Op};
 use crate::store::{Checked, Store};
 
 impl Service {
@@ -225,5 +225,75 @@ impl Service {
             }
         }
         Ok(rotated)
+    }
+}
+
+impl Service {
+    /// Renews node `name`'s validity (admin, `node.extend`): its parent, whose key keyd
+    /// holds, signs an `extend` moving its end to `valid_seconds` from now (later than
+    /// its current end; 5 years at most). Returns the node and its new end.
+    pub fn extend_node(
+        &self,
+        principal: &Principal,
+        name: &str,
+        valid_seconds: u64,
+    ) -> Result<(KeyPath, u64), ServiceError> {
+        Self::require_admin(principal)?;
+        let node = self.resolve(name)?;
+        self.authorize_on(principal, Op::NodeExtend, &node)?;
+        if !(1..=MAX_NODE_SECONDS).contains(&valid_seconds) {
+            return Err(ServiceError::BadRequest(format!(
+                "valid_seconds: {valid_seconds}; 1 to {MAX_NODE_SECONDS} (5 years)"
+            )));
+        }
+        let parent = node
+            .parent_node()
+            .filter(|p| self.branch_path.is_prefix_of(p) && node != self.branch_path)
+            .ok_or_else(|| {
+                ServiceError::Forbidden(format!(
+                    "{node} is not a node below this keyd's branch {}; its parent extends it",
+                    self.branch_path
+                ))
+            })?;
+        let not_after = unix_now().saturating_add(valid_seconds);
+        let current = match self.read_chain().state().key(&node).map(|r| &r.kind) {
+            Some(KeyKind::Node { not_after, .. }) => *not_after,
+            _ => return Err(ServiceError::NotFound(format!("{node} is not a node"))),
+        };
+        if not_after <= current {
+            return Err(ServiceError::BadRequest(format!(
+                "valid_seconds: {node} is valid until {} already; an extension must end later",
+                crate::rfc3339(current)
+            )));
+        }
+        let target = node.clone();
+        self.append(move |svc, _| {
+            let key = svc.material(&parent)?;
+            let st = Statement::sign(
+                Body::Extend(Extend {
+                    node: target,
+                    not_after,
+                }),
+                parent,
+                unix_now(),
+                key.signing_key(),
+            );
+            Ok(Built {
+                statements: vec![st],
+                token: None,
+                value: (),
+            })
+        })?;
+        self.audit_event(
+            &principal.uri(),
+            Op::NodeExtend.name(),
+            Some(node.to_string()),
+            Some(format!(
+                "valid until {} (was {})",
+                crate::rfc3339(not_after),
+                crate::rfc3339(current)
+            )),
+        );
+        Ok((node, not_after))
     }
 }

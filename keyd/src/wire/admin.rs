@@ -363,6 +363,26 @@ pub struct MinEpochSet {
     pub previous: u32,
 }
 
+/// A node's validity to renew.
+#[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ExtendRequest {
+    /// The node is valid for this long from now (later than its current end; at most
+    /// 5 years).
+    pub valid_seconds: u64,
+}
+
+/// A node's validity, renewed.
+#[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+pub struct Extended {
+    /// The node's path.
+    pub path: String,
+    /// Its new end of validity (Unix seconds).
+    pub not_after: u64,
+}
+
 /// What a push of root-log records did.
 #[derive(Debug, Serialize, Deserialize)]
 #[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
