@@ -337,6 +337,7 @@ fn openapi_lists_every_route() -> Result<()> {
         "get /v1/audit",
         "post /v1/nodes/{name}/min-epoch",
         "post /v1/nodes/{name}/extend",
+        "post /v1/admin/recover",
     ]
     .iter()
     .map(|s| s.to_string())

@@ -23,6 +23,7 @@ mod logs;
 mod nodes;
 mod operator;
 mod policy;
+mod recover;
 mod service;
 mod store_integrity;
 mod suites;

@@ -87,6 +87,15 @@ fn run(cli: Cli) -> Result<(), CtlError> {
             let root_hex = Zeroizing::new(root_hex);
             emit(output, &serde_json::to_value(vectors(&root_hex, &path)?)?)
         }
+        Command::Ceremony(Ceremony::Decrypt {
+            hsm,
+            input,
+            context,
+            out,
+        }) => emit(
+            output,
+            &ceremony::decrypt::decrypt(&hsm, &input, context.as_deref(), &out)?,
+        ),
         Command::Ceremony(Ceremony::Derive { hsm, path }) => emit(
             output,
             &serde_json::to_value(ceremony::derive(&hsm, &path)?)?,

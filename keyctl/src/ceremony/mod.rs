@@ -7,8 +7,10 @@
 //! - [`fn@derive`]: public keys of any path through the token.
 //! - [`branch`]: `issue` (certify and seal a level-1 branch) and `revoke`.
 
+pub mod args;
 pub mod branch;
 pub mod custodian;
+pub mod decrypt;
 pub mod init;
 pub mod recover;
 pub mod shares;

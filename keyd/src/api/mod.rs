@@ -139,6 +139,7 @@ fn principal_and_generation(
         policy::apply,
         policy::check,
         audit::page,
+        audit::recover,
         ops::sign,
         ops::batch_sign,
         ops::verify,
@@ -182,6 +183,7 @@ pub fn fuzz_bodies(data: &[u8]) {
         let _ = format.decode::<crate::wire::PolicyApply>(data);
         let _ = format.decode::<crate::wire::MinEpochRequest>(data);
         let _ = format.decode::<crate::wire::ExtendRequest>(data);
+        let _ = format.decode::<crate::wire::RecoverRequest>(data);
         let _ = format.decode::<crate::wire::PolicyCheck>(data);
     }
 }
@@ -266,7 +268,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/policy", web::get().to(policy::show))
             .route("/policy", web::post().to(policy::apply))
             .route("/policy/check", web::post().to(policy::check))
-            .route("/audit", web::get().to(audit::page)),
+            .route("/audit", web::get().to(audit::page))
+            .route("/admin/recover", web::post().to(audit::recover)),
     )
     .default_service(web::to(unrouted));
 }

@@ -37,9 +37,9 @@ use crate::wire::{
     EnrollMode, EnrollRequest, EnrollResponse, EnvelopeRequest, EnvelopeResponse, ErrorBody,
     ExtendRequest, Extended, MinEpochRequest, MinEpochSet, NodeAdded, NodeDetail, NodeList,
     PlaintextResponse, PolicyApply, PolicyCheck, PolicyDecision, PolicyShown, PullRequested,
-    Pushed, ReenrollRequest, Reenrollment, Rekeyed, RenewRequest, RenewResponse, RevokeRequest,
-    Revoked, SealRequest, SignRequest, SignResponse, SuitePolicy, SuiteRequest, SuiteSet,
-    Verification, VerifyRequest,
+    Pushed, RecoverRequest, RecoverResponse, ReenrollRequest, Reenrollment, Rekeyed, RenewRequest,
+    RenewResponse, RevokeRequest, Revoked, SealRequest, SignRequest, SignResponse, SuitePolicy,
+    SuiteRequest, SuiteSet, Verification, VerifyRequest,
 };
 pub use config::{ClientConfig, load_chain};
 use config::{read, refuse_revoked_keyd};
@@ -383,6 +383,15 @@ impl Client {
             &format!("/v1/nodes/{}/extend", segment(name)),
             &ExtendRequest { valid_seconds },
         )
+    }
+
+    /// Opens an envelope of a node below keyd's branch as its ancestor (admin).
+    pub fn recover(&self, envelope: &[u8], context: &[u8]) -> Result<RecoverResponse, ClientError> {
+        let body = RecoverRequest {
+            envelope: Blob::new(envelope),
+            context: context_of(context),
+        };
+        self.post("/v1/admin/recover", &body)
     }
 
     /// Ends every certificate of a node at once (admin).

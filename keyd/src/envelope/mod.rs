@@ -619,5 +619,9 @@ impl Encrypted {
     }
 }
 
+mod recover;
+
+pub use recover::{RecoverError, Recovered, open_as_ancestor};
+
 #[cfg(test)]
 mod tests;

@@ -56,6 +56,7 @@ ops! {
     AdminList = "admin.list": "list the revoked admins",
     AdminRevoke = "admin.revoke": "revoke an admin name (the target)",
     AdminCredentialsRevoke = "admin.credentials.revoke": "end every certificate of an admin",
+    AdminRecover = "admin.recover": "open a descendant's envelope as its ancestor",
     ChainPush = "chain.push": "push root-log records",
     ChainPull = "chain.pull": "pull the peers' logs now",
     PolicyShow = "policy.show": "read the policy in force",

@@ -25,6 +25,7 @@ mod logs;
 mod nodes;
 mod pages;
 pub mod policy;
+mod recover;
 pub mod suites;
 
 pub use crate::wire::{

@@ -204,3 +204,30 @@ pub struct DatakeyResponse {
     /// The key sealed under the caller's current epoch.
     pub envelope: Bytes,
 }
+
+/// An envelope for an admin to open as the ancestor of its key.
+#[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct RecoverRequest {
+    /// The envelope (CBOR): sealed or encrypted, of any node below the branch.
+    pub envelope: Blob,
+    /// The context it was bound to, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<Blob>,
+}
+
+/// An envelope opened by an ancestor.
+#[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+pub struct RecoverResponse {
+    /// `sealed` or `encrypted`.
+    pub kind: String,
+    /// The key it was sealed under or encrypted to.
+    pub key: String,
+    /// Its sender (encrypted envelopes; the signature was checked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sender: Option<String>,
+    /// The plaintext.
+    pub plaintext: Bytes,
+}
