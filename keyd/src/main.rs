@@ -45,6 +45,25 @@ enum Cmd {
     },
     /// Serve the REST API over HTTPS with client certificates.
     Serve,
+    /// Write a consistent copy of the store to a new file (0600): taken by the serving
+    /// keyd when it runs, else from the store. Secrets in it stay sealed by the seal
+    /// token: without that token the backup opens nothing.
+    Backup {
+        /// The new backup file.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Put a backup in place of the store (keyd stopped; the store is kept beside it).
+    /// Refused when the backup ends before the last head this keyd signed, unless
+    /// --force (which also moves the seal token's mark back to the backup's head).
+    Restore {
+        /// The backup file.
+        file: PathBuf,
+        /// Roll the branch log back to the backup even though this keyd signed later
+        /// heads (what came after is lost; nodes revoked after it are valid again).
+        #[arg(long)]
+        force: bool,
+    },
     /// Print shell completions for keyd: `source <(keyd completions bash)`.
     Completions {
         /// The shell.
@@ -113,6 +132,8 @@ fn run(cli: Cli) -> Result<()> {
             expect_root,
         } => cmd::provision::import(&config, &bundle, expect_root.as_deref())?,
         Cmd::Serve => return cmd::serve::serve(config, cli.output),
+        Cmd::Backup { out } => cmd::backup::backup(&config, &out)?,
+        Cmd::Restore { file, force } => cmd::backup::restore(&config, &file, force)?,
         Cmd::Admin {
             command: AdminCmd::Issue { name, out },
         } => cmd::provision::issue_admin(&config, &name, &out)?,

@@ -192,6 +192,7 @@ fn background(svc: &actix_web::web::Data<Service>, hsm: Hsm) {
                 tracing::error!(error = %e, "could not write the audit log; its counts are kept for the next try");
                 keyd::api::metrics().error("audit_write");
             }
+            super::backup::answer_requests(&s);
         }
     });
     let s = svc.clone();

@@ -6,9 +6,9 @@ use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use super::{Store, StoreError};
 
 /// Record seq → its canonical CBOR.
-const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
+pub(super) const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 /// Head seq → the head (CBOR).
-const AUDIT_HEADS: TableDefinition<u64, &[u8]> = TableDefinition::new("audit_heads");
+pub(super) const AUDIT_HEADS: TableDefinition<u64, &[u8]> = TableDefinition::new("audit_heads");
 
 impl Store {
     /// Appends records (and a head) in one transaction.

@@ -10,6 +10,7 @@
 //! carry a tag under the seal token's row key, checked on every read ([`RowKey`]).
 
 mod audit;
+mod backup;
 mod lifecycle;
 mod policies;
 mod rows;
