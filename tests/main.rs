@@ -24,6 +24,7 @@ mod logs;
 mod nodes;
 mod operator;
 mod policy;
+mod rebuild;
 mod recover;
 mod service;
 mod store_integrity;

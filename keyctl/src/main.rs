@@ -96,6 +96,31 @@ fn run(cli: Cli) -> Result<(), CtlError> {
             output,
             &ceremony::decrypt::decrypt(&hsm, &input, context.as_deref(), &out)?,
         ),
+        Command::Ceremony(Ceremony::Rebuild {
+            hsm,
+            chain,
+            index,
+            to,
+            out,
+        }) => {
+            let done = ceremony::rebuild::rebuild(&hsm, &chain, index, &to, &out)?;
+            let (seq, at) = done.head.unwrap_or((0, 0));
+            text_first(
+                serde_json::json!({
+                    "path": done.path.to_string(), "name": done.name,
+                    "branch_log_entries": done.entries, "head_seq": seq, "head_signed_at": at,
+                    "bundle": out.display().to_string(),
+                }),
+                format!(
+                    "branch {} ({}) sealed to the new install key: {}\n  its log: {} entries, head seq {seq} signed at {}\n  anything the lost keyd wrote after that head is not in this chain: fetch the newest copy from every peer first",
+                    done.path,
+                    done.name,
+                    out.display(),
+                    done.entries,
+                    keyd::rfc3339(at)
+                ),
+            )
+        }
         Command::Ceremony(Ceremony::Derive { hsm, path }) => emit(
             output,
             &serde_json::to_value(ceremony::derive(&hsm, &path)?)?,

@@ -122,6 +122,27 @@ pub enum Ceremony {
         #[arg(long)]
         transcript: Option<PathBuf>,
     },
+    /// Rebuild a lost keyd: seal branch m/INDEX' again from the root to a new keyd's
+    /// install key, with the cluster chain holding that branch's log (as a peer keyd or
+    /// a node fetched it), so that the new keyd continues the log: every node, epoch
+    /// and revocation in it.
+    Rebuild {
+        /// RFC 7512 URI of the root token (for example recovered from shares).
+        #[arg(long)]
+        hsm: String,
+        /// The cluster chain: root log and the branch's log (`keyctl chain fetch`).
+        #[arg(long)]
+        chain: PathBuf,
+        /// The branch index I (m/I').
+        #[arg(long)]
+        index: u32,
+        /// The new keyd's install public key (`keyd init` prints it).
+        #[arg(long)]
+        to: String,
+        /// The bundle to write (new file).
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Open envelopes of any node of the cluster as the root, offline: the key each names
     /// is derived through the token (an encrypted envelope's sender is checked with its
     /// key derived the same way), and the plaintext written to DIR/FILE-NAME.plain (0600).

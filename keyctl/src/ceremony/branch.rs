@@ -27,7 +27,7 @@ pub fn root_signing_key(root: &dyn RootSecret) -> Result<SigningKey, CtlError> {
 
 /// Loads the chain (its root log is what a ceremony extends) and checks it belongs to
 /// the token's root.
-fn load_for(hsm: &Hsm, chain_file: &Path) -> Result<(Chain, SigningKey), CtlError> {
+pub(super) fn load_for(hsm: &Hsm, chain_file: &Path) -> Result<(Chain, SigningKey), CtlError> {
     let verified = chain_cmd::load(chain_file)?;
     let root = hsm.root()?;
     let key = root_signing_key(&root)?;

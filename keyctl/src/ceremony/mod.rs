@@ -12,6 +12,7 @@ pub mod branch;
 pub mod custodian;
 pub mod decrypt;
 pub mod init;
+pub mod rebuild;
 pub mod recover;
 pub mod shares;
 pub mod transcript;

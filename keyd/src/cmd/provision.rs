@@ -168,7 +168,23 @@ pub fn import(config: &Config, bundle_file: &Path, expect_root: Option<&str>) ->
             ),
         ));
     }
-    open_branch_log(&mut chain, &bundle.path, &branch)?;
+    // A rebuilt keyd (`keyctl ceremony rebuild`) continues the branch log the bundle
+    // carries, never opens it again: every node, epoch and revocation in it stands.
+    let continued = match chain.head(&bundle.path).map(|h| (h.seq, h.signed_at)) {
+        None if chain.entries(&bundle.path).is_empty() => {
+            open_branch_log(&mut chain, &bundle.path, &branch)?;
+            None
+        }
+        None => bail!("the bundle's branch log {} has no head", bundle.path),
+        Some(head) => {
+            chain.sign_head(
+                &bundle.path,
+                branch.material().signing_key(),
+                keyd::unix_now(),
+            )?;
+            Some(head)
+        }
+    };
     let mut secret = Zeroizing::new([0u8; 64]);
     secret[..32].copy_from_slice(branch.danger_key());
     secret[32..].copy_from_slice(branch.danger_chain_code());
@@ -250,11 +266,18 @@ pub fn import(config: &Config, bundle_file: &Path, expect_root: Option<&str>) ->
     );
     Ok(Report {
         text: format!(
-            "branch {} ({}) of root {expected} imported; root log of {} entries and branch log {} stored\nCA certificate:   {}\nadmin credential: {} and {}",
+            "branch {} ({}) of root {expected} imported; root log of {} entries and branch log {} stored{}\nCA certificate:   {}\nadmin credential: {} and {}",
             bundle.path,
             bundle.name,
             chain.entries(&KeyPath::root()).len(),
             bundle.path,
+            match continued {
+                Some((seq, at)) => format!(
+                    "\nrebuilt: the branch log continues after seq {seq} (head signed at {}); whatever the lost keyd wrote after that head is not in it",
+                    keyd::rfc3339(at)
+                ),
+                None => String::new(),
+            },
             ca_file.display(),
             cert_file.display(),
             key_file.display()
@@ -264,6 +287,7 @@ pub fn import(config: &Config, bundle_file: &Path, expect_root: Option<&str>) ->
             "name": bundle.name,
             "root": expected,
             "root_entries": chain.entries(&KeyPath::root()).len(),
+            "continued": continued.map(|(seq, at)| json!({"seq": seq, "signed_at": at})),
             "ca": ca_file,
             "admin_cert": cert_file,
             "admin_key": key_file,
