@@ -1,6 +1,7 @@
 """Independent check of the chain vectors (docs/test-vectors.json, `chain`), written from
 docs/formats/chain.md and DESIGN.md section 4 alone: a verifier of the links, the
-signatures, the authority of certify, epoch, revoke and extend, revoked signers, the branch
+signatures, the authority of certify, epoch, revoke, extend and rekey_order, revoked
+signers, the branch
 anchors and the heads. Refusals carry the names keyd gives the same rules. Shares no
 code with keyd. Used by check_test_vectors.py.
 """
@@ -89,6 +90,14 @@ class Chain:
             if signer != target[:len(signer)]:
                 raise Refused("NoAuthority")
             self.revoked.add(target)
+        elif kind == "rekey_order":
+            node = parse(body["node"])
+            if node not in self.not_after:
+                raise Refused("UnknownTarget")
+            if signer == node or signer != node[:len(signer)]:
+                raise Refused("NoAuthority")
+            if self.is_revoked(node):
+                raise Refused("AlreadyRevoked")
         elif kind == "extend":
             node = parse(body["node"])
             if node not in self.not_after:

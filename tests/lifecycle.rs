@@ -314,3 +314,63 @@ fn a_parent_renews_a_node_validity_in_the_chain() -> Result<()> {
     ensure!(fetched["new_entries"].as_u64() > Some(0), "{fetched}");
     Ok(())
 }
+
+#[test]
+fn an_ordered_rekey_is_followed_by_the_node_on_its_next_chain_fetch() -> Result<()> {
+    let c = Cluster::start()?;
+    let admin = c.admin()?;
+    let config = c.admin_config()?;
+    crate::enroll::add_and_enroll(&c, &config, "edge", true)?;
+    let node_config = c.dir.path().join("edge").join("keyctl.toml");
+    let node_chain = c.dir.path().join("edge").join("chain.cbor");
+    let ordered = crate::cluster::keyctl(
+        &[
+            "node",
+            "rekey",
+            "edge",
+            "--order",
+            "--reason",
+            "key may have leaked",
+            "--config",
+            &config,
+        ],
+        &[],
+    )?;
+    ensure!(ordered["key"].as_str().is_some(), "{ordered}");
+    let shown = admin.get_json("/v1/nodes/edge")?;
+    ensure!(
+        shown["current_epoch"] == 0
+            && shown["rekey_order"]
+                .as_str()
+                .is_some_and(|o| o.contains("key may have leaked")),
+        "{shown}"
+    );
+    // The node's keyctl sees the order when it fetches the chain, and follows it.
+    let fetch = [
+        "chain",
+        "fetch",
+        "--config",
+        node_config.to_str().unwrap_or_default(),
+        "--out",
+        node_chain.to_str().unwrap_or_default(),
+    ];
+    let report = crate::cluster::keyctl(&fetch, &[])?;
+    ensure!(
+        report["rekey_order"]["followed"] == true
+            && report["rekey_order"]["reason"] == "key may have leaked",
+        "{report}"
+    );
+    let shown = admin.get_json("/v1/nodes/edge")?;
+    ensure!(
+        shown["current_epoch"] == 1 && shown["rekey_order"].is_null(),
+        "{shown}"
+    );
+    // Followed once: the next fetch finds nothing to do.
+    let report = crate::cluster::keyctl(&fetch, &[])?;
+    ensure!(report["rekey_order"].is_null(), "{report}");
+    // Only admins order; nodes cannot.
+    let (node, _) = c.enrolled_node("other")?;
+    let (status, v) = node.post("/v1/nodes/edge/rekey-order", &json!({"reason": "x"}))?;
+    ensure!(code(status, &v).0 == 403, "{status} {v}");
+    Ok(())
+}

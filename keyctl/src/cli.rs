@@ -398,7 +398,9 @@ pub enum NodeCmd {
         #[arg(long)]
         reason: String,
     },
-    /// Move a node to its next epoch.
+    /// Move a node to its next epoch now; with --order, order it to (a `rekey_order`
+    /// in the chain, which a node that keeps its own keys acts on at its next
+    /// `keyctl chain fetch --config`).
     Rekey {
         /// keyctl.toml with an admin credential. Default: $KEYCTL_CONFIG, else
         /// ~/.config/keyctl/config.toml.
@@ -406,6 +408,12 @@ pub enum NodeCmd {
         config: PathBuf,
         /// Node name or path.
         name: String,
+        /// Order the rekey instead of doing it.
+        #[arg(long)]
+        order: bool,
+        /// Why (recorded in the chain), with --order.
+        #[arg(long, default_value = "", requires = "order")]
+        reason: String,
     },
     /// A node's credentials: end every certificate of the node at once.
     #[command(subcommand)]

@@ -107,6 +107,29 @@ fn signature_arg(text: &str) -> Result<Vec<u8>, CtlError> {
     })
 }
 
+/// A node's keyctl acts on a rekey order its ancestor put in the chain: when the chain
+/// holds one for the node the config's certificate names, the node moves to its next
+/// epoch now, and the report says so.
+fn act_on_rekey_order(
+    config: &Path,
+    v: &keyd::chain::Chain,
+    report: &mut Value,
+) -> Result<(), CtlError> {
+    let cfg = keyd::client::ClientConfig::read(config)?;
+    let Some(node) = keyd::tls_key::certificate_node(&read(&cfg.cert)?) else {
+        return Ok(());
+    };
+    let Some(order) = v.state().rekey_order(&node).cloned() else {
+        return Ok(());
+    };
+    let rekeyed = Client::from_config(config)?.rekey()?;
+    report["rekey_order"] = json!({
+        "by": order.by.to_string(), "log": order.log.to_string(), "seq": order.seq,
+        "reason": order.reason, "followed": true, "new_epoch_key": rekeyed.key,
+    });
+    Ok(())
+}
+
 /// Why a `/v1/verify` answer is not valid, in words.
 pub fn not_valid_reason(v: &Value) -> String {
     serde_json::from_value::<keyd::wire::Verification>(v.clone()).map_or_else(
@@ -151,9 +174,18 @@ pub fn run(command: Command, output: Option<Output>) -> Result<Option<Value>, Ct
             name,
             reason,
         }) => json_of(&client(&config)?.revoke_node(&name, &reason)?)?,
-        Command::Node(NodeCmd::Rekey { config, name }) => {
-            json_of(&client(&config)?.rekey_node(&name)?)?
-        }
+        Command::Node(NodeCmd::Rekey {
+            config,
+            name,
+            order: false,
+            ..
+        }) => json_of(&client(&config)?.rekey_node(&name)?)?,
+        Command::Node(NodeCmd::Rekey {
+            config,
+            name,
+            order: true,
+            reason,
+        }) => json_of(&client(&config)?.order_rekey(&name, &reason)?)?,
         Command::Admin(AdminCmd::Revoke {
             config,
             name,
@@ -317,9 +349,9 @@ pub fn run(command: Command, output: Option<Output>) -> Result<Option<Value>, Ct
                     flag: "--max-age",
                     message,
                 })?;
-            let keyd = match (config, url, ca) {
+            let keyd = match (&config, url, ca) {
                 (Some(config), _, _) => {
-                    let cfg = keyd::client::ClientConfig::read(&config)?;
+                    let cfg = keyd::client::ClientConfig::read(config)?;
                     Client::anonymous(&cfg.url, &cfg.ca)?
                 }
                 (None, Some(url), Some(ca)) => Client::anonymous(&url, &ca)?,
@@ -366,6 +398,9 @@ pub fn run(command: Command, output: Option<Output>) -> Result<Option<Value>, Ct
             files::replace_atomic(&out, &v.to_file(), 0o644)?;
             let mut report = crate::chain_cmd::summary_json(&out, &v);
             report["new_entries"] = new.into();
+            if let Some(config) = &config {
+                act_on_rekey_order(config, &v, &mut report)?;
+            }
             report
         }
         Command::Chain(crate::cli::ChainCmd::Push { config, file }) => {

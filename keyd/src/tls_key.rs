@@ -121,6 +121,20 @@ pub fn certificate_validity(pem_or_der: &[u8]) -> Option<(u64, u64)> {
     })
 }
 
+/// The node a PEM (or DER) client certificate names (its `keyd:node:PATH` URI), if it
+/// names one.
+pub fn certificate_node(pem_or_der: &[u8]) -> Option<crate::derive::KeyPath> {
+    with_certificate(pem_or_der, |cert| {
+        let san = cert.subject_alternative_name().ok()??;
+        san.value.general_names.iter().find_map(|n| match n {
+            x509_parser::extensions::GeneralName::URI(u) => {
+                u.strip_prefix("keyd:node:")?.parse().ok()
+            }
+            _ => None,
+        })
+    })
+}
+
 fn with_certificate<T>(
     pem_or_der: &[u8],
     f: impl FnOnce(&x509_parser::certificate::X509Certificate<'_>) -> Option<T>,

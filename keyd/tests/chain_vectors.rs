@@ -54,7 +54,7 @@ fn the_chain_vector_verifies_and_every_invalid_one_breaks_its_rule() -> Result<(
         }
         refused += 1;
     }
-    assert_eq!(refused, 12);
+    assert_eq!(refused, 13);
     Ok(())
 }
 
@@ -262,6 +262,23 @@ fn print_chain_vectors() -> Result<()> {
             "m/1'",
             5,
             statement_of(tree.sign(extend(web_not_after - 86_400), &branch)),
+        )),
+    ));
+    invalid.push((
+        "web ordered to rekey by db, not by an ancestor",
+        "NoAuthority",
+        encode(&mutate(
+            &tree,
+            &logs,
+            "m/1'",
+            5,
+            statement_of(tree.sign(
+                Body::RekeyOrder(keyd::chain::RekeyOrder {
+                    node: web.clone(),
+                    reason: "rotate".into(),
+                }),
+                &db,
+            )),
         )),
     ));
     let mut bad_head = logs.clone();

@@ -312,3 +312,23 @@ pub async fn revoke_admin(
     let revoked = committed("revoke_admin", move || s.revoke_admin(&who, &name, &reason)).await?;
     Format::wanted(&req).reply(StatusCode::OK, &revoked)
 }
+
+/// Orders a node to rekey (admin): a `rekey_order` in the branch log, for a node that
+/// keeps its own keys to act on (its keyctl does, on its next chain fetch).
+#[utoipa::path(post, path = "/v1/nodes/{name}/rekey-order", tag = "admin",
+    params(("name" = String, Path, description = "node name or path")),
+    request_body(content = RevokeRequest, description = "`reason`: why (recorded in the chain)"),
+    responses((status = 200, body = Rekeyed), (status = "4XX", body = ErrorBody)))]
+pub async fn order_rekey(
+    req: HttpRequest,
+    svc: web::Data<Service>,
+    name: web::Path<String>,
+    body: Body<RevokeRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let who = principal(&req, &svc)?;
+    let (s, reason) = (svc.clone(), body.0.reason);
+    let node = committed("rekey_order", move || s.order_rekey(&who, &name, &reason))
+        .await?
+        .to_string();
+    Format::wanted(&req).reply(StatusCode::OK, &Rekeyed { key: node })
+}

@@ -127,6 +127,7 @@ fn principal_and_generation(
         admin::revoke,
         admin::rekey_self,
         admin::rekey_node,
+        admin::order_rekey,
         admin::list_admins,
         admin::revoke_admin,
         credentials::revoke_node_credentials,
@@ -241,6 +242,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/nodes/{name}", web::get().to(admin::show_node))
             .route("/nodes/{name}/revoke", web::post().to(admin::revoke))
             .route("/nodes/{name}/rekey", web::post().to(admin::rekey_node))
+            .route(
+                "/nodes/{name}/rekey-order",
+                web::post().to(admin::order_rekey),
+            )
             .route("/rekey", web::post().to(admin::rekey_self))
             .route("/admins", web::get().to(admin::list_admins))
             .route("/admins/{name}/revoke", web::post().to(admin::revoke_admin))

@@ -117,6 +117,21 @@ pub struct ChainState {
     pub(super) branch_certs: HashMap<KeyPath, (u64, [u8; 32])>,
     /// One past the highest child index certified under each node that has children.
     pub(super) next_child: HashMap<KeyPath, u32>,
+    /// Rekey orders not yet followed by an epoch of their node.
+    pub(super) rekey_orders: HashMap<KeyPath, RekeyOrdered>,
+}
+
+/// A rekey order that stands: who gave it, where, why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RekeyOrdered {
+    /// The ancestor that ordered it.
+    pub by: KeyPath,
+    /// The log and seq of the order.
+    pub log: KeyPath,
+    /// Its seq.
+    pub seq: u64,
+    /// Why.
+    pub reason: String,
 }
 
 impl ChainState {
@@ -252,6 +267,12 @@ impl ChainState {
         }
     }
 
+    /// The rekey order that stands for node `path` (given, and not yet followed by an
+    /// epoch of the node).
+    pub fn rekey_order(&self, path: &KeyPath) -> Option<&RekeyOrdered> {
+        self.rekey_orders.get(path)
+    }
+
     /// The revocation that cuts `path` off: its own or an ancestor's.
     pub fn revocation(&self, path: &KeyPath) -> Option<(&KeyPath, &Revocation)> {
         self.revocation_where(path, |_| true)
@@ -288,7 +309,7 @@ impl ChainState {
         self.keys.contains_key(path) && self.revocation(path).is_none()
     }
 
-    fn no_authority(st: &Statement, why: String) -> Rule {
+    pub(super) fn no_authority(st: &Statement, why: String) -> Rule {
         Rule::NoAuthority {
             signer: st.signer.clone(),
             kind: st.body.kind(),
@@ -428,39 +449,8 @@ impl ChainState {
                 Ok(None)
             }
             Body::Anchor(_) => Ok(None),
-            Body::Extend(x) => {
-                let record = self.keys.get(&x.node).ok_or_else(|| Rule::UnknownTarget {
-                    target: x.node.clone(),
-                })?;
-                let KeyKind::Node { not_after, .. } = &record.kind else {
-                    return Err(Rule::NotNode {
-                        path: x.node.clone(),
-                    });
-                };
-                let parent = x.node.parent_node().ok_or_else(|| Rule::NotNode {
-                    path: x.node.clone(),
-                })?;
-                if st.signer != parent {
-                    return Err(Self::no_authority(
-                        st,
-                        format!("only the parent {parent} extends {}", x.node),
-                    ));
-                }
-                if let Some(prior) = &record.revoked {
-                    return Err(Rule::AlreadyRevoked {
-                        target: x.node.clone(),
-                        seq: prior.seq,
-                    });
-                }
-                if x.not_after <= *not_after {
-                    return Err(Rule::ValidityBackwards {
-                        node: x.node.clone(),
-                        not_after: x.not_after,
-                        current: *not_after,
-                    });
-                }
-                Ok(None)
-            }
+            Body::RekeyOrder(o) => self.check_rekey_order(st, o),
+            Body::Extend(x) => self.check_extend(st, x),
             Body::Succession(s) => {
                 if st.signer.depth() != 0 {
                     return Err(Self::no_authority(
@@ -564,6 +554,8 @@ impl ChainState {
                 {
                     epochs.push(e.epoch);
                 }
+                // A new epoch fulfils any order to rekey.
+                self.rekey_orders.remove(&e.node);
                 if let Some(path) = e.node.epoch_key(e.epoch) {
                     self.insert_key(path, e.keys, entry, KeyKind::Epoch { epoch: e.epoch }, None);
                 }
@@ -597,6 +589,17 @@ impl ChainState {
             }
             Body::Succession(s) => self.successor = Some((s.new_root, seq)),
             Body::Anchor(_) => {}
+            Body::RekeyOrder(o) => {
+                self.rekey_orders.insert(
+                    o.node.clone(),
+                    RekeyOrdered {
+                        by: st.signer.clone(),
+                        log: log.clone(),
+                        seq,
+                        reason: o.reason.clone(),
+                    },
+                );
+            }
             Body::Extend(x) => {
                 if let Some(KeyRecord {
                     kind: KeyKind::Node { not_after, .. },

@@ -124,6 +124,17 @@ pub struct Extend {
     pub not_after: u64,
 }
 
+/// `rekey_order`: an ancestor orders a descendant node to move to a new epoch. The
+/// order stands until the node certifies an epoch after it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RekeyOrder {
+    /// The node ordered to rekey.
+    pub node: KeyPath,
+    /// Why (0–256 bytes).
+    pub reason: String,
+}
+
 /// `epoch`: a node's identity key certifies its epoch `e` key (`node/0'/e'`): rekey.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -216,6 +227,8 @@ pub enum Body {
     Anchor(Anchor),
     /// See [`Extend`].
     Extend(Extend),
+    /// See [`RekeyOrder`].
+    RekeyOrder(RekeyOrder),
 }
 
 impl Body {
@@ -231,6 +244,7 @@ impl Body {
             Body::Succession(_) => "succession",
             Body::Anchor(_) => "anchor",
             Body::Extend(_) => "extend",
+            Body::RekeyOrder(_) => "rekey_order",
         }
     }
 
@@ -249,6 +263,7 @@ impl Body {
             }
             Body::Epoch(_) | Body::Succession(_) | Body::Anchor(_) | Body::Extend(_) => Ok(()),
             Body::Revoke(r) => text("reason", &r.reason, MAX_REASON, true),
+            Body::RekeyOrder(o) => text("reason", &o.reason, MAX_REASON, true),
             Body::Trust(t) => {
                 text("cluster", &t.cluster, MAX_NAME, false)?;
                 if t.permissions.len() > MAX_PERMISSIONS {

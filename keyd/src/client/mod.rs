@@ -377,6 +377,11 @@ impl Client {
         )
     }
 
+    /// Orders a node to rekey: a `rekey_order` in the branch log (admin).
+    pub fn order_rekey(&self, name: &str, reason: &str) -> Result<Rekeyed, ClientError> {
+        self.revoke(&format!("/v1/nodes/{}/rekey-order", segment(name)), reason)
+    }
+
     /// Renews a node's validity: valid for `valid_seconds` from now (admin).
     pub fn extend_node(&self, name: &str, valid_seconds: u64) -> Result<Extended, ClientError> {
         self.post(

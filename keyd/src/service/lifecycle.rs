@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use super::commit::Built;
 use super::{Service, ServiceError, unix_now};
-use crate::chain::{Body, Epoch, Extend, KeyKind, Statement};
+use crate::chain::{Body, Epoch, Extend, KeyKind, RekeyOrder, Statement};
 use crate::derive::KeyPath;
 use crate::identity::Principal;
 use crate::policy::{MAX_NODE_SECONDS, Op};
@@ -295,5 +295,55 @@ impl Service {
             )),
         );
         Ok((node, not_after))
+    }
+}
+
+impl Service {
+    /// Orders node `name` to move to a new epoch (admin): a `rekey_order` signed by the
+    /// branch key, its ancestor, in the branch log. A node whose keys it holds keyd can
+    /// rekey at once (`node.rekey`); a node that keeps its own keys sees the order in
+    /// the chain and acts on it (`keyctl chain fetch` rekeys it). Returns the node.
+    pub fn order_rekey(
+        &self,
+        principal: &Principal,
+        name: &str,
+        reason: &str,
+    ) -> Result<KeyPath, ServiceError> {
+        Self::require_admin(principal)?;
+        let node = self.resolve(name)?;
+        self.authorize_on(principal, Op::NodeRekey, &node)?;
+        crate::chain::check_text("reason", reason, crate::chain::MAX_REASON, true)
+            .map_err(ServiceError::BadRequest)?;
+        if !self.branch_path.is_prefix_of(&node) || node == self.branch_path {
+            return Err(ServiceError::Forbidden(format!(
+                "{node} is not a node below this keyd's branch {}",
+                self.branch_path
+            )));
+        }
+        let (target, why) = (node.clone(), reason.to_owned());
+        self.append(move |svc, _| {
+            let key = svc.material(&svc.branch_path)?;
+            let st = Statement::sign(
+                Body::RekeyOrder(RekeyOrder {
+                    node: target,
+                    reason: why,
+                }),
+                svc.branch_path.clone(),
+                unix_now(),
+                key.signing_key(),
+            );
+            Ok(Built {
+                statements: vec![st],
+                token: None,
+                value: (),
+            })
+        })?;
+        self.audit_event(
+            &principal.uri(),
+            "node.rekey_order",
+            Some(node.to_string()),
+            Some(format!("reason: {reason}")),
+        );
+        Ok(node)
     }
 }

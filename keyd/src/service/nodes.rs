@@ -117,6 +117,12 @@ impl Service {
             ed25519: hex_keys(&record.keys).0,
             current_epoch,
             min_decrypt_epoch: self.min_epoch(path),
+            rekey_order: state.rekey_order(path).map(|o| {
+                format!(
+                    "ordered by {} in log {} at seq {}: {:?}",
+                    o.by, o.log, o.seq, o.reason
+                )
+            }),
             epochs,
             children: children.iter().map(ToString::to_string).collect(),
         })

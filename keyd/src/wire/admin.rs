@@ -209,6 +209,9 @@ pub struct NodeDetail {
     /// Envelopes of epochs below this no longer open (0: all open).
     #[serde(default)]
     pub min_decrypt_epoch: u32,
+    /// A rekey order that stands (given by an ancestor, no epoch since): who, where, why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rekey_order: Option<String>,
     /// Every epoch key.
     pub epochs: Vec<EpochInfo>,
     /// Child nodes: paths.
