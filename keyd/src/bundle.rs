@@ -25,8 +25,10 @@ use crate::derive::{KeyPath, NodeSecret};
 pub const BUNDLE_FORMAT: &str = "keyd-branch-bundle/v1";
 /// HPKE `info` for bundles.
 const HPKE_INFO: &[u8] = b"keyd/v1/branch-bundle";
-/// Largest bundle accepted (the chain inside is bounded by it).
-pub const MAX_BUNDLE_BYTES: usize = 16 * 1024 * 1024;
+/// Largest bundle accepted (the chain inside is bounded by it): a rebuilt branch's bundle
+/// carries the whole branch log, some 740 bytes per node (74 MB for 100,000 nodes), so
+/// the bound is the one of a chain fetch, 1 GiB.
+pub const MAX_BUNDLE_BYTES: usize = 1 << 30;
 
 type InstallKem = X25519HkdfSha256;
 
