@@ -30,7 +30,10 @@ fn completions_and_man_pages_for_every_binary() -> Result<()> {
                 "{name} {shell}: an internal command"
             );
             if shell == "bash" {
-                let check = Command::new("bash").args(["-n", "-c", &script]).output()?;
+                // From a file: keyctl's script is larger than one argument may be.
+                let file = tempfile::NamedTempFile::new()?;
+                std::fs::write(file.path(), &script)?;
+                let check = Command::new("bash").arg("-n").arg(file.path()).output()?;
                 ensure!(
                     check.status.success(),
                     "{name}: bash -n: {}",
