@@ -203,7 +203,9 @@ pub fn restore(config: &Config, file: &Path, force: bool) -> Result<Report> {
     let staged = db.with_extension("redb.restoring");
     let _ = std::fs::remove_file(&staged);
     copy_private(file, &staged)?;
-    std::fs::rename(&db, &kept).with_context(|| format!("cannot move {}", db.display()))?;
+    // The old store is linked aside, then the copy renamed over it: at every moment
+    // (a crash included) keyd.redb is the old store or the restored one, never absent.
+    std::fs::hard_link(&db, &kept).with_context(|| format!("cannot keep {}", db.display()))?;
     std::fs::rename(&staged, &db).with_context(|| format!("cannot restore {}", db.display()))?;
     keyd::sync_dir(&db)?;
     let rolled_back = mark.as_ref().is_some_and(|m| m.seq > head.seq || force);
