@@ -199,7 +199,11 @@ pub fn restore(config: &Config, file: &Path, force: bool) -> Result<Report> {
         }
     }
     drop((current, backup));
-    let kept = db.with_extension(format!("redb.replaced-{}", keyd::unix_now()));
+    // A name no earlier restore used (two restores in one second keep both stores).
+    let kept = (1..)
+        .map(|n| db.with_extension(format!("redb.replaced-{}-{n}", keyd::unix_now())))
+        .find(|p| !p.exists())
+        .context("no free name for the replaced store")?;
     let staged = db.with_extension("redb.restoring");
     let _ = std::fs::remove_file(&staged);
     copy_private(file, &staged)?;
