@@ -35,6 +35,22 @@ fn a_lost_keyd_is_rebuilt_from_recovered_shares_and_a_peers_logs() -> Result<()>
         &json!({"to": "web", "plaintext": B64.encode("db to web")}),
     )?;
     let (_, signed) = web.post("/v1/sign", &json!({"data": B64.encode("release 7")}))?;
+    // A copy of the chain from before the revocation: stale, as an old copy would be.
+    let stale = k2.dir.path().join("stale.cbor");
+    let ca1 = k1.data().join("ca.pem");
+    keyctl(
+        &[
+            "chain",
+            "fetch",
+            "--url",
+            &k1.url(),
+            "--ca",
+            s(&ca1),
+            "--out",
+            s(&stale),
+        ],
+        &[],
+    )?;
     ensure!(
         admin
             .post("/v1/nodes/gone/revoke", &json!({"reason": "stolen"}))?
@@ -224,5 +240,60 @@ fn a_lost_keyd_is_rebuilt_from_recovered_shares_and_a_peers_logs() -> Result<()>
         &[],
     )?;
     ensure!(shown["new_entries"].as_u64() > Some(0), "{shown}");
+
+    // Rebuilt from the stale copy, beside a peer that holds the newer log: the keyd sees
+    // it is behind and refuses to write its log (which would fork it), saying why.
+    let mut k4 = k2.bare_peer(&format!("{fast}peers = [\"{}\"]\n", k2.url()))?;
+    let init = k4.keyd(&["init"])?;
+    let install = init
+        .lines()
+        .find_map(|l| l.strip_prefix("install public key: "))
+        .context("install key")?
+        .to_owned();
+    let old_bundle = k4.dir.path().join("stale.bundle");
+    keyctl_ok(
+        &recovered,
+        &[
+            "ceremony",
+            "rebuild",
+            "--hsm",
+            recovered.uri(),
+            "--chain",
+            s(&stale),
+            "--index",
+            "1",
+            "--to",
+            &install,
+            "--out",
+            s(&old_bundle),
+        ],
+    )?;
+    k4.keyd(&[
+        "import",
+        s(&old_bundle),
+        "--expect-root",
+        &k2.fingerprint()?,
+    ])?;
+    k4.serve()?;
+    let admin4 = k4.admin()?;
+    let start = Instant::now();
+    for n in 0.. {
+        let (status, v) = admin4.post("/v1/nodes", &json!({"name": format!("fork-{n}")}))?;
+        if status == 503 {
+            ensure!(v["error"]["code"] == "branch_behind", "{v}");
+            ensure!(
+                v["error"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("beyond seq") || m.contains("the logs forked")),
+                "{v}"
+            );
+            break;
+        }
+        ensure!(status == 201, "{status} {v}");
+        if start.elapsed() > Duration::from_secs(20) {
+            bail!("the stale keyd never noticed its peer's newer log: {v}");
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
     Ok(())
 }

@@ -88,6 +88,7 @@ impl From<ServiceError> for ApiError {
             ServiceError::PartyNotValid(_) => (StatusCode::BAD_REQUEST, "key_not_valid"),
             ServiceError::SuiteNotAllowed(_) => (StatusCode::BAD_REQUEST, "suite_not_allowed"),
             ServiceError::EpochRetired(_) => (StatusCode::BAD_REQUEST, "epoch_retired"),
+            ServiceError::BranchBehind(_) => (StatusCode::SERVICE_UNAVAILABLE, "branch_behind"),
             ServiceError::Forbidden(_) | ServiceError::Denied { .. } => {
                 (StatusCode::FORBIDDEN, "forbidden")
             }

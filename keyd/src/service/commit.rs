@@ -59,6 +59,7 @@ impl Service {
         build: impl FnOnce(&Service, &Chain) -> Result<Built<T>, ServiceError> + Send + 'static,
     ) -> Result<T, ServiceError> {
         self.require_serving()?;
+        self.require_current()?;
         let (reply, answer) = channel();
         let build: Builder = Box::new(move |svc, chain| {
             build(svc, chain).map(|b| Built {

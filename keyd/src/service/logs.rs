@@ -118,7 +118,63 @@ impl Service {
                 .collect::<Vec<_>>()
         };
         let own = self.branch_path.clone();
+        self.check_own_log(bytes, peer);
         self.take_logs(bytes, |log| *log != own && !behind.contains(log))
+    }
+
+    /// What a peer holds of this keyd's own branch log: more of it than this keyd, or
+    /// another entry at a seq this keyd holds, means this store is behind the log this
+    /// keyd wrote (restored or rebuilt from an older copy). Appending would fork the
+    /// log, so keyd refuses changes to it from then on, saying why.
+    fn check_own_log(&self, bytes: &[u8], peer: &KeyPath) {
+        let own = &self.branch_path;
+        let finding = {
+            let chain = self.read_chain();
+            let held = chain.entries(own);
+            Records::new(bytes).find_map(|r| match r {
+                // The peer's head of this log names an entry this keyd lacks, or another
+                // one at that seq (a head is served even when no entry is).
+                Ok((_, crate::chain::Record::Head(h), _)) if h.log == *own => {
+                    match usize::try_from(h.seq).ok().and_then(|i| held.get(i)) {
+                        Some(ours) if ours.hash() != h.hash => Some(format!(
+                            "peer {peer} holds a head over another entry at seq {} of this keyd's branch log {own}: the logs forked",
+                            h.seq
+                        )),
+                        Some(_) => None,
+                        None => Some(format!(
+                            "peer {peer} holds this keyd's branch log {own} beyond seq {} (up to {})",
+                            held.len().saturating_sub(1),
+                            h.seq
+                        )),
+                    }
+                }
+                Ok((_, crate::chain::Record::Entry(e), _)) if e.log == *own => {
+                    match usize::try_from(e.seq).ok().and_then(|i| held.get(i)) {
+                        Some(ours) if ours.hash() != e.hash() => Some(format!(
+                            "peer {peer} holds another entry at seq {} of this keyd's branch log {own}: the logs forked",
+                            e.seq
+                        )),
+                        Some(_) => None,
+                        None => Some(format!(
+                            "peer {peer} holds this keyd's branch log {own} beyond seq {} (entry {} at least)",
+                            held.len().saturating_sub(1),
+                            e.seq
+                        )),
+                    }
+                }
+                _ => None,
+            })
+        };
+        if let Some(what) = finding {
+            let why = format!(
+                "{what}: this store is behind the log this keyd wrote (restored or rebuilt from an older copy); keyd refuses changes to the branch log until it is rebuilt from the newest copy (keyctl chain fetch from that peer, keyctl ceremony rebuild, keyd import)"
+            );
+            let mut behind = self.behind.write().unwrap_or_else(|e| e.into_inner());
+            if behind.is_none() {
+                tracing::error!(peer = %peer, "{why}");
+            }
+            *behind = Some(why);
+        }
     }
 
     /// Takes only the root log of what a peer served: it verifies by its root

@@ -51,6 +51,9 @@ pub enum ServiceError {
     /// The principal may not do this.
     #[error("{0}")]
     Forbidden(String),
+    /// This keyd's store is behind its own branch log as a peer holds it.
+    #[error("{0}")]
+    BranchBehind(String),
     /// An envelope of an epoch below its node's minimum decryption epoch.
     #[error("{0}")]
     EpochRetired(String),
@@ -186,6 +189,8 @@ pub struct Service {
     audit: audit::Auditor,
     /// Each node's minimum decryption epoch (absent: 0).
     min_epochs: RwLock<HashMap<KeyPath, u32>>,
+    /// Why this keyd's store is behind its own branch log as a peer holds it, once seen.
+    behind: RwLock<Option<String>>,
 }
 
 impl std::fmt::Debug for Service {
@@ -240,6 +245,7 @@ impl Service {
             policy,
             audit,
             min_epochs,
+            behind: RwLock::new(None),
         })
     }
 
@@ -310,6 +316,14 @@ impl Service {
                 r.by, r.log, r.seq, r.reason
             ),
         })
+    }
+
+    /// Refuses when a peer showed this store behind its own branch log.
+    fn require_current(&self) -> Result<(), ServiceError> {
+        match &*self.behind.read().unwrap_or_else(|e| e.into_inner()) {
+            Some(why) => Err(ServiceError::BranchBehind(why.clone())),
+            None => Ok(()),
+        }
     }
 
     /// Refuses when the branch is revoked: key operations, enrollment and changes.
@@ -536,6 +550,7 @@ impl Service {
     pub fn ready(&self) -> Result<usize, ServiceError> {
         self.store.meta(crate::store::key::BRANCH_PATH)?;
         self.require_serving()?;
+        self.require_current()?;
         Ok(self.read_chain().len())
     }
 
