@@ -63,6 +63,27 @@ pub(super) fn chain_bytes(w: &mut Chain, key: &SigningKey) -> Result<Vec<u8>, Ct
     Ok(w.file_of([&root]))
 }
 
+/// What sealing branch `m/index'` to `install_key` into `out` starts from: the install
+/// key, the branch path and the root token; refused before the token is opened when an
+/// argument is wrong or `out` exists.
+pub(super) fn branch_target(
+    uri: &str,
+    index: u32,
+    install_key: &str,
+    out: &Path,
+) -> Result<([u8; 32], KeyPath, Hsm), CtlError> {
+    let install = bundle::parse_install_public(install_key)?;
+    let path = KeyPath::root().child(index).ok_or_else(|| CtlError::Arg {
+        flag: "--index",
+        message: format!("{index} is not below 2^31"),
+    })?;
+    if out.exists() {
+        return Err(CtlError::OutExists(out.to_owned()));
+    }
+    let hsm = super::open(uri)?;
+    Ok((install, path, hsm))
+}
+
 /// What `issue` did.
 #[derive(Debug)]
 pub struct Issued {
@@ -85,15 +106,7 @@ pub fn issue(
     install_key: &str,
     out: &Path,
 ) -> Result<Issued, CtlError> {
-    let install = bundle::parse_install_public(install_key)?;
-    let path = KeyPath::root().child(index).ok_or_else(|| CtlError::Arg {
-        flag: "--index",
-        message: format!("{index} is not below 2^31"),
-    })?;
-    if out.exists() {
-        return Err(CtlError::OutExists(out.to_owned()));
-    }
-    let hsm = super::open(uri)?;
+    let (install, path, hsm) = branch_target(uri, index, install_key, out)?;
     let (mut w, key) = load_for(&hsm, chain_file)?;
     let root = hsm.root()?;
     let branch = derive::derive_node(&root, &path)?;

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use keyd::bundle::{self, BranchBundle};
+use keyd::bundle::BranchBundle;
 use keyd::chain::{Body, KeyKind};
 use keyd::derive::{self, KeyPath};
 
@@ -35,15 +35,7 @@ pub fn rebuild(
     install_key: &str,
     out: &Path,
 ) -> Result<Rebuilt, CtlError> {
-    let install = bundle::parse_install_public(install_key)?;
-    let path = KeyPath::root().child(index).ok_or_else(|| CtlError::Arg {
-        flag: "--index",
-        message: format!("{index} is not below 2^31"),
-    })?;
-    if out.exists() {
-        return Err(CtlError::OutExists(out.to_owned()));
-    }
-    let hsm = super::open(uri)?;
+    let (install, path, hsm) = super::branch::branch_target(uri, index, install_key, out)?;
     let (chain, _) = super::branch::load_for(&hsm, chain_file)?;
     let state = chain.state();
     let name = match state.key(&path).map(|r| &r.kind) {

@@ -174,21 +174,14 @@ impl Service {
     /// signs a head when one is due: how many records were written.
     pub fn flush_audit(&self, all: bool) -> Result<usize, ServiceError> {
         let now = unix_now();
-        let done: Vec<(Agg, u64)> = {
-            let mut pending = self.audit.pending.lock().unwrap_or_else(|e| e.into_inner());
-            let keys: Vec<Agg> = pending
-                .keys()
-                .filter(|a| all || a.at < now)
-                .cloned()
-                .collect();
-            keys.into_iter()
-                .filter_map(|k| pending.remove(&k).map(|n| (k, n)))
-                .collect()
-        };
-        let mut done = done;
-        done.sort_by(|a, b| {
-            (a.0.at, a.0.principal.uri(), a.0.op).cmp(&(b.0.at, b.0.principal.uri(), b.0.op))
-        });
+        let mut done: Vec<(Agg, u64)> = self
+            .audit
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extract_if(|a, _| all || a.at < now)
+            .collect();
+        done.sort_by_cached_key(|(a, _)| (a.at, a.principal.uri(), a.op));
         let records: Vec<_> = done
             .iter()
             .map(|(agg, n)| {

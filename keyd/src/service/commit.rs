@@ -17,7 +17,7 @@ use std::sync::Mutex;
 use std::sync::mpsc::{Sender, channel};
 
 use super::{Service, ServiceError, unix_now};
-use crate::chain::{Chain, Statement};
+use crate::chain::{Body, Chain, Statement};
 
 /// What a builder returns: statements to append, an optional enrollment token record
 /// (`(hash, record)`, committed with them), and the caller's value.
@@ -51,6 +51,17 @@ fn failure(e: &ServiceError) -> ServiceError {
 }
 
 impl Service {
+    /// `body` as a statement of this keyd's branch, signed by the branch key now.
+    pub(super) fn branch_statement(&self, body: Body) -> Result<Statement, ServiceError> {
+        let key = self.material(&self.branch_path)?;
+        Ok(Statement::sign(
+            body,
+            self.branch_path.clone(),
+            unix_now(),
+            key.signing_key(),
+        ))
+    }
+
     /// Appends the statements `build` makes against the current chain to this keyd's
     /// branch log and returns once they are durable (with the new head and the token
     /// record, if any), in a group with any changes made at the same time.

@@ -322,16 +322,10 @@ impl Service {
         }
         let (target, why) = (node.clone(), reason.to_owned());
         self.append(move |svc, _| {
-            let key = svc.material(&svc.branch_path)?;
-            let st = Statement::sign(
-                Body::RekeyOrder(RekeyOrder {
-                    node: target,
-                    reason: why,
-                }),
-                svc.branch_path.clone(),
-                unix_now(),
-                key.signing_key(),
-            );
+            let st = svc.branch_statement(Body::RekeyOrder(RekeyOrder {
+                node: target,
+                reason: why,
+            }))?;
             Ok(Built {
                 statements: vec![st],
                 token: None,

@@ -6,7 +6,7 @@ use std::sync::{Arc, Condvar, Mutex, RwLock};
 use ed25519_dalek::{Signature, Signer, VerifyingKey};
 use thiserror::Error;
 
-use crate::chain::{Body, Chain, ChainError, KeyKind, KeyStatus, Page, Revoke, Rule, Statement};
+use crate::chain::{Body, Chain, ChainError, KeyKind, KeyStatus, Page, Revoke, Rule};
 use crate::config::Config;
 use crate::derive::{KeyMaterial, KeyPath, NodeSecret};
 use crate::identity::{Ca, IdentityError, Principal};
@@ -452,16 +452,12 @@ impl Service {
             .unwrap_or(false);
         let chain = self.read_chain();
         let status = chain.state().status_of_key(public, unix_now());
-        let (path, epoch) = match chain.state().path_of(&key_id) {
-            Some(p) => (
-                Some(p.to_string()),
-                match chain.state().key(p).map(|r| &r.kind) {
-                    Some(KeyKind::Epoch { epoch }) => Some(*epoch),
-                    _ => None,
-                },
-            ),
-            None => (None, None),
-        };
+        let epoch = key_path
+            .as_ref()
+            .and_then(|p| match chain.state().key(p).map(|r| &r.kind) {
+                Some(KeyKind::Epoch { epoch }) => Some(*epoch),
+                _ => None,
+            });
         let name = status.name();
         let reason = (!status.is_valid()).then(|| status.to_string());
         drop(chain);
@@ -470,7 +466,7 @@ impl Service {
             valid: signature_ok && status.is_valid(),
             signature_ok,
             key_id: key_id.to_string(),
-            path,
+            path: key_path.as_ref().map(KeyPath::to_string),
             epoch,
             status: name.to_owned(),
             reason,
@@ -501,16 +497,10 @@ impl Service {
                     svc.branch_path
                 )));
             }
-            let key = svc.material(&svc.branch_path)?;
-            let st = Statement::sign(
-                Body::Revoke(Revoke {
-                    target: target.clone(),
-                    reason: reason.to_owned(),
-                }),
-                svc.branch_path.clone(),
-                unix_now(),
-                key.signing_key(),
-            );
+            let st = svc.branch_statement(Body::Revoke(Revoke {
+                target: target.clone(),
+                reason: reason.to_owned(),
+            }))?;
             Ok(Built {
                 statements: vec![st],
                 token: None,

@@ -65,10 +65,8 @@ impl Store {
     ) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
         let run = || -> Result<Vec<(u64, Vec<u8>)>, redb::Error> {
             let tx = self.db.begin_read()?;
-            let table = match tx.open_table(def) {
-                Ok(t) => t,
-                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-                Err(e) => return Err(e.into()),
+            let Some(table) = super::existing(&tx, def)? else {
+                return Ok(Vec::new());
             };
             let mut out = Vec::new();
             if last {

@@ -23,10 +23,8 @@ fn copy<K: redb::Key + 'static, V: redb::Value + 'static>(
     to: &WriteTransaction,
     def: TableDefinition<K, V>,
 ) -> Result<u64, redb::Error> {
-    let src = match from.open_table(def) {
-        Ok(t) => t,
-        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(0),
-        Err(e) => return Err(e.into()),
+    let Some(src) = super::existing(from, def)? else {
+        return Ok(0);
     };
     let mut dst = to.open_table(def)?;
     let mut n = 0;

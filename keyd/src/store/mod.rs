@@ -458,10 +458,8 @@ impl Store {
         let key = self.row_key()?;
         let run = || -> Result<Vec<(String, Vec<u8>)>, redb::Error> {
             let tx = self.db.begin_read()?;
-            let table = match tx.open_table(def) {
-                Ok(t) => t,
-                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-                Err(e) => return Err(e.into()),
+            let Some(table) = existing(&tx, def)? else {
+                return Ok(Vec::new());
             };
             let mut out = Vec::new();
             for row in table.iter()? {
@@ -537,6 +535,19 @@ impl Store {
             },
             None => None,
         })
+    }
+}
+
+/// Table `def` in `tx`, or none when the store has no such table yet (a store made
+/// before it).
+fn existing<K: redb::Key + 'static, V: redb::Value + 'static>(
+    tx: &redb::ReadTransaction,
+    def: TableDefinition<K, V>,
+) -> Result<Option<redb::ReadOnlyTable<K, V>>, redb::Error> {
+    match tx.open_table(def) {
+        Ok(t) => Ok(Some(t)),
+        Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+        Err(e) => Err(e.into()),
     }
 }
 
