@@ -228,15 +228,16 @@ impl Cluster {
         self.dir.path().join("data")
     }
 
+    /// A keyd command with this keyd's seal token and configuration.
+    pub fn keyd_command(&self) -> std::process::Command {
+        let mut c = self.seal.command(&bins().keyd);
+        c.arg("--config").arg(self.config());
+        c
+    }
+
     /// Runs a keyd subcommand to completion, returning stdout.
     pub fn keyd(&self, args: &[&str]) -> Result<String> {
-        let out = self
-            .seal
-            .command(&bins().keyd)
-            .arg("--config")
-            .arg(self.config())
-            .args(args)
-            .output()?;
+        let out = self.keyd_command().args(args).output()?;
         if !out.status.success() {
             bail!(
                 "keyd {args:?} failed: {}",

@@ -26,6 +26,7 @@ mod operator;
 mod policy;
 mod rebuild;
 mod recover;
+mod root_rekey;
 mod service;
 mod store_integrity;
 mod suites;

@@ -90,14 +90,24 @@ pub fn summary_json(file: &Path, v: &Chain) -> Value {
         "not_revoked": live,
         "revoked": revoked,
         "trusted_clusters": v.state().trusted().count(),
+        "root": root_fingerprint(v),
+        "successor": v.state().successor().map(|k| keyd::chain::fingerprint(&k.ed25519)),
     })
+}
+
+/// The fingerprint of the chain's root (empty before genesis).
+fn root_fingerprint(v: &Chain) -> String {
+    v.state()
+        .root_keys()
+        .map(|k| keyd::chain::fingerprint(&k.ed25519))
+        .unwrap_or_default()
 }
 
 /// The one-paragraph summary `chain verify` prints.
 pub fn summary(file: &Path, v: &Chain) -> String {
     let s = v.state();
     let (live, revoked) = counts(v);
-    format!(
+    let text = format!(
         "chain {} verifies: {} entries in {} log(s); {} keys ({} not revoked, {} revoked), {} trusted cluster(s)\n{}",
         file.display(),
         v.len(),
@@ -107,7 +117,15 @@ pub fn summary(file: &Path, v: &Chain) -> String {
         revoked,
         s.trusted().count(),
         logs_text(v)
-    )
+    );
+    let text = format!("{}\nroot: {}", text.trim_end(), root_fingerprint(v));
+    match s.successor() {
+        Some(next) => format!(
+            "{text}\nsucceeded by root {} (this root signs nothing more; trust in it must be established again in the new root)",
+            keyd::chain::fingerprint(&next.ed25519)
+        ),
+        None => text,
+    }
 }
 
 fn status_json(status: &KeyStatus) -> Value {

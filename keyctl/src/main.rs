@@ -121,34 +121,38 @@ fn run(cli: Cli) -> Result<(), CtlError> {
                 ),
             )
         }
+        Command::Ceremony(Ceremony::RootRekey {
+            old_hsm,
+            new_hsm,
+            chain,
+            shares,
+            branches,
+            out,
+        }) => {
+            let share_to = ceremony::init::ShareTo::from_args(&shares)?;
+            let done = ceremony::root_rekey::run(
+                &old_hsm,
+                &new_hsm,
+                &chain,
+                &share_to,
+                shares.threshold,
+                &branches,
+                &out,
+            )?;
+            text_first(root_rekey_json(&done), root_rekey_text(&done))
+        }
         Command::Ceremony(Ceremony::Derive { hsm, path }) => emit(
             output,
             &serde_json::to_value(ceremony::derive(&hsm, &path)?)?,
         ),
         Command::Ceremony(Ceremony::Init {
             hsm,
-            custodians,
-            plain_shares,
             shares,
-            threshold,
             cluster,
             out,
         }) => {
-            let share_to = match (plain_shares, shares) {
-                (true, Some(n)) => ceremony::init::ShareTo::Plain(n),
-                _ if custodians.is_empty() => {
-                    return Err(CtlError::Arg {
-                        flag: "--custodian",
-                        message: "give one --custodian NAME=RECIPIENT per share (each share is encrypted to its custodian), or --plain-shares --shares N for clear shares".into(),
-                    });
-                }
-                _ => ceremony::init::ShareTo::Custodians(
-                    custodians
-                        .iter()
-                        .map(|c| ceremony::custodian::Custodian::parse(c))
-                        .collect::<Result<_, _>>()?,
-                ),
-            };
+            let share_to = ceremony::init::ShareTo::from_args(&shares)?;
+            let threshold = shares.threshold;
             let done = ceremony::init::run(&hsm, &share_to, threshold, &cluster, &out)?;
             let file = |n: &str| done.out.join(n).display().to_string();
             let shares: Vec<String> = done
@@ -435,4 +439,55 @@ fn scalar(v: &serde_json::Value) -> String {
 fn print_json<T: serde::Serialize>(value: &T) -> Result<(), CtlError> {
     println!("{}", serde_json::to_string(value)?);
     Ok(())
+}
+
+fn root_rekey_json(done: &ceremony::root_rekey::RootRekeyed) -> serde_json::Value {
+    serde_json::json!({
+        "old_fingerprint": done.old_fingerprint,
+        "new_fingerprint": done.new.root.fingerprint,
+        "new_key_id": done.new.root.key_id,
+        "new_root": done.new.out.display().to_string(),
+        "shares": done.new.share_files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>(),
+        "succession": done.succession_file.display().to_string(),
+        "succession_seq": done.succession_seq,
+        "branches": done.branches.iter().map(|b| serde_json::json!({
+            "path": b.path.to_string(), "name": b.name, "key_id": b.key_id,
+            "bundle": b.bundle.display().to_string(),
+        })).collect::<Vec<_>>(),
+        "trust_to_reestablish": done.trust_ended,
+    })
+}
+
+fn root_rekey_text(done: &ceremony::root_rekey::RootRekeyed) -> String {
+    let mut text = format!(
+        "root {} succeeded by root {} (succession at seq {} of the old root log: {})
+  new root: {} (shares, root.json, chain.cbor, transcript.json)
+",
+        done.old_fingerprint,
+        done.new.root.fingerprint,
+        done.succession_seq,
+        done.succession_file.display(),
+        done.new.out.display(),
+    );
+    for b in &done.branches {
+        text.push_str(&format!(
+            "  branch {} ({}) re-issued, key id {}: {}
+",
+            b.path,
+            b.name,
+            b.key_id,
+            b.bundle.display()
+        ));
+    }
+    text.push_str("next, on each keyd (stopped): keyd root-rekey --bundle BRANCH-BUNDLE --succession SUCCESSION, then start it; nodes re-wrap their envelopes with rewrap, then an admin retires the old root with keyd retire-root
+");
+    if done.trust_ended.is_empty() {
+        text.push_str("trust: this cluster trusted no other cluster under the old root; clusters that trust it must establish trust in the new root again");
+    } else {
+        text.push_str(&format!(
+            "trust: every trust given under the old root ends; establish it again with each of: {}; and every cluster that trusts this one must establish trust in the new root again",
+            done.trust_ended.join(", ")
+        ));
+    }
+    text
 }

@@ -43,6 +43,9 @@ enum Cmd {
         #[arg(long, value_name = "ROOT_JSON|FINGERPRINT")]
         expect_root: Option<String>,
     },
+    /// Print this keyd's install public key (what `keyctl ceremony issue`, `rebuild` and
+    /// `root-rekey` seal a branch to).
+    InstallKey,
     /// Serve the REST API over HTTPS with client certificates.
     Serve,
     /// Write a consistent copy of the store to a new file (0600): taken by the serving
@@ -64,6 +67,28 @@ enum Cmd {
         #[arg(long)]
         force: bool,
     },
+    /// Move this keyd's tree under a new root (keyd stopped), after `keyctl ceremony
+    /// root-rekey`: every node of the branch log is certified again under the new
+    /// branch key (same paths, names, epochs; revocations kept), batch by batch with
+    /// progress on stderr; after a crash, the same command resumes. The old tree is kept
+    /// for decryption only until `keyd retire-root`.
+    RootRekey {
+        /// This branch's bundle from the ceremony (branch-I.bundle).
+        #[arg(long)]
+        bundle: PathBuf,
+        /// The old root log ending in the succession (the ceremony's succession.cbor).
+        #[arg(long)]
+        succession: PathBuf,
+        /// Nodes per transaction.
+        #[arg(long, default_value_t = 1000)]
+        batch: usize,
+        /// Pause after each batch, in milliseconds (to stop it in the middle, in tests).
+        #[arg(long, default_value_t = 0, hide = true)]
+        pause_ms: u64,
+    },
+    /// Forget the previous root's tree kept since `keyd root-rekey` (keyd stopped):
+    /// envelopes under it no longer open here, and TLS moves to the new tree's CA.
+    RetireRoot,
     /// Print shell completions for keyd: `source <(keyd completions bash)`.
     Completions {
         /// The shell.
@@ -131,12 +156,28 @@ fn run(cli: Cli) -> Result<()> {
             bundle,
             expect_root,
         } => cmd::provision::import(&config, &bundle, expect_root.as_deref())?,
+        Cmd::InstallKey => cmd::provision::install_key(&config)?,
         Cmd::Serve => return cmd::serve::serve(config, cli.output),
         Cmd::Backup { out } => cmd::backup::backup(&config, &out)?,
         Cmd::Restore { file, force } => cmd::backup::restore(&config, &file, force)?,
         Cmd::Admin {
             command: AdminCmd::Issue { name, out },
         } => cmd::provision::issue_admin(&config, &name, &out)?,
+        Cmd::RootRekey {
+            bundle,
+            succession,
+            batch,
+            pause_ms,
+        } => cmd::root_rekey::root_rekey(
+            &config,
+            &bundle,
+            &succession,
+            cmd::root_rekey::Pace {
+                batch,
+                pause: std::time::Duration::from_millis(pause_ms),
+            },
+        )?,
+        Cmd::RetireRoot => cmd::root_rekey::retire_root(&config)?,
         Cmd::Completions { .. } | Cmd::Man { .. } => return Ok(()),
     };
     report.print(cli.output);

@@ -2,7 +2,32 @@
 
 use std::path::PathBuf;
 
-use clap::Subcommand;
+use clap::{Args, Subcommand};
+
+/// Where a new root's shares go (`init`, `root-rekey`).
+#[derive(Debug, Args)]
+pub struct ShareArgs {
+    /// A custodian and what their share is encrypted to (age): NAME=age1… (an X25519
+    /// recipient, e.g. from `keyctl ceremony custodian-key`) or
+    /// NAME=passphrase-file:PATH (scrypt; the passphrase is the file's first line).
+    /// Repeat once per share.
+    #[arg(
+        long = "custodian",
+        value_name = "NAME=RECIPIENT",
+        conflicts_with = "plain_shares"
+    )]
+    pub custodians: Vec<String>,
+    /// Write the shares in clear (share-K.json) instead of encrypting each to a
+    /// custodian: only for a ceremony whose shares go straight to paper or a demo.
+    #[arg(long, requires = "shares")]
+    pub plain_shares: bool,
+    /// Number of clear shares to make (N), with --plain-shares.
+    #[arg(long, value_parser = clap::value_parser!(u8).range(2..=255), requires = "plain_shares")]
+    pub shares: Option<u8>,
+    /// Shares needed to rebuild the root (M, 2 <= M <= N).
+    #[arg(long)]
+    pub threshold: u8,
+}
 
 /// Ceremonies against the root token.
 #[derive(Debug, Subcommand)]
@@ -17,26 +42,9 @@ pub enum Ceremony {
         /// RFC 7512 URI of the root token.
         #[arg(long)]
         hsm: String,
-        /// A custodian and what their share is encrypted to (age): NAME=age1… (an X25519
-        /// recipient, e.g. from `keyctl ceremony custodian-key`) or
-        /// NAME=passphrase-file:PATH (scrypt; the passphrase is the file's first line).
-        /// Repeat once per share.
-        #[arg(
-            long = "custodian",
-            value_name = "NAME=RECIPIENT",
-            conflicts_with = "plain_shares"
-        )]
-        custodians: Vec<String>,
-        /// Write the shares in clear (share-K.json) instead of encrypting each to a
-        /// custodian: only for a ceremony whose shares go straight to paper or a demo.
-        #[arg(long, requires = "shares")]
-        plain_shares: bool,
-        /// Number of clear shares to make (N), with --plain-shares.
-        #[arg(long, value_parser = clap::value_parser!(u8).range(2..=255), requires = "plain_shares")]
-        shares: Option<u8>,
-        /// Shares needed to rebuild the root (M, 2 <= M <= N).
-        #[arg(long)]
-        threshold: u8,
+        /// Where the shares go, and how many rebuild the root.
+        #[command(flatten)]
+        shares: ShareArgs,
         /// Cluster name, recorded in the genesis statement.
         #[arg(long, default_value = "keyd")]
         cluster: String,
@@ -157,6 +165,35 @@ pub enum Ceremony {
         #[arg(long)]
         context: Option<String>,
         /// New (or empty) directory for the plaintexts.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Replace the root: make a new root on a fresh token (new shares, as `init`), sign a
+    /// `succession` naming it with the old root (the old root log's last word), and
+    /// re-issue every live level-1 branch under the new root, each sealed to its keyd's
+    /// install key. Each keyd then moves its tree with `keyd root-rekey`. Writes to --out:
+    /// new-root/ (shares, root.json, chain.cbor, transcript.json of the new root),
+    /// succession.cbor (the old root log ending in the succession), branch-I.bundle per
+    /// branch, and transcript.json signed by the old root.
+    RootRekey {
+        /// RFC 7512 URI of the old root's token.
+        #[arg(long)]
+        old_hsm: String,
+        /// RFC 7512 URI of the fresh token for the new root.
+        #[arg(long)]
+        new_hsm: String,
+        /// The cluster chain (at least the root log: the ceremony's chain file or
+        /// `keyctl chain fetch`).
+        #[arg(long)]
+        chain: PathBuf,
+        /// Where the new root's shares go, and how many rebuild it.
+        #[command(flatten)]
+        shares: ShareArgs,
+        /// A live branch and its keyd's install public key (`keyd init` printed it):
+        /// I=HEX for branch m/I'. Every live branch must be named.
+        #[arg(long = "branch", value_name = "I=INSTALL_PUBLIC_KEY", required = true)]
+        branches: Vec<String>,
+        /// New (or empty) directory for everything the ceremony writes.
         #[arg(long)]
         out: PathBuf,
     },

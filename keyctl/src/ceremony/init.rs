@@ -35,6 +35,23 @@ pub enum ShareTo {
 }
 
 impl ShareTo {
+    /// Where the command line sends the shares.
+    pub fn from_args(args: &super::args::ShareArgs) -> Result<ShareTo, CtlError> {
+        match (args.plain_shares, args.shares) {
+            (true, Some(n)) => Ok(ShareTo::Plain(n)),
+            _ if args.custodians.is_empty() => Err(CtlError::Arg {
+                flag: "--custodian",
+                message: "give one --custodian NAME=RECIPIENT per share (each share is encrypted to its custodian), or --plain-shares --shares N for clear shares".into(),
+            }),
+            _ => Ok(ShareTo::Custodians(
+                args.custodians
+                    .iter()
+                    .map(|c| Custodian::parse(c))
+                    .collect::<Result<_, _>>()?,
+            )),
+        }
+    }
+
     fn count(&self) -> Result<u8, CtlError> {
         match self {
             ShareTo::Plain(n) => Ok(*n),

@@ -6,6 +6,7 @@
 //! - [`recover`]: rebuild `R` from shares into a fresh token and prove it.
 //! - [`fn@derive`]: public keys of any path through the token.
 //! - [`branch`]: `issue` (certify and seal a level-1 branch) and `revoke`.
+//! - [`root_rekey`]: a new root succeeding the old one, every branch re-issued under it.
 
 pub mod args;
 pub mod branch;
@@ -14,6 +15,7 @@ pub mod decrypt;
 pub mod init;
 pub mod rebuild;
 pub mod recover;
+pub mod root_rekey;
 pub mod shares;
 pub mod transcript;
 

@@ -4,4 +4,5 @@
 pub mod backup;
 pub mod provision;
 pub mod report;
+pub mod root_rekey;
 pub mod serve;

@@ -20,7 +20,7 @@ use super::report::{Refusal, Report};
 
 const INSTALL_AAD: &[u8] = b"keyd/v1/install-key";
 
-fn branch_aad(path: &KeyPath) -> Vec<u8> {
+pub(super) fn branch_aad(path: &KeyPath) -> Vec<u8> {
     format!("keyd/v1/branch-secret {path}").into_bytes()
 }
 
@@ -86,7 +86,20 @@ pub fn init(config: &Config) -> Result<Report> {
     }
 }
 
-fn unseal_install(store: &Store, hsm: &Hsm) -> Result<InstallKey> {
+/// `keyd install-key`.
+pub fn install_key(config: &Config) -> Result<Report> {
+    let store = Store::open(&config.db_path())?;
+    let public = store
+        .meta(key::INSTALL_PUBLIC)?
+        .context("the store has no install key; run keyd init")?;
+    let public = hex::encode(public);
+    Ok(Report {
+        text: format!("install public key: {public}"),
+        json: json!({"install_public_key": public}),
+    })
+}
+
+pub(super) fn unseal_install(store: &Store, hsm: &Hsm) -> Result<InstallKey> {
     let sealed = store
         .meta(key::INSTALL_SEALED)?
         .context("the store has no install key; run keyd init")?;
@@ -185,10 +198,7 @@ pub fn import(config: &Config, bundle_file: &Path, expect_root: Option<&str>) ->
             Some(head)
         }
     };
-    let mut secret = Zeroizing::new([0u8; 64]);
-    secret[..32].copy_from_slice(branch.danger_key());
-    secret[32..].copy_from_slice(branch.danger_chain_code());
-    let sealed = hsm.seal(&branch_aad(&bundle.path), secret.as_ref())?;
+    let sealed = seal_branch(&hsm, &bundle.path, &branch)?;
     let ca = Ca::from_branch(&branch.material(), &bundle.name, &bundle.path)?;
     let (admin_cert, admin_key) =
         keyd::service::credentials::issue_admin(&store, &ca, "admin", config.client_cert_seconds)?;
@@ -297,7 +307,11 @@ pub fn import(config: &Config, bundle_file: &Path, expect_root: Option<&str>) ->
 
 /// Opens the branch's log: its anchor to the root-log entry that certified the branch,
 /// signed by the branch key, and a head.
-fn open_branch_log(chain: &mut Chain, path: &KeyPath, branch: &NodeSecret) -> Result<()> {
+pub(super) fn open_branch_log(
+    chain: &mut Chain,
+    path: &KeyPath,
+    branch: &NodeSecret,
+) -> Result<()> {
     let (root_seq, root_entry) = chain
         .entries(&KeyPath::root())
         .iter()
@@ -320,6 +334,30 @@ fn open_branch_log(chain: &mut Chain, path: &KeyPath, branch: &NodeSecret) -> Re
     Ok(())
 }
 
+/// The branch secret `k || c` of `path`, sealed by the seal token.
+pub(super) fn seal_branch(hsm: &Hsm, path: &KeyPath, branch: &NodeSecret) -> Result<Vec<u8>> {
+    let mut secret = Zeroizing::new([0u8; 64]);
+    secret[..32].copy_from_slice(branch.danger_key());
+    secret[32..].copy_from_slice(branch.danger_chain_code());
+    Ok(hsm.seal(&branch_aad(path), secret.as_ref())?)
+}
+
+/// A branch secret sealed by [`seal_branch`], unsealed.
+pub(super) fn unseal_branch_secret(hsm: &Hsm, path: &KeyPath, sealed: &[u8]) -> Result<NodeSecret> {
+    let secret = hsm.unseal(&branch_aad(path), sealed)?;
+    if secret.len() != 64 {
+        bail!("the stored branch secret has the wrong length");
+    }
+    let mut k = [0u8; 32];
+    let mut c = [0u8; 32];
+    k.copy_from_slice(&secret[..32]);
+    c.copy_from_slice(&secret[32..]);
+    let branch = NodeSecret::danger_from_parts(k, c);
+    k.zeroize();
+    c.zeroize();
+    Ok(branch)
+}
+
 /// The imported branch, unsealed through the seal token: the store, the branch name,
 /// path and secret, and the token.
 pub fn unseal_branch(config: &Config) -> Result<(Store, String, KeyPath, NodeSecret, Hsm)> {
@@ -339,25 +377,20 @@ pub fn unseal_branch(config: &Config) -> Result<(Store, String, KeyPath, NodeSec
     let sealed = store
         .meta(key::BRANCH_SEALED)?
         .context("branch secret missing")?;
-    let secret = hsm.unseal(&branch_aad(&path), &sealed)?;
+    let branch = unseal_branch_secret(&hsm, &path, &sealed)?;
     store.unlock(&hsm)?;
-    if secret.len() != 64 {
-        bail!("the stored branch secret has the wrong length");
-    }
-    let mut k = [0u8; 32];
-    let mut c = [0u8; 32];
-    k.copy_from_slice(&secret[..32]);
-    c.copy_from_slice(&secret[32..]);
-    let branch = NodeSecret::danger_from_parts(k, c);
-    k.zeroize();
-    c.zeroize();
     Ok((store, name, path, branch, hsm))
 }
 
 /// `keyd admin issue`.
 pub fn issue_admin(config: &Config, name: &str, out: &Path) -> Result<Report> {
     keyd::chain::check_name(name).map_err(|e| anyhow::anyhow!("admin name {name:?}: {e}"))?;
-    let (store, branch_name, path, branch, _) = unseal_branch(config)?;
+    let (store, branch_name, path, branch, hsm) = unseal_branch(config)?;
+    // After a root rekey and until the old root is retired, TLS is the old tree's.
+    let branch = match store.meta(key::RETIRED_BRANCH_SEALED)? {
+        Some(sealed) => unseal_branch_secret(&hsm, &path, &sealed)?,
+        None => branch,
+    };
     if store
         .revoked_admins()?
         .iter()

@@ -16,16 +16,41 @@ use super::provision::unseal_branch;
 /// signed): the store's branch log must hold that entry, or the store was rolled back
 /// or replaced. Without a mark (a store imported before marks), the current head
 /// becomes the mark.
+/// Whether `chain`'s log `branch` holds the entry `mark` names.
+fn holds(chain: &Chain, branch: &KeyPath, mark: &keyd::chain::Head) -> bool {
+    usize::try_from(mark.seq)
+        .ok()
+        .and_then(|i| chain.entries(branch).get(i))
+        .is_some_and(|e| e.hash() == mark.hash)
+}
+
 fn check_mark(
     hsm: &Hsm,
     chain: &Chain,
     branch: &KeyPath,
     key: &ed25519_dalek::VerifyingKey,
+    retired: Option<&keyd::service::Retired>,
 ) -> Result<()> {
     let mut marks = Vec::new();
     for bytes in hsm.read_marks()? {
         let mark: keyd::chain::Head = keyd::chain::decode_exact(&bytes, 1024)
             .map_err(|e| anyhow::anyhow!("the mark on the seal token does not decode: {e}"))?;
+        // A root rekey stopped between its swap and the new mark: the mark is the old
+        // tree's last head, which the kept old chain must hold; the current head
+        // becomes the mark.
+        if let Some(old) = retired
+            && old
+                .chain
+                .state()
+                .key(branch)
+                .and_then(|r| r.keys.verifying_key())
+                .is_some_and(|k| mark.log == *branch && mark.verify(&k))
+            && holds(&old.chain, branch, &mark)
+        {
+            let head = chain.head(branch).context("no head of the branch log")?;
+            hsm.write_mark(&keyd::chain::cbor_bytes(head))?;
+            return Ok(());
+        }
         if mark.log != *branch || !mark.verify(key) {
             bail!(
                 "the mark on the seal token is not a head signed by this keyd's branch {branch} (it names log {}): this seal token belongs to another keyd",
@@ -41,11 +66,7 @@ fn check_mark(
         return Ok(());
     };
     let entries = chain.entries(branch);
-    let held = usize::try_from(mark.seq)
-        .ok()
-        .and_then(|i| entries.get(i))
-        .is_some_and(|e| e.hash() == mark.hash);
-    if !held {
+    if !holds(chain, branch, &mark) {
         bail!(
             "the store was rolled back or replaced: this keyd signed a head of its branch log {branch} at seq {} (signed at {}), but the store's branch log ends at seq {}{}; keyd refuses to serve from it (restore the latest copy of {}, or rebuild the branch from the root and the logs)",
             mark.seq,
@@ -75,8 +96,22 @@ fn load_service(config: Config) -> Result<(Service, Hsm)> {
     if certified != Some(KeySet::from(&branch.public_keys())) {
         bail!("the unsealed branch secret is not the branch the stored chain certifies");
     }
-    check_mark(&hsm, &chain, &path, &branch.public_keys().ed25519)?;
-    let svc = Service::new(store, config, name, path, branch, chain)?;
+    let retired = super::root_rekey::load_retired(&store, &hsm, &path)?;
+    check_mark(
+        &hsm,
+        &chain,
+        &path,
+        &branch.public_keys().ed25519,
+        retired.as_ref(),
+    )?;
+    let mut svc = Service::new(store, config, name, path, branch, chain)?;
+    if let Some(retired) = retired {
+        tracing::info!(
+            entries = retired.chain.len(),
+            "the previous root's tree is kept for decryption until keyd retire-root"
+        );
+        svc = svc.keep_retired(retired)?;
+    }
     let purged = svc.purge_expired_tokens()?;
     if purged > 0 {
         tracing::info!(purged, "expired enrollment tokens removed");

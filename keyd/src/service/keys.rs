@@ -54,9 +54,15 @@ impl Service {
         Ok((path, m))
     }
 
-    /// An epoch key of `node` named by an envelope: it must belong to the node and not
-    /// be revoked (older epochs still open).
-    fn opening_key(&self, node: &KeyPath, key: &KeyPath) -> Result<Arc<KeyMaterial>, ServiceError> {
+    /// An epoch key of `node` named by an envelope (its path and key id): it must belong
+    /// to the node and not be revoked (older epochs still open, and after a root rekey
+    /// keys of the previous root's tree until it is retired).
+    fn opening_key(
+        &self,
+        node: &KeyPath,
+        key: &KeyPath,
+        kid: Option<&[u8; 16]>,
+    ) -> Result<Arc<KeyMaterial>, ServiceError> {
         let epoch = match key.role() {
             crate::derive::PathRole::Epoch { node: owner, epoch } if &owner == node => epoch,
             _ => {
@@ -70,6 +76,9 @@ impl Service {
             return Err(ServiceError::EpochRetired(format!(
                 "the envelope is of epoch {epoch} of {node}, below its minimum decryption epoch {min}; rewrap envelopes before raising it, or ask an admin to lower it"
             )));
+        }
+        if let Some(old) = self.retired_key(key, kid)? {
+            return Ok(Arc::new(old));
         }
         let status = self.read_chain().state().status_at(key, unix_now());
         match status {
@@ -142,7 +151,7 @@ impl Service {
         context: &[u8],
     ) -> Result<(Zeroizing<Vec<u8>>, KeyPath), ServiceError> {
         let sealed = Sealed::from_cbor(envelope).map_err(ServiceError::Envelope)?;
-        let key = self.opening_key(node, &sealed.key)?;
+        let key = self.opening_key(node, &sealed.key, sealed.kid.as_ref())?;
         let plaintext = sealed
             .open_in(&key, context)
             .map_err(ServiceError::Envelope)?;
@@ -217,7 +226,10 @@ impl Service {
         self.authorize_on(principal, Op::Decrypt, node)?;
         let e = Encrypted::from_cbor(envelope).map_err(ServiceError::Envelope)?;
         self.check_suite(node, e.suite().map_err(ServiceError::Envelope)?)?;
-        let sender_key = {
+        let retired_sender = self.retired_sender(&e.sender, e.sender_kid.as_ref())?;
+        let sender_key = if let Some(key) = retired_sender {
+            key
+        } else {
             let chain = self.read_chain();
             let state = chain.state();
             let now = unix_now();
@@ -258,7 +270,7 @@ impl Service {
         };
         e.verify_sender(&sender_key)
             .map_err(ServiceError::Envelope)?;
-        let key = self.opening_key(node, &e.recipient)?;
+        let key = self.opening_key(node, &e.recipient, e.recipient_kid.as_ref())?;
         let plaintext = e.open_in(&key, context).map_err(ServiceError::Envelope)?;
         self.audit_use(principal, Op::Decrypt, Some(&e.recipient));
         Ok((plaintext, e.sender))

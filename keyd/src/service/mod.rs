@@ -26,6 +26,7 @@ mod nodes;
 mod pages;
 pub mod policy;
 mod recover;
+mod retired;
 pub mod suites;
 
 pub use crate::wire::{
@@ -34,6 +35,7 @@ pub use crate::wire::{
 };
 pub use enroll::Enrolled;
 pub use logs::Mirrored;
+pub use retired::Retired;
 
 /// Service-level failures; the API maps each to a status and a stable code.
 #[derive(Debug, Error)]
@@ -132,8 +134,13 @@ impl From<ChainError> for ServiceError {
 /// branch heads. This keyd's own log must end where the seal token's mark says (checked
 /// by the caller).
 pub fn restore_chain(store: &Store) -> Result<Chain, ServiceError> {
+    chain_of(store.load_logs()?)
+}
+
+/// [`restore_chain`] from logs read out of the store (current, staged or retired).
+pub fn chain_of(logs: crate::store::StoredLogs) -> Result<Chain, ServiceError> {
     let mut chain = Chain::new();
-    for (log, (entries, head)) in store.load_logs()? {
+    for (log, (entries, head)) in logs {
         let head = head.ok_or_else(|| ChainError {
             position: entries.len(),
             log: Some(log.clone()),
@@ -191,6 +198,8 @@ pub struct Service {
     min_epochs: RwLock<HashMap<KeyPath, u32>>,
     /// Why this keyd's store is behind its own branch log as a peer holds it, once seen.
     behind: RwLock<Option<String>>,
+    /// The previous root's tree, after a root rekey until it is retired.
+    retired: Option<Retired>,
 }
 
 impl std::fmt::Debug for Service {
@@ -246,6 +255,7 @@ impl Service {
             audit,
             min_epochs,
             behind: RwLock::new(None),
+            retired: None,
         })
     }
 

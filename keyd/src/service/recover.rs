@@ -20,9 +20,11 @@ impl Service {
     ) -> Result<Recovered, ServiceError> {
         Self::require_admin(principal)?;
         // The key the envelope names decides the target, before anything is derived.
-        let key = Sealed::from_cbor(envelope)
-            .map(|s| s.key)
-            .or_else(|_| Encrypted::from_cbor(envelope).map(|e| e.recipient))
+        let (key, kid, sender_kid) = Sealed::from_cbor(envelope)
+            .map(|s| (s.key, s.kid, None))
+            .or_else(|_| {
+                Encrypted::from_cbor(envelope).map(|e| (e.recipient, e.recipient_kid, e.sender_kid))
+            })
             .map_err(ServiceError::Envelope)?;
         let node = match key.role() {
             PathRole::Epoch { node, .. } => node,
@@ -48,9 +50,16 @@ impl Service {
             context,
             |path| {
                 below(path)?;
-                self.derived(path).map_err(|e| e.to_string())
+                // After a root rekey, a key of the previous root's tree while kept.
+                match self.retired_derived(path, kid.as_ref()) {
+                    Some(old) => Ok(old),
+                    None => self.derived(path).map_err(|e| e.to_string()),
+                }
             },
             |sender| {
+                if let Some(old) = self.retired_public(sender, sender_kid.as_ref()) {
+                    return Ok(old);
+                }
                 self.read_chain()
                     .state()
                     .key(sender)

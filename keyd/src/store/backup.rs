@@ -13,6 +13,7 @@ use redb::{
 use super::audit::{AUDIT, AUDIT_HEADS};
 use super::lifecycle::MIN_EPOCHS;
 use super::policies::POLICIES;
+use super::succession::{RETIRED, STAGED, TABLE_NAMES};
 use super::{
     CREDENTIALS, GENERATIONS, HEADS, LOGS, META, REVOKED_ADMINS, SUITES, Store, StoreError, TOKENS,
 };
@@ -68,7 +69,10 @@ impl Store {
                 AUDIT.name(),
                 AUDIT_HEADS.name(),
             ];
-            if let Some(t) = from.list_tables()?.find(|t| !known.contains(&t.name())) {
+            if let Some(t) = from
+                .list_tables()?
+                .find(|t| !known.contains(&t.name()) && !TABLE_NAMES.contains(&t.name()))
+            {
                 return Err(redb::Error::Io(std::io::Error::other(format!(
                     "the store holds table {:?}, which a backup does not copy yet",
                     t.name()
@@ -86,7 +90,11 @@ impl Store {
                 + copy(&from, &tx, POLICIES)?
                 + copy(&from, &tx, MIN_EPOCHS)?
                 + copy(&from, &tx, AUDIT)?
-                + copy(&from, &tx, AUDIT_HEADS)?;
+                + copy(&from, &tx, AUDIT_HEADS)?
+                + copy(&from, &tx, STAGED.logs)?
+                + copy(&from, &tx, STAGED.heads)?
+                + copy(&from, &tx, RETIRED.logs)?
+                + copy(&from, &tx, RETIRED.heads)?;
             tx.commit()?;
             Ok(n)
         };

@@ -14,6 +14,7 @@ mod backup;
 mod lifecycle;
 mod policies;
 mod rows;
+mod succession;
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -57,6 +58,12 @@ pub mod key {
     pub const BRANCH_PATH: &str = "branch_path";
     /// Branch name.
     pub const BRANCH_NAME: &str = "branch_name";
+    /// After a root rekey, until the old root is retired: the old branch secret, sealed
+    /// by the seal token (it still opens envelopes of the old tree).
+    pub const RETIRED_BRANCH_SEALED: &str = "retired_branch_sealed";
+    /// During a root rekey: the new branch secret, sealed by the seal token, that the
+    /// staged logs are written under (a resumed re-wrap checks it is the same).
+    pub const STAGED_BRANCH_SEALED: &str = "staged_branch_sealed";
 }
 
 /// Storage failures.
@@ -313,42 +320,52 @@ impl Store {
     /// The stored logs: per log, its entries in order and its head. A store of the
     /// earlier single-chain format is refused, naming what to do.
     pub fn load_logs(&self) -> Result<StoredLogs, StoreError> {
+        let old = (|| -> Result<bool, redb::Error> {
+            let tx = self.db.begin_read()?;
+            Ok(tx.list_tables()?.any(|t| t.name() == OLD_CHAIN))
+        })()
+        .map_err(self.db_err())?;
+        if old {
+            return Err(StoreError::Corrupt {
+                path: self.path.clone(),
+                what: "chain".into(),
+                detail: "written by a keyd before per-log chains (one chain table); this keyd cannot read it: init a new store and import a bundle issued from the new root log".into(),
+            });
+        }
+        self.read_logs(CURRENT)
+    }
+
+    /// The logs held in `tables` (none when they do not exist), decoded and checked to
+    /// be where they are stored.
+    fn read_logs(&self, tables: LogTables) -> Result<StoredLogs, StoreError> {
         let corrupt = |what: String, detail: String| StoreError::Corrupt {
             path: self.path.clone(),
             what,
             detail,
         };
-        let (rows, heads) = (|| -> Result<Option<RawLogs>, redb::Error> {
+        let (rows, heads) = (|| -> Result<RawLogs, redb::Error> {
             let tx = self.db.begin_read()?;
-            if tx
-                .list_tables()?
-                .any(|t| t.name() == OLD_CHAIN)
-            {
-                return Ok(None);
-            }
             let mut rows = Vec::new();
-            for row in tx.open_table(LOGS)?.range::<(&str, u64)>(..)? {
-                let (k, v) = row?;
-                let (log, seq) = k.value();
-                rows.push((log.to_owned(), seq, v.value().to_vec()));
+            if let Some(t) = existing(&tx, tables.logs)? {
+                for row in t.range::<(&str, u64)>(..)? {
+                    let (k, v) = row?;
+                    let (log, seq) = k.value();
+                    rows.push((log.to_owned(), seq, v.value().to_vec()));
+                }
             }
             let mut heads = Vec::new();
-            for row in tx.open_table(HEADS)?.iter()? {
-                let (k, v) = row?;
-                heads.push((k.value().to_owned(), v.value().to_vec()));
+            if let Some(t) = existing(&tx, tables.heads)? {
+                for row in t.iter()? {
+                    let (k, v) = row?;
+                    heads.push((k.value().to_owned(), v.value().to_vec()));
+                }
             }
-            Ok(Some((rows, heads)))
+            Ok((rows, heads))
         })()
-        .map_err(self.db_err())?
-        .ok_or_else(|| {
-            corrupt(
-                "chain".into(),
-                "written by a keyd before per-log chains (one chain table); this keyd cannot read it: init a new store and import a bundle issued from the new root log".into(),
-            )
-        })?;
+        .map_err(self.db_err())?;
         let mut out = StoredLogs::new();
         for (log, seq, row) in rows {
-            let what = || format!("entry {seq} of log {log}");
+            let what = || format!("entry {seq} of log {log} in {}", tables.logs.name());
             let e: Entry = chain::decode_exact(&row, chain::MAX_RECORD_BYTES)
                 .map_err(|e| corrupt(what(), e.to_string()))?;
             if e.log.to_string() != log || e.seq != seq {
@@ -360,13 +377,11 @@ impl Store {
             out.entry(e.log.clone()).or_default().0.push(e);
         }
         for (log, bytes) in heads {
+            let what = || format!("head of log {log} in {}", tables.heads.name());
             let h = chain::decode_exact::<Head>(&bytes, 1024)
-                .map_err(|e| corrupt(format!("head of log {log}"), e.to_string()))?;
+                .map_err(|e| corrupt(what(), e.to_string()))?;
             if h.log.to_string() != log {
-                return Err(corrupt(
-                    format!("head of log {log}"),
-                    format!("names log {}", h.log),
-                ));
+                return Err(corrupt(what(), format!("names log {}", h.log)));
             }
             let log = h.log.clone();
             out.entry(log).or_default().1 = Some(h);
@@ -557,12 +572,35 @@ pub(crate) const CREDENTIALS_NAME: &str = "credentials";
 pub(crate) const GENERATIONS_NAME: &str = "generations";
 pub(crate) const SUITES_NAME: &str = "suites";
 
+/// A pair of tables holding logs and their heads: the current ones, or a root rekey's
+/// staged or retired ones.
+#[derive(Clone, Copy)]
+pub(crate) struct LogTables {
+    pub(super) logs: TableDefinition<'static, (&'static str, u64), &'static [u8]>,
+    pub(super) heads: TableDefinition<'static, &'static str, &'static [u8]>,
+}
+
+/// The logs keyd serves.
+pub(crate) const CURRENT: LogTables = LogTables {
+    logs: LOGS,
+    heads: HEADS,
+};
+
 fn put_logs(
     tx: &redb::WriteTransaction,
     entries: &[Entry],
     heads: &[&Head],
 ) -> Result<(), redb::Error> {
-    let mut logs = tx.open_table(LOGS)?;
+    put_logs_in(tx, CURRENT, entries, heads)
+}
+
+fn put_logs_in(
+    tx: &redb::WriteTransaction,
+    tables: LogTables,
+    entries: &[Entry],
+    heads: &[&Head],
+) -> Result<(), redb::Error> {
+    let mut logs = tx.open_table(tables.logs)?;
     let mut name = (KeyPath::root(), KeyPath::root().to_string());
     for e in entries {
         if e.log != name.0 {
@@ -570,7 +608,7 @@ fn put_logs(
         }
         logs.insert((name.1.as_str(), e.seq), cbor_bytes(e).as_slice())?;
     }
-    let mut table = tx.open_table(HEADS)?;
+    let mut table = tx.open_table(tables.heads)?;
     for h in heads {
         table.insert(h.log.to_string().as_str(), cbor_bytes(*h).as_slice())?;
     }

@@ -1,0 +1,315 @@
+//! Root rekey: a new root on a new token succeeds the old one; keyd moves its tree under
+//! it — killed with `kill -9` in the middle and resumed — and then signs with new keys,
+//! still opens (and re-wraps) envelopes of the old tree, keeps every revocation, no
+//! longer vouches for old keys, and forgets the old tree when retired.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::Stdio;
+
+use anyhow::{Context, Result, bail, ensure};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use serde_json::{Value, json};
+
+use crate::cluster::{Client, Cluster, keyctl};
+use crate::helpers::{bins, keyctl_err, keyctl_ok};
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap_or_default()
+}
+
+/// Posts `envelope` to `path` and requires `plaintext` back.
+fn opens(client: &Client, path: &str, envelope: &Value, plaintext: &str) -> Result<()> {
+    let (status, v) = client.post(path, &json!({ "envelope": envelope }))?;
+    ensure!(
+        status == 200 && v["plaintext"] == B64.encode(plaintext),
+        "{path}: {status} {v}"
+    );
+    Ok(())
+}
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+/// A second token in the root token's SoftHSM2 directory (one process sees both).
+fn new_token(c: &Cluster, label: &str) -> Result<String> {
+    let out = std::process::Command::new(&bins().hsm_sim)
+        .args(["init", "--output", "json", "--label", label, "--dir"])
+        .arg(c.root.dir())
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout)?;
+    Ok(v["uri"].as_str().context("uri")?.to_owned())
+}
+
+#[test]
+fn a_new_root_succeeds_and_keyd_moves_its_tree_resuming_after_kill_9() -> Result<()> {
+    let mut c = Cluster::start()?;
+    let admin = c.admin()?;
+    let (web, _) = c.enrolled_node("web")?;
+    let (db, _) = c.enrolled_node("db")?;
+    let (_gone, _) = c.enrolled_node("gone")?;
+    for i in 0..6 {
+        let (status, v) = admin.post("/v1/nodes", &json!({"name": format!("n{i}")}))?;
+        ensure!(status == 201, "{status} {v}");
+    }
+    ensure!(
+        admin
+            .post("/v1/nodes/gone/revoke", &json!({"reason": "stolen"}))?
+            .0
+            == 200
+    );
+    let (_, sealed) = web.post("/v1/seal", &json!({"plaintext": B64.encode("web's row")}))?;
+    let (_, to_web) = db.post(
+        "/v1/encrypt",
+        &json!({"to": "web", "plaintext": B64.encode("db to web")}),
+    )?;
+    let (_, signed) = web.post("/v1/sign", &json!({"data": B64.encode("release 7")}))?;
+    let nodes_before = admin.get_json("/v1/nodes")?["nodes"].clone();
+    let old_fp = c.fingerprint()?;
+
+    // The ceremony: bad input first (a live branch left out), then the real one.
+    let uri2 = new_token(&c, "root2")?;
+    // keyd stops for the ceremony and its move (the store is its alone while it runs).
+    c.kill9()?;
+    let install = c.keyd(&["install-key"])?;
+    let install = install
+        .trim()
+        .strip_prefix("install public key: ")
+        .context("install key")?
+        .to_owned();
+    let out = c.dir.path().join("rekey");
+    let chain_file = c.chain_file();
+    let ceremony = |chain: &Path, branch: &str, out: &Path| -> Vec<String> {
+        [
+            "ceremony",
+            "root-rekey",
+            "--old-hsm",
+            c.root.uri(),
+            "--new-hsm",
+            &uri2,
+            "--chain",
+            s(chain),
+            "--plain-shares",
+            "--shares",
+            "3",
+            "--threshold",
+            "2",
+            "--branch",
+            branch,
+            "--out",
+            s(out),
+        ]
+        .map(str::to_owned)
+        .to_vec()
+    };
+    let wrong = ceremony(&chain_file, &format!("2={install}"), &out);
+    let err = keyctl_err(&c.root, &strs(&wrong))?;
+    ensure!(
+        err.contains("live branches of the chain are [1]") && !out.exists(),
+        "{err}"
+    );
+    let right = format!("1={install}");
+    let said = keyctl_ok(&c.root, &strs(&ceremony(&chain_file, &right, &out)))?;
+    ensure!(
+        said.contains(&format!("root {old_fp} succeeded by root"))
+            && said.contains("branch m/1' (dc1) re-issued")
+            && said.contains("trust:"),
+        "{said}"
+    );
+    // A root is replaced once.
+    let again = ceremony(
+        &out.join("succession.cbor"),
+        &right,
+        &out.with_file_name("again"),
+    );
+    let err = keyctl_err(&c.root, &strs(&again))?;
+    ensure!(err.contains("already names a successor"), "{err}");
+    let new_root: Value =
+        serde_json::from_slice(&std::fs::read(out.join("new-root").join("root.json"))?)?;
+    let new_fp = new_root["fingerprint"].as_str().context("fingerprint")?;
+
+    // keyd moves its tree: killed after a few batches, then resumed.
+    let bundle = out.join("branch-1.bundle");
+    let succession = out.join("succession.cbor");
+    let rekey = [
+        "root-rekey",
+        "--bundle",
+        s(&bundle),
+        "--succession",
+        s(&succession),
+    ];
+    let mut child = c
+        .keyd_command()
+        .args(rekey)
+        .args(["--batch", "2", "--pause-ms", "400"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let stderr = child.stderr.take().context("stderr")?;
+    let mut seen = String::new();
+    for line in BufReader::new(stderr).lines() {
+        let line = line?;
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.contains("re-wrapped 4 of") {
+            break;
+        }
+    }
+    child.kill()?;
+    let status = child.wait()?;
+    ensure!(
+        !status.success(),
+        "the re-wrap finished before kill -9:\n{seen}"
+    );
+    ensure!(seen.contains("re-wrapped 2 of 9 nodes"), "{seen}");
+    let done = c.keyd(&rekey)?;
+    ensure!(
+        done.contains("9 nodes re-wrapped (resumed)") && done.contains(new_fp),
+        "{done}"
+    );
+    // Once moved, a second move is refused until the old tree is retired.
+    let out2 = c.keyd_command().args(rekey).output()?;
+    ensure!(
+        !out2.status.success() && String::from_utf8_lossy(&out2.stderr).contains("retire-root"),
+        "{out2:?}"
+    );
+
+    // Served under the new root; the old TLS identities still work.
+    c.serve()?;
+    let (admin, web) = (admin.at(&c.url()), web.at(&c.url()));
+    let anon = c.anonymous()?;
+    let fetched = c.dir.path().join("new-chain.cbor");
+    let ca = c.data().join("ca.pem");
+    keyctl(
+        &[
+            "chain",
+            "fetch",
+            "--url",
+            &c.url(),
+            "--ca",
+            s(&ca),
+            "--out",
+            s(&fetched),
+        ],
+        &[],
+    )?;
+    let shown = keyctl(&["chain", "verify", s(&fetched)], &[])?;
+    ensure!(shown.to_string().contains(new_fp), "{shown}");
+    drop(anon);
+    // Every node, by name and path, valid or revoked as before (a revocation now says
+    // it was carried over).
+    let nodes_after = admin.get_json("/v1/nodes")?["nodes"].clone();
+    let standing = |v: &Value| -> Vec<(String, String, bool)> {
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .map(|n| {
+                (
+                    n["name"].to_string(),
+                    n["path"].to_string(),
+                    n["status"] == "valid",
+                )
+            })
+            .collect()
+    };
+    ensure!(
+        standing(&nodes_after) == standing(&nodes_before),
+        "{nodes_before}\n{nodes_after}"
+    );
+    let gone = admin.get_json("/v1/nodes/gone")?;
+    ensure!(
+        gone.to_string()
+            .contains("revoked under the previous root: stolen"),
+        "{gone}"
+    );
+    let (_, signed2) = web.post("/v1/sign", &json!({"data": B64.encode("release 8")}))?;
+    ensure!(
+        signed2["key_id"] != signed["key_id"] && signed2["epoch"] == signed["epoch"],
+        "{signed} {signed2}"
+    );
+    let verify = |signed: &Value, data: &str| {
+        web.post(
+            "/v1/verify",
+            &json!({"data": B64.encode(data), "signature": signed["signature"], "public_key": signed["public_key"]}),
+        )
+    };
+    let (_, v) = verify(&signed2, "release 8")?;
+    ensure!(v["valid"] == true, "{v}");
+    // The old key no longer vouches for anything.
+    let (_, v) = verify(&signed, "release 7")?;
+    ensure!(v["valid"] == false && v["signature_ok"] == true, "{v}");
+    // Old envelopes open, and re-wrap under the new tree.
+    opens(&web, "/v1/unseal", &sealed["envelope"], "web's row")?;
+    opens(&web, "/v1/decrypt", &to_web["envelope"], "db to web")?;
+    let (status, rewrapped) = web.post("/v1/rewrap", &json!({"envelope": sealed["envelope"]}))?;
+    ensure!(status == 200, "{status} {rewrapped}");
+    opens(
+        &admin,
+        "/v1/admin/recover",
+        &sealed["envelope"],
+        "web's row",
+    )?;
+
+    // Retired: the old tree is gone, TLS moved to the new CA.
+    c.kill9()?;
+    let old_ca = std::fs::read(&ca)?;
+    let retired = c.keyd(&["retire-root"])?;
+    ensure!(retired.contains("is retired"), "{retired}");
+    ensure!(std::fs::read(&ca)? != old_ca, "ca.pem did not change");
+    let creds = c.dir.path().join("creds");
+    c.keyd(&["admin", "issue", "ops", "--out", s(&creds)])?;
+    c.serve()?;
+    let ops = c.client(
+        &std::fs::read_to_string(creds.join("ops.pem"))?,
+        &std::fs::read_to_string(creds.join("ops.key"))?,
+    )?;
+    opens(
+        &ops,
+        "/v1/admin/recover",
+        &rewrapped["envelope"],
+        "web's row",
+    )?;
+    let (status, v) = ops.post(
+        "/v1/admin/recover",
+        &json!({"envelope": sealed["envelope"]}),
+    )?;
+    ensure!(
+        status == 400
+            && v["error"]["code"] == "bad_envelope"
+            && v["error"]["message"].to_string().contains("names key id"),
+        "{status} {v}"
+    );
+    // The old root's token still opens it, offline.
+    let env_file = c.dir.path().join("old.env");
+    std::fs::write(
+        &env_file,
+        B64.decode(sealed["envelope"].as_str().context("envelope")?)?,
+    )?;
+    let opened = c.dir.path().join("opened");
+    keyctl_ok(
+        &c.root,
+        &[
+            "ceremony",
+            "decrypt",
+            "--hsm",
+            c.root.uri(),
+            "--in",
+            s(&env_file),
+            "--out",
+            s(&opened),
+        ],
+    )?;
+    ensure!(std::fs::read(opened.join("old.env.plain"))? == b"web's row");
+    // The old admin credential (old CA) no longer connects.
+    if admin.at(&c.url()).get_json("/v1/nodes").is_ok() {
+        bail!("a certificate of the retired CA was accepted");
+    }
+    Ok(())
+}
