@@ -29,6 +29,23 @@ fn opens(client: &Client, path: &str, envelope: &Value, plaintext: &str) -> Resu
     Ok(())
 }
 
+/// `keyctl chain fetch` from the cluster's keyd into `out`: its report.
+fn fetch(c: &Cluster, out: &Path) -> Result<Value> {
+    keyctl(
+        &[
+            "chain",
+            "fetch",
+            "--url",
+            &c.url(),
+            "--ca",
+            s(&c.data().join("ca.pem")),
+            "--out",
+            s(out),
+        ],
+        &[],
+    )
+}
+
 fn strs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
 }
@@ -72,6 +89,10 @@ fn a_new_root_succeeds_and_keyd_moves_its_tree_resuming_after_kill_9() -> Result
     )?;
     let (_, signed) = web.post("/v1/sign", &json!({"data": B64.encode("release 7")}))?;
     let nodes_before = admin.get_json("/v1/nodes")?["nodes"].clone();
+    // A node's copy of the chain, as nodes keep it.
+    let held = c.dir.path().join("node-chain.cbor");
+    let fetch_held = |c: &Cluster| fetch(c, &held);
+    fetch_held(&c)?;
     let old_fp = c.fingerprint()?;
 
     // The ceremony: bad input first (a live branch left out), then the real one.
@@ -131,6 +152,28 @@ fn a_new_root_succeeds_and_keyd_moves_its_tree_resuming_after_kill_9() -> Result
     );
     let err = keyctl_err(&c.root, &strs(&again))?;
     ensure!(err.contains("already names a successor"), "{err}");
+    // A serving keyd does not take the succession as a root-log push: its tree moves
+    // only with keyd root-rekey.
+    c.serve()?;
+    let err = crate::cluster::keyctl_fails(
+        &[
+            "chain",
+            "push",
+            "--config",
+            &c.admin_config()?,
+            s(&out.join("succession.cbor")),
+        ],
+        &[],
+    )?;
+    ensure!(err.contains("keyd root-rekey"), "{err}");
+    let (status, v) = web
+        .at(&c.url())
+        .post("/v1/sign", &json!({"data": B64.encode("still serving")}))?;
+    ensure!(
+        status == 200 && v["key_id"] == signed["key_id"],
+        "{status} {v}"
+    );
+    c.kill9()?;
     let new_root: Value =
         serde_json::from_slice(&std::fs::read(out.join("new-root").join("root.json"))?)?;
     let new_fp = new_root["fingerprint"].as_str().context("fingerprint")?;
@@ -184,25 +227,27 @@ fn a_new_root_succeeds_and_keyd_moves_its_tree_resuming_after_kill_9() -> Result
     // Served under the new root; the old TLS identities still work.
     c.serve()?;
     let (admin, web) = (admin.at(&c.url()), web.at(&c.url()));
-    let anon = c.anonymous()?;
     let fetched = c.dir.path().join("new-chain.cbor");
     let ca = c.data().join("ca.pem");
-    keyctl(
-        &[
-            "chain",
-            "fetch",
-            "--url",
-            &c.url(),
-            "--ca",
-            s(&ca),
-            "--out",
-            s(&fetched),
-        ],
-        &[],
-    )?;
+    fetch(&c, &fetched)?;
     let shown = keyctl(&["chain", "verify", s(&fetched)], &[])?;
     ensure!(shown.to_string().contains(new_fp), "{shown}");
-    drop(anon);
+    // The node's old copy follows the succession: checked, replaced, the old kept.
+    let followed = fetch_held(&c)?;
+    ensure!(
+        followed["succession"]["new_root"] == new_fp
+            && followed["succession"]["old_root"] == old_fp.as_str()
+            && followed["root"] == new_fp,
+        "{followed}"
+    );
+    let old_copy = keyctl(
+        &["chain", "verify", s(&held.with_extension("succeeded"))],
+        &[],
+    )?;
+    ensure!(
+        old_copy.to_string().contains("succeeded by root"),
+        "{old_copy}"
+    );
     // Every node, by name and path, valid or revoked as before (a revocation now says
     // it was carried over).
     let nodes_after = admin.get_json("/v1/nodes")?["nodes"].clone();

@@ -144,6 +144,7 @@ fn status_json(status: &KeyStatus) -> Value {
         KeyStatus::Superseded { current, .. } => {
             json!({"state": "superseded", "current_epoch": current})
         }
+        KeyStatus::Succeeded { seq, .. } => json!({"state": "succeeded", "succession_seq": seq}),
         KeyStatus::Expired {
             not_before,
             not_after,
@@ -167,6 +168,9 @@ fn status_text(status: &KeyStatus) -> String {
             format!("REVOKED with ancestor {revoked} at seq {seq}")
         }
         KeyStatus::Superseded { current, .. } => format!("superseded by epoch {current}"),
+        KeyStatus::Succeeded { seq, .. } => {
+            format!("SUCCEEDED: its root named a successor at seq {seq}")
+        }
         KeyStatus::Expired { not_after, .. } => {
             format!("EXPIRED (valid until {})", keyd::rfc3339(*not_after))
         }

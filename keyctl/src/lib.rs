@@ -12,6 +12,7 @@ pub mod policy_cmd;
 pub mod progress;
 pub mod public;
 pub mod remote;
+pub mod succession;
 
 /// Fuzzing entry points: parse untrusted bytes the way keyctl does, never panicking.
 pub mod fuzzing {

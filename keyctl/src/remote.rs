@@ -372,21 +372,34 @@ pub fn run(command: Command, output: Option<Output>) -> Result<Option<Value>, Ct
             // A bar on a terminal (indicatif draws nothing when stderr is not one).
             let progress = crate::progress::bar(0, "entries verified");
             progress.set_position(v.len() as u64);
-            let new = keyd
-                .fetch_chain(&mut v, page, |added, total| {
-                    if let Some(total) = total {
-                        progress.set_length(total);
-                    }
-                    progress.inc(added as u64);
-                })
-                .map_err(|e| match e {
-                    keyd::client::ChainFetchError::Client(e) => e.into(),
-                    keyd::client::ChainFetchError::Chain(error) => CtlError::Chain {
-                        file: out.clone(),
-                        error,
-                    },
-                })?;
+            let fetched = keyd.fetch_chain(&mut v, page, |added, total| {
+                if let Some(total) = total {
+                    progress.set_length(total);
+                }
+                progress.inc(added as u64);
+            });
             progress.finish_and_clear();
+            // A held chain keyd's no longer extends: keyd may have moved to a new root.
+            let mut followed = None;
+            let new = match fetched {
+                Ok(n) => n,
+                Err(keyd::client::ChainFetchError::Chain(error)) => {
+                    match crate::succession::follow(&keyd, &out, page)? {
+                        Some((chain, said)) => {
+                            v = chain;
+                            followed = Some(said);
+                            v.len()
+                        }
+                        None => {
+                            return Err(CtlError::Chain {
+                                file: out.clone(),
+                                error,
+                            });
+                        }
+                    }
+                }
+                Err(keyd::client::ChainFetchError::Client(e)) => return Err(e.into()),
+            };
             let bad = |error| CtlError::Chain {
                 file: out.clone(),
                 error: Box::new(error),
@@ -398,6 +411,9 @@ pub fn run(command: Command, output: Option<Output>) -> Result<Option<Value>, Ct
             files::replace_atomic(&out, &v.to_file(), 0o644)?;
             let mut report = crate::chain_cmd::summary_json(&out, &v);
             report["new_entries"] = new.into();
+            if let Some(said) = followed {
+                report["succession"] = said["succession"].clone();
+            }
             if let Some(config) = &config {
                 act_on_rekey_order(config, &v, &mut report)?;
             }

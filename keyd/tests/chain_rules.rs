@@ -781,10 +781,27 @@ fn trust_untrust_succession() {
     ));
     c.append(&m(), tree.sign(succ.clone(), &m()), NOW)
         .expect("succession");
+    // The succession is the old root's last word: nothing more in its log, a second
+    // succession included.
     assert!(matches!(
         c.append(&m(), tree.sign(succ, &m()), NOW),
-        Err(Rule::SecondSuccession(_))
+        Err(Rule::AfterSuccession(_))
     ));
+    let late = Body::Revoke(keyd::chain::Revoke {
+        target: b1.clone(),
+        reason: "late".into(),
+    });
+    assert!(matches!(
+        c.append(&m(), tree.sign(late, &m()), NOW),
+        Err(Rule::AfterSuccession(_))
+    ));
+    // Every key of the replaced root vouches for nothing any more.
+    for path in [m(), b1.clone()] {
+        assert!(matches!(
+            c.state().status_at(&path, NOW),
+            keyd::chain::KeyStatus::Succeeded { .. }
+        ));
+    }
 }
 
 #[test]

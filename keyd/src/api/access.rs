@@ -31,6 +31,7 @@ const PUBLIC: &[&str] = &[
     "/v1/keys/{name}",
     "/v1/jwks.json",
     "/v1/chain",
+    "/v1/chain/succession",
     "/v1/enroll",
 ];
 

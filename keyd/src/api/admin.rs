@@ -92,6 +92,27 @@ pub async fn chain(
         .body(page.bytes.clone()))
 }
 
+/// The previous root's chain (its root log ending in the `succession` to the current
+/// root, and this keyd's branch log under it), kept after a root rekey until the old
+/// root is retired: how a holder of the old chain checks that the root it sees now is
+/// the one its old root named. Public, like the chain. 404 `no_succession` when this
+/// keyd keeps no previous root.
+#[utoipa::path(get, path = "/v1/chain/succession", tag = "cluster",
+    responses((status = 200, description = "CBOR chain records of the previous root's chain", content_type = "application/cbor", body = Vec<u8>),
+        (status = 404, body = ErrorBody)))]
+pub async fn succession(svc: web::Data<Service>) -> Result<HttpResponse, ApiError> {
+    let bytes = svc.retired_chain().ok_or_else(|| {
+        ApiError::with_status(
+            StatusCode::NOT_FOUND,
+            "no_succession",
+            "this keyd keeps no chain of a previous root",
+        )
+    })?;
+    Ok(HttpResponse::Ok()
+        .content_type("application/cbor")
+        .body(bytes))
+}
+
 /// Takes a root-log extension from a ceremony (admin only): CBOR chain records of the
 /// root log `m` ending with its root-signed head, as `keyctl ceremony` writes them.
 /// Verified against the root log held and stored in one transaction, or refused naming

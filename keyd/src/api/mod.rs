@@ -118,6 +118,7 @@ fn principal_and_generation(
         keys::jwks,
         admin::chain,
         admin::push_root,
+        admin::succession,
         admin::pull_peers,
         admin::enroll,
         admin::renew,
@@ -226,6 +227,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/jwks.json", web::get().to(keys::jwks))
             .route("/chain", web::get().to(admin::chain))
             .route("/chain/root", web::post().to(admin::push_root))
+            .route("/chain/succession", web::get().to(admin::succession))
             .route("/chain/pull", web::post().to(admin::pull_peers))
             .service(
                 web::resource("/enroll")

@@ -229,9 +229,9 @@ pub enum Rule {
     /// Trusting oneself.
     #[error("a cluster cannot trust its own root")]
     SelfTrust,
-    /// A second succession.
-    #[error("this root already named a successor (at seq {0})")]
-    SecondSuccession(u64),
+    /// A root-log entry (a second succession included) after the succession.
+    #[error("the root named its successor at seq {0}: its log ends there")]
+    AfterSuccession(u64),
     /// The chain has no head.
     #[error("no signed head after the last entry")]
     NoHead,

@@ -331,6 +331,12 @@ impl ChainState {
     /// Checks every rule for `st`, appended to `log`; returns the decoded key it
     /// publishes, if any.
     fn check_rules(&self, st: &Statement, log: &KeyPath) -> Result<Option<VerifyingKey>, Rule> {
+        // A succession is the old root's last word.
+        if log.depth() == 0
+            && let Some((_, seq)) = self.successor
+        {
+            return Err(Rule::AfterSuccession(seq));
+        }
         // Epoch keys sign data, not statements, except to revoke themselves.
         if let Some(KeyRecord {
             kind: KeyKind::Epoch { .. },
@@ -457,9 +463,6 @@ impl ChainState {
                         st,
                         "only the root names its successor".into(),
                     ));
-                }
-                if let Some((_, seq)) = self.successor {
-                    return Err(Rule::SecondSuccession(seq));
                 }
                 self.check_new_keys(&s.new_root)
             }

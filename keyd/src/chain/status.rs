@@ -39,6 +39,14 @@ pub enum KeyStatus {
         /// The node's current epoch.
         current: u32,
     },
+    /// A key of a root that named its successor: the whole tree of that root is
+    /// replaced; its keys open old envelopes until retired, and vouch for nothing.
+    Succeeded {
+        /// Where it is.
+        path: KeyPath,
+        /// Seq of the succession in the root log.
+        seq: u64,
+    },
     /// Outside its validity window (its own or its node's).
     Expired {
         /// Where it is.
@@ -56,13 +64,15 @@ impl KeyStatus {
         matches!(self, KeyStatus::Valid { .. })
     }
 
-    /// A one-word name: `valid`, `unknown`, `revoked`, `superseded`, `expired`.
+    /// A one-word name: `valid`, `unknown`, `revoked`, `superseded`, `succeeded`,
+    /// `expired`.
     pub fn name(&self) -> &'static str {
         match self {
             KeyStatus::Valid { .. } => "valid",
             KeyStatus::Unknown => "unknown",
             KeyStatus::Revoked { .. } => "revoked",
             KeyStatus::Superseded { .. } => "superseded",
+            KeyStatus::Succeeded { .. } => "succeeded",
             KeyStatus::Expired { .. } => "expired",
         }
     }
@@ -99,6 +109,10 @@ impl std::fmt::Display for KeyStatus {
             } => {
                 write!(f, "{path} is epoch {epoch}; the current epoch is {current}")
             }
+            KeyStatus::Succeeded { path, seq } => write!(
+                f,
+                "{path} is a key of a replaced root: the root named its successor at seq {seq} of the root log"
+            ),
             KeyStatus::Expired {
                 path, not_after, ..
             } => write!(f, "{path} expired at {}", crate::rfc3339(*not_after)),
@@ -237,6 +251,12 @@ impl ChainState {
                     not_after: *not_after,
                 };
             }
+        }
+        if let Some((_, seq)) = self.successor {
+            return KeyStatus::Succeeded {
+                path: path.clone(),
+                seq,
+            };
         }
         if let (KeyKind::Epoch { epoch }, PathRole::Epoch { node, .. }) =
             (&record.kind, path.role())

@@ -500,6 +500,28 @@ impl Client {
             .map_err(|e| ClientError::Http(format!("{path}: {e}")))
     }
 
+    /// The previous root's chain keyd keeps after a root rekey (`GET
+    /// /v1/chain/succession`), or none (404).
+    pub fn succession(&self) -> Result<Option<Vec<u8>>, ClientError> {
+        let path = "/v1/chain/succession";
+        let mut resp = self
+            .agent
+            .get(format!("{}{path}", self.url))
+            .call()
+            .map_err(self.unreachable(path))?;
+        match resp.status().as_u16() {
+            200 => resp
+                .body_mut()
+                .with_config()
+                .limit(1 << 30)
+                .read_to_vec()
+                .map(Some)
+                .map_err(|e| ClientError::Http(format!("{path}: {e}"))),
+            404 => Ok(None),
+            _ => Err(self.refused(path, resp)),
+        }
+    }
+
     /// A page of the cluster chain after `positions` (what the caller holds, as
     /// [`chain::format_positions`] writes it), at most `limit` entries.
     pub fn chain_page(&self, positions: &str, limit: usize) -> Result<ChainPage, ClientError> {

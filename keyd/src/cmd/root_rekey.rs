@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use keyd::bundle::BranchBundle;
-use keyd::chain::{Body, Certify, Chain, Epoch, KeyKind, MAX_REASON, Revoke, Statement};
+use keyd::chain::{Body, Certify, Chain, Epoch, KeyKind, KeyStatus, MAX_REASON, Revoke, Statement};
 use keyd::config::Config;
 use keyd::derive::{KeyPath, NodeSecret};
 use keyd::hsm::Hsm;
@@ -62,7 +62,13 @@ fn plan(old: &Chain, branch: &KeyPath, now: u64) -> Vec<KeyPath> {
             // again (its parent signs nothing) and nothing could use it.
             p.node_lineage()
                 .filter(|a| a != *p && a.depth() > branch.depth())
-                .all(|a| state.own_revocation(&a).is_none() && state.status_at(&a, now).is_valid())
+                .all(|a| {
+                    state.own_revocation(&a).is_none()
+                        && !matches!(
+                            state.status_at(&a, now),
+                            KeyStatus::Revoked { .. } | KeyStatus::Expired { .. }
+                        )
+                })
         })
         .map(|(p, r)| (r.seq, p.clone()))
         .collect();

@@ -254,6 +254,7 @@ impl Service {
     fn take(&self, bytes: &[u8]) -> Result<usize, ServiceError> {
         let mut chain = self.chain.write().unwrap_or_else(|e| e.into_inner());
         let before = chain.positions();
+        let succeeded = chain.state().successor().is_some();
         let heads_before: BTreeMap<KeyPath, Option<Head>> = chain
             .logs()
             .map(|(l, held)| (l.clone(), held.head.clone()))
@@ -271,6 +272,14 @@ impl Service {
                 return Err(e.into());
             }
         };
+        // A succession moves this keyd's whole tree: it is taken by `keyd root-rekey`
+        // (keyd stopped), never pushed or mirrored into a serving keyd.
+        if !succeeded && chain.state().successor().is_some() {
+            *chain = self.reload_chain()?;
+            return Err(ServiceError::BadRequest(
+                "the root log names a successor of the root: keyd takes a succession only with keyd root-rekey (stopped), with its branch's bundle from the ceremony".into(),
+            ));
+        }
         let mut entries = Vec::new();
         let mut heads = Vec::new();
         for (log, held) in chain.logs() {

@@ -65,7 +65,9 @@ impl Service {
             return Ok(None);
         };
         match retired.chain.state().status_at(path, unix_now()) {
-            KeyStatus::Valid { .. } | KeyStatus::Superseded { .. } => {}
+            KeyStatus::Succeeded { .. }
+            | KeyStatus::Valid { .. }
+            | KeyStatus::Superseded { .. } => {}
             other => {
                 return Err(ServiceError::Revoked(format!(
                     "under the previous root: {}",
@@ -117,7 +119,9 @@ impl Service {
         };
         let state = retired.chain.state();
         match state.status_at(path, unix_now()) {
-            KeyStatus::Valid { .. } | KeyStatus::Superseded { .. } => {}
+            KeyStatus::Succeeded { .. }
+            | KeyStatus::Valid { .. }
+            | KeyStatus::Superseded { .. } => {}
             other => {
                 return Err(ServiceError::PartyNotValid(format!(
                     "sender, under the previous root: {}",
