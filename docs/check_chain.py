@@ -45,6 +45,7 @@ class Chain:
         self.revoked = set()
         self.logs = {}  # log -> (next seq, last hash, last appended_at)
         self.root_entries = {}  # seq -> hash of the root log's entries
+        self.succeeded = False  # the root named its successor: its log ends there
 
     def is_revoked(self, path):
         return any(path[:n] in self.revoked for n in range(1, len(path) + 1))
@@ -71,6 +72,8 @@ class Chain:
             key = self.keys[signer]
         unsigned = {k: st[k] for k in ("v", "body", "signer", "issued_at")}
         verify(key, b"keyd/v1/statement\x00" + cbor(unsigned), st["signature"])
+        if log == () and self.succeeded:
+            raise Refused("AfterSuccession")
         if kind == "genesis":
             self.keys[()] = key
         elif kind == "certify":
@@ -112,7 +115,9 @@ class Chain:
         elif kind == "anchor":
             if seq != 0 or signer != log or self.root_entries.get(body["root_seq"]) != body["root_entry"]:
                 raise Refused("BadAnchor")
-        elif kind not in ("trust", "untrust", "succession"):
+        elif kind == "succession":
+            self.succeeded = True
+        elif kind not in ("trust", "untrust"):
             raise Refused("UnknownKind")
         digest = hashlib.sha256(cbor(entry)).digest()
         if log == ():

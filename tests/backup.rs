@@ -64,6 +64,18 @@ fn backups_are_taken_live_and_restored_but_never_silently_behind() -> Result<()>
             .is_err_and(|e| e.to_string().contains("not a keyd store"))
     );
 
+    // A restore killed while copying leaves a partial staged copy beside the store: the
+    // store is untouched (keyd serves from it), and the next restore starts afresh.
+    let db = c.data().join("keyd.redb");
+    let partial = std::fs::read(&current)?;
+    std::fs::write(
+        db.with_extension("redb.restoring"),
+        &partial[..partial.len() / 2],
+    )?;
+    c.serve()?;
+    ensure!(exists(&c, "before")? && exists(&c, "after")?);
+    c.kill9()?;
+
     // The current one restores, and keyd serves everything from it.
     let said = c.keyd(&["restore", s(&current)])?;
     ensure!(said.contains("previous store is kept"), "{said}");

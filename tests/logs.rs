@@ -25,7 +25,7 @@ fn p(text: &str) -> KeyPath {
 
 /// Polls `check` every 100 ms until it gives `Some`, for at most `limit`: the value and
 /// how long it took.
-fn wait_for<T>(
+pub(crate) fn wait_for<T>(
     limit: Duration,
     mut check: impl FnMut() -> Result<Option<T>>,
 ) -> Result<(T, Duration)> {

@@ -93,11 +93,15 @@ impl Peer {
         loop {
             let since = crate::chain::format_positions(&svc.positions());
             let url = format!("{}/v1/chain?since={since}", self.url);
-            let (bytes, complete) =
-                get(&agent, &url).map_err(|message| PeerError::Unreachable {
+            let (bytes, complete) = get(&agent, &url).map_err(|message| {
+                // Checked again at the next pull: the peer may have moved to another
+                // CA (a root rekey retired its old tree).
+                self.pinned = None;
+                PeerError::Unreachable {
                     peer: self.url.clone(),
                     message,
-                })?;
+                }
+            })?;
             let got = svc
                 .take_from_peer(&bytes, &branch)
                 .map_err(|source| PeerError::Refused {

@@ -54,7 +54,7 @@ fn the_chain_vector_verifies_and_every_invalid_one_breaks_its_rule() -> Result<(
         }
         refused += 1;
     }
-    assert_eq!(refused, 13);
+    assert_eq!(refused, 14);
     Ok(())
 }
 
@@ -280,6 +280,24 @@ fn print_chain_vectors() -> Result<()> {
                 &db,
             )),
         )),
+    ));
+    let mut after = logs.clone();
+    {
+        let (l, entries, head) = &mut after[0];
+        let last = entries.last().context("the root log's last entry")?.clone();
+        entries.push(Entry {
+            log: l.clone(),
+            seq: last.seq + 1,
+            prev: last.hash(),
+            statement: tree.revoke(&branch, &m()),
+            appended_at: last.appended_at,
+        });
+        *head = tree.head(l, entries, NOW);
+    }
+    invalid.push((
+        "a root-log entry after the succession",
+        "AfterSuccession",
+        encode(&after),
     ));
     let mut bad_head = logs.clone();
     bad_head[1].2.hash[0] ^= 1;

@@ -165,14 +165,28 @@ pub fn root_rekey(
     pace: Pace,
 ) -> Result<Report> {
     let (store, name, path, old_branch, hsm) = unseal_branch(config)?;
+    let install = unseal_install(&store, &hsm)?;
+    // The new branch, sealed to this keyd's install key by the ceremony.
+    let bytes = std::fs::read(bundle_file)
+        .with_context(|| format!("cannot read {}", bundle_file.display()))?;
+    let bundle = BranchBundle::from_cbor(&bytes)?;
+    let (new_branch, bundle_chain) = bundle.open(&install)?;
     if store.meta(key::RETIRED_BRANCH_SEALED)?.is_some() {
+        // Run again after it finished (its report lost to a crash): nothing to do.
+        if old_branch.public_keys() == new_branch.public_keys() {
+            return Ok(Report {
+                text: format!(
+                    "branch {path} ({name}) already moved under this bundle's root; nothing to do"
+                ),
+                json: json!({"branch": path.to_string(), "already_moved": true}),
+            });
+        }
         return Err(Refusal::with_hint(
             "old_root_kept",
             "this keyd still keeps the tree of the root before its last root rekey",
             "keyd retire-root (once nodes re-wrapped their envelopes), then this again",
         ));
     }
-    let install = unseal_install(&store, &hsm)?;
     let root = KeyPath::root();
 
     // The succession, verified against the root log this keyd holds, and stored.
@@ -203,11 +217,6 @@ pub fn root_rekey(
         store.append_logs(&old.entries(&root)[held..], &[head], &[])?;
     }
 
-    // The new branch, sealed to this keyd's install key by the ceremony.
-    let bytes = std::fs::read(bundle_file)
-        .with_context(|| format!("cannot read {}", bundle_file.display()))?;
-    let bundle = BranchBundle::from_cbor(&bytes)?;
-    let (new_branch, bundle_chain) = bundle.open(&install)?;
     if bundle.path != path {
         return Err(Refusal::error(
             "wrong_branch",

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use super::policy::Named;
 use super::{Pushed, Service, ServiceError};
-use crate::chain::{ChainError, Head, Records, Rule};
+use crate::chain::{Chain, ChainError, Head, Records, Rule};
 use crate::derive::KeyPath;
 use crate::identity::Principal;
 use crate::policy::Op;
@@ -215,10 +215,14 @@ impl Service {
 
     /// The level-1 branch whose identity key is `key` (with id `id`) in the chain held.
     pub fn branch_of_key(&self, id: &crate::derive::KeyId, key: &[u8; 32]) -> Option<KeyPath> {
-        let chain = self.read_chain();
-        let path = chain.state().path_of(id)?;
-        let record = chain.state().key(path)?;
-        (path.depth() == 1 && record.keys.ed25519 == *key).then(|| path.clone())
+        let of = |chain: &Chain| {
+            let path = chain.state().path_of(id)?;
+            let record = chain.state().key(path)?;
+            (path.depth() == 1 && record.keys.ed25519 == *key).then(|| path.clone())
+        };
+        // After a root rekey and until retirement, a peer's TLS identity is still its
+        // branch key of the previous root's tree: the same branch path in this one.
+        of(&self.read_chain()).or_else(|| self.retired.as_ref().and_then(|r| of(&r.chain)))
     }
 
     /// Waits up to `interval`, or less when a pull is asked for ([`Service::pull_peers`]).
