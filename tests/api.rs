@@ -316,6 +316,7 @@ fn openapi_lists_every_route() -> Result<()> {
         "get /v1/keys/{name}",
         "get /v1/chain",
         "post /v1/chain/root",
+        "get /v1/chain/succession",
         "post /v1/chain/pull",
         "post /v1/enroll",
         "post /v1/renew",
@@ -367,9 +368,15 @@ fn openapi_lists_every_route() -> Result<()> {
         let (method, path) = route.split_once(' ').context("route")?;
         let called = path.replace("{name}", "nobody");
         if method == "get" {
-            // The branch itself is a node: dc1.
+            // The branch itself is a node: dc1. A keyd that never replaced its root
+            // keeps no previous chain: 404.
             let (status, _) = admin.get(&path.replace("{name}", "dc1"))?;
-            ensure!(status == 200, "{route}: {status}");
+            let found = if path == "/v1/chain/succession" {
+                404
+            } else {
+                200
+            };
+            ensure!(status == found, "{route}: {status}");
             let public = [
                 "/healthz",
                 "/readyz",
@@ -379,9 +386,10 @@ fn openapi_lists_every_route() -> Result<()> {
                 "/v1/keys/{name}",
                 "/v1/jwks.json",
                 "/v1/chain",
+                "/v1/chain/succession",
             ];
             let (status, _) = anon.get(&path.replace("{name}", "dc1"))?;
-            let want = if public.contains(&path) { 200 } else { 401 };
+            let want = if public.contains(&path) { found } else { 401 };
             ensure!(status == want, "anonymous {route}: {status}");
             continue;
         }
