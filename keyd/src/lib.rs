@@ -35,6 +35,8 @@ pub mod tls;
 #[cfg(feature = "client")]
 pub mod tls_key;
 #[cfg(feature = "client")]
+pub mod trust;
+#[cfg(feature = "client")]
 pub mod wire;
 
 #[doc(hidden)]
