@@ -317,6 +317,15 @@ fn openapi_lists_every_route() -> Result<()> {
         "get /v1/chain",
         "post /v1/chain/root",
         "get /v1/chain/succession",
+        "post /v1/trust/invite",
+        "post /v1/trust/accept",
+        "get /v1/trust/sessions/{id}",
+        "post /v1/trust/sessions/{id}/consent",
+        "post /v1/trust/sessions/{id}/confirm",
+        "post /v1/trust/rendezvous",
+        "get /v1/trust/clusters",
+        "get /v1/trust/clusters/{root}/chain",
+        "post /v1/trust/clusters/{root}/revoke",
         "post /v1/chain/pull",
         "post /v1/enroll",
         "post /v1/renew",
@@ -370,8 +379,16 @@ fn openapi_lists_every_route() -> Result<()> {
         if method == "get" {
             // The branch itself is a node: dc1. A keyd that never replaced its root
             // keeps no previous chain: 404.
-            let (status, _) = admin.get(&path.replace("{name}", "dc1"))?;
-            let found = if path == "/v1/chain/succession" {
+            let called = path
+                .replace("{name}", "dc1")
+                .replace("{id}", "00000000000000000000000000000000")
+                .replace("{root}", &"0".repeat(64));
+            let (status, _) = admin.get(&called)?;
+            // Nothing to show yet: no previous root, no session, no trusted cluster.
+            let found = if path == "/v1/chain/succession"
+                || path.contains("{id}")
+                || path.contains("{root}")
+            {
                 404
             } else {
                 200
@@ -388,14 +405,14 @@ fn openapi_lists_every_route() -> Result<()> {
                 "/v1/chain",
                 "/v1/chain/succession",
             ];
-            let (status, _) = anon.get(&path.replace("{name}", "dc1"))?;
+            let (status, _) = anon.get(&called)?;
             let want = if public.contains(&path) { found } else { 401 };
             ensure!(status == want, "anonymous {route}: {status}");
             continue;
         }
         let (status, ct, body) = anon.exchange(&called, "text/plain", JSON, b"{}".to_vec())?;
         let (status, code) = error_code(status, &ct, &body)?;
-        let want = if path == "/v1/enroll" {
+        let want = if path == "/v1/enroll" || path == "/v1/trust/rendezvous" {
             ensure!(paths[path][method].get("requestBody").is_some());
             (415, "unsupported_media_type")
         } else {

@@ -31,4 +31,5 @@ mod service;
 mod store_integrity;
 mod suites;
 mod tools;
+mod trust;
 mod walkthrough;

@@ -91,6 +91,10 @@ pub enum Command {
     /// offline).
     #[command(subcommand)]
     Policy(crate::policy_cmd::PolicyCmd),
+    /// Trust between clusters: invite, accept, consent, confirm the code, list, revoke
+    /// (admin credential; list also with a node's).
+    #[command(subcommand)]
+    Trust(crate::trust_cmd::TrustCmd),
     /// Administer nodes on a running keyd (admin credential).
     #[command(subcommand)]
     Node(NodeCmd),

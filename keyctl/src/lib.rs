@@ -13,6 +13,7 @@ pub mod progress;
 pub mod public;
 pub mod remote;
 pub mod succession;
+pub mod trust_cmd;
 
 /// Fuzzing entry points: parse untrusted bytes the way keyctl does, never panicking.
 pub mod fuzzing {

@@ -277,6 +277,17 @@ fn run(cli: Cli) -> Result<(), CtlError> {
             Some(v) => emit(output, &v),
             None => Ok(()),
         },
+        Command::Trust(cmd) => {
+            let (v, refused) = keyctl::trust_cmd::run(cmd)?;
+            emit(output, &v)?;
+            if refused {
+                return Err(CtlError::NotValid(format!(
+                    "the trust session closed: {}",
+                    v["closed"].as_str().unwrap_or("refused")
+                )));
+            }
+            Ok(())
+        }
         Command::Policy(cmd) => {
             let (v, denied) = keyctl::policy_cmd::run(cmd)?;
             emit(output, &v)?;

@@ -86,6 +86,9 @@ pub struct RawConfig {
     /// Seconds between pulls from each peer (default 30).
     #[serde(default = "default_peer_pull_seconds")]
     pub peer_pull_seconds: u64,
+    /// Seconds between pulls of each trusted cluster's chain (default 60).
+    #[serde(default = "default_trust_sync_seconds")]
+    pub trust_sync_seconds: u64,
     /// Seconds a client has to send a request body once its head arrived (default 10).
     #[serde(default = "default_body_timeout_seconds")]
     pub body_timeout_seconds: u64,
@@ -151,6 +154,10 @@ fn default_peer_pull_seconds() -> u64 {
     30
 }
 
+fn default_trust_sync_seconds() -> u64 {
+    60
+}
+
 fn default_server_names() -> Vec<String> {
     ["localhost", "127.0.0.1", "::1"].map(String::from).to_vec()
 }
@@ -209,6 +216,8 @@ pub struct Config {
     pub peers: Vec<String>,
     /// Pull interval per peer.
     pub peer_pull_interval: std::time::Duration,
+    /// Pull interval of the trusted clusters' chains.
+    pub trust_sync_interval: std::time::Duration,
     /// Oldest head a peer may serve for its own branch log.
     pub peer_max_age: std::time::Duration,
     /// Grace for superseded senders.
@@ -319,6 +328,9 @@ impl Config {
         if raw.peer_pull_seconds == 0 || raw.peer_pull_seconds > 86_400 {
             return Err(value("peer_pull_seconds", "must be 1 to 86400".into()));
         }
+        if raw.trust_sync_seconds == 0 || raw.trust_sync_seconds > 86_400 {
+            return Err(value("trust_sync_seconds", "must be 1 to 86400".into()));
+        }
         let credential_max = match (raw.credential_max_days, raw.credential_max_seconds) {
             (Some(_), Some(_)) => {
                 return Err(value(
@@ -389,6 +401,7 @@ impl Config {
             rotation_check: std::time::Duration::from_secs(raw.rotation_check_seconds),
             peers,
             peer_pull_interval: std::time::Duration::from_secs(raw.peer_pull_seconds),
+            trust_sync_interval: std::time::Duration::from_secs(raw.trust_sync_seconds),
             peer_max_age: std::time::Duration::from_secs(raw.peer_max_age_seconds),
             sender_grace: std::time::Duration::from_secs(raw.sender_grace_seconds),
             credential_max: std::time::Duration::from_secs(credential_max),

@@ -176,7 +176,9 @@ impl Peer {
     }
 }
 
-fn agent(tls: TlsConfig) -> ureq::Agent {
+/// An agent with `tls`, keyd's timeout for calls to another keyd, and statuses as
+/// answers (not errors).
+pub(crate) fn agent(tls: TlsConfig) -> ureq::Agent {
     ureq::Agent::config_builder()
         .tls_config(tls)
         .timeout_global(Some(TIMEOUT))

@@ -33,6 +33,7 @@ const PUBLIC: &[&str] = &[
     "/v1/chain",
     "/v1/chain/succession",
     "/v1/enroll",
+    "/v1/trust/rendezvous",
 ];
 
 /// The response header carrying the request id.

@@ -101,6 +101,7 @@ impl From<ServiceError> for ApiError {
                 (StatusCode::SERVICE_UNAVAILABLE, "branch_revoked")
             }
             ServiceError::BadToken => (StatusCode::UNAUTHORIZED, "bad_token"),
+            ServiceError::TrustRefused(_) => (StatusCode::CONFLICT, "trust_refused"),
             ServiceError::WrongMode(_) => (StatusCode::BAD_REQUEST, "wrong_mode"),
             ServiceError::Envelope(EnvelopeError::TooLarge(_)) => {
                 (StatusCode::PAYLOAD_TOO_LARGE, "too_large")

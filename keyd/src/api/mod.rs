@@ -12,6 +12,7 @@ mod limits;
 mod metrics;
 mod ops;
 mod policy;
+mod trust;
 
 use actix_web::dev::Extensions;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -119,6 +120,15 @@ fn principal_and_generation(
         admin::chain,
         admin::push_root,
         admin::succession,
+        trust::invite,
+        trust::accept,
+        trust::session,
+        trust::consent,
+        trust::confirm,
+        trust::rendezvous,
+        trust::clusters,
+        trust::cluster_chain,
+        trust::revoke,
         admin::pull_peers,
         admin::enroll,
         admin::renew,
@@ -276,7 +286,28 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/policy", web::post().to(policy::apply))
             .route("/policy/check", web::post().to(policy::check))
             .route("/audit", web::get().to(audit::page))
-            .route("/admin/recover", web::post().to(audit::recover)),
+            .route("/admin/recover", web::post().to(audit::recover))
+            .route("/trust/invite", web::post().to(trust::invite))
+            .route("/trust/accept", web::post().to(trust::accept))
+            .route("/trust/sessions/{id}", web::get().to(trust::session))
+            .route(
+                "/trust/sessions/{id}/consent",
+                web::post().to(trust::consent),
+            )
+            .route(
+                "/trust/sessions/{id}/confirm",
+                web::post().to(trust::confirm),
+            )
+            .route("/trust/rendezvous", web::post().to(trust::rendezvous))
+            .route("/trust/clusters", web::get().to(trust::clusters))
+            .route(
+                "/trust/clusters/{root}/chain",
+                web::get().to(trust::cluster_chain),
+            )
+            .route(
+                "/trust/clusters/{root}/revoke",
+                web::post().to(trust::revoke),
+            ),
     )
     .default_service(web::to(unrouted));
 }

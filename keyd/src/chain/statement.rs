@@ -77,6 +77,7 @@ impl From<&PublicKeys> for KeySet {
 /// The trust a cluster gives another cluster's root.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub enum TrustLevel {
     /// Full trust.
     Full,

@@ -221,6 +221,15 @@ fn background(svc: &actix_web::web::Data<Service>, hsm: Hsm) {
     });
     let s = svc.clone();
     std::thread::spawn(move || {
+        // Trusted clusters' chains, kept in sync (a revocation there is in force here
+        // within one interval).
+        loop {
+            std::thread::sleep(s.config().trust_sync_interval);
+            s.sync_trusted();
+        }
+    });
+    let s = svc.clone();
+    std::thread::spawn(move || {
         loop {
             std::thread::sleep(AUDIT_FLUSH);
             if let Err(e) = s.flush_audit(false) {

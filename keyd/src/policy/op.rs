@@ -63,6 +63,10 @@ ops! {
     PolicyApply = "policy.apply": "replace the policy",
     PolicyCheck = "policy.check": "ask keyd how it would decide a request",
     AuditRead = "audit.read": "read the audit log",
+    TrustInvite = "trust.invite": "invite another cluster to a trust exchange, and confirm it",
+    TrustAccept = "trust.accept": "answer another cluster's invitation, and confirm it",
+    TrustList = "trust.list": "list the trusted clusters and read their chains",
+    TrustRevoke = "trust.revoke": "end the trust in another cluster (and blocklist it)",
 }
 
 impl Op {
@@ -108,7 +112,12 @@ impl Op {
     pub fn is_read(self) -> bool {
         matches!(
             self,
-            Op::Verify | Op::NodeList | Op::PolicyShow | Op::PolicyCheck | Op::AuditRead
+            Op::Verify
+                | Op::NodeList
+                | Op::PolicyShow
+                | Op::PolicyCheck
+                | Op::AuditRead
+                | Op::TrustList
         )
     }
 }

@@ -28,6 +28,7 @@ pub mod policy;
 mod recover;
 mod retired;
 pub mod suites;
+pub mod trust;
 
 pub use crate::wire::{
     AdminRevocation, CredentialRevocation, EnrollMode, EpochInfo, Generation, NodeDetail, Pushed,
@@ -105,6 +106,9 @@ pub enum ServiceError {
     /// node, or none for an exported one).
     #[error("{0}")]
     WrongMode(String),
+    /// A trust exchange step refused (the session is closed, nothing recorded).
+    #[error("trust exchange refused: {0}")]
+    TrustRefused(String),
     /// Storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -200,6 +204,8 @@ pub struct Service {
     behind: RwLock<Option<String>>,
     /// The previous root's tree, after a root rekey until it is retired.
     retired: Option<Retired>,
+    /// Other clusters: exchange sessions and the clusters trusted.
+    trust: trust::TrustState,
 }
 
 impl std::fmt::Debug for Service {
@@ -231,6 +237,7 @@ impl Service {
         let policy = RwLock::new(Arc::new(policy::load(&store)?));
         let audit = audit::Auditor::load(&store)?;
         let min_epochs = RwLock::new(lifecycle::load(&store)?);
+        let trust = trust::TrustState::load(&store)?;
         if chain.head(&branch_path).is_none() {
             return Err(ServiceError::NotFound(format!(
                 "the store holds no log of this keyd's branch {branch_path}"
@@ -256,6 +263,7 @@ impl Service {
             min_epochs,
             behind: RwLock::new(None),
             retired: None,
+            trust,
         })
     }
 
@@ -468,18 +476,37 @@ impl Service {
                 Some(KeyKind::Epoch { epoch }) => Some(*epoch),
                 _ => None,
             });
-        let name = status.name();
-        let reason = (!status.is_valid()).then(|| status.to_string());
         drop(chain);
-        self.audit_use(principal, Op::Verify, key_path.as_ref());
+        // Not a key of this cluster: perhaps of a cluster it trusts, as far as that
+        // trust allows verifying.
+        let foreign = matches!(status, KeyStatus::Unknown)
+            .then(|| self.trusted_key(public, "verify"))
+            .flatten();
+        let (status, path, cluster, allowed) = match foreign {
+            Some(f) => (f.status, Some(f.path), Some(f.cluster), f.allowed),
+            None => (status, key_path, None, true),
+        };
+        let name = status.name();
+        let reason = if !status.is_valid() {
+            Some(status.to_string())
+        } else if !allowed {
+            Some(format!(
+                "the trust this cluster gives cluster {} does not allow verify (or has ended)",
+                cluster.as_deref().unwrap_or("?")
+            ))
+        } else {
+            None
+        };
+        self.audit_use(principal, Op::Verify, path.as_ref());
         Ok(Verification {
-            valid: signature_ok && status.is_valid(),
+            valid: signature_ok && status.is_valid() && allowed,
             signature_ok,
             key_id: key_id.to_string(),
-            path: key_path.as_ref().map(KeyPath::to_string),
+            path: path.as_ref().map(KeyPath::to_string),
             epoch,
             status: name.to_owned(),
             reason,
+            cluster,
         })
     }
 

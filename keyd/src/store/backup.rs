@@ -14,6 +14,7 @@ use super::audit::{AUDIT, AUDIT_HEADS};
 use super::lifecycle::MIN_EPOCHS;
 use super::policies::POLICIES;
 use super::succession::{RETIRED, STAGED, TABLE_NAMES};
+use super::trust::TRUSTED;
 use super::{
     CREDENTIALS, GENERATIONS, HEADS, LOGS, META, REVOKED_ADMINS, SUITES, Store, StoreError, TOKENS,
 };
@@ -68,6 +69,7 @@ impl Store {
                 MIN_EPOCHS.name(),
                 AUDIT.name(),
                 AUDIT_HEADS.name(),
+                TRUSTED.name(),
             ];
             if let Some(t) = from
                 .list_tables()?
@@ -91,6 +93,7 @@ impl Store {
                 + copy(&from, &tx, MIN_EPOCHS)?
                 + copy(&from, &tx, AUDIT)?
                 + copy(&from, &tx, AUDIT_HEADS)?
+                + copy(&from, &tx, TRUSTED)?
                 + copy(&from, &tx, STAGED.logs)?
                 + copy(&from, &tx, STAGED.heads)?
                 + copy(&from, &tx, RETIRED.logs)?

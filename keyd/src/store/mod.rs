@@ -15,6 +15,7 @@ mod lifecycle;
 mod policies;
 mod rows;
 mod succession;
+mod trust;
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;

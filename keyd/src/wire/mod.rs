@@ -9,6 +9,7 @@
 mod admin;
 mod ops;
 mod policy;
+mod trust;
 
 use std::borrow::Cow;
 use std::fmt;
@@ -22,6 +23,7 @@ use zeroize::Zeroizing;
 pub use admin::*;
 pub use ops::*;
 pub use policy::*;
+pub use trust::*;
 
 /// The body of every error: `{"error": {"code", "message"}}`.
 #[derive(Debug, Serialize, Deserialize)]

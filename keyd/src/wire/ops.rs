@@ -89,6 +89,9 @@ pub struct Verification {
     pub status: String,
     /// Why a key is not valid.
     pub reason: Option<String>,
+    /// The trusted cluster the key is of, when it is not of this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
 }
 
 impl Verification {

@@ -1,0 +1,235 @@
+//! Trust between two clusters with separate roots, each a keyd on loopback: the whole
+//! exchange through keyctl (invite, accept, consent, the code compared, confirmed),
+//! then nodes of one verifying nodes of the other as far as the trust allows; a
+//! revocation in one cluster is refused by the other within one sync interval; a
+//! replayed invitation, a wrong digit and a "no" record nothing; revoking the trust
+//! blocklists the other root.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use serde_json::{Value, json};
+
+use crate::cluster::{Client, Cluster, keyctl, keyctl_fails};
+
+const FAST: &str = "head_seconds = 1\ntrust_sync_seconds = 1\n";
+
+/// keyctl trust … with this cluster's admin config.
+fn trust(c: &Cluster, args: &[&str]) -> Result<Value> {
+    let config = c.admin_config()?;
+    let mut all = vec!["trust", args[0], "--config", config.as_str()];
+    all.extend(&args[1..]);
+    keyctl(&all, &[])
+}
+
+fn trust_fails(c: &Cluster, args: &[&str]) -> Result<String> {
+    let config = c.admin_config()?;
+    let mut all = vec!["trust", args[0], "--config", config.as_str()];
+    all.extend(&args[1..]);
+    keyctl_fails(&all, &[])
+}
+
+fn text(v: &Value, key: &str) -> Result<String> {
+    Ok(v[key]
+        .as_str()
+        .with_context(|| format!("{key} in {v}"))?
+        .to_owned())
+}
+
+/// A signature by `node` over `data`, as a verify request.
+fn signed(node: &Client, data: &str) -> Result<Value> {
+    let (status, v) = node.post("/v1/sign", &json!({"data": B64.encode(data)}))?;
+    ensure!(status == 200, "{v}");
+    Ok(
+        json!({"data": B64.encode(data), "signature": v["signature"], "public_key": v["public_key"]}),
+    )
+}
+
+/// Runs the exchange: A invites granting `a_grants`, B accepts granting `b_grants`;
+/// both see the same code; A types its last digit, B confirms. The session id.
+fn exchange(a: &Cluster, b: &Cluster, a_grants: &[&str], b_grants: &[&str]) -> Result<String> {
+    let invited = trust(a, &[&["invite"], a_grants].concat())?;
+    let (session, link) = (text(&invited, "session")?, text(&invited, "link")?);
+    ensure!(link.starts_with("keyd-trust:"), "{link}");
+    let accepted = trust(b, &[&["accept", link.as_str(), "--yes"], b_grants].concat())?;
+    let b_code = text(&accepted, "code")?;
+    ensure!(accepted["peer"]["cluster"] == "keyd", "{accepted}");
+    let seen = trust(a, &["status", &session])?;
+    ensure!(seen["state"] == "identified", "{seen}");
+    let a_code = text(&seen, "code")?;
+    ensure!(a_code == b_code, "codes {a_code} and {b_code}");
+    let digit = a_code.chars().last().context("digit")?.to_string();
+    trust(a, &["confirm", &session, "--digit", &digit])?;
+    let done = trust(b, &["confirm", &session, "--matches", "yes"])?;
+    ensure!(done["state"] == "trusted", "{done}");
+    let done = trust(a, &["status", &session])?;
+    ensure!(done["state"] == "trusted", "{done}");
+    Ok(session)
+}
+
+fn wait_until(limit: Duration, mut check: impl FnMut() -> Result<bool>) -> Result<()> {
+    let start = std::time::Instant::now();
+    while !check()? {
+        ensure!(start.elapsed() < limit, "not reached within {limit:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Ok(())
+}
+
+#[test]
+fn two_clusters_exchange_trust_and_verify_each_other_as_granted() -> Result<()> {
+    let a = Cluster::start_with(FAST)?;
+    let b = Cluster::start_with(FAST)?;
+    ensure!(a.fingerprint()? != b.fingerprint()?);
+    let (a_node, _) = a.enrolled_node("web")?;
+    let (b_node, _) = b.enrolled_node("api")?;
+    let (b_gone, _) = b.enrolled_node("gone")?;
+
+    // Before any trust, A does not vouch for B's keys.
+    let ask = signed(&b_node, "from b")?;
+    let (_, v) = a_node.post("/v1/verify", &ask)?;
+    ensure!(v["valid"] == false && v["status"] == "unknown", "{v}");
+
+    // A grants B verify; B grants A encrypt only (no verify).
+    exchange(
+        &a,
+        &b,
+        &[
+            "--level",
+            "limited",
+            "--permissions",
+            "verify",
+            "--expires",
+            "1d",
+        ],
+        &[
+            "--level",
+            "limited",
+            "--permissions",
+            "encrypt",
+            "--expires",
+            "1d",
+        ],
+    )?;
+    let listed = trust(&a, &["list"])?;
+    let clusters = listed["clusters"].as_array().context("clusters")?;
+    ensure!(
+        clusters.len() == 1 && clusters[0]["root"] == b.fingerprint()?,
+        "{listed}"
+    );
+    ensure!(clusters[0]["permissions"] == json!(["verify"]), "{listed}");
+    // Nodes read the list too.
+    let (status, v) = a_node
+        .get_reply("/v1/trust/clusters")
+        .map(|r| (r.status, r.body))?;
+    ensure!(status == 200, "{status}");
+    ensure!(String::from_utf8_lossy(&v).contains(&b.fingerprint()?));
+
+    // A's node verifies B's node through A: the trust allows it.
+    let (_, v) = a_node.post("/v1/verify", &ask)?;
+    ensure!(
+        v["valid"] == true && v["cluster"] == "keyd" && v["path"] == "m/1'/1'/0'/0'/0'",
+        "{v}"
+    );
+    // B's node verifying A's node: B granted A encrypt, not verify.
+    let (_, v) = b_node.post("/v1/verify", &signed(&a_node, "from a")?)?;
+    ensure!(
+        v["valid"] == false
+            && v["signature_ok"] == true
+            && v["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("does not allow verify")),
+        "{v}"
+    );
+
+    // A revocation in B is refused by A within one sync interval.
+    let gone_ask = signed(&b_gone, "gone's")?;
+    let (_, v) = a_node.post("/v1/verify", &gone_ask)?;
+    ensure!(v["valid"] == true, "{v}");
+    let (status, _) = b
+        .admin()?
+        .post("/v1/nodes/gone/revoke", &json!({"reason": "lost"}))?;
+    ensure!(status == 200);
+    wait_until(Duration::from_secs(15), || {
+        let (_, v) = a_node.post("/v1/verify", &gone_ask)?;
+        Ok(v["valid"] == false && v["status"] == "revoked")
+    })?;
+
+    // Revoking the trust: B's keys are unknown to A again, and B is blocklisted.
+    let root_b = b.fingerprint()?;
+    let revoked = trust(&a, &["revoke", &root_b, "--reason", "contract ended"])?;
+    ensure!(revoked["clusters"] == json!([]), "{revoked}");
+    let (_, v) = a_node.post("/v1/verify", &ask)?;
+    ensure!(v["valid"] == false, "{v}");
+    let invited = trust(&a, &["invite", "--level", "full", "--expires", "1d"])?;
+    let link = text(&invited, "link")?;
+    let err = trust_fails(&b, &["accept", &link, "--yes", "--expires", "1d"])?;
+    ensure!(
+        err.contains("blocklisted") || err.contains("revoked"),
+        "{err}"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_replayed_invitation_a_wrong_digit_and_a_no_record_nothing() -> Result<()> {
+    let a = Cluster::start_with(FAST)?;
+    let b = Cluster::start_with(FAST)?;
+    let c = Cluster::start_with(FAST)?;
+    let grant = ["--level", "full", "--expires", "1d"];
+
+    // The responder says the codes differ: both sessions close, nothing recorded.
+    let invited = trust(&a, &[&["invite"], &grant[..]].concat())?;
+    let (session, link) = (text(&invited, "session")?, text(&invited, "link")?);
+    trust(
+        &b,
+        &[&["accept", link.as_str(), "--yes"], &grant[..]].concat(),
+    )?;
+    let err = trust_fails(&b, &["confirm", &session, "--matches", "no"])?;
+    ensure!(err.contains("do not match"), "{err}");
+    let seen = trust(&a, &["status", &session]);
+    ensure!(
+        seen.as_ref()
+            .is_err_and(|e| e.to_string().contains("codes do not match")),
+        "{seen:?}"
+    );
+    // The same invitation, replayed by a third cluster: refused.
+    let err = trust_fails(&c, &["accept", &link, "--yes", "--expires", "1d"])?;
+    ensure!(
+        err.contains("used") || err.contains("no such trust session"),
+        "{err}"
+    );
+
+    // The inviter types another digit than the code's: closed, nothing recorded.
+    let invited = trust(&a, &[&["invite"], &grant[..]].concat())?;
+    let (session, link) = (text(&invited, "session")?, text(&invited, "link")?);
+    let accepted = trust(
+        &b,
+        &[&["accept", link.as_str(), "--yes"], &grant[..]].concat(),
+    )?;
+    let code = text(&accepted, "code")?;
+    let last: u32 = code
+        .chars()
+        .last()
+        .and_then(|d| d.to_digit(10))
+        .context("digit")?;
+    let wrong = ((last + 1) % 10).to_string();
+    let err = trust_fails(&a, &["confirm", &session, "--digit", &wrong])?;
+    ensure!(err.contains("last digit"), "{err}");
+    let err = trust_fails(&b, &["confirm", &session, "--matches", "yes"])?;
+    ensure!(err.contains("refused"), "{err}");
+
+    for cl in [&a, &b, &c] {
+        let listed = trust(cl, &["list"])?;
+        ensure!(listed["clusters"] == json!([]), "{listed}");
+    }
+    // A link that is not one: a clear error naming what is wrong.
+    let err = trust_fails(
+        &b,
+        &["accept", "keyd-trust:@@@", "--yes", "--expires", "1d"],
+    )?;
+    ensure!(err.contains("not a keyd trust invitation"), "{err}");
+    Ok(())
+}
