@@ -2,8 +2,10 @@
 //! exchange through keyctl (invite, accept, consent, the code compared, confirmed),
 //! then nodes of one verifying nodes of the other as far as the trust allows; a
 //! revocation in one cluster is refused by the other within one sync interval; a
-//! replayed invitation, a wrong digit and a "no" record nothing; revoking the trust
-//! blocklists the other root.
+//! replayed invitation, a wrong digit and a "no" record nothing; temporary trust ends
+//! by itself; revoking the trust blocklists the other root; and a man in the middle
+//! running his own keyd between two clusters gets two different codes and no trust,
+//! in each of 100 runs.
 
 use std::time::Duration;
 
@@ -15,6 +17,15 @@ use serde_json::{Value, json};
 use crate::cluster::{Client, Cluster, keyctl, keyctl_fails};
 
 const FAST: &str = "head_seconds = 1\ntrust_sync_seconds = 1\n";
+/// A limited trust that allows verifying, for a day.
+const VERIFY_A_DAY: [&str; 6] = [
+    "--level",
+    "limited",
+    "--permissions",
+    "verify",
+    "--expires",
+    "1d",
+];
 
 /// keyctl trust … with this cluster's admin config.
 fn trust(c: &Cluster, args: &[&str]) -> Result<Value> {
@@ -96,14 +107,7 @@ fn two_clusters_exchange_trust_and_verify_each_other_as_granted() -> Result<()> 
     exchange(
         &a,
         &b,
-        &[
-            "--level",
-            "limited",
-            "--permissions",
-            "verify",
-            "--expires",
-            "1d",
-        ],
+        &VERIFY_A_DAY,
         &[
             "--level",
             "limited",
@@ -174,7 +178,8 @@ fn two_clusters_exchange_trust_and_verify_each_other_as_granted() -> Result<()> 
 }
 
 #[test]
-fn a_replayed_invitation_a_wrong_digit_and_a_no_record_nothing() -> Result<()> {
+fn a_replayed_invitation_a_wrong_digit_and_a_no_record_nothing_and_temporary_trust_ends()
+-> Result<()> {
     let a = Cluster::start_with(FAST)?;
     let b = Cluster::start_with(FAST)?;
     let c = Cluster::start_with(FAST)?;
@@ -225,11 +230,87 @@ fn a_replayed_invitation_a_wrong_digit_and_a_no_record_nothing() -> Result<()> {
         let listed = trust(cl, &["list"])?;
         ensure!(listed["clusters"] == json!([]), "{listed}");
     }
+
+    // Temporary trust ends by itself.
+    let (a_node, _) = a.enrolled_node("web")?;
+    let (b_node, _) = b.enrolled_node("api")?;
+    exchange(
+        &a,
+        &b,
+        &[
+            "--level",
+            "temporary",
+            "--permissions",
+            "verify",
+            "--expires",
+            "4s",
+        ],
+        &VERIFY_A_DAY,
+    )?;
+    let ask = signed(&b_node, "while it lasts")?;
+    let (_, v) = a_node.post("/v1/verify", &ask)?;
+    ensure!(v["valid"] == true, "{v}");
+    wait_until(Duration::from_secs(15), || {
+        let (_, v) = a_node.post("/v1/verify", &ask)?;
+        Ok(v["valid"] == false)
+    })?;
+    ensure!(trust(&a, &["list"])?["clusters"] == json!([]));
+    ensure!(trust(&b, &["list"])?["clusters"].as_array().map(Vec::len) == Some(1));
+
     // A link that is not one: a clear error naming what is wrong.
     let err = trust_fails(
         &b,
         &["accept", "keyd-trust:@@@", "--yes", "--expires", "1d"],
     )?;
     ensure!(err.contains("not a keyd trust invitation"), "{err}");
+    Ok(())
+}
+
+/// The admin API of a cluster, in process (fast enough for a hundred runs).
+fn post(c: &Client, path: &str, body: &Value) -> Result<Value> {
+    let (status, v) = c.post(path, body)?;
+    ensure!((200..300).contains(&status), "{path}: {status} {v}");
+    Ok(v)
+}
+
+#[test]
+fn a_man_in_the_middle_with_his_own_keyd_never_gets_matching_codes_nor_any_trust() -> Result<()> {
+    let a = Cluster::start_with(FAST)?;
+    let b = Cluster::start_with(FAST)?;
+    let m = Cluster::start_with(FAST)?;
+    let (aa, ba, ma) = (a.admin()?, b.admin()?, m.admin()?);
+    let grant = json!({"level": "full", "expires_at": keyd::unix_now() + 86_400});
+    for run in 0..100 {
+        // A invites B, but the link reaches Mallory's keyd, which answers A as the
+        // responder and invites B itself, relaying: its own keys on both sides.
+        let link_a = post(&aa, "/v1/trust/invite", &grant)?["link"].clone();
+        let sa = post(&ma, "/v1/trust/accept", &json!({"token": link_a}))?;
+        let sa = text(&sa, "session")?;
+        post(&ma, &format!("/v1/trust/sessions/{sa}/consent"), &grant)?;
+        let code_a = text(&aa.get_json(&format!("/v1/trust/sessions/{sa}"))?, "code")?;
+        let link_m = post(&ma, "/v1/trust/invite", &grant)?["link"].clone();
+        let sb = post(&ba, "/v1/trust/accept", &json!({"token": link_m}))?;
+        let sb = text(&sb, "session")?;
+        let code_b = text(
+            &post(&ba, &format!("/v1/trust/sessions/{sb}/consent"), &grant)?,
+            "code",
+        )?;
+        ensure!(code_a != code_b, "run {run}: the codes matched ({code_a})");
+        // The admins of A and B compare and see two codes: both say no.
+        let (status, _) = aa.post(
+            &format!("/v1/trust/sessions/{sa}/confirm"),
+            &json!({"matches": false}),
+        )?;
+        ensure!(status == 409, "run {run}: {status}");
+        let (status, _) = ba.post(
+            &format!("/v1/trust/sessions/{sb}/confirm"),
+            &json!({"matches": false}),
+        )?;
+        ensure!(status == 409, "run {run}: {status}");
+    }
+    for (name, admin) in [("A", &aa), ("B", &ba), ("M", &ma)] {
+        let listed = admin.get_json("/v1/trust/clusters")?;
+        ensure!(listed["clusters"] == json!([]), "{name}: {listed}");
+    }
     Ok(())
 }

@@ -131,7 +131,8 @@ pub enum TrustCmd {
         /// The inviter: the last digit of the code.
         #[arg(long, conflicts_with = "matches")]
         digit: Option<u32>,
-        /// The responder: yes when both admins see the same code, else no.
+        /// The responder: yes when both admins see the same code, else no (the inviter
+        /// may say no too).
         #[arg(long, value_parser = clap::builder::BoolishValueParser::new())]
         matches: Option<bool>,
     },

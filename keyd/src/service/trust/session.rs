@@ -24,7 +24,7 @@ use crate::wire::{
 /// How long a session lives.
 pub(super) const SESSION_SECONDS: u64 = 600;
 /// Open sessions at most (each holds an X-Wing key pair and a little state).
-const MAX_SESSIONS: usize = 64;
+const MAX_SESSIONS: usize = 1024;
 
 pub(super) struct InviterSide {
     inviter: Inviter,
@@ -233,7 +233,7 @@ impl Service {
         let expires_at = now + SESSION_SECONDS;
         let mut sessions = self.sessions();
         sessions.0.retain(|_, s| s.expires_at > now);
-        if sessions.0.len() >= MAX_SESSIONS {
+        if sessions.0.values().filter(|s| s.closed.is_none()).count() >= MAX_SESSIONS {
             return Err(ServiceError::BadRequest(format!(
                 "{MAX_SESSIONS} trust sessions are open already; let some end"
             )));
@@ -466,9 +466,18 @@ impl Service {
         };
         if role_inviter {
             self.trust_admin(principal, Op::TrustInvite)?;
+            if ask.matches == Some(false) {
+                // The inviter's admin saw another code: the session ends.
+                let why = "the inviter's admin said the codes do not match".to_owned();
+                if let Some(s) = self.sessions().0.get_mut(&raw) {
+                    s.closed = Some(why.clone());
+                }
+                return Err(ServiceError::TrustRefused(why));
+            }
             let digit = ask.digit.filter(|d| *d < 10).ok_or_else(|| {
                 ServiceError::BadRequest(
-                    "digit: the last digit of the code (0-9) is required".into(),
+                    "digit: the last digit of the code (0-9) is required (or matches: false)"
+                        .into(),
                 )
             })?;
             let ready = {
