@@ -103,11 +103,18 @@ fn two_clusters_exchange_trust_and_verify_each_other_as_granted() -> Result<()> 
     let (_, v) = a_node.post("/v1/verify", &ask)?;
     ensure!(v["valid"] == false && v["status"] == "unknown", "{v}");
 
-    // A grants B verify; B grants A encrypt only (no verify).
+    // A grants B verify and decrypt; B grants A encrypt only (no verify).
     exchange(
         &a,
         &b,
-        &VERIFY_A_DAY,
+        &[
+            "--level",
+            "limited",
+            "--permissions",
+            "verify,decrypt",
+            "--expires",
+            "1d",
+        ],
         &[
             "--level",
             "limited",
@@ -123,7 +130,10 @@ fn two_clusters_exchange_trust_and_verify_each_other_as_granted() -> Result<()> 
         clusters.len() == 1 && clusters[0]["root"] == b.fingerprint()?,
         "{listed}"
     );
-    ensure!(clusters[0]["permissions"] == json!(["verify"]), "{listed}");
+    ensure!(
+        clusters[0]["permissions"] == json!(["verify", "decrypt"]),
+        "{listed}"
+    );
     // Nodes read the list too.
     let (status, v) = a_node
         .get_reply("/v1/trust/clusters")
@@ -146,6 +156,37 @@ fn two_clusters_exchange_trust_and_verify_each_other_as_granted() -> Result<()> 
                 .as_str()
                 .is_some_and(|r| r.contains("does not allow verify")),
         "{v}"
+    );
+
+    // B's node encrypts to A's node (B allows encrypt; X25519, the chain has no X-Wing
+    // key), and A's node opens it (A allows decrypt from B's nodes).
+    let to_web = format!("{}:web", a.fingerprint()?);
+    let (status, v) = b_node.post(
+        "/v1/encrypt",
+        &json!({"to": to_web, "plaintext": B64.encode("b to a")}),
+    )?;
+    ensure!(
+        status == 400 && v.to_string().contains("x25519"),
+        "{status} {v}"
+    );
+    let (status, sealed) = b_node.post(
+        "/v1/encrypt",
+        &json!({"to": to_web, "suite": "x25519", "plaintext": B64.encode("b to a")}),
+    )?;
+    ensure!(status == 200, "{status} {sealed}");
+    let (status, v) = a_node.post("/v1/decrypt", &json!({"envelope": sealed["envelope"]}))?;
+    ensure!(
+        status == 200 && v["plaintext"] == B64.encode("b to a"),
+        "{status} {v}"
+    );
+    // A does not allow its nodes to encrypt to B's.
+    let (status, v) = a_node.post(
+        "/v1/encrypt",
+        &json!({"to": format!("{}:api", b.fingerprint()?), "suite": "x25519", "plaintext": B64.encode("no")}),
+    )?;
+    ensure!(
+        status == 403 && v.to_string().contains("does not allow encrypt"),
+        "{status} {v}"
     );
 
     // A revocation in B is refused by A within one sync interval.

@@ -546,6 +546,38 @@ impl Encrypted {
         Ok(e)
     }
 
+    /// An envelope to a key known only by its public keys — a node of a trusted
+    /// cluster, from that cluster's chain — with suite X25519 (a chain publishes the
+    /// Ed25519 and X25519 keys, not an X-Wing key). The recipient: its epoch key path,
+    /// Ed25519 key (for the key id) and X25519 key.
+    pub fn encrypt_to_public(
+        (recipient, recipient_ed25519, recipient_x25519): (&KeyPath, &[u8; 32], &[u8; 32]),
+        (sender, sender_key): (&KeyPath, &SigningKey),
+        plaintext: &[u8],
+        context: &[u8],
+        rng: &mut impl CryptoRng,
+    ) -> Result<Encrypted, EnvelopeError> {
+        check_size(plaintext)?;
+        let mut e = Encrypted {
+            v: ENVELOPE_VERSION,
+            suite: Suite::X25519.name().to_owned(),
+            recipient: recipient.clone(),
+            recipient_kid: Some(KeyId::of_bytes(recipient_ed25519).0),
+            sender: sender.clone(),
+            sender_kid: Some(KeyId::of(&sender_key.verifying_key()).0),
+            ctx: !context.is_empty(),
+            enc: Vec::new(),
+            ct: Vec::new(),
+            signature: [0; 64],
+        };
+        let aad = e.aad(context);
+        let pk = <X25519HkdfSha256 as Kem>::PublicKey::from_bytes(recipient_x25519)
+            .map_err(|_| EnvelopeError::Open)?;
+        (e.enc, e.ct) = hpke_seal::<X25519HkdfSha256>(&pk, plaintext, &aad, rng)?;
+        e.signature = sender_key.sign(&e.signed_bytes()).to_bytes();
+        Ok(e)
+    }
+
     /// The envelope's suite.
     pub fn suite(&self) -> Result<Suite, EnvelopeError> {
         Suite::parse(&self.suite)

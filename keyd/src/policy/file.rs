@@ -196,9 +196,14 @@ fn target(at: &str, text: &str) -> Result<TargetPat, PolicyError> {
             Some(("node", p)) => TargetPat::Path(PathPattern::parse(p).map_err(bad)?),
             Some(("name", n)) => TargetPat::Name(NamePattern::parse(n).map_err(bad)?),
             Some(("admin", n)) => TargetPat::Admin(NamePattern::parse(n).map_err(bad)?),
+            Some(("trusted", "full")) => TargetPat::Trusted(crate::chain::TrustLevel::Full),
+            Some(("trusted", "limited")) => TargetPat::Trusted(crate::chain::TrustLevel::Limited),
+            Some(("trusted", "temporary")) => {
+                TargetPat::Trusted(crate::chain::TrustLevel::Temporary)
+            }
             _ => {
                 return Err(bad(format!(
-                    "{text:?}: a target is any, self, children, same-branch, same-cluster, node:PATH_PATTERN, name:NODE_NAME or admin:ADMIN_NAME"
+                    "{text:?}: a target is any, self, children, same-branch, same-cluster, node:PATH_PATTERN, name:NODE_NAME, admin:ADMIN_NAME or trusted:full|limited|temporary"
                 )));
             }
         },

@@ -104,6 +104,8 @@ enum TargetPat {
     Path(PathPattern),
     Name(NamePattern),
     Admin(NamePattern),
+    /// Nodes of a cluster trusted at this level.
+    Trusted(crate::chain::TrustLevel),
 }
 
 /// A rate: `count` per `per_seconds`.
@@ -183,6 +185,8 @@ pub enum Target<'a> {
     },
     /// An admin name.
     Admin(&'a str),
+    /// A node of another cluster this one trusts at that level.
+    Trusted(crate::chain::TrustLevel),
 }
 
 /// A request to decide.
@@ -421,7 +425,7 @@ impl Policy {
             // A node is added below its parent: the parent may be the scope itself.
             Target::Node { path, .. } if req.op == Op::NodeAdd => scope.is_prefix_of(path),
             Target::Node { path, .. } => scope.is_prefix_of(path) && path != scope,
-            Target::None | Target::Admin(_) => req.op.is_read(),
+            Target::None | Target::Admin(_) | Target::Trusted(_) => req.op.is_read(),
         };
         (!inside).then(|| {
             Decision::deny(
@@ -538,6 +542,7 @@ impl TargetPat {
                 matches!(req.target, Target::Node { name: Some(name), .. } if n.matches(name))
             }
             TargetPat::Admin(n) => matches!(req.target, Target::Admin(a) if n.matches(a)),
+            TargetPat::Trusted(level) => matches!(req.target, Target::Trusted(l) if l == *level),
         }
     }
 }

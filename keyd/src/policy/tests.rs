@@ -770,4 +770,65 @@ fn the_default_policy_decides_as_documented() {
     assert!(!ask(na, Op::NodeAdd, ta), "nodes manage nothing");
     assert!(ask(Subject::Admin("root"), Op::NodeRevoke, tb));
     assert!(!ask(Subject::Admin("root"), Op::Sign, Target::None));
+    // Nodes encrypt to trusted clusters' nodes (the trust's permissions decide
+    // further); nothing else is allowed on them; anyone lists the trusted clusters.
+    use crate::chain::TrustLevel;
+    for level in [TrustLevel::Full, TrustLevel::Limited, TrustLevel::Temporary] {
+        assert!(ask(na, Op::Encrypt, Target::Trusted(level)));
+        assert!(!ask(na, Op::Sign, Target::Trusted(level)));
+    }
+    assert!(ask(na, Op::TrustList, Target::None));
+    assert!(!ask(na, Op::TrustInvite, Target::None));
+    assert!(ask(Subject::Admin("root"), Op::TrustRevoke, Target::None));
+}
+
+#[test]
+fn trusted_targets_name_one_level_and_nothing_else() {
+    let policy = Policy::parse(
+        r#"
+format = 1
+[[rule]]
+id = "limited-only"
+effect = "allow"
+principals = ["role:node"]
+operations = ["encrypt"]
+targets = ["trusted:limited"]
+[[rule]]
+id = "in-cluster"
+effect = "allow"
+principals = ["role:node"]
+operations = ["encrypt"]
+targets = ["same-cluster"]
+"#,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let (branch, a) = (path("m/1'"), path("m/1'/1'/0'"));
+    let ask = |target: Target<'_>| {
+        policy
+            .explain(
+                &Request {
+                    subject: Subject::Node {
+                        path: &a,
+                        name: None,
+                    },
+                    op: Op::Encrypt,
+                    target,
+                    batch: 1,
+                    branch: &branch,
+                },
+                T0,
+            )
+            .allowed
+    };
+    use crate::chain::TrustLevel;
+    assert!(ask(Target::Trusted(TrustLevel::Limited)));
+    assert!(!ask(Target::Trusted(TrustLevel::Full)), "another level");
+    assert!(ask(Target::Node {
+        path: &a,
+        name: None
+    }));
+    let bad = Policy::parse(
+        "format = 1\n[[rule]]\nid = \"x\"\neffect = \"allow\"\nprincipals = [\"*\"]\noperations = [\"encrypt\"]\ntargets = [\"trusted:some\"]\n",
+    );
+    assert!(bad.is_err_and(|e| e.to_string().contains("trusted:full|limited|temporary")));
 }

@@ -123,6 +123,7 @@ impl Service {
             Named::Nothing => None,
             Named::Node(p) => Some(p.to_string()),
             Named::Admin(a) => Some(format!("admin:{a}")),
+            Named::Trusted(l) => Some(format!("trusted:{l:?}").to_lowercase()),
         };
         self.count(Agg {
             at: unix_now(),

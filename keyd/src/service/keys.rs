@@ -15,7 +15,7 @@ use crate::policy::Op;
 /// The largest context (associated data) of an envelope.
 pub const MAX_CONTEXT: usize = 4096;
 
-fn check_context(context: &[u8]) -> Result<(), ServiceError> {
+pub(super) fn check_context(context: &[u8]) -> Result<(), ServiceError> {
     if context.len() > MAX_CONTEXT {
         return Err(ServiceError::BadRequest(format!(
             "context: {} bytes; at most {MAX_CONTEXT}",
@@ -170,6 +170,10 @@ impl Service {
     ) -> Result<(Vec<u8>, KeyPath), ServiceError> {
         let node = Self::node_of(principal)?;
         check_context(context)?;
+        // CLUSTER:NODE: a node of a trusted cluster (names and paths hold no colon).
+        if let Some((cluster, to)) = to.split_once(':') {
+            return self.encrypt_foreign(principal, node, (cluster, to), suite, plaintext, context);
+        }
         let recipient = {
             let chain = self.read_chain();
             let state = chain.state();
@@ -227,7 +231,11 @@ impl Service {
         let e = Encrypted::from_cbor(envelope).map_err(ServiceError::Envelope)?;
         self.check_suite(node, e.suite().map_err(ServiceError::Envelope)?)?;
         let retired_sender = self.retired_sender(&e.sender, e.sender_kid.as_ref())?;
-        let sender_key = if let Some(key) = retired_sender {
+        let foreign_sender = match retired_sender {
+            Some(_) => None,
+            None => self.foreign_sender(&e.sender, e.sender_kid.as_ref())?,
+        };
+        let sender_key = if let Some(key) = retired_sender.or(foreign_sender) {
             key
         } else {
             let chain = self.read_chain();

@@ -122,6 +122,8 @@ pub enum Named<'a> {
     Node(&'a KeyPath),
     /// An admin name.
     Admin(&'a str),
+    /// A node of a cluster trusted at this level.
+    Trusted(crate::chain::TrustLevel),
 }
 
 impl Service {
@@ -213,6 +215,7 @@ impl Service {
                 name: target_name.as_deref(),
             },
             Named::Admin(name) => Target::Admin(name),
+            Named::Trusted(level) => Target::Trusted(level),
         };
         let request = Request {
             subject,

@@ -1,4 +1,4 @@
-//! Trust between clusters at run time: the exchange sessions ([`session`]), the
+//! Trust between clusters at run time: the exchange sessions (`session`, `responder`), the
 //! clusters this keyd trusts — each with the persona and chain the exchange gave, kept
 //! in sync ([`sync`]) — and what nodes may do with their keys.
 //!
@@ -9,6 +9,7 @@
 //! the root in a ceremony (a root-log `trust`) also counts; where both exist, the
 //! root's word wins (docs/trust-exchange.md).
 
+mod keys;
 mod responder;
 mod session;
 pub mod sync;
