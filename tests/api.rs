@@ -326,6 +326,8 @@ fn openapi_lists_every_route() -> Result<()> {
         "get /v1/trust/clusters",
         "get /v1/trust/clusters/{root}/chain",
         "post /v1/trust/clusters/{root}/revoke",
+        "post /v1/trust/clusters/{root}/reset",
+        "post /v1/trust/reset",
         "post /v1/chain/pull",
         "post /v1/enroll",
         "post /v1/renew",
@@ -412,7 +414,7 @@ fn openapi_lists_every_route() -> Result<()> {
         }
         let (status, ct, body) = anon.exchange(&called, "text/plain", JSON, b"{}".to_vec())?;
         let (status, code) = error_code(status, &ct, &body)?;
-        let want = if path == "/v1/enroll" || path == "/v1/trust/rendezvous" {
+        let want = if ["/v1/enroll", "/v1/trust/rendezvous", "/v1/trust/reset"].contains(&path) {
             ensure!(paths[path][method].get("requestBody").is_some());
             (415, "unsupported_media_type")
         } else {

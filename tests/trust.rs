@@ -17,6 +17,15 @@ use serde_json::{Value, json};
 use crate::cluster::{Client, Cluster, keyctl, keyctl_fails};
 
 const FAST: &str = "head_seconds = 1\ntrust_sync_seconds = 1\n";
+/// A limited trust that allows verifying and opening envelopes, for a day.
+const VERIFY_DECRYPT_A_DAY: [&str; 6] = [
+    "--level",
+    "limited",
+    "--permissions",
+    "verify,decrypt",
+    "--expires",
+    "1d",
+];
 /// A limited trust that allows verifying, for a day.
 const VERIFY_A_DAY: [&str; 6] = [
     "--level",
@@ -107,14 +116,7 @@ fn two_clusters_exchange_trust_and_verify_each_other_as_granted() -> Result<()> 
     exchange(
         &a,
         &b,
-        &[
-            "--level",
-            "limited",
-            "--permissions",
-            "verify,decrypt",
-            "--expires",
-            "1d",
-        ],
+        &VERIFY_DECRYPT_A_DAY,
         &[
             "--level",
             "limited",
@@ -353,5 +355,42 @@ fn a_man_in_the_middle_with_his_own_keyd_never_gets_matching_codes_nor_any_trust
         let listed = admin.get_json("/v1/trust/clusters")?;
         ensure!(listed["clusters"] == json!([]), "{name}: {listed}");
     }
+    Ok(())
+}
+
+#[test]
+fn a_reset_after_a_keyd_moved_restores_sync_and_keeps_each_grant() -> Result<()> {
+    let mut a = Cluster::start_with(FAST)?;
+    let b = Cluster::start_with(FAST)?;
+    exchange(&a, &b, &VERIFY_A_DAY, &VERIFY_DECRYPT_A_DAY)?;
+    // A's keyd moves (another address): B's copy of A's chain can no longer be pulled.
+    a.kill9()?;
+    a.serve()?;
+    let (a_node, _) = a.enrolled_node("web")?;
+    let (b_node, _) = b.enrolled_node("api")?;
+    let ask = signed(&a_node, "after the move")?;
+    std::thread::sleep(Duration::from_millis(2500));
+    let (_, v) = b_node.post("/v1/verify", &ask)?;
+    ensure!(v["valid"] == false && v["status"] == "unknown", "{v}");
+
+    // A resets the trust over the keys recorded: no code, and B follows A's new address.
+    let done = trust(&a, &["reset", &b.fingerprint()?])?;
+    ensure!(done["state"] == "trusted", "{done}");
+    wait_until(Duration::from_secs(15), || {
+        let (_, v) = b_node.post("/v1/verify", &ask)?;
+        Ok(v["valid"] == true)
+    })?;
+    // Each side kept what it granted.
+    let of = |c: &Cluster| -> Result<Value> { Ok(trust(c, &["list"])?["clusters"][0].clone()) };
+    ensure!(of(&a)?["permissions"] == json!(["verify"]), "{}", of(&a)?);
+    ensure!(
+        of(&b)?["permissions"] == json!(["verify", "decrypt"]),
+        "{}",
+        of(&b)?
+    );
+    ensure!(of(&b)?["url"] == json!(a.url()), "{}", of(&b)?);
+    // A reset with a cluster not trusted is refused.
+    let err = trust_fails(&a, &["reset", &"0".repeat(64)])?;
+    ensure!(err.contains("no trusted cluster"), "{err}");
     Ok(())
 }

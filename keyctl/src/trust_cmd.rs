@@ -142,6 +142,16 @@ pub enum TrustCmd {
         #[arg(long, env = "KEYCTL_CONFIG", default_value_os_t = default_config(), hide_default_value = true)]
         config: PathBuf,
     },
+    /// Run the exchange again with a trusted cluster (by its root fingerprint) over the
+    /// keys already recorded, without a code — after a keyd moved or was rebuilt; each
+    /// side keeps the level and permissions it granted.
+    Reset {
+        /// keyctl.toml with an admin credential.
+        #[arg(long, env = "KEYCTL_CONFIG", default_value_os_t = default_config(), hide_default_value = true)]
+        config: PathBuf,
+        /// The other cluster's root fingerprint (keyctl trust list).
+        root: String,
+    },
     /// End the trust in a cluster (by its root fingerprint): untrust is recorded and its
     /// root blocklisted (a later exchange with it is refused).
     Revoke {
@@ -261,6 +271,11 @@ pub fn run(cmd: TrustCmd) -> Result<(Value, bool), CtlError> {
             let view = Client::from_config(&config)?
                 .trust_confirm(&session, &TrustConfirm { digit, matches })?;
             (serde_json::to_value(&view)?, false)
+        }
+        TrustCmd::Reset { config, root } => {
+            let view = Client::from_config(&config)?.trust_reset(&root)?;
+            let closed = view.state == "closed";
+            (serde_json::to_value(&view)?, closed)
         }
         TrustCmd::List { config } => (
             serde_json::to_value(Client::from_config(&config)?.trusted_clusters()?)?,

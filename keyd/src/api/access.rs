@@ -34,6 +34,7 @@ const PUBLIC: &[&str] = &[
     "/v1/chain/succession",
     "/v1/enroll",
     "/v1/trust/rendezvous",
+    "/v1/trust/reset",
 ];
 
 /// The response header carrying the request id.

@@ -129,6 +129,8 @@ fn principal_and_generation(
         trust::clusters,
         trust::cluster_chain,
         trust::revoke,
+        trust::reset,
+        trust::reset_request,
         admin::pull_peers,
         admin::enroll,
         admin::renew,
@@ -307,7 +309,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route(
                 "/trust/clusters/{root}/revoke",
                 web::post().to(trust::revoke),
-            ),
+            )
+            .route("/trust/clusters/{root}/reset", web::post().to(trust::reset))
+            .route("/trust/reset", web::post().to(trust::reset_request)),
     )
     .default_service(web::to(unrouted));
 }

@@ -12,7 +12,7 @@ use super::{ApiError, principal};
 use crate::service::Service;
 use crate::wire::{
     Rendezvous, RendezvousReply, RevokeRequest, TrustAccept, TrustConfirm, TrustGrant,
-    TrustInvited, TrustSessionView, TrustedClusters,
+    TrustInvited, TrustReset, TrustSessionView, TrustedClusters,
 };
 
 /// The URL the caller reached this keyd at (what the other cluster's keyd is told,
@@ -161,4 +161,35 @@ pub async fn revoke(
     })
     .await?;
     Format::wanted(&req).reply(StatusCode::OK, &TrustedClusters { clusters })
+}
+
+/// Runs the exchange again with a trusted cluster, over the keys recorded, no code (a
+/// keyd moved, was rebuilt or has a newer chain): each side keeps the grant it recorded
+/// (admin, `trust.invite`).
+#[utoipa::path(post, path = "/v1/trust/clusters/{root}/reset", tag = "trust",
+    responses((status = 200, body = TrustSessionView), (status = "4XX", body = ErrorBody)))]
+pub async fn reset(
+    req: HttpRequest,
+    svc: web::Data<Service>,
+    root: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let who = principal(&req, &svc)?;
+    let (s, url) = (svc.clone(), own_url(&req));
+    let view = committed("trust_reset", move || s.trust_reset(&who, &root, url)).await?;
+    Format::wanted(&req).reply(StatusCode::OK, &view)
+}
+
+/// A trusted cluster's keyd asks for a reset (public; its signature, by the branch key
+/// of the chain recorded for it, admits it).
+#[utoipa::path(post, path = "/v1/trust/reset", tag = "trust",
+    request_body(content = TrustReset),
+    responses((status = 200, body = TrustSessionView), (status = "4XX", body = ErrorBody)))]
+pub async fn reset_request(
+    req: HttpRequest,
+    svc: web::Data<Service>,
+    body: Body<TrustReset>,
+) -> Result<HttpResponse, ApiError> {
+    let (s, ask, url) = (svc.clone(), body.0, own_url(&req));
+    let view = committed("trust_reset", move || s.reset_request(ask, url)).await?;
+    Format::wanted(&req).reply(StatusCode::OK, &view)
 }

@@ -60,4 +60,12 @@ impl Client {
             },
         )
     }
+
+    /// Runs the exchange again with a trusted cluster over the keys recorded.
+    pub fn trust_reset(&self, root: &str) -> Result<TrustSessionView, ClientError> {
+        self.post(
+            &format!("/v1/trust/clusters/{root}/reset"),
+            &crate::wire::Empty {},
+        )
+    }
 }

@@ -163,3 +163,19 @@ pub struct RendezvousReply {
     #[serde(default)]
     pub message: Option<Bytes>,
 }
+
+/// `POST /v1/trust/reset`: a trusted cluster's keyd asks this one to run the exchange
+/// again over the keys already recorded (no code: each side's identity is checked
+/// against the root it already trusts).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+pub struct TrustReset {
+    /// The invitation link of the session the asking keyd opened.
+    pub link: String,
+    /// The asking cluster's root fingerprint.
+    pub root: String,
+    /// Ed25519 signature by the asking keyd's branch key over
+    /// `"keyd/v1/trust/reset\0" ‖ link` (hex).
+    pub signature: String,
+}

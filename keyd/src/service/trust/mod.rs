@@ -10,6 +10,7 @@
 //! root's word wins (docs/trust-exchange.md).
 
 mod keys;
+mod reset;
 mod responder;
 mod session;
 pub mod sync;

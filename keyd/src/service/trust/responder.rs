@@ -24,6 +24,24 @@ impl Service {
         self.trust_admin(principal, Op::TrustAccept)?;
         let invitation =
             Invitation::parse(&ask.token).map_err(|e| ServiceError::BadRequest(e.to_string()))?;
+        let id = invitation.session;
+        let view = self.join_invitation(invitation, None)?;
+        self.audit_event(
+            &principal.uri(),
+            Op::TrustAccept.name(),
+            Some(hex::encode(id)),
+            None,
+        );
+        Ok(view)
+    }
+
+    /// Joins `invitation`'s session up to the inviter's verified identity (with
+    /// `reset`, it must be of that root).
+    pub(super) fn join_invitation(
+        &self,
+        invitation: Invitation,
+        reset: Option<[u8; 32]>,
+    ) -> Result<TrustSessionView, ServiceError> {
         if self.sessions().0.contains_key(&invitation.session) {
             return Err(ServiceError::TrustRefused(
                 "this invitation is being used already".into(),
@@ -44,7 +62,7 @@ impl Service {
         let peer = responder
             .on_identity(&identity, unix_now())
             .map_err(protocol)?;
-        self.check_peer(&peer.persona)
+        self.check_peer(&peer.persona, reset)
             .map_err(ServiceError::TrustRefused)?;
         let id = invitation.session;
         let session = Session {
@@ -55,6 +73,7 @@ impl Service {
                 peer,
                 grant: None,
                 confirmed: false,
+                reset,
             })),
             expires_at: unix_now() + SESSION_SECONDS,
             closed: None,
@@ -62,12 +81,6 @@ impl Service {
         };
         let view = session.view(&id);
         self.sessions().0.insert(id, session);
-        self.audit_event(
-            &principal.uri(),
-            Op::TrustAccept.name(),
-            Some(hex::encode(id)),
-            None,
-        );
         Ok(view)
     }
 
@@ -109,21 +122,32 @@ impl Service {
     ) -> Result<TrustSessionView, ServiceError> {
         self.trust_admin(principal, Op::TrustAccept)?;
         let raw = parse_id(id)?;
-        let grant = Grant::from(&ask);
+        let url = ask.url.clone().unwrap_or(default_url);
+        self.consent_as(&raw, &Grant::from(&ask), ask.persona.clone(), url)?;
+        self.trust_session(principal, id)
+    }
+
+    /// Sends this side's identity granting `grant` in session `id`.
+    pub(super) fn consent_as(
+        &self,
+        id: &[u8; 16],
+        grant: &Grant,
+        persona: Option<String>,
+        url: String,
+    ) -> Result<(), ServiceError> {
         grant.check(unix_now())?;
-        let mine = self.my_persona(ask.persona, &grant, ask.url.unwrap_or(default_url))?;
+        let mine = self.my_persona(persona, grant, url)?;
         let key = self.material(&self.branch_path)?;
-        self.with_responder(&raw, |_, side| {
+        self.with_responder(id, |_, side| {
             let sealed = side
                 .responder
                 .consent(&mine, key.signing_key())
                 .map_err(protocol)?;
             super::sync::rendezvous(&side.agent, &side.invitation, "identity", cbor(&sealed))
                 .map_err(ServiceError::TrustRefused)?;
-            side.grant = Some(grant);
+            side.grant = Some(grant.clone());
             Ok(())
-        })?;
-        self.trust_session(principal, id)
+        })
     }
 
     pub(super) fn responder_confirm(
@@ -168,10 +192,18 @@ impl Service {
             let grant = side.grant.clone().ok_or_else(|| {
                 ServiceError::BadRequest("consent first: the code is shown after".into())
             })?;
-            Ok(Some((side.peer.persona.clone(), grant)))
+            Ok(Some((
+                side.peer.persona.clone(),
+                grant,
+                side.reset.is_some(),
+            )))
         })?;
-        if let Some((persona, grant)) = concluded {
-            self.record_trust(&persona, &grant)?;
+        if let Some((persona, grant, reset)) = concluded {
+            if reset {
+                self.refresh_trust(&persona)?;
+            } else {
+                self.record_trust(&persona, &grant)?;
+            }
             if let Some(s) = self.sessions().0.get_mut(id) {
                 s.trusted = true;
             }

@@ -36,6 +36,8 @@ pub(super) struct InviterSide {
     peer: Option<Peer>,
     peer_confirmed: bool,
     confirmation: Option<Sealed>,
+    /// A reset: the root the other side must be of (no code then).
+    pub(super) reset: Option<[u8; 32]>,
 }
 
 pub(super) struct ResponderSide {
@@ -46,6 +48,8 @@ pub(super) struct ResponderSide {
     /// What this side granted, once its admin consented.
     pub(super) grant: Option<Grant>,
     pub(super) confirmed: bool,
+    /// A reset: the root the other side must be of (no code then).
+    pub(super) reset: Option<[u8; 32]>,
 }
 
 pub(super) enum Side {
@@ -189,7 +193,16 @@ impl Service {
     }
 
     /// The peer is acceptable: not this cluster, not blocklisted.
-    pub(super) fn check_peer(&self, peer: &Persona) -> Result<(), String> {
+    pub(super) fn check_peer(&self, peer: &Persona, reset: Option<[u8; 32]>) -> Result<(), String> {
+        if let Some(root) = reset
+            && peer.root != root
+        {
+            return Err(format!(
+                "a reset is with the cluster of root {}, and the other side is of root {}",
+                crate::chain::fingerprint(&root),
+                peer.fingerprint()
+            ));
+        }
         let own = self.read_chain().state().root_keys().map(|k| k.ed25519);
         if own == Some(peer.root) {
             return Err("the other side is this very cluster".into());
@@ -211,12 +224,35 @@ impl Service {
         default_url: String,
     ) -> Result<TrustInvited, ServiceError> {
         self.trust_admin(principal, Op::TrustInvite)?;
+        let url = ask.url.clone().unwrap_or(default_url);
+        let (session, invitation) =
+            self.open_session(ask.persona.clone(), Grant::from(&ask), url, None)?;
+        self.audit_event(
+            &principal.uri(),
+            Op::TrustInvite.name(),
+            Some(hex::encode(session)),
+            None,
+        );
+        Ok(TrustInvited {
+            session: hex::encode(session),
+            link: invitation.to_link(),
+            expires_at: unix_now() + SESSION_SECONDS,
+        })
+    }
+
+    /// A new inviter session granting `grant`, reached at `url`: its id and invitation.
+    /// With `reset`, the responder must be of that root and no code is compared.
+    pub(super) fn open_session(
+        &self,
+        persona: Option<String>,
+        grant: Grant,
+        url: String,
+        reset: Option<[u8; 32]>,
+    ) -> Result<([u8; 16], Invitation), ServiceError> {
         let now = unix_now();
-        let grant = Grant::from(&ask);
         grant.check(now)?;
-        let url = ask.url.unwrap_or(default_url);
         // The persona is checked now (a bad name is said at once).
-        self.my_persona(ask.persona.clone(), &grant, url.clone())?;
+        self.my_persona(persona.clone(), &grant, url.clone())?;
         let mut rng = rand_core::UnwrapErr(getrandom::SysRng);
         let (inviter, _) = Inviter::new(&mut rng);
         let mut session = [0u8; 16];
@@ -230,7 +266,6 @@ impl Service {
             secret: *secret,
             ca: Invitation::ca_fingerprint(self.ca.cert_der()),
         };
-        let expires_at = now + SESSION_SECONDS;
         let mut sessions = self.sessions();
         sessions.0.retain(|_, s| s.expires_at > now);
         if sessions.0.values().filter(|s| s.closed.is_none()).count() >= MAX_SESSIONS {
@@ -245,30 +280,20 @@ impl Service {
                     inviter,
                     secret,
                     grant,
-                    persona: ask.persona,
+                    persona,
                     url,
                     claimed: false,
                     peer: None,
                     peer_confirmed: false,
                     confirmation: None,
+                    reset,
                 })),
-                expires_at,
+                expires_at: now + SESSION_SECONDS,
                 closed: None,
                 trusted: false,
             },
         );
-        drop(sessions);
-        self.audit_event(
-            &principal.uri(),
-            Op::TrustInvite.name(),
-            Some(hex::encode(session)),
-            None,
-        );
-        Ok(TrustInvited {
-            session: hex::encode(session),
-            link: invitation.to_link(),
-            expires_at,
-        })
+        Ok((session, invitation))
     }
 
     /// A rendezvous call from the responder's keyd (public: the invitation's secret,
@@ -339,8 +364,15 @@ impl Service {
             "identity" => {
                 let sealed: Sealed = message(&call.message)?;
                 match side.inviter.on_identity(&sealed, now) {
-                    Ok(peer) => match self.check_peer(&peer.persona) {
+                    Ok(peer) => match self.check_peer(&peer.persona, side.reset) {
                         Ok(()) => {
+                            // A reset needs no code: the identity is of the root
+                            // already trusted, proved by its signature.
+                            if side.reset.is_some() {
+                                side.inviter
+                                    .confirm_digit(peer.code.last_digit())
+                                    .map_err(protocol)?;
+                            }
                             side.peer = Some(peer);
                             Ok(reply("identified", None))
                         }
@@ -391,7 +423,7 @@ impl Service {
     /// Both admins confirmed on the inviter's side: the trust recorded, the
     /// confirmation sealed for the responder.
     pub(super) fn conclude_inviter(&self, id: &[u8; 16]) -> Result<(), ServiceError> {
-        let (persona, grant) = {
+        let (persona, grant, reset) = {
             let mut sessions = self.sessions();
             let Some(Session {
                 side: Side::Inviter(side),
@@ -403,9 +435,17 @@ impl Service {
             let Some(peer) = &side.peer else {
                 return Ok(());
             };
-            (peer.persona.clone(), side.grant.clone())
+            (
+                peer.persona.clone(),
+                side.grant.clone(),
+                side.reset.is_some(),
+            )
         };
-        self.record_trust(&persona, &grant)?;
+        if reset {
+            self.refresh_trust(&persona)?;
+        } else {
+            self.record_trust(&persona, &grant)?;
+        }
         let mut sessions = self.sessions();
         if let Some(s) = sessions.0.get_mut(id) {
             if let Side::Inviter(side) = &mut s.side {

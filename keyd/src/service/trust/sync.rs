@@ -61,6 +61,24 @@ pub fn pinned_agent(url: &str, ca: &[u8; 32]) -> Result<ureq::Agent, String> {
     Ok(pinned(&der))
 }
 
+/// POSTs `body` (JSON) to `url`: the answer's body, or the other keyd's refusal
+/// (its error message) prefixed with `what`.
+fn post_json(agent: &ureq::Agent, url: &str, body: &[u8], what: &str) -> Result<Vec<u8>, String> {
+    let resp = agent
+        .post(url)
+        .header("content-type", "application/json")
+        .send(body)
+        .map_err(|e| format!("{what}: {e}"))?;
+    let (status, bytes) = read(resp)?;
+    if status != 200 {
+        let why = serde_json::from_slice::<ErrorBody>(&bytes)
+            .map(|e| e.error.message)
+            .unwrap_or_else(|_| format!("status {status}"));
+        return Err(format!("{what} refused: {why}"));
+    }
+    Ok(bytes)
+}
+
 /// One rendezvous call to the inviter's keyd.
 pub fn rendezvous(
     agent: &ureq::Agent,
@@ -76,24 +94,34 @@ pub fn rendezvous(
     })
     .map_err(|e| e.to_string())?;
     let url = format!("{}/v1/trust/rendezvous", invitation.url);
-    let resp = agent
-        .post(&url)
-        .header("content-type", "application/json")
-        .send(&body[..])
-        .map_err(|e| format!("the inviter's keyd: {e}"))?;
-    let (status, bytes) = read(resp)?;
-    if status != 200 {
-        let why = serde_json::from_slice::<ErrorBody>(&bytes)
-            .map(|e| e.error.message)
-            .unwrap_or_else(|_| format!("status {status}"));
-        return Err(format!("the inviter's keyd refused step {step}: {why}"));
-    }
+    let bytes = post_json(
+        agent,
+        &url,
+        &body,
+        &format!("the inviter's keyd, step {step},"),
+    )?;
     let reply: RendezvousReply = serde_json::from_slice(&bytes)
         .map_err(|e| format!("the inviter's keyd answered {step}: {e}"))?;
     match reply.state.strip_prefix("closed: ") {
         Some(why) => Err(format!("the inviter's keyd closed the session ({why})")),
         None => Ok(reply),
     }
+}
+
+/// Asks the trusted cluster's keyd at `url` (its CA `ca_pem`, as recorded) to run a
+/// reset: it answers once its side is done.
+pub fn ask_reset(url: &str, ca_pem: &str, ask: &crate::wire::TrustReset) -> Result<(), String> {
+    let der = pem::parse(ca_pem.as_bytes())
+        .map_err(|e| format!("its recorded CA: {e}"))?
+        .into_contents();
+    let body = serde_json::to_vec(ask).map_err(|e| e.to_string())?;
+    post_json(
+        &pinned(&der),
+        &format!("{url}/v1/trust/reset"),
+        &body,
+        &format!("the other keyd at {url}"),
+    )?;
+    Ok(())
 }
 
 impl Service {
