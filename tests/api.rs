@@ -328,6 +328,9 @@ fn openapi_lists_every_route() -> Result<()> {
         "post /v1/trust/clusters/{root}/revoke",
         "post /v1/trust/clusters/{root}/reset",
         "post /v1/trust/reset",
+        "post /v1/trust/clusters/{root}/introduce",
+        "post /v1/trust/introduce",
+        "post /v1/trust/introduced",
         "post /v1/chain/pull",
         "post /v1/enroll",
         "post /v1/renew",
@@ -414,7 +417,15 @@ fn openapi_lists_every_route() -> Result<()> {
         }
         let (status, ct, body) = anon.exchange(&called, "text/plain", JSON, b"{}".to_vec())?;
         let (status, code) = error_code(status, &ct, &body)?;
-        let want = if ["/v1/enroll", "/v1/trust/rendezvous", "/v1/trust/reset"].contains(&path) {
+        let want = if [
+            "/v1/enroll",
+            "/v1/trust/rendezvous",
+            "/v1/trust/reset",
+            "/v1/trust/introduce",
+            "/v1/trust/introduced",
+        ]
+        .contains(&path)
+        {
             ensure!(paths[path][method].get("requestBody").is_some());
             (415, "unsupported_media_type")
         } else {

@@ -228,6 +228,24 @@ impl Cluster {
         self.dir.path().join("data")
     }
 
+    /// `keyctl chain fetch` from this keyd into `out`: its report.
+    pub fn fetch_chain(&self, out: &Path) -> Result<Value> {
+        let ca = self.data().join("ca.pem");
+        keyctl(
+            &[
+                "chain",
+                "fetch",
+                "--url",
+                &self.url(),
+                "--ca",
+                s(&ca),
+                "--out",
+                s(out),
+            ],
+            &[],
+        )
+    }
+
     /// A keyd command with this keyd's seal token and configuration.
     pub fn keyd_command(&self) -> std::process::Command {
         let mut c = self.seal.command(&bins().keyd);

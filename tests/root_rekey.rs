@@ -29,23 +29,6 @@ fn opens(client: &Client, path: &str, envelope: &Value, plaintext: &str) -> Resu
     Ok(())
 }
 
-/// `keyctl chain fetch` from the cluster's keyd into `out`: its report.
-fn fetch(c: &Cluster, out: &Path) -> Result<Value> {
-    keyctl(
-        &[
-            "chain",
-            "fetch",
-            "--url",
-            &c.url(),
-            "--ca",
-            s(&c.data().join("ca.pem")),
-            "--out",
-            s(out),
-        ],
-        &[],
-    )
-}
-
 fn strs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
 }
@@ -91,7 +74,7 @@ fn a_new_root_succeeds_and_keyd_moves_its_tree_resuming_after_kill_9() -> Result
     let nodes_before = admin.get_json("/v1/nodes")?["nodes"].clone();
     // A node's copy of the chain, as nodes keep it.
     let held = c.dir.path().join("node-chain.cbor");
-    let fetch_held = |c: &Cluster| fetch(c, &held);
+    let fetch_held = |c: &Cluster| c.fetch_chain(&held);
     fetch_held(&c)?;
     let old_fp = c.fingerprint()?;
 
@@ -221,7 +204,7 @@ fn a_new_root_succeeds_and_keyd_moves_its_tree_resuming_after_kill_9() -> Result
     let (admin, web) = (admin.at(&c.url()), web.at(&c.url()));
     let fetched = c.dir.path().join("new-chain.cbor");
     let ca = c.data().join("ca.pem");
-    fetch(&c, &fetched)?;
+    c.fetch_chain(&fetched)?;
     let shown = keyctl(&["chain", "verify", s(&fetched)], &[])?;
     ensure!(shown.to_string().contains(new_fp), "{shown}");
     // The node's old copy follows the succession: checked, replaced, the old kept.

@@ -394,3 +394,56 @@ fn a_reset_after_a_keyd_moved_restores_sync_and_keeps_each_grant() -> Result<()>
     ensure!(err.contains("no trusted cluster"), "{err}");
     Ok(())
 }
+
+#[test]
+fn a_cluster_trusted_by_two_introduces_them_at_most_limited_and_the_chain_names_it() -> Result<()> {
+    let a = Cluster::start_with(FAST)?;
+    let b = Cluster::start_with(FAST)?;
+    let c = Cluster::start_with(FAST)?;
+    let full = ["--level", "full", "--expires", "1d"];
+    exchange(&a, &b, &full, &full)?;
+    exchange(&c, &b, &full, &full)?;
+    let (fa, fb, fc) = (a.fingerprint()?, b.fingerprint()?, c.fingerprint()?);
+    // B does not trust a cluster of this root: refused, nothing recorded.
+    let err = trust_fails(&a, &["introduce", &fb, "--to", &"ab".repeat(32)])?;
+    ensure!(err.contains("does not trust the cluster named"), "{err}");
+
+    // A asks B to introduce it to C: no code, limited trust on both sides.
+    let done = trust(
+        &a,
+        &["introduce", &fb, "--to", &fc, "--permissions", "verify"],
+    )?;
+    ensure!(done["state"] == "trusted", "{done}");
+    let entry = |x: &Cluster, root: &str| -> Result<Value> {
+        let listed = trust(x, &["list"])?;
+        listed["clusters"]
+            .as_array()
+            .and_then(|l| l.iter().find(|e| e["root"] == root).cloned())
+            .with_context(|| format!("{root} in {listed}"))
+    };
+    for (x, other) in [(&a, &fc), (&c, &fa)] {
+        let e = entry(x, other)?;
+        ensure!(
+            e["level"] == "limited" && e["introduced_by"] == fb.as_str(),
+            "{e}"
+        );
+    }
+    // The chain says who introduced whom.
+    let chain = c.dir.path().join("c-chain.cbor");
+    c.fetch_chain(&chain)?;
+    let shown = keyctl(&["chain", "show", chain.to_str().unwrap_or_default()], &[])?;
+    ensure!(shown.to_string().contains(&fb), "{shown}");
+    // And the introduced trust works: C's node verifies A's node (once C pulled A's
+    // chain, which has the node since).
+    let (a_node, _) = a.enrolled_node("web")?;
+    let (c_node, _) = c.enrolled_node("api")?;
+    let ask = signed(&a_node, "introduced")?;
+    wait_until(Duration::from_secs(15), || {
+        let (_, v) = c_node.post("/v1/verify", &ask)?;
+        Ok(v["valid"] == true)
+    })?;
+    // A second introduction of the same pair is refused (C has a record of A).
+    let err = trust_fails(&a, &["introduce", &fb, "--to", &fc])?;
+    ensure!(err.contains("already has a record"), "{err}");
+    Ok(())
+}

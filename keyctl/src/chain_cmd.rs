@@ -228,7 +228,8 @@ pub fn to_json(v: &Chain) -> Value {
         .trusted()
         .map(|(root, t)| {
             json!({"cluster": t.cluster, "root": hex::encode(root), "level": format!("{:?}", t.level).to_lowercase(),
-                   "permissions": t.permissions, "expires_at": t.expires_at, "log": t.log.to_string(), "seq": t.seq})
+                   "permissions": t.permissions, "expires_at": t.expires_at, "log": t.log.to_string(), "seq": t.seq,
+                   "introduced_by": t.introduced_by})
         })
         .collect();
     json!({
@@ -251,12 +252,16 @@ pub fn to_text(v: &Chain) -> String {
         out.push_str("trusted clusters:\n");
         for (root, t) in trusted {
             out.push_str(&format!(
-                "  {} root {} level {:?} permissions [{}] expires {}\n",
+                "  {} root {} level {:?} permissions [{}] expires {}{}\n",
                 t.cluster,
                 hex::encode(root),
                 t.level,
                 t.permissions.join(", "),
-                t.expires_at
+                t.expires_at,
+                t.introduced_by
+                    .as_ref()
+                    .map(|by| format!(" introduced by {by}"))
+                    .unwrap_or_default()
             ));
         }
     }

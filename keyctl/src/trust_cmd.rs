@@ -152,6 +152,25 @@ pub enum TrustCmd {
         /// The other cluster's root fingerprint (keyctl trust list).
         root: String,
     },
+    /// Ask a trusted cluster (VIA, its root fingerprint) to introduce this cluster to
+    /// another cluster it trusts (--to ROOT): no code; the result is at most limited
+    /// trust, and both sides record who introduced whom.
+    Introduce {
+        /// keyctl.toml with an admin credential.
+        #[arg(long, env = "KEYCTL_CONFIG", default_value_os_t = default_config(), hide_default_value = true)]
+        config: PathBuf,
+        /// The introducer's root fingerprint.
+        via: String,
+        /// The root fingerprint of the cluster to be introduced to.
+        #[arg(long)]
+        to: String,
+        /// The permissions granted it, comma-separated: verify, encrypt, decrypt.
+        #[arg(long, value_delimiter = ',', default_value = "verify")]
+        permissions: Vec<String>,
+        /// How long the trust lasts (30d, 12h, …).
+        #[arg(long, default_value = "30d")]
+        expires: String,
+    },
     /// End the trust in a cluster (by its root fingerprint): untrust is recorded and its
     /// root blocklisted (a later exchange with it is refused).
     Revoke {
@@ -274,6 +293,29 @@ pub fn run(cmd: TrustCmd) -> Result<(Value, bool), CtlError> {
         }
         TrustCmd::Reset { config, root } => {
             let view = Client::from_config(&config)?.trust_reset(&root)?;
+            let closed = view.state == "closed";
+            (serde_json::to_value(&view)?, closed)
+        }
+        TrustCmd::Introduce {
+            config,
+            via,
+            to,
+            permissions,
+            expires,
+        } => {
+            let seconds =
+                crate::chain_cmd::parse_age(&expires).map_err(|message| CtlError::Arg {
+                    flag: "--expires",
+                    message,
+                })?;
+            let view = Client::from_config(&config)?.trust_introduce(
+                &via,
+                &keyd::wire::TrustIntroduce {
+                    to,
+                    permissions,
+                    expires_at: keyd::unix_now().saturating_add(seconds),
+                },
+            )?;
             let closed = view.state == "closed";
             (serde_json::to_value(&view)?, closed)
         }

@@ -97,6 +97,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 level: TrustLevel::Limited,
                 permissions: vec!["verify".into()],
                 expires_at: now + 86_400,
+                introduced_by: None,
             }),
             &branch,
         )?,

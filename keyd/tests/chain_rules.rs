@@ -232,6 +232,7 @@ fn signer_without_authority() {
             level: TrustLevel::Full,
             permissions: vec![],
             expires_at: NOW + 10,
+            introduced_by: None,
         }),
         &p("m/1'/1'/0'"),
     );
@@ -724,6 +725,7 @@ fn trust_untrust_succession() {
             level: TrustLevel::Limited,
             permissions: vec!["verify".into()],
             expires_at: NOW + 100,
+            introduced_by: None,
         })
     };
     let mut c = base(&tree);

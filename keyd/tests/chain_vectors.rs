@@ -106,6 +106,7 @@ fn print_chain_vectors() -> Result<()> {
                 level: TrustLevel::Limited,
                 permissions: vec!["verify".into(), "encrypt".into()],
                 expires_at: NOW + 86_400,
+                introduced_by: None,
             }),
             signer,
         )

@@ -35,6 +35,8 @@ const PUBLIC: &[&str] = &[
     "/v1/enroll",
     "/v1/trust/rendezvous",
     "/v1/trust/reset",
+    "/v1/trust/introduce",
+    "/v1/trust/introduced",
 ];
 
 /// The response header carrying the request id.

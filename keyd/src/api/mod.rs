@@ -131,6 +131,9 @@ fn principal_and_generation(
         trust::revoke,
         trust::reset,
         trust::reset_request,
+        trust::introduce,
+        trust::introduce_request,
+        trust::introduced_request,
         admin::pull_peers,
         admin::enroll,
         admin::renew,
@@ -311,7 +314,16 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 web::post().to(trust::revoke),
             )
             .route("/trust/clusters/{root}/reset", web::post().to(trust::reset))
-            .route("/trust/reset", web::post().to(trust::reset_request)),
+            .route("/trust/reset", web::post().to(trust::reset_request))
+            .route(
+                "/trust/clusters/{root}/introduce",
+                web::post().to(trust::introduce),
+            )
+            .route("/trust/introduce", web::post().to(trust::introduce_request))
+            .route(
+                "/trust/introduced",
+                web::post().to(trust::introduced_request),
+            ),
     )
     .default_service(web::to(unrouted));
 }

@@ -12,7 +12,7 @@ use super::{ApiError, principal};
 use crate::service::Service;
 use crate::wire::{
     Rendezvous, RendezvousReply, RevokeRequest, TrustAccept, TrustConfirm, TrustGrant,
-    TrustInvited, TrustReset, TrustSessionView, TrustedClusters,
+    TrustIntroduce, TrustInvited, TrustRelay, TrustReset, TrustSessionView, TrustedClusters,
 };
 
 /// The URL the caller reached this keyd at (what the other cluster's keyd is told,
@@ -191,5 +191,56 @@ pub async fn reset_request(
 ) -> Result<HttpResponse, ApiError> {
     let (s, ask, url) = (svc.clone(), body.0, own_url(&req));
     let view = committed("trust_reset", move || s.reset_request(ask, url)).await?;
+    Format::wanted(&req).reply(StatusCode::OK, &view)
+}
+
+/// Asks the trusted cluster `{root}` to introduce this cluster to another cluster it
+/// trusts (admin, `trust.invite`): no code; the result is at most limited trust, and
+/// both `trust` statements name the introducer.
+#[utoipa::path(post, path = "/v1/trust/clusters/{root}/introduce", tag = "trust",
+    request_body(content = TrustIntroduce),
+    responses((status = 200, body = TrustSessionView), (status = "4XX", body = ErrorBody)))]
+pub async fn introduce(
+    req: HttpRequest,
+    svc: web::Data<Service>,
+    root: web::Path<String>,
+    body: Body<TrustIntroduce>,
+) -> Result<HttpResponse, ApiError> {
+    let who = principal(&req, &svc)?;
+    let (s, ask, url) = (svc.clone(), body.0, own_url(&req));
+    let view = committed("trust_introduce", move || {
+        s.trust_introduce(&who, &root, ask, url)
+    })
+    .await?;
+    Format::wanted(&req).reply(StatusCode::OK, &view)
+}
+
+/// An introduction asked of this keyd by a cluster it trusts (public; that cluster's
+/// signature admits it): relayed, signed, to the cluster named.
+#[utoipa::path(post, path = "/v1/trust/introduce", tag = "trust",
+    request_body(content = TrustRelay),
+    responses((status = 200, body = TrustSessionView), (status = "4XX", body = ErrorBody)))]
+pub async fn introduce_request(
+    req: HttpRequest,
+    svc: web::Data<Service>,
+    body: Body<TrustRelay>,
+) -> Result<HttpResponse, ApiError> {
+    let (s, ask) = (svc.clone(), body.0);
+    let view = committed("trust_introduce", move || s.introduce_request(ask)).await?;
+    Format::wanted(&req).reply(StatusCode::OK, &view)
+}
+
+/// An introduction relayed by a cluster this one trusts (public; the introducer's
+/// signature admits it): this keyd joins and consents, at most limited.
+#[utoipa::path(post, path = "/v1/trust/introduced", tag = "trust",
+    request_body(content = TrustRelay),
+    responses((status = 200, body = TrustSessionView), (status = "4XX", body = ErrorBody)))]
+pub async fn introduced_request(
+    req: HttpRequest,
+    svc: web::Data<Service>,
+    body: Body<TrustRelay>,
+) -> Result<HttpResponse, ApiError> {
+    let (s, ask, url) = (svc.clone(), body.0, own_url(&req));
+    let view = committed("trust_introduce", move || s.introduced_request(ask, url)).await?;
     Format::wanted(&req).reply(StatusCode::OK, &view)
 }

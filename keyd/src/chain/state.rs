@@ -95,6 +95,8 @@ pub struct TrustRecord {
     pub permissions: Vec<String>,
     /// Expiry.
     pub expires_at: u64,
+    /// The introducer's root fingerprint, when the trust came from an introduction.
+    pub introduced_by: Option<String>,
     /// The log of the trusting entry (the root log: cluster-wide; a branch log: that
     /// branch's keyd).
     pub log: KeyPath,
@@ -582,6 +584,7 @@ impl ChainState {
                         level: t.level,
                         permissions: t.permissions.clone(),
                         expires_at: t.expires_at,
+                        introduced_by: t.introduced_by.clone(),
                         log: log.clone(),
                         seq,
                     },

@@ -173,6 +173,10 @@ pub struct Trust {
     pub permissions: Vec<String>,
     /// Expiry (Unix seconds).
     pub expires_at: u64,
+    /// The cluster that introduced this one (its root fingerprint, hex), when the
+    /// trust came from an introduction; absent otherwise (and then not encoded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub introduced_by: Option<String>,
 }
 
 /// `untrust`: end the trust in another cluster's root.
@@ -272,6 +276,11 @@ impl Body {
                         "{} permissions, at most {MAX_PERMISSIONS} allowed",
                         t.permissions.len()
                     ));
+                }
+                if let Some(by) = &t.introduced_by
+                    && (by.len() != 64 || !by.bytes().all(|b| b.is_ascii_hexdigit()))
+                {
+                    return Err("introduced_by is not a root fingerprint (64 hex digits)".into());
                 }
                 t.permissions
                     .iter()

@@ -68,4 +68,13 @@ impl Client {
             &crate::wire::Empty {},
         )
     }
+
+    /// Asks the trusted cluster `via` to introduce this cluster to `ask.to`.
+    pub fn trust_introduce(
+        &self,
+        via: &str,
+        ask: &crate::wire::TrustIntroduce,
+    ) -> Result<TrustSessionView, ClientError> {
+        self.post(&format!("/v1/trust/clusters/{via}/introduce"), ask)
+    }
 }

@@ -126,6 +126,10 @@ pub struct TrustedCluster {
     pub synced_at: u64,
     /// The log and seq of the `trust` statement.
     pub recorded: String,
+    /// The cluster that introduced it (root fingerprint), if it came from an
+    /// introduction.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub introduced_by: Option<String>,
 }
 
 /// `GET /v1/trust/clusters`.
@@ -177,5 +181,40 @@ pub struct TrustReset {
     pub root: String,
     /// Ed25519 signature by the asking keyd's branch key over
     /// `"keyd/v1/trust/reset\0" ‖ link` (hex).
+    pub signature: String,
+}
+
+/// `POST /v1/trust/clusters/{root}/introduce`: ask the trusted cluster `{root}` to
+/// introduce this cluster to another cluster it trusts.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+pub struct TrustIntroduce {
+    /// The other cluster's root fingerprint.
+    pub to: String,
+    /// The permissions granted it (at most `limited` trust).
+    #[serde(default)]
+    pub permissions: Vec<String>,
+    /// The trust's end (Unix seconds).
+    pub expires_at: u64,
+}
+
+/// A keyd's signed request, keyd to keyd: an introduction asked of the introducer
+/// (`POST /v1/trust/introduce`) or relayed by it (`POST /v1/trust/introduced`).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+pub struct TrustRelay {
+    /// The invitation link of the asking cluster's session.
+    pub link: String,
+    /// The asking (introduced) cluster's root fingerprint.
+    pub from: String,
+    /// The cluster it is introduced to (root fingerprint).
+    pub to: String,
+    /// The introducer's root fingerprint (in a relayed introduction).
+    #[serde(default)]
+    pub by: Option<String>,
+    /// Ed25519 signature (hex) by the sending keyd's branch key over
+    /// `"keyd/v1/trust/introduce\0" ‖ link ‖ from ‖ to`.
     pub signature: String,
 }

@@ -9,6 +9,7 @@
 //! the root in a ceremony (a root-log `trust`) also counts; where both exist, the
 //! root's word wins (docs/trust-exchange.md).
 
+mod introduce;
 mod keys;
 mod reset;
 mod responder;
@@ -101,6 +102,9 @@ pub(super) struct Record {
     synced_at: u64,
     /// Revoked: refused by any later exchange.
     blocked: bool,
+    /// The root of the cluster that introduced it, when it came from an introduction.
+    #[serde(default)]
+    introduced_by: Option<[u8; 32]>,
 }
 
 /// A trusted cluster in memory: its record and its verified chain.
@@ -206,6 +210,7 @@ impl Service {
                 chain_entries: t.chain.len(),
                 synced_at: t.record.synced_at,
                 recorded: format!("{} entry {}", t.record.recorded.0, t.record.recorded.1),
+                introduced_by: t.record.introduced_by.map(|r| chain::fingerprint(&r)),
             })
             .collect();
         out.sort_by(|a, b| a.persona.cluster.cmp(&b.persona.cluster));
@@ -258,13 +263,19 @@ impl Service {
 
     /// Records a trust the exchange concluded: the `trust` statement in the branch
     /// log, then the record (the other side's persona and chain).
-    fn record_trust(&self, persona: &Persona, grant: &Grant) -> Result<(), ServiceError> {
+    fn record_trust(
+        &self,
+        persona: &Persona,
+        grant: &Grant,
+        introduced_by: Option<[u8; 32]>,
+    ) -> Result<(), ServiceError> {
         let body = Body::Trust(chain::Trust {
             cluster: persona.cluster.clone(),
             root: persona.root,
             level: grant.level,
             permissions: grant.permissions.clone(),
             expires_at: grant.expires_at,
+            introduced_by: introduced_by.map(|r| chain::fingerprint(&r)),
         });
         let recorded = self.append(move |svc, w| {
             let st = svc.branch_statement(body)?;
@@ -282,6 +293,7 @@ impl Service {
             recorded,
             synced_at: 0,
             blocked: false,
+            introduced_by,
         };
         self.store
             .put_trusted(&persona.fingerprint(), &chain::cbor_bytes(&record))?;

@@ -9,6 +9,7 @@
 
 use ed25519_dalek::{Signature, Signer};
 
+use super::session::{Kind, fingerprint_of};
 use super::{Grant, Service, ServiceError, Trusted, unix_now};
 use crate::chain;
 use crate::identity::Principal;
@@ -26,7 +27,10 @@ fn signed(link: &str) -> Vec<u8> {
 
 impl Service {
     /// The record of a trusted (not blocklisted) cluster, by root fingerprint.
-    fn trusted_by_fingerprint(&self, root: &str) -> Result<(Persona, Grant), ServiceError> {
+    pub(super) fn trusted_by_fingerprint(
+        &self,
+        root: &str,
+    ) -> Result<(Persona, Grant), ServiceError> {
         self.trust_clusters()
             .values()
             .find(|t: &&Trusted| !t.record.blocked && t.record.persona.fingerprint() == root)
@@ -44,7 +48,12 @@ impl Service {
     ) -> Result<TrustSessionView, ServiceError> {
         self.trust_admin(principal, Op::TrustInvite)?;
         let (peer, grant) = self.trusted_by_fingerprint(root)?;
-        let (id, invitation) = self.open_session(None, grant, own_url, Some(peer.root))?;
+        let (id, invitation) = self.open_session(
+            None,
+            grant,
+            own_url,
+            Kind::Reset(fingerprint_of(&peer.root)),
+        )?;
         let link = invitation.to_link();
         let key = self.material(&self.branch_path)?;
         let ask = TrustReset {
@@ -90,7 +99,7 @@ impl Service {
         let invitation =
             Invitation::parse(&ask.link).map_err(|e| ServiceError::BadRequest(e.to_string()))?;
         let id = invitation.session;
-        self.join_invitation(invitation, Some(peer.root))?;
+        self.join_invitation(invitation, Kind::Reset(fingerprint_of(&peer.root)))?;
         self.consent_as(&id, &grant, None, own_url)?;
         self.responder_confirm(&id, true)?;
         let view = self.sessions().0.get(&id).map(|s| s.view(&id));
@@ -127,7 +136,7 @@ impl Service {
     }
 
     /// This cluster's root fingerprint.
-    fn own_fingerprint(&self) -> Result<String, ServiceError> {
+    pub(super) fn own_fingerprint(&self) -> Result<String, ServiceError> {
         self.read_chain()
             .state()
             .root_keys()

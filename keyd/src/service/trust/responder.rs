@@ -5,7 +5,7 @@
 //! a remote step and put back after.
 
 use super::session::{
-    ResponderSide, SESSION_SECONDS, Session, Side, cbor, message, parse_id, protocol,
+    Kind, ResponderSide, SESSION_SECONDS, Session, Side, cbor, message, parse_id, protocol,
 };
 use super::{Grant, Service, ServiceError, unix_now};
 use crate::identity::Principal;
@@ -25,7 +25,7 @@ impl Service {
         let invitation =
             Invitation::parse(&ask.token).map_err(|e| ServiceError::BadRequest(e.to_string()))?;
         let id = invitation.session;
-        let view = self.join_invitation(invitation, None)?;
+        let view = self.join_invitation(invitation, Kind::Invited)?;
         self.audit_event(
             &principal.uri(),
             Op::TrustAccept.name(),
@@ -36,11 +36,11 @@ impl Service {
     }
 
     /// Joins `invitation`'s session up to the inviter's verified identity (with
-    /// `reset`, it must be of that root).
+    /// a reset or an introduction, it must be of the root `kind` names).
     pub(super) fn join_invitation(
         &self,
         invitation: Invitation,
-        reset: Option<[u8; 32]>,
+        kind: Kind,
     ) -> Result<TrustSessionView, ServiceError> {
         if self.sessions().0.contains_key(&invitation.session) {
             return Err(ServiceError::TrustRefused(
@@ -62,7 +62,7 @@ impl Service {
         let peer = responder
             .on_identity(&identity, unix_now())
             .map_err(protocol)?;
-        self.check_peer(&peer.persona, reset)
+        self.check_peer(&peer.persona, kind)
             .map_err(ServiceError::TrustRefused)?;
         let id = invitation.session;
         let session = Session {
@@ -73,7 +73,7 @@ impl Service {
                 peer,
                 grant: None,
                 confirmed: false,
-                reset,
+                kind,
             })),
             expires_at: unix_now() + SESSION_SECONDS,
             closed: None,
@@ -192,18 +192,10 @@ impl Service {
             let grant = side.grant.clone().ok_or_else(|| {
                 ServiceError::BadRequest("consent first: the code is shown after".into())
             })?;
-            Ok(Some((
-                side.peer.persona.clone(),
-                grant,
-                side.reset.is_some(),
-            )))
+            Ok(Some((side.peer.persona.clone(), grant, side.kind)))
         })?;
-        if let Some((persona, grant, reset)) = concluded {
-            if reset {
-                self.refresh_trust(&persona)?;
-            } else {
-                self.record_trust(&persona, &grant)?;
-            }
+        if let Some((persona, grant, kind)) = concluded {
+            self.conclude(&persona, &grant, kind)?;
             if let Some(s) = self.sessions().0.get_mut(id) {
                 s.trusted = true;
             }

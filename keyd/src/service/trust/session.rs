@@ -36,8 +36,41 @@ pub(super) struct InviterSide {
     peer: Option<Peer>,
     peer_confirmed: bool,
     confirmation: Option<Sealed>,
-    /// A reset: the root the other side must be of (no code then).
-    pub(super) reset: Option<[u8; 32]>,
+    /// What exchange this is.
+    pub(super) kind: Kind,
+}
+
+/// What kind of exchange a session runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Kind {
+    /// From an invitation: the admins compare a code.
+    Invited,
+    /// A reset with the cluster of this root fingerprint, trusted already: no code.
+    Reset([u8; 32]),
+    /// An introduction to the cluster of root fingerprint `peer` by the cluster of
+    /// root key `by`, which both sides trust: no code, and at most limited trust.
+    Introduced {
+        /// The root fingerprint the other side must be of.
+        peer: [u8; 32],
+        /// The introducer's root key.
+        by: [u8; 32],
+    },
+}
+
+/// A root key's fingerprint, as bytes.
+pub(super) fn fingerprint_of(root: &[u8; 32]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(root).into()
+}
+
+impl Kind {
+    /// The root fingerprint the other side must be of, when it is known in advance.
+    pub(super) fn expected(self) -> Option<[u8; 32]> {
+        match self {
+            Kind::Invited => None,
+            Kind::Reset(root) | Kind::Introduced { peer: root, .. } => Some(root),
+        }
+    }
 }
 
 pub(super) struct ResponderSide {
@@ -48,8 +81,8 @@ pub(super) struct ResponderSide {
     /// What this side granted, once its admin consented.
     pub(super) grant: Option<Grant>,
     pub(super) confirmed: bool,
-    /// A reset: the root the other side must be of (no code then).
-    pub(super) reset: Option<[u8; 32]>,
+    /// What exchange this is.
+    pub(super) kind: Kind,
 }
 
 pub(super) enum Side {
@@ -193,13 +226,13 @@ impl Service {
     }
 
     /// The peer is acceptable: not this cluster, not blocklisted.
-    pub(super) fn check_peer(&self, peer: &Persona, reset: Option<[u8; 32]>) -> Result<(), String> {
-        if let Some(root) = reset
-            && peer.root != root
+    pub(super) fn check_peer(&self, peer: &Persona, kind: Kind) -> Result<(), String> {
+        if let Some(expected) = kind.expected()
+            && fingerprint_of(&peer.root) != expected
         {
             return Err(format!(
-                "a reset is with the cluster of root {}, and the other side is of root {}",
-                crate::chain::fingerprint(&root),
+                "this exchange is with the cluster of root {}, and the other side is of root {}",
+                hex::encode(expected),
                 peer.fingerprint()
             ));
         }
@@ -226,7 +259,7 @@ impl Service {
         self.trust_admin(principal, Op::TrustInvite)?;
         let url = ask.url.clone().unwrap_or(default_url);
         let (session, invitation) =
-            self.open_session(ask.persona.clone(), Grant::from(&ask), url, None)?;
+            self.open_session(ask.persona.clone(), Grant::from(&ask), url, Kind::Invited)?;
         self.audit_event(
             &principal.uri(),
             Op::TrustInvite.name(),
@@ -241,13 +274,14 @@ impl Service {
     }
 
     /// A new inviter session granting `grant`, reached at `url`: its id and invitation.
-    /// With `reset`, the responder must be of that root and no code is compared.
+    /// A reset or an introduction (`kind`) names the root the responder must be of, and
+    /// no code is compared.
     pub(super) fn open_session(
         &self,
         persona: Option<String>,
         grant: Grant,
         url: String,
-        reset: Option<[u8; 32]>,
+        kind: Kind,
     ) -> Result<([u8; 16], Invitation), ServiceError> {
         let now = unix_now();
         grant.check(now)?;
@@ -286,7 +320,7 @@ impl Service {
                     peer: None,
                     peer_confirmed: false,
                     confirmation: None,
-                    reset,
+                    kind,
                 })),
                 expires_at: now + SESSION_SECONDS,
                 closed: None,
@@ -364,11 +398,11 @@ impl Service {
             "identity" => {
                 let sealed: Sealed = message(&call.message)?;
                 match side.inviter.on_identity(&sealed, now) {
-                    Ok(peer) => match self.check_peer(&peer.persona, side.reset) {
+                    Ok(peer) => match self.check_peer(&peer.persona, side.kind) {
                         Ok(()) => {
-                            // A reset needs no code: the identity is of the root
-                            // already trusted, proved by its signature.
-                            if side.reset.is_some() {
+                            // A reset or an introduction needs no code: the identity
+                            // is of the root expected, proved by its signature.
+                            if side.kind != Kind::Invited {
                                 side.inviter
                                     .confirm_digit(peer.code.last_digit())
                                     .map_err(protocol)?;
@@ -420,10 +454,25 @@ impl Service {
         Ok(r)
     }
 
+    /// Both sides confirmed: the trust recorded (an invitation, an introduction) or the
+    /// record refreshed (a reset).
+    pub(super) fn conclude(
+        &self,
+        persona: &Persona,
+        grant: &Grant,
+        kind: Kind,
+    ) -> Result<(), ServiceError> {
+        match kind {
+            Kind::Invited => self.record_trust(persona, grant, None),
+            Kind::Reset(_) => self.refresh_trust(persona),
+            Kind::Introduced { by, .. } => self.record_trust(persona, grant, Some(by)),
+        }
+    }
+
     /// Both admins confirmed on the inviter's side: the trust recorded, the
     /// confirmation sealed for the responder.
     pub(super) fn conclude_inviter(&self, id: &[u8; 16]) -> Result<(), ServiceError> {
-        let (persona, grant, reset) = {
+        let (persona, grant, kind) = {
             let mut sessions = self.sessions();
             let Some(Session {
                 side: Side::Inviter(side),
@@ -435,17 +484,9 @@ impl Service {
             let Some(peer) = &side.peer else {
                 return Ok(());
             };
-            (
-                peer.persona.clone(),
-                side.grant.clone(),
-                side.reset.is_some(),
-            )
+            (peer.persona.clone(), side.grant.clone(), side.kind)
         };
-        if reset {
-            self.refresh_trust(&persona)?;
-        } else {
-            self.record_trust(&persona, &grant)?;
-        }
+        self.conclude(&persona, &grant, kind)?;
         let mut sessions = self.sessions();
         if let Some(s) = sessions.0.get_mut(id) {
             if let Side::Inviter(side) = &mut s.side {

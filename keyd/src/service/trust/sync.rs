@@ -15,7 +15,7 @@ use crate::wire::{Bytes, ErrorBody, Rendezvous, RendezvousReply};
 const MAX_ANSWER: u64 = 64 << 20;
 
 /// An agent pinned to `der`, the other keyd's CA certificate.
-fn pinned(der: &[u8]) -> ureq::Agent {
+pub(super) fn pinned(der: &[u8]) -> ureq::Agent {
     agent(
         TlsConfig::builder()
             .root_certs(RootCerts::new_with_certs(&[
@@ -63,7 +63,12 @@ pub fn pinned_agent(url: &str, ca: &[u8; 32]) -> Result<ureq::Agent, String> {
 
 /// POSTs `body` (JSON) to `url`: the answer's body, or the other keyd's refusal
 /// (its error message) prefixed with `what`.
-fn post_json(agent: &ureq::Agent, url: &str, body: &[u8], what: &str) -> Result<Vec<u8>, String> {
+pub(super) fn post_json(
+    agent: &ureq::Agent,
+    url: &str,
+    body: &[u8],
+    what: &str,
+) -> Result<Vec<u8>, String> {
     let resp = agent
         .post(url)
         .header("content-type", "application/json")
