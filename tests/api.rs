@@ -331,6 +331,7 @@ fn openapi_lists_every_route() -> Result<()> {
         "post /v1/trust/clusters/{root}/introduce",
         "post /v1/trust/introduce",
         "post /v1/trust/introduced",
+        "post /v1/trust/sync",
         "post /v1/chain/pull",
         "post /v1/enroll",
         "post /v1/renew",

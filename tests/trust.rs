@@ -126,6 +126,13 @@ fn two_clusters_exchange_trust_and_verify_each_other_as_granted() -> Result<()> 
             "1d",
         ],
     )?;
+    let shown = trust(&a, &["show", &b.fingerprint()?])?;
+    ensure!(
+        shown["root"] == b.fingerprint()? && shown["chain_entries"].as_u64() > Some(1),
+        "{shown}"
+    );
+    let synced = trust(&a, &["sync"])?;
+    ensure!(synced["answered"] == 1, "{synced}");
     let listed = trust(&a, &["list"])?;
     let clusters = listed["clusters"].as_array().context("clusters")?;
     ensure!(

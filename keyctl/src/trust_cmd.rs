@@ -171,6 +171,21 @@ pub enum TrustCmd {
         #[arg(long, default_value = "30d")]
         expires: String,
     },
+    /// One trusted cluster (by its root fingerprint): its persona, what it is granted,
+    /// its chain held, who introduced it.
+    Show {
+        /// keyctl.toml (an admin's or a node's).
+        #[arg(long, env = "KEYCTL_CONFIG", default_value_os_t = default_config(), hide_default_value = true)]
+        config: PathBuf,
+        /// The cluster's root fingerprint.
+        root: String,
+    },
+    /// Pull every trusted cluster's chain now (as keyd does every trust_sync_seconds).
+    Sync {
+        /// keyctl.toml with an admin credential.
+        #[arg(long, env = "KEYCTL_CONFIG", default_value_os_t = default_config(), hide_default_value = true)]
+        config: PathBuf,
+    },
     /// End the trust in a cluster (by its root fingerprint): untrust is recorded and its
     /// root blocklisted (a later exchange with it is refused).
     Revoke {
@@ -319,6 +334,22 @@ pub fn run(cmd: TrustCmd) -> Result<(Value, bool), CtlError> {
             let closed = view.state == "closed";
             (serde_json::to_value(&view)?, closed)
         }
+        TrustCmd::Show { config, root } => {
+            let all = Client::from_config(&config)?.trusted_clusters()?;
+            let one = all
+                .clusters
+                .into_iter()
+                .find(|c| c.persona.root == root)
+                .ok_or_else(|| CtlError::Arg {
+                    flag: "ROOT",
+                    message: format!("{root} is not a cluster this one trusts (keyctl trust list)"),
+                })?;
+            (serde_json::to_value(one)?, false)
+        }
+        TrustCmd::Sync { config } => (
+            serde_json::to_value(Client::from_config(&config)?.trust_sync()?)?,
+            false,
+        ),
         TrustCmd::List { config } => (
             serde_json::to_value(Client::from_config(&config)?.trusted_clusters()?)?,
             false,

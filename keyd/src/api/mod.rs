@@ -134,6 +134,7 @@ fn principal_and_generation(
         trust::introduce,
         trust::introduce_request,
         trust::introduced_request,
+        trust::sync,
         admin::pull_peers,
         admin::enroll,
         admin::renew,
@@ -323,7 +324,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route(
                 "/trust/introduced",
                 web::post().to(trust::introduced_request),
-            ),
+            )
+            .route("/trust/sync", web::post().to(trust::sync)),
     )
     .default_service(web::to(unrouted));
 }

@@ -12,7 +12,8 @@ use super::{ApiError, principal};
 use crate::service::Service;
 use crate::wire::{
     Rendezvous, RendezvousReply, RevokeRequest, TrustAccept, TrustConfirm, TrustGrant,
-    TrustIntroduce, TrustInvited, TrustRelay, TrustReset, TrustSessionView, TrustedClusters,
+    TrustIntroduce, TrustInvited, TrustRelay, TrustReset, TrustSessionView, TrustSynced,
+    TrustedClusters,
 };
 
 /// The URL the caller reached this keyd at (what the other cluster's keyd is told,
@@ -243,4 +244,14 @@ pub async fn introduced_request(
     let (s, ask, url) = (svc.clone(), body.0, own_url(&req));
     let view = committed("trust_introduce", move || s.introduced_request(ask, url)).await?;
     Format::wanted(&req).reply(StatusCode::OK, &view)
+}
+
+/// Pulls every trusted cluster's chain now (admin, `chain.pull`), as the interval does.
+#[utoipa::path(post, path = "/v1/trust/sync", tag = "trust",
+    responses((status = 200, body = TrustSynced), (status = "4XX", body = ErrorBody)))]
+pub async fn sync(req: HttpRequest, svc: web::Data<Service>) -> Result<HttpResponse, ApiError> {
+    let who = principal(&req, &svc)?;
+    let s = svc.clone();
+    let answered = committed("trust_sync", move || s.sync_trusted_now(&who)).await?;
+    Format::wanted(&req).reply(StatusCode::OK, &TrustSynced { answered })
 }

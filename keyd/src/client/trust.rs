@@ -77,4 +77,9 @@ impl Client {
     ) -> Result<TrustSessionView, ClientError> {
         self.post(&format!("/v1/trust/clusters/{via}/introduce"), ask)
     }
+
+    /// Pulls every trusted cluster's chain now.
+    pub fn trust_sync(&self) -> Result<crate::wire::TrustSynced, ClientError> {
+        self.post("/v1/trust/sync", &crate::wire::Empty {})
+    }
 }

@@ -218,3 +218,11 @@ pub struct TrustRelay {
     /// `"keyd/v1/trust/introduce\0" ‖ link ‖ from ‖ to`.
     pub signature: String,
 }
+
+/// `POST /v1/trust/sync`: how many trusted clusters' keyds answered.
+#[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+pub struct TrustSynced {
+    /// Trusted clusters whose chain was pulled (the others keep the chain held).
+    pub answered: usize,
+}

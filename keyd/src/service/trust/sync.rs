@@ -130,6 +130,16 @@ pub fn ask_reset(url: &str, ca_pem: &str, ask: &crate::wire::TrustReset) -> Resu
 }
 
 impl Service {
+    /// `POST /v1/trust/sync` (admin, `chain.pull`): pulls every trusted cluster's chain
+    /// now: how many clusters answered.
+    pub fn sync_trusted_now(
+        &self,
+        principal: &crate::identity::Principal,
+    ) -> Result<usize, super::ServiceError> {
+        self.trust_admin(principal, crate::policy::Op::ChainPull)?;
+        Ok(self.sync_trusted())
+    }
+
     /// Pulls every trusted cluster's chain from its keyd, verifies what is new against
     /// what is held and keeps it: how many clusters answered.
     pub fn sync_trusted(&self) -> usize {
@@ -192,6 +202,18 @@ impl Service {
         let n = next.update(&bytes).map_err(|e| e.to_string())?;
         if next.state().root_keys().map(|k| k.ed25519) != Some(*root) {
             return Err("it served the chain of another root".into());
+        }
+        // The head-age rule (as for peers): its keyd's own branch head must be fresh, or
+        // it may be withholding a revocation; the chain held stays.
+        let max_age = self.config().peer_max_age.as_secs();
+        let branch = &t.record.persona.branch;
+        if let Some(head) = next.head(branch) {
+            let age = unix_now().saturating_sub(head.signed_at);
+            if age > max_age {
+                return Err(format!(
+                    "its branch {branch} head is {age} s old, more than peer_max_age ({max_age} s): it may be withholding a revocation"
+                ));
+            }
         }
         t.chain = next;
         t.record.synced_at = unix_now();
