@@ -228,7 +228,7 @@ fn two_clusters_exchange_trust_and_verify_each_other_as_granted() -> Result<()> 
 }
 
 #[test]
-fn a_replayed_invitation_a_wrong_digit_and_a_no_record_nothing_and_temporary_trust_ends()
+fn a_replayed_or_expired_invitation_a_wrong_digit_and_a_no_record_nothing_and_temporary_trust_ends()
 -> Result<()> {
     let a = Cluster::start_with(FAST)?;
     let b = Cluster::start_with(FAST)?;
@@ -306,6 +306,22 @@ fn a_replayed_invitation_a_wrong_digit_and_a_no_record_nothing_and_temporary_tru
     })?;
     ensure!(trust(&a, &["list"])?["clusters"] == json!([]));
     ensure!(trust(&b, &["list"])?["clusters"].as_array().map(Vec::len) == Some(1));
+
+    // An invitation whose session ended is refused.
+    let d = Cluster::start_with(&format!("{FAST}trust_session_seconds = 1\n"))?;
+    let invited = trust(&d, &[&["invite"], &grant[..]].concat())?;
+    std::thread::sleep(Duration::from_millis(2200));
+    let err = trust_fails(
+        &b,
+        &[
+            "accept",
+            &text(&invited, "link")?,
+            "--yes",
+            "--expires",
+            "1d",
+        ],
+    )?;
+    ensure!(err.contains("unknown, used or expired"), "{err}");
 
     // A link that is not one: a clear error naming what is wrong.
     let err = trust_fails(

@@ -89,6 +89,9 @@ pub struct RawConfig {
     /// Seconds between pulls of each trusted cluster's chain (default 60).
     #[serde(default = "default_trust_sync_seconds")]
     pub trust_sync_seconds: u64,
+    /// Seconds a trust exchange session lives (default 600).
+    #[serde(default = "default_trust_session_seconds")]
+    pub trust_session_seconds: u64,
     /// Seconds a client has to send a request body once its head arrived (default 10).
     #[serde(default = "default_body_timeout_seconds")]
     pub body_timeout_seconds: u64,
@@ -158,6 +161,10 @@ fn default_trust_sync_seconds() -> u64 {
     60
 }
 
+fn default_trust_session_seconds() -> u64 {
+    600
+}
+
 fn default_server_names() -> Vec<String> {
     ["localhost", "127.0.0.1", "::1"].map(String::from).to_vec()
 }
@@ -218,6 +225,8 @@ pub struct Config {
     pub peer_pull_interval: std::time::Duration,
     /// Pull interval of the trusted clusters' chains.
     pub trust_sync_interval: std::time::Duration,
+    /// Lifetime of a trust exchange session (seconds).
+    pub trust_session: u64,
     /// Oldest head a peer may serve for its own branch log.
     pub peer_max_age: std::time::Duration,
     /// Grace for superseded senders.
@@ -331,6 +340,9 @@ impl Config {
         if raw.trust_sync_seconds == 0 || raw.trust_sync_seconds > 86_400 {
             return Err(value("trust_sync_seconds", "must be 1 to 86400".into()));
         }
+        if raw.trust_session_seconds == 0 || raw.trust_session_seconds > 3_600 {
+            return Err(value("trust_session_seconds", "must be 1 to 3600".into()));
+        }
         let credential_max = match (raw.credential_max_days, raw.credential_max_seconds) {
             (Some(_), Some(_)) => {
                 return Err(value(
@@ -402,6 +414,7 @@ impl Config {
             peers,
             peer_pull_interval: std::time::Duration::from_secs(raw.peer_pull_seconds),
             trust_sync_interval: std::time::Duration::from_secs(raw.trust_sync_seconds),
+            trust_session: raw.trust_session_seconds,
             peer_max_age: std::time::Duration::from_secs(raw.peer_max_age_seconds),
             sender_grace: std::time::Duration::from_secs(raw.sender_grace_seconds),
             credential_max: std::time::Duration::from_secs(credential_max),

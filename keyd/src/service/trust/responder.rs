@@ -4,9 +4,7 @@
 //! confirmed. No lock is held over the network: a session is taken out of the map for
 //! a remote step and put back after.
 
-use super::session::{
-    Kind, ResponderSide, SESSION_SECONDS, Session, Side, cbor, message, parse_id, protocol,
-};
+use super::session::{Kind, ResponderSide, Session, Side, cbor, message, parse_id, protocol};
 use super::{Grant, Service, ServiceError, unix_now};
 use crate::identity::Principal;
 use crate::policy::Op;
@@ -75,7 +73,7 @@ impl Service {
                 confirmed: false,
                 kind,
             })),
-            expires_at: unix_now() + SESSION_SECONDS,
+            expires_at: unix_now() + self.config().trust_session,
             closed: None,
             trusted: false,
         };

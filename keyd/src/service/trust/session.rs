@@ -1,5 +1,5 @@
 //! Trust exchange sessions: the inviter's side answers the responder keyd's rendezvous
-//! calls; the responder's side makes them. Sessions are short-lived (ten minutes),
+//! calls; the responder's side makes them. Sessions are short-lived (`trust_session_seconds`, ten minutes by default),
 //! single use (the first proof of the invitation's secret claims it), kept in memory
 //! only — secrets zeroized, nothing written until both admins confirmed — so a keyd
 //! restart ends every open session with nothing recorded.
@@ -21,8 +21,6 @@ use crate::wire::{
     Bytes, Rendezvous, RendezvousReply, TrustConfirm, TrustGrant, TrustInvited, TrustSessionView,
 };
 
-/// How long a session lives.
-pub(super) const SESSION_SECONDS: u64 = 600;
 /// Open sessions at most (each holds an X-Wing key pair and a little state).
 const MAX_SESSIONS: usize = 1024;
 
@@ -269,7 +267,7 @@ impl Service {
         Ok(TrustInvited {
             session: hex::encode(session),
             link: invitation.to_link(),
-            expires_at: unix_now() + SESSION_SECONDS,
+            expires_at: unix_now() + self.config().trust_session,
         })
     }
 
@@ -322,7 +320,7 @@ impl Service {
                     confirmation: None,
                     kind,
                 })),
-                expires_at: now + SESSION_SECONDS,
+                expires_at: now + self.config().trust_session,
                 closed: None,
                 trusted: false,
             },
