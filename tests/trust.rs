@@ -198,6 +198,64 @@ fn two_clusters_exchange_trust_and_verify_each_other_as_granted() -> Result<()> 
         "{status} {v}"
     );
 
+    // The root of A trusts B cluster-wide, at full, in a ceremony: the root's word wins
+    // over A's keyd's grant, so A's node may now encrypt to B's; an untrust ends it.
+    let to_api = json!({"to": format!("{}:api", b.fingerprint()?), "suite": "x25519", "plaintext": B64.encode("root says yes")});
+    let b_root_json = b.ceremony_dir().join("root.json");
+    let chain = a.chain_file();
+    let push = |a: &Cluster| -> Result<Value> {
+        let config = a.admin_config()?;
+        keyctl(
+            &[
+                "chain",
+                "push",
+                "--config",
+                &config,
+                chain.to_str().unwrap_or_default(),
+            ],
+            &[],
+        )
+    };
+    a.ceremony_ok(&[
+        "ceremony",
+        "trust",
+        "--hsm",
+        a.root.uri(),
+        "--chain",
+        chain.to_str().unwrap_or_default(),
+        "--cluster",
+        "keyd",
+        "--root-json",
+        b_root_json.to_str().unwrap_or_default(),
+        "--level",
+        "full",
+        "--expires",
+        "30d",
+    ])?;
+    push(&a)?;
+    let shown = trust(&a, &["show", &b.fingerprint()?])?;
+    ensure!(
+        shown["cluster_wide"] == true && shown["level"] == "full",
+        "{shown}"
+    );
+    let (status, v) = a_node.post("/v1/encrypt", &to_api)?;
+    ensure!(status == 200, "{status} {v}");
+    a.ceremony_ok(&[
+        "ceremony",
+        "untrust",
+        "--hsm",
+        a.root.uri(),
+        "--chain",
+        chain.to_str().unwrap_or_default(),
+        "--root-json",
+        b_root_json.to_str().unwrap_or_default(),
+        "--reason",
+        "ceremony ended",
+    ])?;
+    push(&a)?;
+    let (status, _) = a_node.post("/v1/encrypt", &to_api)?;
+    ensure!(status == 403, "back to the keyd's own grant: {status}");
+
     // A revocation in B is refused by A within one sync interval.
     let gone_ask = signed(&b_gone, "gone's")?;
     let (_, v) = a_node.post("/v1/verify", &gone_ask)?;

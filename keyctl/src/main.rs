@@ -141,6 +141,46 @@ fn run(cli: Cli) -> Result<(), CtlError> {
             )?;
             text_first(root_rekey_json(&done), root_rekey_text(&done))
         }
+        Command::Ceremony(Ceremony::Trust {
+            hsm,
+            chain,
+            cluster,
+            root_json,
+            level,
+            permissions,
+            expires,
+        }) => {
+            let seconds = chain_cmd::parse_age(&expires).map_err(|message| CtlError::Arg {
+                flag: "--expires",
+                message,
+            })?;
+            let seq = ceremony::trust::trust(
+                &hsm,
+                &chain,
+                (&cluster, &root_json),
+                (
+                    level.into(),
+                    permissions,
+                    keyd::unix_now().saturating_add(seconds),
+                ),
+            )?;
+            emit(
+                output,
+                &serde_json::json!({"seq": seq, "chain": chain.display().to_string()}),
+            )
+        }
+        Command::Ceremony(Ceremony::Untrust {
+            hsm,
+            chain,
+            root_json,
+            reason,
+        }) => {
+            let seq = ceremony::trust::untrust(&hsm, &chain, &root_json, &reason)?;
+            emit(
+                output,
+                &serde_json::json!({"seq": seq, "chain": chain.display().to_string()}),
+            )
+        }
         Command::Ceremony(Ceremony::Derive { hsm, path }) => emit(
             output,
             &serde_json::to_value(ceremony::derive(&hsm, &path)?)?,

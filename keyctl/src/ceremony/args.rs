@@ -197,6 +197,47 @@ pub enum Ceremony {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Trust another cluster cluster-wide: a root-signed trust statement appended to the
+    /// chain (push it to each keyd with `keyctl chain push`). Where a keyd's own
+    /// exchange also trusts that root, the root's grant wins.
+    Trust {
+        /// RFC 7512 URI of the root token.
+        #[arg(long)]
+        hsm: String,
+        /// The chain file (updated in place).
+        #[arg(long)]
+        chain: PathBuf,
+        /// The other cluster's name.
+        #[arg(long)]
+        cluster: String,
+        /// The other cluster's root.json (its root identity key).
+        #[arg(long)]
+        root_json: PathBuf,
+        /// The level granted.
+        #[arg(long, value_enum, default_value = "limited")]
+        level: crate::trust_cmd::Level,
+        /// The permissions granted, comma-separated: verify, encrypt, decrypt.
+        #[arg(long, value_delimiter = ',', default_value = "verify")]
+        permissions: Vec<String>,
+        /// How long the trust lasts (90d, 12h, …).
+        #[arg(long, default_value = "365d")]
+        expires: String,
+    },
+    /// End the root's cluster-wide trust in another cluster (a root-signed untrust).
+    Untrust {
+        /// RFC 7512 URI of the root token.
+        #[arg(long)]
+        hsm: String,
+        /// The chain file (updated in place).
+        #[arg(long)]
+        chain: PathBuf,
+        /// The other cluster's root.json.
+        #[arg(long)]
+        root_json: PathBuf,
+        /// Why (recorded in the chain).
+        #[arg(long)]
+        reason: String,
+    },
     /// Print the public keys of any path, derived through the token's root.
     Derive {
         /// RFC 7512 URI of the root token.

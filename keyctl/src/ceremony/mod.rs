@@ -18,6 +18,7 @@ pub mod recover;
 pub mod root_rekey;
 pub mod shares;
 pub mod transcript;
+pub mod trust;
 
 use std::path::Path;
 

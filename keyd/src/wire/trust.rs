@@ -126,6 +126,10 @@ pub struct TrustedCluster {
     pub synced_at: u64,
     /// The log and seq of the `trust` statement.
     pub recorded: String,
+    /// Whether the grant shown is the root's cluster-wide trust (a root-log `trust`,
+    /// which wins over this keyd's own).
+    #[serde(default)]
+    pub cluster_wide: bool,
     /// The cluster that introduced it (root fingerprint), if it came from an
     /// introduction.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -38,7 +38,8 @@ impl Service {
                             || t.record.persona.fingerprint() == cluster)
                 })
                 .ok_or_else(|| ServiceError::NotFound(format!("no trusted cluster {cluster:?}")))?;
-            if !t.record.grant.allows("encrypt", now) {
+            let (grant, _) = self.grant_of(t);
+            if !grant.allows("encrypt", now) {
                 return Err(ServiceError::Forbidden(format!(
                     "the trust this cluster gives cluster {cluster} does not allow encrypt (or has ended)"
                 )));
@@ -61,7 +62,7 @@ impl Service {
             let path = node
                 .epoch_key(epoch)
                 .ok_or_else(|| ServiceError::NotFound("epoch".into()))?;
-            (t.record.grant.level, path, record.keys)
+            (grant.level, path, record.keys)
         };
         self.authorize(
             principal,
@@ -112,7 +113,7 @@ impl Service {
             return Ok(None);
         };
         let cluster = &t.record.persona.cluster;
-        if !t.record.grant.allows("decrypt", now) {
+        if !self.grant_of(t).0.allows("decrypt", now) {
             return Err(ServiceError::PartyNotValid(format!(
                 "sender: the trust this cluster gives cluster {cluster} does not allow decrypt (or has ended)"
             )));

@@ -186,6 +186,26 @@ impl Service {
         self.authorize(principal, op, super::policy::Named::Nothing)
     }
 
+    /// The grant in force for a trusted cluster, and whether it is the root's: a
+    /// root-log `trust` of that root (cluster-wide, signed in a ceremony) wins over this
+    /// keyd's own grant.
+    fn grant_of(&self, t: &Trusted) -> (Grant, bool) {
+        let chain = self.read_chain();
+        let cluster_wide = chain
+            .state()
+            .trusted()
+            .find(|(root, r)| **root == t.record.persona.root && r.log.depth() == 0)
+            .map(|(_, r)| Grant {
+                level: r.level,
+                permissions: r.permissions.clone(),
+                expires_at: r.expires_at,
+            });
+        match cluster_wide {
+            Some(g) => (g, true),
+            None => (t.record.grant.clone(), false),
+        }
+    }
+
     fn trust_clusters(&self) -> std::sync::RwLockReadGuard<'_, HashMap<[u8; 32], Trusted>> {
         self.trust
             .clusters
@@ -204,9 +224,13 @@ impl Service {
         let mut out: Vec<TrustedCluster> = self
             .trust_clusters()
             .values()
-            .filter(|t| !t.record.blocked && now < t.record.grant.expires_at)
-            .map(|t| TrustedCluster {
-                persona: view(&t.record.persona, &t.record.grant),
+            .filter_map(|t| {
+                let (grant, cluster_wide) = self.grant_of(t);
+                (!t.record.blocked && now < grant.expires_at).then_some((t, grant, cluster_wide))
+            })
+            .map(|(t, grant, cluster_wide)| TrustedCluster {
+                persona: view(&t.record.persona, &grant),
+                cluster_wide,
                 chain_entries: t.chain.len(),
                 synced_at: t.record.synced_at,
                 recorded: format!("{} entry {}", t.record.recorded.0, t.record.recorded.1),
@@ -256,7 +280,7 @@ impl Service {
                 cluster: t.record.persona.cluster.clone(),
                 path,
                 status,
-                allowed: t.record.grant.allows(permission, now),
+                allowed: self.grant_of(t).0.allows(permission, now),
             })
         })
     }

@@ -1,8 +1,9 @@
 //! Trust exchange sessions: the inviter's side answers the responder keyd's rendezvous
-//! calls; the responder's side makes them. Sessions are short-lived (`trust_session_seconds`, ten minutes by default),
-//! single use (the first proof of the invitation's secret claims it), kept in memory
-//! only — secrets zeroized, nothing written until both admins confirmed — so a keyd
-//! restart ends every open session with nothing recorded.
+//! calls; the responder's side makes them. Sessions are short-lived
+//! (`trust_session_seconds`, ten minutes by default), single use (the first proof of the
+//! invitation's secret claims it), kept in memory only — secrets zeroized, nothing
+//! written until both admins confirmed — so a keyd restart ends every open session with
+//! nothing recorded.
 
 use std::collections::HashMap;
 
