@@ -34,7 +34,7 @@ fn strs(v: &[String]) -> Vec<&str> {
 }
 
 /// A second token in the root token's SoftHSM2 directory (one process sees both).
-fn new_token(c: &Cluster, label: &str) -> Result<String> {
+pub(crate) fn new_token(c: &Cluster, label: &str) -> Result<String> {
     let out = std::process::Command::new(&bins().hsm_sim)
         .args(["init", "--output", "json", "--label", label, "--dir"])
         .arg(c.root.dir())
@@ -334,8 +334,40 @@ fn a_new_root_succeeds_and_keyd_moves_its_tree_resuming_after_kill_9() -> Result
     Ok(())
 }
 
+/// `keyctl ceremony root-rekey` of `c`'s root to the token `uri2` (clear shares, 2 of
+/// 2), re-issuing `branches` (`I=INSTALL_KEY`), into `out`: its text.
+pub(crate) fn root_rekey_ceremony(
+    c: &Cluster,
+    uri2: &str,
+    branches: &[&str],
+    out: &Path,
+) -> Result<String> {
+    let chain = c.chain_file();
+    let mut args = vec![
+        "ceremony",
+        "root-rekey",
+        "--old-hsm",
+        c.root.uri(),
+        "--new-hsm",
+        uri2,
+        "--chain",
+        s(&chain),
+        "--plain-shares",
+        "--shares",
+        "2",
+        "--threshold",
+        "2",
+        "--out",
+        s(out),
+    ];
+    for b in branches {
+        args.extend(["--branch", b]);
+    }
+    keyctl_ok(&c.root, &args)
+}
+
 /// `keyd install-key` of a stopped keyd.
-fn install_key(c: &Cluster) -> Result<String> {
+pub(crate) fn install_key(c: &Cluster) -> Result<String> {
     let said = c.keyd(&["install-key"])?;
     Ok(said
         .trim()
@@ -362,30 +394,7 @@ fn two_keyds_move_under_the_new_root_and_mirror_each_other_again() -> Result<()>
         format!("1={}", install_key(&k1)?),
         format!("2={}", install_key(&k2)?),
     );
-    let said = keyctl_ok(
-        &k1.root,
-        &[
-            "ceremony",
-            "root-rekey",
-            "--old-hsm",
-            k1.root.uri(),
-            "--new-hsm",
-            &uri2,
-            "--chain",
-            s(&k1.chain_file()),
-            "--plain-shares",
-            "--shares",
-            "2",
-            "--threshold",
-            "2",
-            "--branch",
-            &i1,
-            "--branch",
-            &i2,
-            "--out",
-            s(&out),
-        ],
-    )?;
+    let said = root_rekey_ceremony(&k1, &uri2, &[&i1, &i2], &out)?;
     ensure!(
         said.contains("branch m/1' (dc1) re-issued")
             && said.contains("branch m/2' (dc2) re-issued"),

@@ -528,3 +528,57 @@ fn a_cluster_trusted_by_two_introduces_them_at_most_limited_and_the_chain_names_
     ensure!(err.contains("already has a record"), "{err}");
     Ok(())
 }
+
+#[test]
+fn a_reset_after_a_root_rekey_moves_the_trust_to_the_new_root_and_keeps_the_grant() -> Result<()> {
+    let mut a = Cluster::start_with(FAST)?;
+    let b = Cluster::start_with(FAST)?;
+    exchange(&a, &b, &VERIFY_A_DAY, &VERIFY_DECRYPT_A_DAY)?;
+    let old_fp = a.fingerprint()?;
+
+    // A's root is replaced and A's keyd moves its tree under the new one.
+    a.kill9()?;
+    let uri2 = crate::root_rekey::new_token(&a, "root2")?;
+    let install = format!("1={}", crate::root_rekey::install_key(&a)?);
+    let out = a.dir.path().join("rekey");
+    crate::root_rekey::root_rekey_ceremony(&a, &uri2, &[&install], &out)?;
+    let new_root: Value =
+        serde_json::from_slice(&std::fs::read(out.join("new-root").join("root.json"))?)?;
+    let new_fp = text(&new_root, "fingerprint")?;
+    a.keyd(&[
+        "root-rekey",
+        "--bundle",
+        out.join("branch-1.bundle").to_str().unwrap_or_default(),
+        "--succession",
+        out.join("succession.cbor").to_str().unwrap_or_default(),
+    ])?;
+    a.serve()?;
+    let (a_node, _) = a.enrolled_node("web")?;
+    let (b_node, _) = b.enrolled_node("api")?;
+    let ask = signed(&a_node, "under the new root")?;
+    let (_, v) = b_node.post("/v1/verify", &ask)?;
+    ensure!(v["valid"] == false, "{v}");
+
+    // A resets the trust: B follows A's succession, moves the trust to the new root
+    // with the grant it had, and blocklists the old root.
+    let done = trust(&a, &["reset", &b.fingerprint()?])?;
+    ensure!(done["state"] == "trusted", "{done}");
+    let listed = trust(&b, &["list"])?;
+    let clusters = listed["clusters"].as_array().context("clusters")?;
+    ensure!(
+        clusters.len() == 1
+            && clusters[0]["root"] == new_fp.as_str()
+            && clusters[0]["level"] == "limited"
+            && clusters[0]["permissions"] == json!(["verify", "decrypt"]),
+        "{listed}"
+    );
+    ensure!(!listed.to_string().contains(&old_fp), "{listed}");
+    wait_until(Duration::from_secs(15), || {
+        let (_, v) = b_node.post("/v1/verify", &ask)?;
+        Ok(v["valid"] == true)
+    })?;
+    // A's new branch log states its trust in B again, with the grant A had.
+    let shown = trust(&a, &["show", &b.fingerprint()?])?;
+    ensure!(shown["permissions"] == json!(["verify"]), "{shown}");
+    Ok(())
+}

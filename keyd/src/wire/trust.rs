@@ -183,6 +183,10 @@ pub struct TrustReset {
     pub link: String,
     /// The asking cluster's root fingerprint.
     pub root: String,
+    /// After a root rekey of the asking cluster: its previous root's fingerprint (the
+    /// root the other side trusts, which named `root` its successor).
+    #[serde(default)]
+    pub previous: Option<String>,
     /// Ed25519 signature by the asking keyd's branch key over
     /// `"keyd/v1/trust/reset\0" ‖ link` (hex).
     pub signature: String,

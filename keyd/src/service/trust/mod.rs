@@ -14,6 +14,7 @@ mod keys;
 mod reset;
 mod responder;
 mod session;
+mod succession;
 pub mod sync;
 
 use std::collections::HashMap;
@@ -293,23 +294,7 @@ impl Service {
         grant: &Grant,
         introduced_by: Option<[u8; 32]>,
     ) -> Result<(), ServiceError> {
-        let body = Body::Trust(chain::Trust {
-            cluster: persona.cluster.clone(),
-            root: persona.root,
-            level: grant.level,
-            permissions: grant.permissions.clone(),
-            expires_at: grant.expires_at,
-            introduced_by: introduced_by.map(|r| chain::fingerprint(&r)),
-        });
-        let recorded = self.append(move |svc, w| {
-            let st = svc.branch_statement(body)?;
-            let seq = w.state().link(&svc.branch_path).next_seq;
-            Ok(super::commit::Built {
-                statements: vec![st],
-                token: None,
-                value: (svc.branch_path.clone(), seq),
-            })
-        })?;
+        let recorded = self.append_trust(persona, grant, introduced_by)?;
         let chain = chain::verify_file(&persona.chain)?;
         let record = Record {
             persona: persona.clone(),
@@ -336,6 +321,33 @@ impl Service {
             .unwrap_or_else(|e| e.into_inner())
             .insert(persona.root, Trusted { record, chain });
         Ok(())
+    }
+
+    /// Appends the `trust` statement of `grant` to `persona`'s root in the branch log:
+    /// where it is.
+    fn append_trust(
+        &self,
+        persona: &Persona,
+        grant: &Grant,
+        introduced_by: Option<[u8; 32]>,
+    ) -> Result<(KeyPath, u64), ServiceError> {
+        let body = Body::Trust(chain::Trust {
+            cluster: persona.cluster.clone(),
+            root: persona.root,
+            level: grant.level,
+            permissions: grant.permissions.clone(),
+            expires_at: grant.expires_at,
+            introduced_by: introduced_by.map(|r| chain::fingerprint(&r)),
+        });
+        self.append(move |svc, w| {
+            let st = svc.branch_statement(body)?;
+            let seq = w.state().link(&svc.branch_path).next_seq;
+            Ok(super::commit::Built {
+                statements: vec![st],
+                token: None,
+                value: (svc.branch_path.clone(), seq),
+            })
+        })
     }
 
     /// Ends the trust in the cluster of root `root` (fingerprint): `untrust` in the

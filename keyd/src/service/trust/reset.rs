@@ -56,9 +56,18 @@ impl Service {
         )?;
         let link = invitation.to_link();
         let key = self.material(&self.branch_path)?;
+        // After a root rekey, the other side trusts the previous root, which named this
+        // one its successor.
+        let previous = self.retired.as_ref().and_then(|r| {
+            r.chain
+                .state()
+                .root_keys()
+                .map(|k| chain::fingerprint(&k.ed25519))
+        });
         let ask = TrustReset {
             link: link.clone(),
             root: self.own_fingerprint()?,
+            previous,
             signature: hex::encode(key.signing_key().sign(&signed(&link)).to_bytes()),
         };
         let done = super::sync::ask_reset(&peer.url, &peer.ca_pem, &ask);
@@ -81,25 +90,55 @@ impl Service {
         own_url: String,
     ) -> Result<TrustSessionView, ServiceError> {
         let refused = |m: &str| ServiceError::TrustRefused(format!("reset refused: {m}"));
-        let (peer, grant) = self
-            .trusted_by_fingerprint(&ask.root)
-            .map_err(|_| refused("not a cluster this one trusts"))?;
-        let key = chain::verify_file(&peer.chain)
-            .ok()
-            .and_then(|c| {
-                c.state()
-                    .key(&peer.branch)
+        let invitation =
+            Invitation::parse(&ask.link).map_err(|e| ServiceError::BadRequest(e.to_string()))?;
+        let (grant, kind, key) = match self.trusted_by_fingerprint(&ask.root) {
+            Ok((peer, grant)) => {
+                let key = chain::verify_file(&peer.chain)
+                    .ok()
+                    .and_then(|c| {
+                        c.state()
+                            .key(&peer.branch)
+                            .and_then(|r| r.keys.verifying_key())
+                    })
+                    .ok_or_else(|| refused("the recorded chain holds no branch key"))?;
+                let kind = Kind::Reset(fingerprint_of(&peer.root));
+                (grant, kind, key)
+            }
+            Err(_) => {
+                // A root rekey on the other side: the root trusted here must have named
+                // the asking root its successor.
+                let previous = ask
+                    .previous
+                    .as_deref()
+                    .ok_or_else(|| refused("not a cluster this one trusts"))?;
+                let (old, grant) = self
+                    .trusted_by_fingerprint(previous)
+                    .map_err(|_| refused("not a cluster this one trusts"))?;
+                let new_chain = self
+                    .follow_succession(&old, &ask.root, &invitation)
+                    .map_err(|m| refused(&m))?;
+                let key = new_chain
+                    .state()
+                    .key(&old.branch)
                     .and_then(|r| r.keys.verifying_key())
-            })
-            .ok_or_else(|| refused("the recorded chain holds no branch key"))?;
+                    .ok_or_else(|| refused("the new chain does not hold the same branch"))?;
+                let mut peer_fp = [0u8; 32];
+                hex::decode_to_slice(&ask.root, &mut peer_fp)
+                    .map_err(|_| refused("a bad root fingerprint"))?;
+                let kind = Kind::Succeeded {
+                    peer: peer_fp,
+                    old: old.root,
+                };
+                (grant, kind, key)
+            }
+        };
         let mut sig = [0u8; 64];
         hex::decode_to_slice(&ask.signature, &mut sig).map_err(|_| refused("a bad signature"))?;
         key.verify_strict(&signed(&ask.link), &Signature::from_bytes(&sig))
             .map_err(|_| refused("the signature is not by the trusted cluster's keyd"))?;
-        let invitation =
-            Invitation::parse(&ask.link).map_err(|e| ServiceError::BadRequest(e.to_string()))?;
         let id = invitation.session;
-        self.join_invitation(invitation, Kind::Reset(fingerprint_of(&peer.root)))?;
+        self.join_invitation(invitation, kind)?;
         self.consent_as(&id, &grant, None, own_url)?;
         self.responder_confirm(&id, true)?;
         let view = self.sessions().0.get(&id).map(|s| s.view(&id));
@@ -110,6 +149,23 @@ impl Service {
     /// ones; the grant recorded stays.
     pub(super) fn refresh_trust(&self, persona: &Persona) -> Result<(), ServiceError> {
         let chain = chain::verify_file(&persona.chain)?;
+        // After this keyd's own root rekey its new branch log holds no trust yet: the
+        // reset records it again, with the grant recorded.
+        let stated = self
+            .read_chain()
+            .state()
+            .trusted()
+            .any(|(r, t)| *r == persona.root && t.log == self.branch_path);
+        let restated = if stated {
+            None
+        } else {
+            let (grant, by) = self
+                .trust_clusters()
+                .get(&persona.root)
+                .map(|t| (t.record.grant.clone(), t.record.introduced_by))
+                .ok_or_else(|| ServiceError::TrustRefused("no trust to reset".into()))?;
+            Some(self.append_trust(persona, &grant, by)?)
+        };
         let record = {
             let mut clusters = self
                 .trust
@@ -122,6 +178,9 @@ impl Service {
                 .ok_or_else(|| ServiceError::TrustRefused("no trust to reset".into()))?;
             t.record.persona = persona.clone();
             t.record.synced_at = unix_now();
+            if let Some(at) = restated {
+                t.record.recorded = at;
+            }
             t.chain = chain;
             chain::cbor_bytes(&t.record)
         };

@@ -46,6 +46,14 @@ pub(super) enum Kind {
     Invited,
     /// A reset with the cluster of this root fingerprint, trusted already: no code.
     Reset([u8; 32]),
+    /// A reset with a trusted cluster whose root was replaced: the other side must be of
+    /// the successor (fingerprint `peer`) the trusted root `old` (key) named.
+    Succeeded {
+        /// The successor's root fingerprint.
+        peer: [u8; 32],
+        /// The root key trusted until now.
+        old: [u8; 32],
+    },
     /// An introduction to the cluster of root fingerprint `peer` by the cluster of
     /// root key `by`, which both sides trust: no code, and at most limited trust.
     Introduced {
@@ -67,7 +75,9 @@ impl Kind {
     pub(super) fn expected(self) -> Option<[u8; 32]> {
         match self {
             Kind::Invited => None,
-            Kind::Reset(root) | Kind::Introduced { peer: root, .. } => Some(root),
+            Kind::Reset(root)
+            | Kind::Succeeded { peer: root, .. }
+            | Kind::Introduced { peer: root, .. } => Some(root),
         }
     }
 }
@@ -464,6 +474,7 @@ impl Service {
         match kind {
             Kind::Invited => self.record_trust(persona, grant, None),
             Kind::Reset(_) => self.refresh_trust(persona),
+            Kind::Succeeded { old, .. } => self.succeed_trust(persona, &old),
             Kind::Introduced { by, .. } => self.record_trust(persona, grant, Some(by)),
         }
     }
