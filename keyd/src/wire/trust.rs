@@ -187,6 +187,13 @@ pub struct TrustReset {
     /// root the other side trusts, which named `root` its successor).
     #[serde(default)]
     pub previous: Option<String>,
+    /// With `previous`: the previous root's chain, ending in the succession.
+    #[serde(default)]
+    pub succession: Option<Bytes>,
+    /// With `previous`: the asking keyd's chain under its new root (the root log and its
+    /// branch log), whose branch key signed this request.
+    #[serde(default)]
+    pub chain: Option<Bytes>,
     /// Ed25519 signature by the asking keyd's branch key over
     /// `"keyd/v1/trust/reset\0" ‖ link` (hex).
     pub signature: String,

@@ -10,6 +10,7 @@
 use ed25519_dalek::{Signature, Signer};
 
 use super::session::{Kind, fingerprint_of};
+use super::succession::follow_succession;
 use super::{Grant, Service, ServiceError, Trusted, unix_now};
 use crate::chain;
 use crate::identity::Principal;
@@ -57,17 +58,27 @@ impl Service {
         let link = invitation.to_link();
         let key = self.material(&self.branch_path)?;
         // After a root rekey, the other side trusts the previous root, which named this
-        // one its successor.
+        // one its successor: the request carries both chains, so that it is checked
+        // before the other side reaches out anywhere.
         let previous = self.retired.as_ref().and_then(|r| {
             r.chain
                 .state()
                 .root_keys()
                 .map(|k| chain::fingerprint(&k.ed25519))
         });
+        let (succession, current) = match previous {
+            Some(_) => (
+                self.retired_chain().map(crate::wire::Bytes::new),
+                Some(crate::wire::Bytes::new(self.own_logs())),
+            ),
+            None => (None, None),
+        };
         let ask = TrustReset {
             link: link.clone(),
             root: self.own_fingerprint()?,
             previous,
+            succession,
+            chain: current,
             signature: hex::encode(key.signing_key().sign(&signed(&link)).to_bytes()),
         };
         let done = super::sync::ask_reset(&peer.url, &peer.ca_pem, &ask);
@@ -115,9 +126,7 @@ impl Service {
                 let (old, grant) = self
                     .trusted_by_fingerprint(previous)
                     .map_err(|_| refused("not a cluster this one trusts"))?;
-                let new_chain = self
-                    .follow_succession(&old, &ask.root, &invitation)
-                    .map_err(|m| refused(&m))?;
+                let new_chain = follow_succession(&old, &ask).map_err(|m| refused(&m))?;
                 let key = new_chain
                     .state()
                     .key(&old.branch)

@@ -1,56 +1,52 @@
 //! A trusted cluster whose root was replaced (`keyctl ceremony root-rekey`): its keyd
-//! asks for a reset naming the new root and the previous one. This keyd, which trusts
-//! the previous root, follows the succession at that keyd (`GET /v1/chain/succession`,
-//! where the request's link says it is): the previous chain must extend the one recorded here
-//! and name exactly the new root, whose chain (`GET /v1/chain`) gives the key that
-//! signed the request. The trust then moves to the new root with the grant recorded
-//! (never raised), and the previous root is untrusted and blocklisted: it signs nothing
-//! more, and it may be what was lost.
+//! asks for a reset naming the new root and the previous one, carrying the previous
+//! root's chain (ending in the succession) and its chain under the new root. This keyd,
+//! which trusts the previous root, checks them before it reaches out anywhere: the
+//! previous chain must extend the one recorded here and name exactly the new root, and
+//! the new chain gives the key that signed the request. The trust then moves to the new
+//! root with the grant recorded (never raised), and the previous root is untrusted and
+//! blocklisted: it signs nothing more, and it may be what was lost.
 
 use super::{Service, ServiceError};
 use crate::chain::{self, Body, Chain, Untrust};
-use crate::trust::{Invitation, Persona};
+use crate::trust::Persona;
+use crate::wire::TrustReset;
+
+/// The new chain of the trusted cluster `old` after its root named `ask.root` its
+/// successor, from the chains the request carries (nothing is fetched before they are
+/// checked): the previous chain must extend the one recorded here and name exactly that
+/// root; the new chain must be of it. Verified, it is returned.
+pub(super) fn follow_succession(old: &Persona, ask: &TrustReset) -> Result<Chain, String> {
+    let (Some(previous), Some(current)) = (&ask.succession, &ask.chain) else {
+        return Err("a reset after a root rekey carries the previous and the new chain".into());
+    };
+    let mut held = chain::verify_file(&old.chain).map_err(|e| e.to_string())?;
+    held.update(previous.as_slice())
+        .map_err(|e| format!("its previous chain does not extend the one held here: {e}"))?;
+    let named = held
+        .state()
+        .successor()
+        .map(|k| chain::fingerprint(&k.ed25519))
+        .ok_or("its previous root named no successor")?;
+    if named != ask.root {
+        return Err(format!(
+            "its previous root named {named} its successor, not {}",
+            ask.root
+        ));
+    }
+    let new = chain::verify_file(current.as_slice()).map_err(|e| format!("its chain: {e}"))?;
+    if new
+        .state()
+        .root_keys()
+        .map(|k| chain::fingerprint(&k.ed25519))
+        != Some(named)
+    {
+        return Err("its chain is of another root than its successor".into());
+    }
+    Ok(new)
+}
 
 impl Service {
-    /// The new chain of the trusted cluster `old` after its root named `new_root`
-    /// (fingerprint) its successor: verified, of that root.
-    pub(super) fn follow_succession(
-        &self,
-        old: &Persona,
-        new_root: &str,
-        at: &Invitation,
-    ) -> Result<Chain, String> {
-        // Where that keyd is now (the request's link): what it serves is checked by
-        // signatures alone — the old root's succession, the new root's chain.
-        let agent = super::sync::pinned_agent(&at.url, &at.ca)?;
-        let previous = super::sync::get_bytes(&agent, &format!("{}/v1/chain/succession", at.url))?;
-        let mut held = chain::verify_file(&old.chain).map_err(|e| e.to_string())?;
-        held.update(&previous)
-            .map_err(|e| format!("its previous chain does not extend the one held here: {e}"))?;
-        let named = held
-            .state()
-            .successor()
-            .map(|k| chain::fingerprint(&k.ed25519))
-            .ok_or("its previous root named no successor")?;
-        if named != new_root {
-            return Err(format!(
-                "its previous root named {named} its successor, not {new_root}"
-            ));
-        }
-        let current = super::sync::get_bytes(&agent, &format!("{}/v1/chain", at.url))?;
-        let new = chain::verify_file(&current).map_err(|e| format!("its chain: {e}"))?;
-        if new
-            .state()
-            .root_keys()
-            .map(|k| chain::fingerprint(&k.ed25519))
-            .as_deref()
-            != Some(new_root)
-        {
-            return Err("it serves the chain of another root than its successor".into());
-        }
-        Ok(new)
-    }
-
     /// The trust in the cluster of `old` moves to its successor `persona`: a `trust` of
     /// the new root with the grant recorded, and the old root untrusted and blocklisted.
     pub(super) fn succeed_trust(

@@ -36,16 +36,6 @@ fn read(mut resp: ureq::http::Response<ureq::Body>) -> Result<(u16, Vec<u8>), St
     Ok((status, body))
 }
 
-/// GETs `url`: the body of a 200 answer.
-pub(super) fn get_bytes(agent: &ureq::Agent, url: &str) -> Result<Vec<u8>, String> {
-    let resp = agent.get(url).call().map_err(|e| format!("{url}: {e}"))?;
-    let (status, body) = read(resp)?;
-    if status != 200 {
-        return Err(format!("{url} answered {status}"));
-    }
-    Ok(body)
-}
-
 /// An agent for the keyd at `url` whose CA certificate has SHA-256 `ca` (fetched once
 /// without verification, then checked by its fingerprint).
 pub fn pinned_agent(url: &str, ca: &[u8; 32]) -> Result<ureq::Agent, String> {
