@@ -36,18 +36,25 @@ fn cluster(seed: u8, name: &str) -> (Tree, Persona) {
     (tree, persona)
 }
 
-#[test]
-fn two_honest_sides_agree_on_the_code_and_on_each_other() {
-    let (ta, pa) = cluster(1, "alpha");
-    let (tb, pb) = cluster(2, "beta");
+/// An honest exchange up to the inviter's identity (`pa`, signed by tree `ta`'s branch
+/// key): both sides and that identity, sealed.
+fn up_to_identity(ta: &Tree, pa: Persona) -> (Inviter, Responder, keyd::trust::Sealed) {
     let mut r = rng();
     let (mut a, offer) = Inviter::new(&mut r);
     let (mut b, join) = Responder::new(&offer, &mut r);
     let reveal = a.on_join(&join, &mut r).expect("reveal");
     let finish = b.on_reveal(&reveal, &mut r).expect("finish");
     let a_id = a
-        .on_finish(&finish, pa.clone(), &ta.signing_key(&p("m/1'")))
+        .on_finish(&finish, pa, &ta.signing_key(&p("m/1'")))
         .expect("a's identity");
+    (a, b, a_id)
+}
+
+#[test]
+fn two_honest_sides_agree_on_the_code_and_on_each_other() {
+    let (ta, pa) = cluster(1, "alpha");
+    let (tb, pb) = cluster(2, "beta");
+    let (mut a, mut b, a_id) = up_to_identity(&ta, pa.clone());
     let seen_by_b = b.on_identity(&a_id, NOW).expect("b sees a");
     assert_eq!(seen_by_b.persona, pa);
     let b_id = b
@@ -133,14 +140,7 @@ fn a_wrong_digit_or_a_refusal_ends_the_session_with_nothing_done() {
     let (tb, pb) = cluster(2, "beta");
     let mut r = rng();
     let run = |digit_ok: bool, b_agrees: bool| {
-        let mut r = rng();
-        let (mut a, offer) = Inviter::new(&mut r);
-        let (mut b, join) = Responder::new(&offer, &mut r);
-        let reveal = a.on_join(&join, &mut r).expect("reveal");
-        let finish = b.on_reveal(&reveal, &mut r).expect("finish");
-        let a_id = a
-            .on_finish(&finish, pa.clone(), &ta.signing_key(&p("m/1'")))
-            .expect("a id");
+        let (mut a, mut b, a_id) = up_to_identity(&ta, pa.clone());
         b.on_identity(&a_id, NOW).expect("b sees a");
         let b_id = b
             .consent(&pb, &tb.signing_key(&p("m/1'")))
@@ -173,14 +173,7 @@ fn a_persona_whose_chain_is_of_another_root_is_refused() {
     let (ta, mut pa) = cluster(1, "alpha");
     let (_, pb) = cluster(2, "beta");
     pa.chain = pb.chain.clone();
-    let mut r = rng();
-    let (mut a, offer) = Inviter::new(&mut r);
-    let (mut b, join) = Responder::new(&offer, &mut r);
-    let reveal = a.on_join(&join, &mut r).expect("reveal");
-    let finish = b.on_reveal(&reveal, &mut r).expect("finish");
-    let a_id = a
-        .on_finish(&finish, pa, &ta.signing_key(&p("m/1'")))
-        .expect("a id");
+    let (_, mut b, a_id) = up_to_identity(&ta, pa);
     assert!(matches!(
         b.on_identity(&a_id, NOW),
         Err(ProtocolError::Persona(m)) if m.contains("another root")

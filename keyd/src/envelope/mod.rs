@@ -519,11 +519,32 @@ impl Encrypted {
         rng: &mut impl CryptoRng,
     ) -> Result<Encrypted, EnvelopeError> {
         check_size(plaintext)?;
+        let parties = (recipient, key_id(recipient_keys), sender, sender_key);
+        Self::seal_signed(suite, parties, context, |aad| match suite {
+            Suite::XWing => hpke_seal::<XWing>(&recipient_keys.x_wing().1, plaintext, aad, rng),
+            Suite::X25519 => {
+                let pk = <X25519HkdfSha256 as Kem>::PublicKey::from_bytes(
+                    recipient_keys.public_keys().x25519.as_bytes(),
+                )
+                .map_err(|_| EnvelopeError::Open)?;
+                hpke_seal::<X25519HkdfSha256>(&pk, plaintext, aad, rng)
+            }
+        })
+    }
+
+    /// The envelope to `recipient` (its key id) from `sender`, sealed by `seal` under the
+    /// envelope's associated data, then signed by the sender.
+    fn seal_signed(
+        suite: Suite,
+        (recipient, recipient_kid, sender, sender_key): (&KeyPath, KeyId, &KeyPath, &SigningKey),
+        context: &[u8],
+        seal: impl FnOnce(&[u8]) -> Result<(Vec<u8>, Vec<u8>), EnvelopeError>,
+    ) -> Result<Encrypted, EnvelopeError> {
         let mut e = Encrypted {
             v: ENVELOPE_VERSION,
             suite: suite.name().to_owned(),
             recipient: recipient.clone(),
-            recipient_kid: Some(key_id(recipient_keys).0),
+            recipient_kid: Some(recipient_kid.0),
             sender: sender.clone(),
             sender_kid: Some(KeyId::of(&sender_key.verifying_key()).0),
             ctx: !context.is_empty(),
@@ -531,17 +552,7 @@ impl Encrypted {
             ct: Vec::new(),
             signature: [0; 64],
         };
-        let aad = e.aad(context);
-        (e.enc, e.ct) = match suite {
-            Suite::XWing => hpke_seal::<XWing>(&recipient_keys.x_wing().1, plaintext, &aad, rng)?,
-            Suite::X25519 => {
-                let pk = <X25519HkdfSha256 as Kem>::PublicKey::from_bytes(
-                    recipient_keys.public_keys().x25519.as_bytes(),
-                )
-                .map_err(|_| EnvelopeError::Open)?;
-                hpke_seal::<X25519HkdfSha256>(&pk, plaintext, &aad, rng)?
-            }
-        };
+        (e.enc, e.ct) = seal(&e.aad(context))?;
         e.signature = sender_key.sign(&e.signed_bytes()).to_bytes();
         Ok(e)
     }
@@ -558,24 +569,17 @@ impl Encrypted {
         rng: &mut impl CryptoRng,
     ) -> Result<Encrypted, EnvelopeError> {
         check_size(plaintext)?;
-        let mut e = Encrypted {
-            v: ENVELOPE_VERSION,
-            suite: Suite::X25519.name().to_owned(),
-            recipient: recipient.clone(),
-            recipient_kid: Some(KeyId::of_bytes(recipient_ed25519).0),
-            sender: sender.clone(),
-            sender_kid: Some(KeyId::of(&sender_key.verifying_key()).0),
-            ctx: !context.is_empty(),
-            enc: Vec::new(),
-            ct: Vec::new(),
-            signature: [0; 64],
-        };
-        let aad = e.aad(context);
-        let pk = <X25519HkdfSha256 as Kem>::PublicKey::from_bytes(recipient_x25519)
-            .map_err(|_| EnvelopeError::Open)?;
-        (e.enc, e.ct) = hpke_seal::<X25519HkdfSha256>(&pk, plaintext, &aad, rng)?;
-        e.signature = sender_key.sign(&e.signed_bytes()).to_bytes();
-        Ok(e)
+        let parties = (
+            recipient,
+            KeyId::of_bytes(recipient_ed25519),
+            sender,
+            sender_key,
+        );
+        Self::seal_signed(Suite::X25519, parties, context, |aad| {
+            let pk = <X25519HkdfSha256 as Kem>::PublicKey::from_bytes(recipient_x25519)
+                .map_err(|_| EnvelopeError::Open)?;
+            hpke_seal::<X25519HkdfSha256>(&pk, plaintext, aad, rng)
+        })
     }
 
     /// The envelope's suite.
