@@ -17,6 +17,15 @@ ensure_softhsm2() {
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq softhsm2 >/dev/null
 }
 
+# The build needs protoc (etcd's client compiles etcd's gRPC definitions); the replica
+# tests need etcd and etcdctl. Installed from Debian's packages when missing.
+ensure_build_deps() {
+  ensure_commands protoc:protobuf-compiler
+}
+ensure_etcd() {
+  ensure_commands etcd:etcd-server etcdctl:etcd-client
+}
+
 # Installs Debian packages whose commands are missing: ensure_commands CMD:PACKAGE ...
 ensure_commands() {
   local missing=()

@@ -354,6 +354,7 @@ fn openapi_lists_every_route() -> Result<()> {
         "post /v1/nodes/{name}/min-epoch",
         "post /v1/nodes/{name}/extend",
         "post /v1/admin/recover",
+        "post /v1/admin/replicas",
         "post /v1/nodes/{name}/rekey-order",
     ]
     .iter()

@@ -95,6 +95,9 @@ pub enum Command {
     /// (admin credential; list also with a node's).
     #[command(subcommand)]
     Trust(crate::trust_cmd::TrustCmd),
+    /// Replicas of a keyd group on etcd: approve a new one (admin credential).
+    #[command(subcommand)]
+    Replica(crate::replica_cmd::ReplicaCmd),
     /// Administer nodes on a running keyd (admin credential).
     #[command(subcommand)]
     Node(NodeCmd),

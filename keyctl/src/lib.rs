@@ -12,6 +12,7 @@ pub mod policy_cmd;
 pub mod progress;
 pub mod public;
 pub mod remote;
+pub mod replica_cmd;
 pub mod succession;
 pub mod trust_cmd;
 

@@ -313,6 +313,7 @@ fn run(cli: Cli) -> Result<(), CtlError> {
                 chain_cmd::summary(&file, &v),
             )
         }
+        Command::Replica(cmd) => emit(output, &keyctl::replica_cmd::run(cmd)?),
         Command::Audit(cmd) => match keyctl::audit_cmd::run(cmd)? {
             Some(v) => emit(output, &v),
             None => Ok(()),

@@ -107,6 +107,15 @@ impl From<ServiceError> for ApiError {
                 (StatusCode::PAYLOAD_TOO_LARGE, "too_large")
             }
             ServiceError::Envelope(_) => (StatusCode::BAD_REQUEST, "bad_envelope"),
+            ServiceError::Store(StoreError::Conflict(_)) => {
+                (StatusCode::CONFLICT, "replica_conflict")
+            }
+            ServiceError::Store(StoreError::Unavailable { .. }) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable")
+            }
+            ServiceError::Store(StoreError::Unsupported(_)) => {
+                (StatusCode::BAD_REQUEST, "unsupported")
+            }
             ServiceError::Store(StoreError::Corrupt { .. })
             | ServiceError::Store(_)
             | ServiceError::Identity(_)

@@ -82,6 +82,12 @@ pub struct Metrics {
     cpu_read: AtomicU64,
     open_fds: Gauge,
     start_time: Gauge,
+    etcd_up: Gauge,
+    etcd_contact_age: Gauge<f64, AtomicU64>,
+    etcd_requests: Counter,
+    etcd_seconds: Counter<f64, AtomicU64>,
+    etcd_slowest: Gauge<f64, AtomicU64>,
+    watch_apply: Histogram,
 }
 
 /// The global metrics.
@@ -111,6 +117,12 @@ impl Metrics {
             cpu_read: AtomicU64::new(0),
             open_fds: Gauge::default(),
             start_time: Gauge::default(),
+            etcd_up: Gauge::default(),
+            etcd_contact_age: Gauge::default(),
+            etcd_requests: Counter::default(),
+            etcd_seconds: Counter::default(),
+            etcd_slowest: Gauge::default(),
+            watch_apply: latency_histogram(),
         };
         let r = &mut m.registry;
         r.register(
@@ -189,6 +201,36 @@ impl Metrics {
             "Start time of the process since the Unix epoch, seconds",
             m.start_time.clone(),
         );
+        r.register(
+            "keyd_etcd_up",
+            "A replica (store = etcd): whether etcd answered the last quorum read (1) or not (0)",
+            m.etcd_up.clone(),
+        );
+        r.register(
+            "keyd_etcd_last_contact_age_seconds",
+            "Seconds since etcd last answered this replica",
+            m.etcd_contact_age.clone(),
+        );
+        r.register(
+            "keyd_etcd_requests",
+            "Calls to etcd answered",
+            m.etcd_requests.clone(),
+        );
+        r.register(
+            "keyd_etcd_request_seconds",
+            "Total time of the calls to etcd answered (divide by keyd_etcd_requests for the mean latency)",
+            m.etcd_seconds.clone(),
+        );
+        r.register(
+            "keyd_etcd_request_slowest_seconds",
+            "The slowest call to etcd in the last second",
+            m.etcd_slowest.clone(),
+        );
+        r.register(
+            "keyd_replica_watch_apply_seconds",
+            "Watch lag: from a change seen on etcd's watch to it being in force at this replica",
+            m.watch_apply.clone(),
+        );
         m.start_time
             .set(i64::try_from(crate::service::unix_now()).unwrap_or(i64::MAX));
         // Both sources from the start, so a scrape before the first cache hit says 0.
@@ -261,6 +303,25 @@ impl Metrics {
     /// Records whether the seal token answered keyd's last use of it.
     pub fn seal_token(&self, up: bool) {
         self.seal_token_up.set(i64::from(up));
+    }
+
+    /// A replica's view of etcd: whether the last quorum read answered; calls answered,
+    /// their total time and the slowest lately; seconds since etcd last answered.
+    pub fn etcd(&self, up: bool, (calls, total, slowest): (u64, f64, f64), age: f64) {
+        self.etcd_up.set(i64::from(up));
+        let seen = self.etcd_requests.get();
+        self.etcd_requests.inc_by(calls.saturating_sub(seen));
+        let was = self.etcd_seconds.get();
+        if total > was {
+            self.etcd_seconds.inc_by(total - was);
+        }
+        self.etcd_slowest.set(slowest);
+        self.etcd_contact_age.set(age);
+    }
+
+    /// How long a watch event took to be applied.
+    pub fn watch_applied(&self, took: Duration) {
+        self.watch_apply.observe(took.as_secs_f64());
     }
 
     /// Sets the chain gauges: entries per log, and the age of keyd's branch head.

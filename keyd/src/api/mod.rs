@@ -158,6 +158,7 @@ fn principal_and_generation(
         policy::check,
         audit::page,
         audit::recover,
+        audit::add_replica,
         ops::sign,
         ops::batch_sign,
         ops::verify,
@@ -202,6 +203,7 @@ pub fn fuzz_bodies(data: &[u8]) {
         let _ = format.decode::<crate::wire::MinEpochRequest>(data);
         let _ = format.decode::<crate::wire::ExtendRequest>(data);
         let _ = format.decode::<crate::wire::RecoverRequest>(data);
+        let _ = format.decode::<crate::wire::ReplicaRequest>(data);
         let _ = format.decode::<crate::wire::PolicyCheck>(data);
     }
 }
@@ -293,6 +295,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/policy/check", web::post().to(policy::check))
             .route("/audit", web::get().to(audit::page))
             .route("/admin/recover", web::post().to(audit::recover))
+            .route("/admin/replicas", web::post().to(audit::add_replica))
             .route("/trust/invite", web::post().to(trust::invite))
             .route("/trust/accept", web::post().to(trust::accept))
             .route("/trust/sessions/{id}", web::get().to(trust::session))

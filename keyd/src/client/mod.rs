@@ -39,8 +39,8 @@ use crate::wire::{
     ExtendRequest, Extended, MinEpochRequest, MinEpochSet, NodeAdded, NodeDetail, NodeList,
     PlaintextResponse, PolicyApply, PolicyCheck, PolicyDecision, PolicyShown, PullRequested,
     Pushed, RecoverRequest, RecoverResponse, ReenrollRequest, Reenrollment, Rekeyed, RenewRequest,
-    RenewResponse, RevokeRequest, Revoked, SealRequest, SignRequest, SignResponse, SuitePolicy,
-    SuiteRequest, SuiteSet, Verification, VerifyRequest,
+    RenewResponse, ReplicaRequest, ReplicaResponse, RevokeRequest, Revoked, SealRequest,
+    SignRequest, SignResponse, SuitePolicy, SuiteRequest, SuiteSet, Verification, VerifyRequest,
 };
 pub use config::{ClientConfig, load_chain};
 use config::{read, refuse_revoked_keyd};
@@ -398,6 +398,19 @@ impl Client {
             context: context_of(context),
         };
         self.post("/v1/admin/recover", &body)
+    }
+
+    /// Seals the branch to a new replica's install key (admin).
+    pub fn add_replica(
+        &self,
+        name: &str,
+        install_key: &str,
+    ) -> Result<ReplicaResponse, ClientError> {
+        let body = ReplicaRequest {
+            name: name.to_owned(),
+            install_key: install_key.to_owned(),
+        };
+        self.post("/v1/admin/replicas", &body)
     }
 
     /// Ends every certificate of a node at once (admin).

@@ -27,6 +27,12 @@ fn backups_dir(config: &Config) -> PathBuf {
 
 /// `keyd backup --out FILE`.
 pub fn backup(config: &Config, out: &Path) -> Result<Report> {
+    if let Some(e) = &config.etcd {
+        bail!(
+            "this keyd is replica {} of a group whose state is in etcd: back up etcd itself (etcdctl snapshot save), and each replica's data directory with its seal token",
+            e.store.replica
+        );
+    }
     if out.exists() {
         return Err(Refusal::error(
             "out_exists",
@@ -130,6 +136,12 @@ pub fn answer_requests(svc: &Service) {
 
 /// `keyd restore FILE [--force]` (keyd stopped).
 pub fn restore(config: &Config, file: &Path, force: bool) -> Result<Report> {
+    if let Some(e) = &config.etcd {
+        bail!(
+            "this keyd is replica {} of a group whose state is in etcd: back up etcd itself (etcdctl snapshot save), and each replica's data directory with its seal token",
+            e.store.replica
+        );
+    }
     let db = config.db_path();
     let current = Store::open(&db)?;
     let backup = Store::open(file).map_err(|e| match e {

@@ -88,7 +88,7 @@ pub fn init(config: &Config) -> Result<Report> {
 
 /// `keyd install-key`.
 pub fn install_key(config: &Config) -> Result<Report> {
-    let store = Store::open(&config.db_path())?;
+    let store = config.open_store()?;
     let public = store
         .meta(key::INSTALL_PUBLIC)?
         .context("the store has no install key; run keyd init")?;
@@ -154,7 +154,7 @@ pub fn import(config: &Config, bundle_file: &Path, expect_root: Option<&str>) ->
             ));
         }
     };
-    let store = Store::open(&config.db_path())?;
+    let store = config.open_store()?;
     if store.meta(key::BRANCH_SEALED)?.is_some() {
         return Err(Refusal::error(
             "branch_exists",
@@ -168,6 +168,9 @@ pub fn import(config: &Config, bundle_file: &Path, expect_root: Option<&str>) ->
         .with_context(|| format!("cannot read {}", bundle_file.display()))?;
     let bundle = BranchBundle::from_cbor(&bytes)?;
     let (branch, mut chain) = bundle.open(&install)?;
+    if store.shared().is_some() {
+        store.unlock_group(&branch);
+    }
     let carried = chain
         .state()
         .root_keys()
@@ -180,6 +183,10 @@ pub fn import(config: &Config, bundle_file: &Path, expect_root: Option<&str>) ->
                 "the bundle was issued from root {carried}, not from the expected root {expected}: refused (check the bundle and the fingerprint in root.json)"
             ),
         ));
+    }
+    // A replica joining a group (the branch's log is in etcd already).
+    if store.shared().is_some() && store.shared_sizes()?.contains_key(&bundle.path.to_string()) {
+        return join(config, &store, &hsm, &bundle, &branch);
     }
     // A rebuilt keyd (`keyctl ceremony rebuild`) continues the branch log the bundle
     // carries, never opens it again: every node, epoch and revocation in it stands.
@@ -358,10 +365,68 @@ pub(super) fn unseal_branch_secret(hsm: &Hsm, path: &KeyPath, sealed: &[u8]) -> 
     Ok(branch)
 }
 
+/// `keyd import` of a replica joining its group: the branch the group's log certifies,
+/// sealed under this replica's seal token; the logs stay as etcd holds them. Admin
+/// credentials are the group's (every replica has the same CA).
+fn join(
+    config: &Config,
+    store: &Store,
+    hsm: &Hsm,
+    bundle: &BranchBundle,
+    branch: &NodeSecret,
+) -> Result<Report> {
+    let chain = keyd::service::restore_chain(store).context("the group's chain in etcd")?;
+    let certified = chain.state().key(&bundle.path).map(|r| r.keys);
+    if certified != Some(keyd::chain::KeySet::from(&branch.public_keys())) {
+        return Err(Refusal::error(
+            "wrong_branch",
+            format!(
+                "the group's log does not certify this bundle's branch {} key: refused",
+                bundle.path
+            ),
+        ));
+    }
+    let head = chain
+        .head(&bundle.path)
+        .context("the group's branch log has no head")?;
+    let sealed = seal_branch(hsm, &bundle.path, branch)?;
+    let ca = Ca::from_branch(&branch.material(), &bundle.name, &bundle.path)?;
+    let ca_file = config.data_dir.join("ca.pem");
+    if !ca_file.exists() {
+        write_file(&ca_file, ca.cert_pem().as_bytes(), 0o644)?;
+    }
+    store.set_meta(&[
+        (key::BRANCH_PATH, bundle.path.to_string().as_bytes()),
+        (key::BRANCH_NAME, bundle.name.as_bytes()),
+        (key::BRANCH_SEALED, &sealed),
+    ])?;
+    hsm.write_mark(&keyd::chain::cbor_bytes(head))?;
+    let replica = store
+        .shared()
+        .map(|e| e.replica().to_owned())
+        .unwrap_or_default();
+    Ok(Report {
+        text: format!(
+            "replica {replica} joined the group of branch {} ({}): its log as etcd holds it ends at seq {}\nCA certificate: {} (the group's; admins use their credentials at any replica)",
+            bundle.path,
+            bundle.name,
+            head.seq,
+            ca_file.display()
+        ),
+        json: json!({
+            "branch": bundle.path.to_string(),
+            "name": bundle.name,
+            "replica": replica,
+            "joined": true,
+            "ca": ca_file,
+        }),
+    })
+}
+
 /// The imported branch, unsealed through the seal token: the store, the branch name,
 /// path and secret, and the token.
 pub fn unseal_branch(config: &Config) -> Result<(Store, String, KeyPath, NodeSecret, Hsm)> {
-    let store = Store::open(&config.db_path())?;
+    let store = config.open_store()?;
     let hsm = Hsm::open(&config.seal_hsm)?;
     let path: KeyPath = String::from_utf8(
         store
@@ -378,7 +443,11 @@ pub fn unseal_branch(config: &Config) -> Result<(Store, String, KeyPath, NodeSec
         .meta(key::BRANCH_SEALED)?
         .context("branch secret missing")?;
     let branch = unseal_branch_secret(&hsm, &path, &sealed)?;
-    store.unlock(&hsm)?;
+    if store.shared().is_some() {
+        store.unlock_group(&branch);
+    } else {
+        store.unlock(&hsm)?;
+    }
     Ok((store, name, path, branch, hsm))
 }
 

@@ -176,6 +176,9 @@ pub fn serve(config: Config, output: super::report::Output) -> Result<()> {
 /// How often the audit log's counts of finished seconds are written.
 const AUDIT_FLUSH: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// How often a replica checks that etcd answers a quorum read.
+const ETCD_PROBE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// How often the mark on the seal token is brought up to the latest branch head.
 const MARK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 /// Every this many mark intervals with nothing to write, the seal token is read.
@@ -261,6 +264,32 @@ fn background(svc: &actix_web::web::Data<Service>, hsm: Hsm) {
             }
         }
     });
+    if let Some(changes) = svc.watch() {
+        // A replica: what the others commit, in force here within a watch round-trip.
+        let s = svc.clone();
+        std::thread::spawn(move || {
+            for tables in changes {
+                let started = std::time::Instant::now();
+                if let Err(e) = s.follow(&tables) {
+                    tracing::error!(error = %e, ?tables, "replica: could not apply a change made at another replica");
+                }
+                keyd::api::metrics().watch_applied(started.elapsed());
+            }
+        });
+        let s = svc.clone();
+        std::thread::spawn(move || {
+            loop {
+                std::thread::sleep(ETCD_PROBE);
+                let up = s.ping_store();
+                if let Err(e) = &up {
+                    tracing::warn!(error = %e, "replica: etcd does not answer");
+                }
+                if let Some((latency, age)) = s.store_latency() {
+                    keyd::api::metrics().etcd(up.is_ok(), latency, age);
+                }
+            }
+        });
+    }
     for url in svc.config().peers.clone() {
         let s = svc.clone();
         std::thread::spawn(move || {

@@ -57,6 +57,7 @@ ops! {
     AdminRevoke = "admin.revoke": "revoke an admin name (the target)",
     AdminCredentialsRevoke = "admin.credentials.revoke": "end every certificate of an admin",
     AdminRecover = "admin.recover": "open a descendant's envelope as its ancestor",
+    AdminReplica = "admin.replica": "approve a new replica's install key (the branch is sealed to it)",
     ChainPush = "chain.push": "push root-log records",
     ChainPull = "chain.pull": "pull the peers' logs now",
     PolicyShow = "policy.show": "read the policy in force",

@@ -18,6 +18,10 @@ use std::sync::mpsc::{Sender, channel};
 
 use super::{Service, ServiceError, unix_now};
 use crate::chain::{Body, Chain, Statement};
+use crate::store::StoreError;
+
+/// Most changes in one group of a replica (one etcd transaction holds them all).
+const REPLICA_GROUP: usize = 16;
 
 /// What a builder returns: statements to append, an optional enrollment token record
 /// (`(hash, record)`, committed with them), and the caller's value.
@@ -46,6 +50,15 @@ pub(super) struct Commits {
 fn failure(e: &ServiceError) -> ServiceError {
     match e {
         ServiceError::Chain(r) => ServiceError::Chain(r.clone()),
+        ServiceError::Store(StoreError::Conflict(m)) => {
+            ServiceError::Store(StoreError::Conflict(m.clone()))
+        }
+        ServiceError::Store(StoreError::Unavailable { what, detail }) => {
+            ServiceError::Store(StoreError::Unavailable {
+                what: what.clone(),
+                detail: detail.clone(),
+            })
+        }
         other => ServiceError::Uncommitted(format!("the change was not committed: {other}")),
     }
 }
@@ -86,14 +99,31 @@ impl Service {
                 let _leader = lock(&self.commits.leader);
                 // A leader answers every job it took before it lets go; a job not yet
                 // answered is still in the queue, and this leader takes it.
-                if let Ok(r) = answer.try_recv() {
-                    r
-                } else {
-                    let jobs = std::mem::take(&mut *lock(&self.commits.queue));
+                // A replica's groups are bounded: the leader goes on until its own job
+                // is answered.
+                loop {
+                    if let Ok(r) = answer.try_recv() {
+                        break r;
+                    }
+                    let jobs = {
+                        let mut queue = lock(&self.commits.queue);
+                        if self.replicated() && queue.len() > REPLICA_GROUP {
+                            queue.drain(..REPLICA_GROUP).collect()
+                        } else {
+                            std::mem::take(&mut *queue)
+                        }
+                    };
+                    if jobs.is_empty() {
+                        break answer.recv().map_err(|_| {
+                            ServiceError::Uncommitted("the commit was lost".into())
+                        })?;
+                    }
+                    // A replica first takes in what the others committed, so that its
+                    // group extends the log as etcd holds it.
+                    if let Err(e) = self.follow_logs() {
+                        tracing::warn!(error = %e, "replica: could not catch up before a commit");
+                    }
                     self.commit_group(jobs);
-                    answer
-                        .recv()
-                        .map_err(|_| ServiceError::Uncommitted("the commit was lost".into()))?
                 }
             }
         };
@@ -110,6 +140,7 @@ impl Service {
         let log = &self.branch_path;
         let mut chain = self.chain.write().unwrap_or_else(|e| e.into_inner());
         let first = chain.entries(log).len();
+        let head_before = chain.head(log).cloned();
         let now = unix_now();
         let mut done = Vec::new();
         let mut tokens = Vec::new();
@@ -158,8 +189,14 @@ impl Service {
         };
         if let Err(e) = &committed {
             tracing::error!(error = %e, "chain: a group of changes was not committed");
-            // Keep memory equal to disk.
-            match self.reload_chain() {
+            // Keep memory equal to disk. A replica cut off from etcd cannot read it
+            // back: its chain is rebuilt from memory without the group's entries.
+            let restored = if self.replicated() {
+                super::replica::rolled_back(&chain, log, first, head_before)
+            } else {
+                self.reload_chain()
+            };
+            match restored {
                 Ok(c) => *chain = c,
                 Err(e) => tracing::error!(error = %e, "chain: reloading the stored chain failed"),
             }

@@ -26,6 +26,7 @@ mod nodes;
 mod pages;
 pub mod policy;
 mod recover;
+mod replica;
 mod retired;
 pub mod suites;
 pub mod trust;
@@ -157,6 +158,9 @@ pub fn chain_of(logs: crate::store::StoredLogs) -> Result<Chain, ServiceError> {
 }
 
 pub use crate::unix_now;
+
+/// A replica is ready while etcd answered a quorum read this recently.
+const READY_CONTACT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// A signature made by `sign`, with the key that made it.
 #[derive(Debug)]
@@ -353,6 +357,7 @@ impl Service {
     /// that this keyd still serves).
     pub fn authenticate(&self, principal: Option<Principal>) -> Result<Principal, ServiceError> {
         let principal = principal.ok_or(ServiceError::Unauthenticated)?;
+        self.require_fresh()?;
         match &principal {
             Principal::Node(path) => {
                 // A valid node implies a branch that is not revoked (the branch is its
@@ -576,6 +581,20 @@ impl Service {
     /// the number of chain entries.
     pub fn ready(&self) -> Result<usize, ServiceError> {
         self.store.meta(crate::store::key::BRANCH_PATH)?;
+        if let Some(etcd) = self.store.shared()
+            && etcd
+                .last_contact()
+                .is_none_or(|t| t.elapsed() > READY_CONTACT)
+        {
+            return Err(StoreError::Unavailable {
+                what: etcd.describe(),
+                detail: format!(
+                    "no quorum read answered in the last {} s: state changes are refused; key operations go on for the grace",
+                    READY_CONTACT.as_secs()
+                ),
+            }
+            .into());
+        }
         self.require_serving()?;
         self.require_current()?;
         Ok(self.read_chain().len())

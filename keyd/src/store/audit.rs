@@ -1,8 +1,9 @@
 //! The audit log's records and signed heads (their integrity is the hash chain and
 //! the heads' signatures: see [`crate::audit`]).
 
-use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
 
+use super::etcd::seq_key;
 use super::{Store, StoreError};
 
 /// Record seq → its canonical CBOR.
@@ -17,6 +18,21 @@ impl Store {
         records: &[(u64, Vec<u8>)],
         head: Option<(u64, Vec<u8>)>,
     ) -> Result<(), StoreError> {
+        if let Some(etcd) = self.shared() {
+            // Each replica keeps its own audit log (one writer per hash chain).
+            let me = etcd.replica();
+            let mut puts: Vec<(String, Vec<u8>)> = records
+                .iter()
+                .map(|(seq, b)| (format!("audit/{me}/{}", seq_key(*seq)), b.clone()))
+                .collect();
+            if let Some((seq, b)) = head {
+                puts.push((format!("audit_heads/{me}/{}", seq_key(seq)), b));
+            }
+            for chunk in puts.chunks(super::etcd::MAX_TXN_OPS) {
+                etcd.txn(Vec::new(), chunk.to_vec(), Vec::new())?;
+            }
+            return Ok(());
+        }
         self.write(|tx| {
             let mut table = tx.open_table(AUDIT)?;
             for (seq, bytes) in records {
@@ -63,6 +79,15 @@ impl Store {
         since: u64,
         limit: usize,
     ) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        if let Some(etcd) = self.shared() {
+            let rest = format!("{}/{}/", def.name(), etcd.replica());
+            let after = (!last).then(|| seq_key(since));
+            return Ok(etcd
+                .range(&rest, after.as_deref(), limit, last)?
+                .into_iter()
+                .filter_map(|(k, v)| Some((k.parse().ok()?, v)))
+                .collect());
+        }
         let run = || -> Result<Vec<(u64, Vec<u8>)>, redb::Error> {
             let tx = self.db.begin_read()?;
             let Some(table) = super::existing(&tx, def)? else {

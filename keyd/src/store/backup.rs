@@ -42,6 +42,7 @@ impl Store {
     /// Writes a consistent copy of the store (one read transaction) to `to`, a new file
     /// (0600): how many rows.
     pub fn backup(&self, to: &Path) -> Result<u64, StoreError> {
+        self.local_only("keyd backup")?;
         let err = |e: redb::Error| StoreError::Db {
             path: to.to_owned(),
             source: e,

@@ -15,6 +15,9 @@ impl Store {
         let row = self
             .row_key()?
             .seal(MIN_EPOCHS_NAME, node.as_bytes(), text.as_bytes());
+        if let Some(etcd) = self.shared() {
+            return self.put_shared_row(etcd, MIN_EPOCHS_NAME, node.as_bytes(), row);
+        }
         self.write(|tx| {
             tx.open_table(MIN_EPOCHS)?.insert(node, row.as_slice())?;
             Ok(())

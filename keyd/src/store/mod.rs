@@ -11,9 +11,11 @@
 
 mod audit;
 mod backup;
+mod etcd;
 mod lifecycle;
 mod policies;
 mod rows;
+mod shared;
 mod succession;
 mod trust;
 
@@ -30,7 +32,9 @@ use std::collections::BTreeMap;
 use crate::chain::{self, Entry, Head, cbor_bytes};
 use crate::derive::KeyPath;
 use crate::hsm::HsmError;
+pub use etcd::{Etcd, EtcdConfig};
 pub use rows::RowKey;
+pub use shared::Latency;
 
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 /// The single chain of keyd before logs (format 1): a store holding it is refused.
@@ -107,6 +111,20 @@ pub enum StoreError {
         #[source]
         source: HsmError,
     },
+    /// The shared store (etcd) did not answer: no quorum reachable, or it failed.
+    #[error("{what}: unavailable: {detail}")]
+    Unavailable {
+        /// The store.
+        what: String,
+        /// Why.
+        detail: String,
+    },
+    /// Another replica changed the shared state first; nothing was written.
+    #[error("{0}")]
+    Conflict(String),
+    /// What this store cannot do (a shared store's backups are etcd's).
+    #[error("{0}")]
+    Unsupported(String),
     /// A protected table was used before [`Store::unlock`] (a bug in keyd).
     #[error("database {0}: protected rows used before the store was unlocked")]
     Locked(PathBuf),
@@ -132,6 +150,9 @@ pub struct Store {
     db: Database,
     path: PathBuf,
     rows: OnceLock<RowKey>,
+    /// With `store = "etcd"`: the state the replica group shares lives there; the redb
+    /// file holds only this replica's own sealed secrets (meta).
+    shared: Option<Etcd>,
 }
 
 impl std::fmt::Debug for Store {
@@ -180,6 +201,7 @@ impl Store {
             db,
             path: path.to_owned(),
             rows: OnceLock::new(),
+            shared: None,
         };
         store.write(|tx| {
             tx.open_table(META)?;
@@ -211,7 +233,14 @@ impl Store {
             db,
             path: path.to_owned(),
             rows: OnceLock::new(),
+            shared: None,
         })
+    }
+
+    /// This store with its shared state in etcd (`store = "etcd"`), connected.
+    pub fn with_etcd(mut self, config: &EtcdConfig) -> Result<Store, StoreError> {
+        self.shared = Some(Etcd::connect(config)?);
+        Ok(self)
     }
 
     /// Runs `f` in one write transaction and commits it.
@@ -267,6 +296,13 @@ impl Store {
                 .map(|(hash, record)| (*hash, key.seal(TOKENS_NAME, hash, record)))
                 .collect()
         };
+        if let Some(etcd) = &self.shared {
+            let rows = sealed
+                .into_iter()
+                .map(|(hash, row)| (shared::row_key(TOKENS_NAME, hash), row))
+                .collect();
+            return Self::shared_append(etcd, entries, heads, rows);
+        }
         self.write(|tx| {
             put_logs(tx, entries, heads)?;
             if !sealed.is_empty() {
@@ -285,6 +321,14 @@ impl Store {
         let row = self
             .row_key()?
             .seal(REVOKED_ADMINS_NAME, name.as_bytes(), record);
+        if let Some(etcd) = &self.shared {
+            let key = shared::row_key(REVOKED_ADMINS_NAME, name.as_bytes());
+            return etcd.txn(
+                vec![etcd::Cmp::Absent(key.clone())],
+                vec![(key, row)],
+                Vec::new(),
+            );
+        }
         self.write(|tx| {
             let mut table = tx.open_table(REVOKED_ADMINS)?;
             let known = table.get(name)?.is_some();
@@ -308,6 +352,15 @@ impl Store {
         heads: &[&Head],
         values: &[(&str, &[u8])],
     ) -> Result<(), StoreError> {
+        if let Some(etcd) = &self.shared {
+            let branch = values
+                .iter()
+                .find(|(k, _)| *k == key::BRANCH_PATH)
+                .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+                .unwrap_or_default();
+            Self::shared_import(etcd, &branch, entries, heads)?;
+            return self.set_meta(values);
+        }
         self.write(|tx| {
             put_logs(tx, entries, heads)?;
             let mut table = tx.open_table(META)?;
@@ -344,26 +397,40 @@ impl Store {
             what,
             detail,
         };
-        let (rows, heads) = (|| -> Result<RawLogs, redb::Error> {
-            let tx = self.db.begin_read()?;
-            let mut rows = Vec::new();
-            if let Some(t) = existing(&tx, tables.logs)? {
-                for row in t.range::<(&str, u64)>(..)? {
-                    let (k, v) = row?;
-                    let (log, seq) = k.value();
-                    rows.push((log.to_owned(), seq, v.value().to_vec()));
-                }
+        let raw = match &self.shared {
+            Some(etcd) if tables.logs.name() == CURRENT.logs.name() => {
+                Some(Self::shared_logs(etcd)?)
             }
-            let mut heads = Vec::new();
-            if let Some(t) = existing(&tx, tables.heads)? {
-                for row in t.iter()? {
-                    let (k, v) = row?;
-                    heads.push((k.value().to_owned(), v.value().to_vec()));
+            // A replica group has no root rekey's staged or retired logs.
+            Some(_) => return Ok(StoredLogs::new()),
+            None => None,
+        };
+        let read_local = || {
+            (|| -> Result<RawLogs, redb::Error> {
+                let tx = self.db.begin_read()?;
+                let mut rows = Vec::new();
+                if let Some(t) = existing(&tx, tables.logs)? {
+                    for row in t.range::<(&str, u64)>(..)? {
+                        let (k, v) = row?;
+                        let (log, seq) = k.value();
+                        rows.push((log.to_owned(), seq, v.value().to_vec()));
+                    }
                 }
-            }
-            Ok((rows, heads))
-        })()
-        .map_err(self.db_err())?;
+                let mut heads = Vec::new();
+                if let Some(t) = existing(&tx, tables.heads)? {
+                    for row in t.iter()? {
+                        let (k, v) = row?;
+                        heads.push((k.value().to_owned(), v.value().to_vec()));
+                    }
+                }
+                Ok((rows, heads))
+            })()
+            .map_err(self.db_err())
+        };
+        let (rows, heads) = match raw {
+            Some(raw) => raw,
+            None => read_local()?,
+        };
         let mut out = StoredLogs::new();
         for (log, seq, row) in rows {
             let what = || format!("entry {seq} of log {log} in {}", tables.logs.name());
@@ -393,6 +460,14 @@ impl Store {
     /// Stores an enrollment token record.
     pub fn put_token(&self, hash: &[u8], record: &[u8]) -> Result<(), StoreError> {
         let row = self.row_key()?.seal(TOKENS_NAME, hash, record);
+        if let Some(etcd) = &self.shared {
+            etcd.txn(
+                Vec::new(),
+                vec![(shared::row_key(TOKENS_NAME, hash), row)],
+                Vec::new(),
+            )?;
+            return Ok(());
+        }
         self.write(|tx| {
             tx.open_table(TOKENS)?.insert(hash, row.as_slice())?;
             Ok(())
@@ -417,6 +492,25 @@ impl Store {
             .iter()
             .map(|(k, v)| (*k, key.seal(CREDENTIALS_NAME, k.as_bytes(), v)))
             .collect();
+        if let Some(etcd) = &self.shared {
+            let puts = generations
+                .iter()
+                .map(|(k, v)| (shared::row_key(GENERATIONS_NAME, k.as_bytes()), v.clone()))
+                .chain(
+                    issued
+                        .iter()
+                        .map(|(k, v)| (shared::row_key(CREDENTIALS_NAME, k.as_bytes()), v.clone())),
+                )
+                .collect();
+            let (when, deletes) = match token {
+                Some(hash) => {
+                    let k = shared::row_key(TOKENS_NAME, hash);
+                    (vec![etcd::Cmp::Present(k.clone())], vec![k])
+                }
+                None => (Vec::new(), Vec::new()),
+            };
+            return etcd.txn(when, puts, deletes);
+        }
         let run = || -> Result<bool, redb::Error> {
             let tx = self.db.begin_write()?;
             if let Some(hash) = token
@@ -444,6 +538,9 @@ impl Store {
     /// Sets a node's suite policy.
     pub fn put_suite(&self, node: &str, policy: &[u8]) -> Result<(), StoreError> {
         let row = self.row_key()?.seal(SUITES_NAME, node.as_bytes(), policy);
+        if let Some(etcd) = &self.shared {
+            return self.put_shared_row(etcd, SUITES_NAME, node.as_bytes(), row);
+        }
         self.write(|tx| {
             tx.open_table(SUITES)?.insert(node, row.as_slice())?;
             Ok(())
@@ -472,6 +569,16 @@ impl Store {
         def: TableDefinition<&str, &[u8]>,
     ) -> Result<Vec<(String, Checked)>, StoreError> {
         let key = self.row_key()?;
+        let table = def.name();
+        if let Some(etcd) = &self.shared {
+            return Ok(Self::shared_rows(etcd, table)?
+                .into_iter()
+                .map(|(k, v)| {
+                    let checked = self.check(key, table, k.as_bytes(), &v);
+                    (k, checked)
+                })
+                .collect());
+        }
         let run = || -> Result<Vec<(String, Vec<u8>)>, redb::Error> {
             let tx = self.db.begin_read()?;
             let Some(table) = existing(&tx, def)? else {
@@ -484,7 +591,6 @@ impl Store {
             }
             Ok(out)
         };
-        let table = def.name();
         Ok(run()
             .map_err(self.db_err())?
             .into_iter()
@@ -504,7 +610,11 @@ impl Store {
             let tokens = tx.open_table(TOKENS)?;
             Ok(tokens.get(hash)?.map(|v| v.value().to_vec()))
         };
-        Ok(match run().map_err(self.db_err())? {
+        let stored = match &self.shared {
+            Some(etcd) => etcd.get(&shared::row_key(TOKENS_NAME, hash))?,
+            None => run().map_err(self.db_err())?,
+        };
+        Ok(match stored {
             Some(stored) => match self.check(key, TOKENS_NAME, hash, &stored) {
                 Checked::Valid(record) => Some(record),
                 Checked::Tampered => None,
@@ -518,6 +628,19 @@ impl Store {
     /// (A row that fails its tag is left for an operator to look at.)
     pub fn purge_tokens(&self, stale: impl Fn(&[u8]) -> bool) -> Result<usize, StoreError> {
         let key = self.row_key()?;
+        if let Some(etcd) = &self.shared {
+            let mut n = 0;
+            for (k, row) in Self::shared_rows(etcd, TOKENS_NAME)? {
+                let Ok(hash) = hex::decode(&k) else { continue };
+                if key.open(TOKENS_NAME, &hash, &row).is_some_and(&stale) {
+                    let k = shared::row_key(TOKENS_NAME, &hash);
+                    let gone =
+                        etcd.txn(vec![etcd::Cmp::Equals(k.clone(), row)], Vec::new(), vec![k])?;
+                    n += usize::from(gone);
+                }
+            }
+            return Ok(n);
+        }
         self.write(|tx| {
             let mut tokens = tx.open_table(TOKENS)?;
             let before = tokens.len()?;
@@ -533,7 +656,26 @@ impl Store {
     /// row that fails its tag is refused (and left in place).
     pub fn take_token(&self, hash: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         let key = self.row_key()?;
-        let stored = self.write(|tx| {
+        let stored = if let Some(etcd) = &self.shared {
+            // Single use across every replica: the delete is conditional on the row
+            // being the one read.
+            etcd.take(&shared::row_key(TOKENS_NAME, hash), |row| {
+                key.open(TOKENS_NAME, hash, row).is_none()
+            })?
+        } else {
+            self.take_token_local(key, hash)?
+        };
+        Ok(match stored {
+            Some(row) => match self.check(key, TOKENS_NAME, hash, &row) {
+                Checked::Valid(record) => Some(record),
+                Checked::Tampered => None,
+            },
+            None => None,
+        })
+    }
+
+    fn take_token_local(&self, key: &RowKey, hash: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.write(|tx| {
             let mut tokens = tx.open_table(TOKENS)?;
             let stored = tokens.get(hash)?.map(|v| v.value().to_vec());
             if stored
@@ -543,14 +685,23 @@ impl Store {
                 tokens.remove(hash)?;
             }
             Ok(stored)
-        })?;
-        Ok(match stored {
-            Some(row) => match self.check(key, TOKENS_NAME, hash, &row) {
-                Checked::Valid(record) => Some(record),
-                Checked::Tampered => None,
-            },
-            None => None,
         })
+    }
+
+    /// Writes one protected row (sealed by the caller) to the shared store.
+    pub(super) fn put_shared_row(
+        &self,
+        etcd: &Etcd,
+        table: &str,
+        key: &[u8],
+        row: Vec<u8>,
+    ) -> Result<(), StoreError> {
+        etcd.txn(
+            Vec::new(),
+            vec![(shared::row_key(table, key), row)],
+            Vec::new(),
+        )?;
+        Ok(())
     }
 }
 

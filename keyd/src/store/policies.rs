@@ -20,6 +20,14 @@ impl Store {
     pub fn put_policy(&self, version: u64, record: &[u8]) -> Result<bool, StoreError> {
         let key = row(version);
         let sealed = self.row_key()?.seal(POLICIES_NAME, key.as_bytes(), record);
+        if let Some(etcd) = self.shared() {
+            let k = super::shared::row_key(POLICIES_NAME, key.as_bytes());
+            return etcd.txn(
+                vec![super::etcd::Cmp::Absent(k.clone())],
+                vec![(k, sealed)],
+                Vec::new(),
+            );
+        }
         self.write(|tx| {
             let mut table = tx.open_table(POLICIES)?;
             if table.get(key.as_str())?.is_some() {

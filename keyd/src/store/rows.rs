@@ -26,6 +26,8 @@ pub const ROW_KEY_AAD: &[u8] = b"keyd/v1/row-key";
 /// Length of a row tag.
 pub const TAG_LEN: usize = 32;
 const TAG_DOMAIN: &[u8] = b"keyd/v1/row\0";
+/// HKDF info of a replica group's row key.
+const GROUP_ROW_KEY_INFO: &[u8] = b"keyd/v1/row-key/group";
 
 /// The row key (32 bytes), unsealed for the life of the process.
 pub struct RowKey(Zeroizing<[u8; 32]>);
@@ -75,7 +77,8 @@ impl Store {
     /// and read. The first unlock of a store makes the key (32 random bytes from the
     /// token, sealed to it) and tags the rows already there, in one transaction.
     pub fn unlock(&self, hsm: &Hsm) -> Result<(), StoreError> {
-        if self.rows.get().is_some() {
+        if self.rows.get().is_some() || self.shared.is_some() {
+            // A replica group's row key comes with the branch ([`Store::unlock_group`]).
             return Ok(());
         }
         let row_err = |source| StoreError::RowKey {
@@ -118,6 +121,18 @@ impl Store {
         };
         let _ = self.rows.set(key);
         Ok(())
+    }
+
+    /// For a replica group (etcd): the row key every replica derives from the branch
+    /// secret they share (each replica's seal token is its own, so a key sealed by one
+    /// could not be read by the others), HKDF-SHA256 over the branch's storage key.
+    pub fn unlock_group(&self, branch: &crate::derive::NodeSecret) {
+        let material = branch.material();
+        let hk = hkdf::Hkdf::<Sha256>::new(None, material.storage_key());
+        let mut bytes = zeroize::Zeroizing::new([0u8; 32]);
+        hk.expand(GROUP_ROW_KEY_INFO, bytes.as_mut())
+            .unwrap_or_else(|_| unreachable!("32 bytes is a valid HKDF-SHA256 length"));
+        let _ = self.rows.set(RowKey::from_bytes(&bytes));
     }
 
     pub(super) fn row_key(&self) -> Result<&RowKey, StoreError> {

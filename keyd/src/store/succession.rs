@@ -58,6 +58,7 @@ impl Store {
         heads: &[&Head],
         sealed: Option<&[u8]>,
     ) -> Result<(), StoreError> {
+        self.local_only("a root rekey")?;
         self.write(|tx| {
             put_logs_in(tx, STAGED, entries, heads)?;
             if let Some(sealed) = sealed {
@@ -84,6 +85,7 @@ impl Store {
     /// the retired one, the staged secret the current one: how many entries moved
     /// each way (retired, current).
     pub fn swap_in_staged(&self) -> Result<(u64, u64), StoreError> {
+        self.local_only("a root rekey")?;
         self.write(|tx| {
             let mut meta = tx.open_table(META)?;
             let staged = meta
@@ -109,6 +111,7 @@ impl Store {
     /// Forgets the old tree: its logs and its branch secret (one transaction): how many
     /// entries went.
     pub fn retire_old_tree(&self) -> Result<u64, StoreError> {
+        self.local_only("a root rekey")?;
         self.write(|tx| {
             let n = match tx.list_tables()?.any(|t| t.name() == RETIRED.logs.name()) {
                 true => tx.open_table(RETIRED.logs)?.len()?,

@@ -14,6 +14,9 @@ impl Store {
     /// Stores (or replaces) the record of the cluster of root `root`.
     pub fn put_trusted(&self, root: &str, record: &[u8]) -> Result<(), StoreError> {
         let sealed = self.row_key()?.seal(TRUSTED_NAME, root.as_bytes(), record);
+        if let Some(etcd) = self.shared() {
+            return self.put_shared_row(etcd, TRUSTED_NAME, root.as_bytes(), sealed);
+        }
         self.write(|tx| {
             tx.open_table(TRUSTED)?.insert(root, sealed.as_slice())?;
             Ok(())

@@ -220,6 +220,28 @@ pub struct RecoverRequest {
     pub context: Option<Blob>,
 }
 
+/// A new replica of this keyd's group, approved by its install key.
+#[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ReplicaRequest {
+    /// The replica's name (its `[etcd] replica`).
+    pub name: String,
+    /// Its install public key (hex), as its `keyd init` printed it.
+    pub install_key: String,
+}
+
+/// The branch sealed to a new replica's install key: `keyd import` it there.
+#[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+pub struct ReplicaResponse {
+    /// The replica's name.
+    pub name: String,
+    /// The bundle (CBOR, as a ceremony's): the branch secret sealed to the install key,
+    /// with the root log and the branch log.
+    pub bundle: Bytes,
+}
+
 /// An envelope opened by an ancestor.
 #[derive(Debug, Serialize, Deserialize)]
 #[cfg_attr(feature = "server", derive(utoipa::ToSchema))]

@@ -129,6 +129,17 @@ impl std::fmt::Debug for TrustState {
 }
 
 impl TrustState {
+    /// Replaces the clusters with the stored records (another replica changed them).
+    pub fn reload(&self, store: &crate::store::Store) -> Result<(), ServiceError> {
+        let fresh = TrustState::load(store)?;
+        let clusters = fresh
+            .clusters
+            .into_inner()
+            .unwrap_or_else(|e| e.into_inner());
+        *self.clusters.write().unwrap_or_else(|e| e.into_inner()) = clusters;
+        Ok(())
+    }
+
     /// The stored records, with their chains verified again.
     pub fn load(store: &crate::store::Store) -> Result<TrustState, ServiceError> {
         let mut clusters = HashMap::new();

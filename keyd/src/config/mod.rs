@@ -5,6 +5,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+
+mod etcd;
+pub use etcd::{EtcdSettings, RawEtcd};
 use thiserror::Error;
 
 use crate::hsm::Pkcs11Uri;
@@ -51,6 +54,13 @@ pub struct RawConfig {
     pub data_dir: PathBuf,
     /// RFC 7512 URI of the seal token and its AES key object.
     pub seal_hsm: String,
+    /// Where the state lives: `redb` (this machine, the default) or `etcd` (a replica
+    /// group; needs the `[etcd]` table).
+    #[serde(default = "default_store")]
+    pub store: String,
+    /// The etcd connection (`store = "etcd"`).
+    #[serde(default)]
+    pub etcd: Option<etcd::RawEtcd>,
     /// Lifetime of node and admin client certificates, in hours.
     #[serde(default)]
     pub client_cert_hours: Option<u64>,
@@ -119,6 +129,10 @@ pub struct RawConfig {
     /// Oldest head a peer may serve for its own branch log, in seconds (default 300).
     #[serde(default = "default_peer_max_age_seconds")]
     pub peer_max_age_seconds: u64,
+}
+
+fn default_store() -> String {
+    "redb".into()
 }
 
 fn default_body_timeout_seconds() -> u64 {
@@ -241,6 +255,8 @@ pub struct Config {
     pub max_connections_per_ip: usize,
     /// Deadline for the TLS handshake.
     pub tls_handshake: std::time::Duration,
+    /// With `store = "etcd"`: the replica group's shared store.
+    pub etcd: Option<etcd::EtcdSettings>,
 }
 
 /// Checks a root fingerprint: 64 hex digits (SHA-256 of the root identity key);
@@ -394,6 +410,26 @@ impl Config {
             }
             peers.push(base.to_owned());
         }
+        let base = path.parent().unwrap_or(Path::new("."));
+        let etcd = match (raw.store.as_str(), raw.etcd) {
+            ("redb", None) => None,
+            ("redb", Some(_)) => {
+                return Err(value(
+                    "etcd",
+                    "an [etcd] table needs store = \"etcd\"".into(),
+                ));
+            }
+            ("etcd", Some(t)) => Some(t.check(base).map_err(|(k, m)| value(k, m))?),
+            ("etcd", None) => {
+                return Err(value(
+                    "etcd",
+                    "store = \"etcd\" needs an [etcd] table (endpoints, replica)".into(),
+                ));
+            }
+            (other, _) => {
+                return Err(value("store", format!("{other:?}: redb or etcd")));
+            }
+        };
         let data_dir = if raw.data_dir.is_relative() {
             path.parent().unwrap_or(Path::new(".")).join(&raw.data_dir)
         } else {
@@ -422,12 +458,22 @@ impl Config {
             max_connections: raw.max_connections,
             max_connections_per_ip: raw.max_connections_per_ip,
             tls_handshake: std::time::Duration::from_secs(raw.tls_handshake_seconds),
+            etcd,
         })
     }
 
-    /// The database file.
+    /// The database file (with etcd: this replica's own sealed secrets only).
     pub fn db_path(&self) -> PathBuf {
         self.data_dir.join("keyd.redb")
+    }
+
+    /// Opens the store: the redb file, and etcd when the state is shared there.
+    pub fn open_store(&self) -> Result<crate::store::Store, crate::store::StoreError> {
+        let store = crate::store::Store::open(&self.db_path())?;
+        match &self.etcd {
+            Some(e) => store.with_etcd(&e.store),
+            None => Ok(store),
+        }
     }
 }
 

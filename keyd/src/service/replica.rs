@@ -1,0 +1,215 @@
+//! One replica of a group (`store = "etcd"`): every replica serves everything from its
+//! own unsealed branch and its own copy of the verified state, and follows what the
+//! others commit through etcd's watch — a revocation, a rekey or an admin change made
+//! at one replica is in force at the others within one watch round-trip.
+
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, channel};
+
+use super::policy::Named;
+use super::{Service, ServiceError, admins, credentials, lifecycle, policy, suites};
+use crate::bundle::{BranchBundle, parse_install_public};
+use crate::chain::encode_log;
+use crate::derive::KeyPath;
+use crate::identity::Principal;
+use crate::policy::Op;
+use crate::store::StoreError;
+
+impl Service {
+    /// Whether this keyd is a replica of a group sharing its state in etcd.
+    pub fn replicated(&self) -> bool {
+        self.store.shared().is_some()
+    }
+
+    /// Starts watching the group's state: the names of the tables that changed, an
+    /// empty list for "look at everything" (at the start and after the watch restarts).
+    pub fn watch(&self) -> Option<Receiver<Vec<String>>> {
+        let etcd = self.store.shared()?;
+        let (tx, rx) = channel();
+        etcd.watch(0, tx);
+        Some(rx)
+    }
+
+    /// Applies what another replica changed (`tables`: as [`Service::watch`] gives).
+    pub fn follow(&self, tables: &[String]) -> Result<(), ServiceError> {
+        let has = |t: &str| tables.is_empty() || tables.iter().any(|x| x == t);
+        if has("size") || has("heads") {
+            self.follow_logs()?;
+        }
+        if has("revoked_admins") {
+            *self
+                .revoked_admins
+                .write()
+                .unwrap_or_else(|e| e.into_inner()) = admins::load(&self.store)?;
+        }
+        if has("generations") {
+            *self.generations.write().unwrap_or_else(|e| e.into_inner()) =
+                credentials::load(&self.store)?;
+        }
+        if has("suites") {
+            *self.suites.write().unwrap_or_else(|e| e.into_inner()) = suites::load(&self.store)?;
+        }
+        if has("policies") {
+            *self.policy.write().unwrap_or_else(|e| e.into_inner()) =
+                Arc::new(policy::load(&self.store)?);
+        }
+        if has("min_epochs") {
+            *self.min_epochs.write().unwrap_or_else(|e| e.into_inner()) =
+                lifecycle::load(&self.store)?;
+        }
+        if has("trusted") {
+            self.trust.reload(&self.store)?;
+        }
+        Ok(())
+    }
+
+    /// Brings the chain in memory up to what etcd holds: the entries other replicas
+    /// appended (and mirrored), verified as any pulled log is; how many were new. On a
+    /// refusal the chain is restored from the store.
+    pub fn follow_logs(&self) -> Result<usize, ServiceError> {
+        if !self.replicated() {
+            return Ok(0);
+        }
+        let sizes = self.store.shared_sizes()?;
+        let mut chain = self.chain.write().unwrap_or_else(|e| e.into_inner());
+        let mut bytes = Vec::new();
+        for (log, size) in sizes {
+            let Ok(path) = log.parse::<KeyPath>() else {
+                continue;
+            };
+            let held = chain.entries(&path).len() as u64;
+            if size > held {
+                let (entries, head) = self.store.log_tail(&log, held)?;
+                encode_log(&mut bytes, &entries, head.as_ref());
+            }
+        }
+        if bytes.is_empty() {
+            return Ok(0);
+        }
+        let result = chain.update(&bytes).and_then(|n| {
+            chain.check_complete()?;
+            Ok(n)
+        });
+        match result {
+            Ok(n) => Ok(n),
+            Err(e) => {
+                tracing::error!(error = %e, "replica: what etcd holds does not verify; reloading");
+                *chain = self.reload_chain()?;
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Refuses key operations once etcd has not answered for longer than the grace:
+    /// until then they go on from the last verified state (a revocation made at
+    /// another replica could otherwise be missed for ever).
+    pub(super) fn require_fresh(&self) -> Result<(), ServiceError> {
+        let (Some(etcd), Some(settings)) = (self.store.shared(), &self.config.etcd) else {
+            return Ok(());
+        };
+        let since = etcd.last_contact().map(|t| t.elapsed());
+        if since.is_none_or(|s| s > settings.grace) {
+            return Err(StoreError::Unavailable {
+                what: etcd.describe(),
+                detail: format!(
+                    "not reached for longer than the grace ({} s): key operations stop until it answers",
+                    settings.grace.as_secs()
+                ),
+            }
+            .into());
+        }
+        Ok(())
+    }
+
+    /// Asks etcd for a quorum read (the health thread, every second).
+    pub fn ping_store(&self) -> Result<(), ServiceError> {
+        match self.store.shared() {
+            Some(etcd) => Ok(etcd.ping()?),
+            None => Ok(()),
+        }
+    }
+
+    /// etcd's calls, their total time and the slowest since last asked; seconds since
+    /// etcd last answered (for `/metrics`).
+    pub fn store_latency(&self) -> Option<((u64, f64, f64), f64)> {
+        let etcd = self.store.shared()?;
+        let since = etcd
+            .last_contact()
+            .map_or(f64::INFINITY, |t| t.elapsed().as_secs_f64());
+        Some((etcd.latency().read(), since))
+    }
+}
+
+/// `chain` without the entries of `log` from `first` on, and with its head as it was
+/// (`head`): a group that etcd did not take, undone in memory alone (etcd may be out of
+/// reach, so it cannot be read back).
+pub(super) fn rolled_back(
+    chain: &crate::chain::Chain,
+    log: &KeyPath,
+    first: usize,
+    head: Option<crate::chain::Head>,
+) -> Result<crate::chain::Chain, ServiceError> {
+    let mut logs = crate::store::StoredLogs::new();
+    for (path, held) in chain.logs() {
+        let (entries, head) = if path == log {
+            (
+                held.entries[..first.min(held.entries.len())].to_vec(),
+                head.clone(),
+            )
+        } else {
+            (held.entries.clone(), held.head.clone())
+        };
+        logs.insert(path.clone(), (entries, head));
+    }
+    super::chain_of(logs)
+}
+
+impl Service {
+    /// Approves a new replica (admin, `admin.replica`): the branch sealed to its install
+    /// key with the root log and the branch log, as a ceremony's bundle is — no root
+    /// needed. The new replica `keyd import`s it and joins the group. Recorded in the
+    /// audit log with the install key.
+    pub fn add_replica(
+        &self,
+        principal: &Principal,
+        name: &str,
+        install_key: &str,
+    ) -> Result<Vec<u8>, ServiceError> {
+        self.authorize(principal, Op::AdminReplica, Named::Nothing)?;
+        if !self.replicated() {
+            return Err(ServiceError::BadRequest(
+                "this keyd keeps its state in its own redb file; replicas share theirs in etcd (store = \"etcd\")".into(),
+            ));
+        }
+        if name.is_empty()
+            || name.len() > 64
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(ServiceError::BadRequest(format!(
+                "replica name {name:?}: 1 to 64 letters, digits, - or _"
+            )));
+        }
+        let key = parse_install_public(install_key)
+            .map_err(|e| ServiceError::BadRequest(format!("install_key: {e}")))?;
+        let chain = self
+            .read_chain()
+            .file_of([&KeyPath::root(), &self.branch_path]);
+        let bundle = BranchBundle::seal(
+            &self.branch_name,
+            &self.branch_path,
+            &self.branch,
+            &key,
+            chain,
+        )
+        .map_err(|e| ServiceError::BadRequest(e.to_string()))?;
+        self.audit_event(
+            &principal.uri(),
+            Op::AdminReplica.name(),
+            Some(name.to_owned()),
+            Some(format!("branch sealed to install key {}", hex::encode(key))),
+        );
+        Ok(bundle.to_cbor())
+    }
+}
