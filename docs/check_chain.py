@@ -1,6 +1,6 @@
 """Independent check of the chain vectors (docs/test-vectors.json, `chain`), written from
 docs/formats/chain.md and DESIGN.md section 4 alone: a verifier of the links, the
-signatures, the authority of certify, epoch, revoke, extend and rekey_order, revoked
+signatures, the authority of certify, epoch, revoke, extend, rekey_order and replica, revoked
 signers, the branch
 anchors and the heads. Refusals carry the names keyd gives the same rules. Shares no
 code with keyd. Used by check_test_vectors.py.
@@ -46,6 +46,7 @@ class Chain:
         self.logs = {}  # log -> (next seq, last hash, last appended_at)
         self.root_entries = {}  # seq -> hash of the root log's entries
         self.succeeded = False  # the root named its successor: its log ends there
+        self.replicas = {}  # (branch log, name) -> [install key, removed]
 
     def is_revoked(self, path):
         return any(path[:n] in self.revoked for n in range(1, len(path) + 1))
@@ -117,6 +118,22 @@ class Chain:
                 raise Refused("BadAnchor")
         elif kind == "succession":
             self.succeeded = True
+        elif kind == "replica":
+            if len(log) != 1 or signer != log:
+                raise Refused("NoAuthority")
+            if body["action"] not in ("add", "remove"):
+                raise Refused("Bounds")
+            known = self.replicas.get((log, body["name"]))
+            if body["action"] == "add":
+                if known is not None:
+                    raise Refused("NameTaken")
+                self.replicas[(log, body["name"])] = [body["install_key"], False]
+            elif known is not None and known[1]:
+                raise Refused("AlreadyRevoked")
+            elif known is None or known[0] != body["install_key"]:
+                raise Refused("UnknownTarget")
+            else:
+                known[1] = True
         elif kind not in ("trust", "untrust"):
             raise Refused("UnknownKind")
         digest = hashlib.sha256(cbor(entry)).digest()

@@ -355,6 +355,8 @@ fn openapi_lists_every_route() -> Result<()> {
         "post /v1/nodes/{name}/extend",
         "post /v1/admin/recover",
         "post /v1/admin/replicas",
+        "get /v1/admin/replicas",
+        "post /v1/admin/replicas/{name}/remove",
         "post /v1/nodes/{name}/rekey-order",
     ]
     .iter()

@@ -83,6 +83,23 @@ fn until(within: Duration, mut f: impl FnMut() -> Result<bool>) -> Result<Durati
     }
 }
 
+/// POSTs until the answer is not a conflict with the other replica's concurrent change
+/// or the watch not yet having brought the node (both said, nothing written).
+fn until_answered(
+    admin: &Client,
+    path: &str,
+    body: &serde_json::Value,
+) -> Result<(u16, serde_json::Value)> {
+    let start = Instant::now();
+    loop {
+        let (status, reply) = admin.post(path, body)?;
+        if !matches!(status, 404 | 409) || start.elapsed() > Duration::from_secs(2) {
+            return Ok((status, reply));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 fn sign(node: &Client) -> Result<u16> {
     Ok(node.post("/v1/sign", &json!({"data": "aGk="}))?.0)
 }
@@ -130,6 +147,47 @@ fn replicas_serve_one_branch_and_follow_each_other() -> Result<()> {
     // The audit logs are per replica: b's names the revocation.
     let audit = admin_b.get_json("/v1/audit?since=0&limit=1000")?;
     ensure!(audit.to_string().contains("node.revoke"), "{audit}");
+    // The branch log records both replicas; removing b stops it.
+    let list = keyctl(
+        &[
+            "--output",
+            "json",
+            "replica",
+            "list",
+            "--config",
+            &a.admin_config()?,
+        ],
+        &[],
+    )?;
+    let names: Vec<&str> = list
+        .as_array()
+        .context("replica list")?
+        .iter()
+        .filter_map(|r| r["name"].as_str())
+        .collect();
+    ensure!(names == ["a", "b"], "{list}");
+    let (web3, _) = a.enrolled_node("web-3")?;
+    let web3_b = web3.at(&b.addr);
+    until(Duration::from_secs(2), || Ok(sign(&web3_b)? == 200))?;
+    let removed = keyctl(
+        &[
+            "--output",
+            "json",
+            "replica",
+            "remove",
+            "b",
+            "--config",
+            &a.admin_config()?,
+        ],
+        &[],
+    )?;
+    ensure!(removed["removed_seq"].is_u64(), "{removed}");
+    until(Duration::from_secs(2), || Ok(sign(&web3_b)? == 403))?;
+    ensure!(b.anonymous()?.get("/readyz")?.0 == 503);
+    ensure!(sign(&web3)? == 200, "replica a serves on");
+    // Removed once: a second removal is refused, nothing written.
+    let (status, body) = a.admin()?.post("/v1/admin/replicas/b/remove", &json!({}))?;
+    ensure!(status == 404, "{status} {body}");
     Ok(())
 }
 
@@ -213,14 +271,32 @@ fn replica_and_etcd_leader_die_under_load_nothing_acknowledged_is_lost() -> Resu
     let admin_a = a.admin()?;
     let admin_b = a.admin_at(&b.addr)?;
     let mut acked = Vec::new();
-    // A stream of adds and revocations through both replicas.
+    let mut revoked = Vec::new();
+    // A stream of adds, rekeys and revocations through both replicas (each change made
+    // at the other replica than the node's add).
     for i in 0..10 {
-        for (r, admin) in [(0, &admin_a), (1, &admin_b)] {
+        for (r, admin, other) in [(0, &admin_a, &admin_b), (1, &admin_b, &admin_a)] {
             let name = format!("n{r}-{i}");
             let (status, body) = admin.post("/v1/nodes", &json!({"name": name}))?;
             ensure!(status == 201 || status == 409, "{status} {body}");
-            if status == 201 {
-                acked.push(name);
+            if status != 201 {
+                continue;
+            }
+            acked.push(name.clone());
+            let change = match i % 3 {
+                1 => Some((format!("/v1/nodes/{name}/rekey"), json!({}))),
+                2 => Some((
+                    format!("/v1/nodes/{name}/revoke"),
+                    json!({"reason": "stream"}),
+                )),
+                _ => None,
+            };
+            if let Some((path, body)) = change {
+                let (status, reply) = until_answered(other, &path, &body)?;
+                ensure!(status == 200, "{path}: {status} {reply}");
+                if path.ends_with("revoke") {
+                    revoked.push(name);
+                }
             }
         }
     }
@@ -255,6 +331,15 @@ fn replica_and_etcd_leader_die_under_load_nothing_acknowledged_is_lost() -> Resu
         let (got, _) = admin_b.get(&format!("/v1/nodes/{name}"))?;
         ensure!(got == 200, "acknowledged node {name} is lost ({got})");
     }
+    for name in &revoked {
+        let node = admin_b.get_json(&format!("/v1/nodes/{name}"))?;
+        ensure!(
+            node["status"]
+                .as_str()
+                .is_some_and(|s| s.contains("revoked")),
+            "{node}"
+        );
+    }
     b.fetch_chain(&b.dir.path().join("after.cbor"))?;
     Ok(())
 }
@@ -282,9 +367,15 @@ fn a_replica_cut_off_from_quorum_refuses_changes_and_keeps_signing() -> Result<(
     })?;
     etcd.signal(1, "-CONT")?;
     etcd.signal(2, "-CONT")?;
+    // Appends resume; a write not answered while cut off may land once the quorum is
+    // back, so each attempt uses a new name.
     let mut last = None;
+    let mut attempt = 0;
+    let mut healed_name = String::new();
     let healed = until(Duration::from_secs(20), || {
-        let (status, body) = admin_b.post("/v1/nodes", &json!({"name": "after-heal"}))?;
+        attempt += 1;
+        healed_name = format!("after-heal-{attempt}");
+        let (status, body) = admin_b.post("/v1/nodes", &json!({"name": healed_name}))?;
         last = Some((status, body));
         Ok(status == 201)
     });
@@ -298,7 +389,7 @@ fn a_replica_cut_off_from_quorum_refuses_changes_and_keeps_signing() -> Result<(
     // back (the 503 says so), but then at both replicas, in one log.
     let admin_a = a.admin()?;
     until(Duration::from_secs(5), || {
-        Ok(admin_a.get("/v1/nodes/after-heal")?.0 == 200)
+        Ok(admin_a.get(&format!("/v1/nodes/{healed_name}"))?.0 == 200)
     })?;
     ensure!(admin_a.get("/v1/nodes/forked")?.0 == admin_b.get("/v1/nodes/forked")?.0);
     let ca = a.fetch_chain(&a.dir.path().join("healed-a.cbor"))?;

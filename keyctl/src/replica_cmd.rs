@@ -1,5 +1,6 @@
-//! `keyctl replica add`: approve a new replica of a keyd group (etcd) at a running
-//! replica — the branch sealed to the new replica's install key, no root needed.
+//! `keyctl replica add|list|remove`: the replicas of a keyd group (etcd), at a running
+//! replica — a new one approved by its install key (the branch sealed to it, no root
+//! needed), each recorded in the branch log.
 
 use std::path::PathBuf;
 
@@ -31,6 +32,21 @@ pub enum ReplicaCmd {
         #[arg(long)]
         out: PathBuf,
     },
+    /// The replicas the branch log records, with their install keys.
+    List {
+        /// keyctl.toml of an admin credential.
+        #[arg(long, env = "KEYCTL_CONFIG", default_value_os_t = default_config(), hide_default_value = true)]
+        config: PathBuf,
+    },
+    /// Remove a replica: its install key revoked in the branch log; it stops serving
+    /// when it sees the entry.
+    Remove {
+        /// keyctl.toml of an admin credential.
+        #[arg(long, env = "KEYCTL_CONFIG", default_value_os_t = default_config(), hide_default_value = true)]
+        config: PathBuf,
+        /// The replica's name.
+        name: String,
+    },
 }
 
 /// Runs a replica command.
@@ -50,6 +66,14 @@ pub fn run(cmd: ReplicaCmd) -> Result<Value, CtlError> {
                 "bundle": out,
                 "next": format!("on the new replica: keyd import {}", out.display()),
             }))
+        }
+        ReplicaCmd::List { config } => {
+            let list = Client::from_config(&config)?.replicas()?;
+            Ok(serde_json::to_value(list).unwrap_or_default())
+        }
+        ReplicaCmd::Remove { config, name } => {
+            let removed = Client::from_config(&config)?.remove_replica(&name)?;
+            Ok(serde_json::to_value(removed).unwrap_or_default())
         }
     }
 }

@@ -54,7 +54,7 @@ fn the_chain_vector_verifies_and_every_invalid_one_breaks_its_rule() -> Result<(
         }
         refused += 1;
     }
-    assert_eq!(refused, 14);
+    assert_eq!(refused, 17);
     Ok(())
 }
 
@@ -310,6 +310,60 @@ fn print_chain_vectors() -> Result<()> {
     let mut no_head = encode(&logs);
     no_head.truncate(no_head.len() - cbor_bytes(&Record::Head(logs[1].2.clone())).len());
     invalid.push(("the branch log without its head", "LogWithoutHead", no_head));
+    let replica = |name: &str, action: &str| {
+        Body::Replica(keyd::chain::Replica {
+            name: name.into(),
+            install_key: [9; 32],
+            action: action.into(),
+        })
+    };
+    invalid.push((
+        "a replica of the branch's group recorded by db, not by the branch",
+        "NoAuthority",
+        encode(&mutate(
+            &tree,
+            &logs,
+            "m/1'",
+            5,
+            statement_of(tree.sign(replica("r1", "add"), &db)),
+        )),
+    ));
+    let added = mutate(
+        &tree,
+        &logs,
+        "m/1'",
+        5,
+        statement_of(tree.sign(replica("r1", "add"), &branch)),
+    );
+    let removed = mutate(
+        &tree,
+        &added,
+        "m/1'",
+        6,
+        statement_of(tree.sign(replica("r1", "remove"), &branch)),
+    );
+    invalid.push((
+        "a replica removed twice",
+        "AlreadyRevoked",
+        encode(&mutate(
+            &tree,
+            &removed,
+            "m/1'",
+            7,
+            statement_of(tree.sign(replica("r1", "remove"), &branch)),
+        )),
+    ));
+    invalid.push((
+        "a replica removed that was never added",
+        "UnknownTarget",
+        encode(&mutate(
+            &tree,
+            &logs,
+            "m/1'",
+            5,
+            statement_of(tree.sign(replica("r2", "remove"), &branch)),
+        )),
+    ));
     let invalid: Vec<Value> = invalid
         .into_iter()
         .map(|(name, rule, file)| json!({"name": name, "rule": rule, "file": hex::encode(file)}))

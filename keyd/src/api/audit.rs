@@ -11,7 +11,7 @@ use super::body::{Body, Bytes, Format};
 use super::error::ErrorBody;
 use super::{ApiError, principal};
 use crate::service::Service;
-use crate::wire::{AuditPage, RecoverRequest, RecoverResponse, ReplicaRequest, ReplicaResponse};
+use crate::wire::{AuditPage, RecoverRequest, RecoverResponse};
 
 /// Most records in one page.
 pub const MAX_PAGE: usize = 10_000;
@@ -79,34 +79,6 @@ pub async fn recover(
             key: opened.key.to_string(),
             sender: opened.sender.map(|s| s.to_string()),
             plaintext: Bytes(opened.plaintext),
-        },
-    )
-}
-
-/// Approves a new replica of this keyd's group (etcd): the branch sealed to its install
-/// key, as a bundle for its `keyd import` (admin, `admin.replica`; recorded in the
-/// audit log).
-#[utoipa::path(post, path = "/v1/admin/replicas", tag = "admin",
-    request_body(content = ReplicaRequest),
-    responses((status = 200, body = ReplicaResponse), (status = "4XX", body = ErrorBody)))]
-pub async fn add_replica(
-    req: HttpRequest,
-    svc: web::Data<Service>,
-    body: Body<ReplicaRequest>,
-) -> Result<HttpResponse, ApiError> {
-    let who = principal(&req, &svc)?;
-    let r = body.0;
-    let s = svc.clone();
-    let name = r.name.clone();
-    let bundle = committed("add_replica", move || {
-        s.add_replica(&who, &r.name, &r.install_key)
-    })
-    .await?;
-    Format::wanted(&req).reply(
-        StatusCode::OK,
-        &ReplicaResponse {
-            name,
-            bundle: Bytes(zeroize::Zeroizing::new(bundle)),
         },
     )
 }

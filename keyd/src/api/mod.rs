@@ -12,6 +12,7 @@ mod limits;
 mod metrics;
 mod ops;
 mod policy;
+mod replicas;
 mod trust;
 
 use actix_web::dev::Extensions;
@@ -158,7 +159,9 @@ fn principal_and_generation(
         policy::check,
         audit::page,
         audit::recover,
-        audit::add_replica,
+        replicas::add,
+        replicas::remove,
+        replicas::list,
         ops::sign,
         ops::batch_sign,
         ops::verify,
@@ -295,7 +298,12 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/policy/check", web::post().to(policy::check))
             .route("/audit", web::get().to(audit::page))
             .route("/admin/recover", web::post().to(audit::recover))
-            .route("/admin/replicas", web::post().to(audit::add_replica))
+            .route("/admin/replicas", web::post().to(replicas::add))
+            .route("/admin/replicas", web::get().to(replicas::list))
+            .route(
+                "/admin/replicas/{name}/remove",
+                web::post().to(replicas::remove),
+            )
             .route("/trust/invite", web::post().to(trust::invite))
             .route("/trust/accept", web::post().to(trust::accept))
             .route("/trust/sessions/{id}", web::get().to(trust::session))

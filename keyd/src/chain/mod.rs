@@ -16,6 +16,7 @@ mod entry;
 mod error;
 mod lifecycle;
 mod placement;
+mod replica;
 mod state;
 mod statement;
 mod status;
@@ -28,11 +29,13 @@ pub use entry::{
     Entry, HEAD_DOMAIN, Head, MAX_RECORD_BYTES, Record, Records, encode_log, entry_hash_of_record,
 };
 pub use error::{ChainError, Rule};
-pub use state::{ChainState, KeyKind, KeyRecord, Link, RekeyOrdered, Revocation, TrustRecord};
+pub use state::{
+    ChainState, KeyKind, KeyRecord, Link, RekeyOrdered, ReplicaRecord, Revocation, TrustRecord,
+};
 pub use statement::{
     Anchor, Body, Certify, Epoch, Extend, Genesis, KeySet, MAX_NAME, MAX_REASON,
-    MAX_STATEMENT_BYTES, RekeyOrder, Revoke, STATEMENT_DOMAIN, STATEMENT_VERSION, Statement,
-    Succession, Trust, TrustLevel, Untrust, check_name, check_text,
+    MAX_STATEMENT_BYTES, RekeyOrder, Replica, Revoke, STATEMENT_DOMAIN, STATEMENT_VERSION,
+    Statement, Succession, Trust, TrustLevel, Untrust, check_name, check_text,
 };
 pub use status::KeyStatus;
 

@@ -121,6 +121,19 @@ pub struct ChainState {
     pub(super) next_child: HashMap<KeyPath, u32>,
     /// Rekey orders not yet followed by an epoch of their node.
     pub(super) rekey_orders: HashMap<KeyPath, RekeyOrdered>,
+    /// Each branch's replicas (etcd groups): name → install key and whether removed.
+    pub(super) replicas: BTreeMap<(KeyPath, String), ReplicaRecord>,
+}
+
+/// A replica of a branch's keyd group, as its branch log records it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplicaRecord {
+    /// Its install public key.
+    pub install_key: [u8; 32],
+    /// Seq of the entry that added it.
+    pub added: u64,
+    /// Seq of the entry that removed it, if it was.
+    pub removed: Option<u64>,
 }
 
 /// A rekey order that stands: who gave it, where, why.
@@ -458,6 +471,7 @@ impl ChainState {
             }
             Body::Anchor(_) => Ok(None),
             Body::RekeyOrder(o) => self.check_rekey_order(st, o),
+            Body::Replica(r) => self.check_replica(log, st, r),
             Body::Extend(x) => self.check_extend(st, x),
             Body::Succession(s) => {
                 if st.signer.depth() != 0 {
@@ -606,6 +620,7 @@ impl ChainState {
                     },
                 );
             }
+            Body::Replica(r) => self.apply_replica(log, r, seq),
             Body::Extend(x) => {
                 if let Some(KeyRecord {
                     kind: KeyKind::Node { not_after, .. },

@@ -136,6 +136,21 @@ pub struct RekeyOrder {
     pub reason: String,
 }
 
+/// `replica`: the branch records a replica of its keyd group (etcd) being added (its
+/// install key approved: the branch was sealed to it) or removed (its install key
+/// revoked). In the branch's own log, signed by the branch key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Replica {
+    /// The replica's name (1–64 bytes of `A-Z a-z 0-9 _ -`).
+    pub name: String,
+    /// Its install public key (X25519).
+    #[serde(with = "serde_bytes")]
+    pub install_key: [u8; 32],
+    /// `add` or `remove`.
+    pub action: String,
+}
+
 /// `epoch`: a node's identity key certifies its epoch `e` key (`node/0'/e'`): rekey.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -234,6 +249,8 @@ pub enum Body {
     Extend(Extend),
     /// See [`RekeyOrder`].
     RekeyOrder(RekeyOrder),
+    /// See [`Replica`].
+    Replica(Replica),
 }
 
 impl Body {
@@ -250,6 +267,7 @@ impl Body {
             Body::Anchor(_) => "anchor",
             Body::Extend(_) => "extend",
             Body::RekeyOrder(_) => "rekey_order",
+            Body::Replica(_) => "replica",
         }
     }
 
@@ -287,6 +305,24 @@ impl Body {
                     .try_for_each(|p| text("permission", p, MAX_PERMISSION, false))
             }
             Body::Untrust(u) => text("reason", &u.reason, MAX_REASON, true),
+            Body::Replica(r) => {
+                if r.name.is_empty()
+                    || r.name.len() > MAX_NAME
+                    || !r
+                        .name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                {
+                    return Err(format!(
+                        "replica name {:?}: 1 to 64 bytes of A-Z a-z 0-9 _ -",
+                        r.name
+                    ));
+                }
+                match r.action.as_str() {
+                    "add" | "remove" => Ok(()),
+                    other => Err(format!("replica action {other:?}: add or remove")),
+                }
+            }
         }
     }
 }

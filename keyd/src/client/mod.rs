@@ -39,8 +39,9 @@ use crate::wire::{
     ExtendRequest, Extended, MinEpochRequest, MinEpochSet, NodeAdded, NodeDetail, NodeList,
     PlaintextResponse, PolicyApply, PolicyCheck, PolicyDecision, PolicyShown, PullRequested,
     Pushed, RecoverRequest, RecoverResponse, ReenrollRequest, Reenrollment, Rekeyed, RenewRequest,
-    RenewResponse, ReplicaRequest, ReplicaResponse, RevokeRequest, Revoked, SealRequest,
-    SignRequest, SignResponse, SuitePolicy, SuiteRequest, SuiteSet, Verification, VerifyRequest,
+    RenewResponse, ReplicaInfo, ReplicaRequest, ReplicaResponse, RevokeRequest, Revoked,
+    SealRequest, SignRequest, SignResponse, SuitePolicy, SuiteRequest, SuiteSet, Verification,
+    VerifyRequest,
 };
 pub use config::{ClientConfig, load_chain};
 use config::{read, refuse_revoked_keyd};
@@ -411,6 +412,17 @@ impl Client {
             install_key: install_key.to_owned(),
         };
         self.post("/v1/admin/replicas", &body)
+    }
+
+    /// Removes a replica of the group (admin).
+    pub fn remove_replica(&self, name: &str) -> Result<ReplicaInfo, ClientError> {
+        let path = format!("/v1/admin/replicas/{}/remove", segment(name));
+        self.post(&path, &serde_json::json!({}))
+    }
+
+    /// The replicas the branch log records (admin).
+    pub fn replicas(&self) -> Result<Vec<ReplicaInfo>, ClientError> {
+        self.get("/v1/admin/replicas")
     }
 
     /// Ends every certificate of a node at once (admin).

@@ -186,7 +186,7 @@ pub fn import(config: &Config, bundle_file: &Path, expect_root: Option<&str>) ->
     }
     // A replica joining a group (the branch's log is in etcd already).
     if store.shared().is_some() && store.shared_sizes()?.contains_key(&bundle.path.to_string()) {
-        return join(config, &store, &hsm, &bundle, &branch);
+        return join(config, &store, &hsm, &bundle, &branch, install.public());
     }
     // A rebuilt keyd (`keyctl ceremony rebuild`) continues the branch log the bundle
     // carries, never opens it again: every node, epoch and revocation in it stands.
@@ -205,6 +205,23 @@ pub fn import(config: &Config, bundle_file: &Path, expect_root: Option<&str>) ->
             Some(head)
         }
     };
+    // The group's first replica records itself in the branch log.
+    if let Some(settings) = &config.etcd {
+        let material = branch.material();
+        let now = keyd::service::unix_now();
+        let st = Statement::sign(
+            Body::Replica(keyd::chain::Replica {
+                name: settings.store.replica.clone(),
+                install_key: install.public(),
+                action: "add".into(),
+            }),
+            bundle.path.clone(),
+            now,
+            material.signing_key(),
+        );
+        chain.append(&bundle.path, st, now)?;
+        chain.sign_head(&bundle.path, material.signing_key(), now)?;
+    }
     let sealed = seal_branch(&hsm, &bundle.path, &branch)?;
     let ca = Ca::from_branch(&branch.material(), &bundle.name, &bundle.path)?;
     let (admin_cert, admin_key) =
@@ -374,8 +391,30 @@ fn join(
     hsm: &Hsm,
     bundle: &BranchBundle,
     branch: &NodeSecret,
+    install: [u8; 32],
 ) -> Result<Report> {
     let chain = keyd::service::restore_chain(store).context("the group's chain in etcd")?;
+    // Only under the name an admin approved, with this install key, not removed.
+    let me = config
+        .etcd
+        .as_ref()
+        .map(|e| e.store.replica.as_str())
+        .unwrap_or_default();
+    let approved = chain
+        .state()
+        .replicas(&bundle.path)
+        .any(|(n, r)| n == me && r.install_key == install && r.removed.is_none());
+    if !approved {
+        return Err(Refusal::with_hint(
+            "replica_not_approved",
+            format!(
+                "the branch log of {} records no replica {me:?} with this install key ({}) that is not removed",
+                bundle.path,
+                hex::encode(install)
+            ),
+            "keyctl replica add NAME --install-key KEY at a running replica, NAME as [etcd] replica here",
+        ));
+    }
     let certified = chain.state().key(&bundle.path).map(|r| r.keys);
     if certified != Some(keyd::chain::KeySet::from(&branch.public_keys())) {
         return Err(Refusal::error(

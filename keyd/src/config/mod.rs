@@ -271,6 +271,20 @@ pub fn check_fingerprint(text: &str) -> Result<String, String> {
     Ok(t)
 }
 
+/// A TOML error by line and column, without the line itself (it may hold a secret
+/// written where it does not belong).
+fn parse_error(text: &str, e: &toml::de::Error) -> String {
+    match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!("line {line}, column {column}: {}", e.message())
+        }
+        None => e.message().to_owned(),
+    }
+}
+
 impl Config {
     /// Reads and checks `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -280,7 +294,7 @@ impl Config {
         })?;
         let raw: RawConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
             path: path.to_owned(),
-            message: e.to_string(),
+            message: parse_error(&text, &e),
         })?;
         let value = |key, message: String| ConfigError::Value {
             path: path.to_owned(),
@@ -495,6 +509,61 @@ mod tests {
         assert_eq!(c.listen.port(), 8443);
         assert_eq!(c.client_cert_seconds, 24 * 3600);
         assert_eq!(c.seal_hsm.token, "keyd-seal");
+    }
+
+    #[test]
+    fn the_etcd_table_is_checked_naming_the_key() {
+        let base = "listen = \"127.0.0.1:0\"\ndata_dir = \"d\"\nseal_hsm = \"pkcs11:token=s?module-path=/m.so&pin-source=env:P\"\n";
+        let good = "[etcd]\nendpoints = [\"http://127.0.0.1:2379\"]\nreplica = \"a\"\n";
+        let c = load_text(&format!("{base}store = \"etcd\"\n{good}")).expect("etcd");
+        let e = c.etcd.expect("etcd settings");
+        assert_eq!(e.store.prefix, "/keyd/");
+        assert_eq!(e.grace.as_secs(), 60);
+        assert!(load_text(base).expect("redb").etcd.is_none());
+        let cases = [
+            ("store = \"etcd\"\n", "etcd"),
+            (good, "store = \"etcd\""),
+            ("store = \"zookeeper\"\n", "store"),
+            (
+                "store = \"etcd\"\n[etcd]\nendpoints = []\nreplica = \"a\"\n",
+                "etcd.endpoints",
+            ),
+            (
+                "store = \"etcd\"\n[etcd]\nendpoints = [\"127.0.0.1:2379\"]\nreplica = \"a\"\n",
+                "etcd.endpoints",
+            ),
+            (
+                "store = \"etcd\"\n[etcd]\nendpoints = [\"http://h:1\"]\nreplica = \"a b\"\n",
+                "etcd.replica",
+            ),
+            (
+                "store = \"etcd\"\n[etcd]\nendpoints = [\"http://h:1\"]\nreplica = \"a\"\nprefix = \"keyd\"\n",
+                "etcd.prefix",
+            ),
+            (
+                "store = \"etcd\"\n[etcd]\nendpoints = [\"http://h:1\"]\nreplica = \"a\"\ncert = \"c.pem\"\n",
+                "etcd.cert",
+            ),
+            (
+                "store = \"etcd\"\n[etcd]\nendpoints = [\"http://h:1\"]\nreplica = \"a\"\npassword_file = \"/nonexistent/p\"\n",
+                "etcd.password_file",
+            ),
+            (
+                "store = \"etcd\"\n[etcd]\nendpoints = [\"http://h:1\"]\nreplica = \"a\"\ntimeout_seconds = 0\n",
+                "etcd.timeout_seconds",
+            ),
+            (
+                "store = \"etcd\"\n[etcd]\nendpoints = [\"http://h:1\"]\nreplica = \"a\"\npassword = \"inline\"\n",
+                "password",
+            ),
+        ];
+        for (extra, key) in cases {
+            let e = load_text(&format!("{base}{extra}"))
+                .expect_err(extra)
+                .to_string();
+            assert!(e.contains(key), "{extra}: {e}");
+            assert!(!e.contains("inline"), "a value echoed in an error: {e}");
+        }
     }
 
     #[test]

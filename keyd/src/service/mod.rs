@@ -348,9 +348,11 @@ impl Service {
         }
     }
 
-    /// Refuses when the branch is revoked: key operations, enrollment and changes.
+    /// Refuses when the branch is revoked (key operations, enrollment and changes), or
+    /// when this replica was removed from its group.
     fn require_serving(&self) -> Result<(), ServiceError> {
-        self.branch_revoked().map_or(Ok(()), Err)
+        self.branch_revoked().map_or(Ok(()), Err)?;
+        self.require_member()
     }
 
     /// Checks that a client certificate's principal is still valid now (and, for a node,
@@ -358,6 +360,7 @@ impl Service {
     pub fn authenticate(&self, principal: Option<Principal>) -> Result<Principal, ServiceError> {
         let principal = principal.ok_or(ServiceError::Unauthenticated)?;
         self.require_fresh()?;
+        self.require_member()?;
         match &principal {
             Principal::Node(path) => {
                 // A valid node implies a branch that is not revoked (the branch is its

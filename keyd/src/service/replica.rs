@@ -6,10 +6,11 @@
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, channel};
 
+use super::commit::Built;
 use super::policy::Named;
 use super::{Service, ServiceError, admins, credentials, lifecycle, policy, suites};
 use crate::bundle::{BranchBundle, parse_install_public};
-use crate::chain::encode_log;
+use crate::chain::{Body, Replica, encode_log};
 use crate::derive::KeyPath;
 use crate::identity::Principal;
 use crate::policy::Op;
@@ -165,34 +166,18 @@ pub(super) fn rolled_back(
 }
 
 impl Service {
-    /// Approves a new replica (admin, `admin.replica`): the branch sealed to its install
-    /// key with the root log and the branch log, as a ceremony's bundle is — no root
-    /// needed. The new replica `keyd import`s it and joins the group. Recorded in the
-    /// audit log with the install key.
+    /// Approves a new replica (admin, `admin.replica`): records `replica add` (its name
+    /// and install key) in the branch log, then seals the branch to that install key
+    /// with the root log and the branch log, as a ceremony's bundle is — no root
+    /// needed. The new replica `keyd import`s it and joins the group. Audited.
     pub fn add_replica(
         &self,
         principal: &Principal,
         name: &str,
         install_key: &str,
     ) -> Result<Vec<u8>, ServiceError> {
-        self.authorize(principal, Op::AdminReplica, Named::Nothing)?;
-        if !self.replicated() {
-            return Err(ServiceError::BadRequest(
-                "this keyd keeps its state in its own redb file; replicas share theirs in etcd (store = \"etcd\")".into(),
-            ));
-        }
-        if name.is_empty()
-            || name.len() > 64
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        {
-            return Err(ServiceError::BadRequest(format!(
-                "replica name {name:?}: 1 to 64 letters, digits, - or _"
-            )));
-        }
-        let key = parse_install_public(install_key)
-            .map_err(|e| ServiceError::BadRequest(format!("install_key: {e}")))?;
+        let key = self.check_replica_request(principal, install_key)?;
+        self.record_replica(name, key, "add")?;
         let chain = self
             .read_chain()
             .file_of([&KeyPath::root(), &self.branch_path]);
@@ -208,8 +193,119 @@ impl Service {
             &principal.uri(),
             Op::AdminReplica.name(),
             Some(name.to_owned()),
-            Some(format!("branch sealed to install key {}", hex::encode(key))),
+            Some(format!(
+                "added; branch sealed to install key {}",
+                hex::encode(key)
+            )),
         );
         Ok(bundle.to_cbor())
+    }
+
+    /// Removes a replica (admin, `admin.replica`): records `replica remove` with its
+    /// install key in the branch log. The removed replica stops serving as soon as it
+    /// sees the entry (it still holds the branch secret under its seal token: destroy
+    /// the token, or rekey the branch from the root, when the host is not trusted).
+    pub fn remove_replica(
+        &self,
+        principal: &Principal,
+        name: &str,
+    ) -> Result<crate::wire::ReplicaInfo, ServiceError> {
+        self.authorize(principal, Op::AdminReplica, Named::Nothing)?;
+        let key = self
+            .read_chain()
+            .state()
+            .replicas(&self.branch_path)
+            .find(|(n, r)| *n == name && r.removed.is_none())
+            .map(|(_, r)| r.install_key)
+            .ok_or_else(|| {
+                ServiceError::NotFound(format!("no replica {name:?} in the branch log"))
+            })?;
+        self.record_replica(name, key, "remove")?;
+        self.audit_event(
+            &principal.uri(),
+            Op::AdminReplica.name(),
+            Some(name.to_owned()),
+            Some(format!("removed; install key {} revoked", hex::encode(key))),
+        );
+        self.list_replicas(principal)?
+            .into_iter()
+            .find(|r| r.name == name)
+            .ok_or_else(|| ServiceError::NotFound(format!("no replica {name:?}")))
+    }
+
+    fn check_replica_request(
+        &self,
+        principal: &Principal,
+        install_key: &str,
+    ) -> Result<[u8; 32], ServiceError> {
+        self.authorize(principal, Op::AdminReplica, Named::Nothing)?;
+        if !self.replicated() {
+            return Err(ServiceError::BadRequest(
+                "this keyd keeps its state in its own redb file; replicas share theirs in etcd (store = \"etcd\")".into(),
+            ));
+        }
+        parse_install_public(install_key)
+            .map_err(|e| ServiceError::BadRequest(format!("install_key: {e}")))
+    }
+
+    fn record_replica(
+        &self,
+        name: &str,
+        install_key: [u8; 32],
+        action: &str,
+    ) -> Result<(), ServiceError> {
+        let body = Body::Replica(Replica {
+            name: name.to_owned(),
+            install_key,
+            action: action.to_owned(),
+        });
+        body.check_bounds().map_err(ServiceError::BadRequest)?;
+        self.append(move |svc, _| {
+            Ok(Built {
+                statements: vec![svc.branch_statement(body)?],
+                token: None,
+                value: (),
+            })
+        })
+    }
+
+    /// The replicas the branch log records (admin, `admin.replica`).
+    pub fn list_replicas(
+        &self,
+        principal: &Principal,
+    ) -> Result<Vec<crate::wire::ReplicaInfo>, ServiceError> {
+        self.authorize(principal, Op::AdminReplica, Named::Nothing)?;
+        Ok(self
+            .read_chain()
+            .state()
+            .replicas(&self.branch_path)
+            .map(|(name, r)| crate::wire::ReplicaInfo {
+                name: name.to_owned(),
+                install_key: hex::encode(r.install_key),
+                added_seq: r.added,
+                removed_seq: r.removed,
+            })
+            .collect())
+    }
+
+    /// Refuses everything once the branch log records this replica as removed.
+    pub(super) fn require_member(&self) -> Result<(), ServiceError> {
+        let Some(settings) = &self.config.etcd else {
+            return Ok(());
+        };
+        let me = settings.store.replica.as_str();
+        let chain = self.read_chain();
+        match chain
+            .state()
+            .replicas(&self.branch_path)
+            .find(|(n, _)| *n == me)
+        {
+            Some((_, r)) if r.removed.is_some() => Err(ServiceError::Forbidden(format!(
+                "replica {me} was removed from its group (branch log {} entry {}): it serves nothing",
+                self.branch_path,
+                r.removed.unwrap_or_default()
+            ))),
+            _ => Ok(()),
+        }
     }
 }

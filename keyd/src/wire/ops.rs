@@ -242,6 +242,21 @@ pub struct ReplicaResponse {
     pub bundle: Bytes,
 }
 
+/// A replica as the branch log records it.
+#[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+pub struct ReplicaInfo {
+    /// Its name.
+    pub name: String,
+    /// Its install public key (hex).
+    pub install_key: String,
+    /// Seq of the branch-log entry that added it.
+    pub added_seq: u64,
+    /// Seq of the entry that removed it, if it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub removed_seq: Option<u64>,
+}
+
 /// An envelope opened by an ancestor.
 #[derive(Debug, Serialize, Deserialize)]
 #[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
