@@ -61,6 +61,12 @@ impl Etcd {
                 .args(["--initial-cluster-state", "new"])
                 .args(["--initial-cluster-token", "keyd-test"])
                 .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
+                .args([
+                    "--auto-compaction-mode",
+                    "periodic",
+                    "--auto-compaction-retention",
+                    "1h",
+                ])
                 .stdout(Stdio::null())
                 .stderr(log)
                 .spawn()

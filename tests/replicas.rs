@@ -147,6 +147,15 @@ fn replicas_serve_one_branch_and_follow_each_other() -> Result<()> {
     // The audit logs are per replica: b's names the revocation.
     let audit = admin_b.get_json("/v1/audit?since=0&limit=1000")?;
     ensure!(audit.to_string().contains("node.revoke"), "{audit}");
+    // Health: b reports etcd up and the lag of a's heartbeats through the watch.
+    until(Duration::from_secs(5), || {
+        let (_, body) = b.anonymous()?.get("/metrics")?;
+        let text = String::from_utf8_lossy(&body);
+        Ok(text.contains("keyd_etcd_up 1")
+            && text
+                .lines()
+                .any(|l| l.starts_with("keyd_replica_watch_lag_seconds ") && !l.ends_with(" 0.0")))
+    })?;
     // The branch log records both replicas; removing b stops it.
     let list = keyctl(
         &[

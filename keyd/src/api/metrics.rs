@@ -88,6 +88,7 @@ pub struct Metrics {
     etcd_seconds: Counter<f64, AtomicU64>,
     etcd_slowest: Gauge<f64, AtomicU64>,
     watch_apply: Histogram,
+    watch_lag: Gauge<f64, AtomicU64>,
 }
 
 /// The global metrics.
@@ -123,6 +124,7 @@ impl Metrics {
             etcd_seconds: Counter::default(),
             etcd_slowest: Gauge::default(),
             watch_apply: latency_histogram(),
+            watch_lag: Gauge::default(),
         };
         let r = &mut m.registry;
         r.register(
@@ -228,8 +230,13 @@ impl Metrics {
         );
         r.register(
             "keyd_replica_watch_apply_seconds",
-            "Watch lag: from a change seen on etcd's watch to it being in force at this replica",
+            "From a change seen on etcd's watch to it being in force at this replica",
             m.watch_apply.clone(),
+        );
+        r.register(
+            "keyd_replica_watch_lag_seconds",
+            "Watch lag: how late the last heartbeat of another replica (written every second) arrived here through etcd's watch (includes clock skew between hosts)",
+            m.watch_lag.clone(),
         );
         m.start_time
             .set(i64::try_from(crate::service::unix_now()).unwrap_or(i64::MAX));
@@ -307,7 +314,16 @@ impl Metrics {
 
     /// A replica's view of etcd: whether the last quorum read answered; calls answered,
     /// their total time and the slowest lately; seconds since etcd last answered.
-    pub fn etcd(&self, up: bool, (calls, total, slowest): (u64, f64, f64), age: f64) {
+    pub fn etcd(&self, up: bool, health: &crate::service::StoreHealth) {
+        let (calls, total, slowest, age) = (
+            health.calls,
+            health.seconds,
+            health.slowest,
+            health.contact_age,
+        );
+        if let Some(lag) = health.lag {
+            self.watch_lag.set(lag);
+        }
         self.etcd_up.set(i64::from(up));
         let seen = self.etcd_requests.get();
         self.etcd_requests.inc_by(calls.saturating_sub(seen));

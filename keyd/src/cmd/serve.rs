@@ -284,8 +284,8 @@ fn background(svc: &actix_web::web::Data<Service>, hsm: Hsm) {
                 if let Err(e) = &up {
                     tracing::warn!(error = %e, "replica: etcd does not answer");
                 }
-                if let Some((latency, age)) = s.store_latency() {
-                    keyd::api::metrics().etcd(up.is_ok(), latency, age);
+                if let Some(health) = s.store_health() {
+                    keyd::api::metrics().etcd(up.is_ok(), &health);
                 }
             }
         });

@@ -37,6 +37,7 @@ pub use crate::wire::{
 };
 pub use enroll::Enrolled;
 pub use logs::Mirrored;
+pub use replica::StoreHealth;
 pub use retired::Retired;
 
 /// Service-level failures; the API maps each to a status and a stable code.

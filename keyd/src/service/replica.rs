@@ -16,6 +16,21 @@ use crate::identity::Principal;
 use crate::policy::Op;
 use crate::store::StoreError;
 
+/// A replica's view of etcd.
+#[derive(Debug, Clone, Copy)]
+pub struct StoreHealth {
+    /// Calls answered.
+    pub calls: u64,
+    /// Their total time, seconds.
+    pub seconds: f64,
+    /// The slowest since last read, seconds.
+    pub slowest: f64,
+    /// Seconds since etcd last answered.
+    pub contact_age: f64,
+    /// The watch lag last measured (another replica's heartbeat), seconds.
+    pub lag: Option<f64>,
+}
+
 impl Service {
     /// Whether this keyd is a replica of a group sharing its state in etcd.
     pub fn replicated(&self) -> bool {
@@ -122,22 +137,31 @@ impl Service {
         Ok(())
     }
 
-    /// Asks etcd for a quorum read (the health thread, every second).
+    /// Asks etcd for a quorum read and writes this replica's heartbeat (the health
+    /// thread, every second).
     pub fn ping_store(&self) -> Result<(), ServiceError> {
         match self.store.shared() {
-            Some(etcd) => Ok(etcd.ping()?),
+            Some(etcd) => {
+                etcd.ping()?;
+                Ok(etcd.beat()?)
+            }
             None => Ok(()),
         }
     }
 
-    /// etcd's calls, their total time and the slowest since last asked; seconds since
-    /// etcd last answered (for `/metrics`).
-    pub fn store_latency(&self) -> Option<((u64, f64, f64), f64)> {
+    /// A replica's view of etcd, for `/metrics`.
+    pub fn store_health(&self) -> Option<StoreHealth> {
         let etcd = self.store.shared()?;
-        let since = etcd
-            .last_contact()
-            .map_or(f64::INFINITY, |t| t.elapsed().as_secs_f64());
-        Some((etcd.latency().read(), since))
+        let (calls, seconds, slowest) = etcd.latency().read();
+        Some(StoreHealth {
+            calls,
+            seconds,
+            slowest,
+            contact_age: etcd
+                .last_contact()
+                .map_or(f64::INFINITY, |t| t.elapsed().as_secs_f64()),
+            lag: etcd.watch_lag().map(|d| d.as_secs_f64()),
+        })
     }
 }
 

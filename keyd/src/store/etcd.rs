@@ -83,6 +83,8 @@ pub struct Etcd {
     contact: std::sync::Mutex<Option<Instant>>,
     /// Latency of each answered call, for the metrics.
     latency: crate::store::Latency,
+    /// Watch lag: how late (ms) the last other replica's heartbeat arrived.
+    lag_ms: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// The largest reply keyd accepts (a page of log entries).
@@ -169,6 +171,7 @@ impl Etcd {
             timeout: config.timeout,
             contact: std::sync::Mutex::new(None),
             latency: crate::store::Latency::default(),
+            lag_ms: std::sync::Arc::new(std::sync::atomic::AtomicU64::new(u64::MAX)),
         };
         etcd.ping()?;
         Ok(etcd)
@@ -231,6 +234,29 @@ impl Etcd {
         *self.contact.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
         self.latency.record(started.elapsed());
         Ok(out)
+    }
+
+    /// Writes this replica's heartbeat (`beat/<replica>` = the time, ms): the others
+    /// see it through their watch and measure how late it arrives (the watch lag).
+    pub fn beat(&self) -> Result<(), StoreError> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        let key = format!("beat/{}", self.replica);
+        self.txn(
+            Vec::new(),
+            vec![(key, now.to_string().into_bytes())],
+            Vec::new(),
+        )?;
+        Ok(())
+    }
+
+    /// The watch lag last measured (another replica's heartbeat), if any.
+    pub fn watch_lag(&self) -> Option<Duration> {
+        match self.lag_ms.load(std::sync::atomic::Ordering::Relaxed) {
+            u64::MAX => None,
+            ms => Some(Duration::from_millis(ms)),
+        }
     }
 
     /// A linearizable read that needs a quorum: is etcd there?
@@ -413,6 +439,8 @@ impl Etcd {
     pub fn watch(&self, revision: i64, to: std::sync::mpsc::Sender<Vec<String>>) {
         let mut client = self.client.watch_client();
         let prefix = self.prefix.clone();
+        let own_beat = format!("{}beat/{}", self.prefix, self.replica).into_bytes();
+        let lag = self.lag_ms.clone();
         self.rt.spawn(async move {
             let mut from = revision;
             loop {
@@ -432,6 +460,12 @@ impl Etcd {
                                     from = from.max(kv.mod_revision() + 1);
                                     let rest = &kv.key()[prefix.len().min(kv.key().len())..];
                                     let table = rest.split(|b| *b == b'/').next().unwrap_or(b"");
+                                    if table == b"beat" {
+                                        if kv.key() != own_beat.as_slice() {
+                                            record_lag(&lag, kv.value());
+                                        }
+                                        continue;
+                                    }
                                     tables.insert(String::from_utf8_lossy(table).into_owned(), ());
                                 }
                             }
@@ -451,6 +485,18 @@ impl Etcd {
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
         });
+    }
+}
+
+/// Records how late a heartbeat (its send time in ms) arrived.
+fn record_lag(lag: &std::sync::atomic::AtomicU64, value: &[u8]) {
+    let sent: Option<u128> = std::str::from_utf8(value).ok().and_then(|t| t.parse().ok());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    if let Some(sent) = sent {
+        let ms = u64::try_from(now.saturating_sub(sent)).unwrap_or(u64::MAX - 1);
+        lag.store(ms, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
