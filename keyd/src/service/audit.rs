@@ -41,11 +41,26 @@ struct Tail {
     head_at: u64,
 }
 
+/// An event waiting to be written: its record (given its seq and the previous hash)
+/// and where to say it was written.
+type Event = (
+    Box<dyn FnOnce(u64, String) -> Record + Send>,
+    std::sync::mpsc::Sender<Result<(), String>>,
+);
+
 /// The audit log's writer.
-#[derive(Debug)]
 pub(super) struct Auditor {
     pending: Mutex<HashMap<Agg, u64>>,
     tail: Mutex<Tail>,
+    /// Events queued for the next write: written in groups, one durable write for all
+    /// the events that arrived while the previous write was on its way.
+    events: Mutex<Vec<Event>>,
+}
+
+impl std::fmt::Debug for Auditor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auditor").finish_non_exhaustive()
+    }
 }
 
 impl Auditor {
@@ -63,6 +78,7 @@ impl Auditor {
             None => (0, 0),
         };
         Ok(Auditor {
+            events: Mutex::new(Vec::new()),
             pending: Mutex::new(HashMap::new()),
             tail: Mutex::new(Tail {
                 seq,
@@ -144,7 +160,9 @@ impl Service {
             .or_insert(0) += 1;
     }
 
-    /// An event, written before keyd answers: `who` did `op` to `target`.
+    /// An event, written before keyd answers: `who` did `op` to `target`. Events that
+    /// arrive together are written together (one durable write), each answered once its
+    /// write is done.
     pub(super) fn audit_event(
         &self,
         who: &str,
@@ -152,12 +170,13 @@ impl Service {
         target: Option<String>,
         detail: Option<String>,
     ) {
-        let record = |seq, prev| Record {
+        let (principal, op_name) = (who.to_owned(), op.to_owned());
+        let record = move |seq, prev| Record {
             seq,
             at: unix_now(),
             prev,
-            principal: who.to_owned(),
-            op: op.to_owned(),
+            principal,
+            op: op_name,
             outcome: "ok".into(),
             target,
             key: None,
@@ -165,7 +184,27 @@ impl Service {
             count: 1,
             detail,
         };
-        if let Err(e) = self.write_audit(vec![record], false) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        lock(&self.audit.events).push((Box::new(record), tx));
+        let written = loop {
+            if let Ok(r) = rx.try_recv() {
+                break r;
+            }
+            let mut tail = lock(&self.audit.tail);
+            // The writer before answered every event it took before it let go.
+            if let Ok(r) = rx.try_recv() {
+                break r;
+            }
+            let batch = std::mem::take(&mut *lock(&self.audit.events));
+            let (builders, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+            let result = self
+                .write_audit_locked(&mut tail, builders, false)
+                .map_err(|e| e.to_string());
+            for reply in replies {
+                let _ = reply.send(result.clone());
+            }
+        };
+        if let Err(e) = written {
             tracing::error!(error = %e, op, "could not write an audit record");
             crate::api::metrics().error("audit_write");
         }
@@ -228,7 +267,17 @@ impl Service {
         records: Vec<F>,
         head_due: bool,
     ) -> Result<(), ServiceError> {
-        let mut tail = self.audit.tail.lock().unwrap_or_else(|e| e.into_inner());
+        let mut tail = lock(&self.audit.tail);
+        self.write_audit_locked(&mut tail, records, head_due)
+    }
+
+    /// [`Service::write_audit`] with the tail held.
+    fn write_audit_locked<F: FnOnce(u64, String) -> Record>(
+        &self,
+        tail: &mut Tail,
+        records: Vec<F>,
+        head_due: bool,
+    ) -> Result<(), ServiceError> {
         let (mut seq, mut hash) = (tail.seq, tail.hash.clone());
         let mut rows = Vec::with_capacity(records.len());
         for build in records {
@@ -289,4 +338,8 @@ impl Service {
             .seq;
         Ok((records, heads, last))
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }

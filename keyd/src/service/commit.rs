@@ -20,8 +20,10 @@ use super::{Service, ServiceError, unix_now};
 use crate::chain::{Body, Chain, Statement};
 use crate::store::StoreError;
 
-/// Most changes in one group of a replica (one etcd transaction holds them all).
-const REPLICA_GROUP: usize = 16;
+/// Most changes in one group of a replica (one etcd transaction holds them all): a
+/// change writes one to three rows (its entries, an enrollment token) and a group adds
+/// the head and the log's size, so 32 changes stay within etcd's 128 operations.
+const REPLICA_GROUP: usize = 32;
 
 /// What a builder returns: statements to append, an optional enrollment token record
 /// (`(hash, record)`, committed with them), and the caller's value.
