@@ -18,12 +18,13 @@ ensure_softhsm2() {
 }
 
 # The build needs protoc (etcd's client compiles etcd's gRPC definitions); the replica
-# tests need etcd and etcdctl. Installed from Debian's packages when missing.
+# tests need etcd and etcdctl, and ip and nft to cut one member off in a network
+# namespace (as root). Installed from Debian's packages when missing.
 ensure_build_deps() {
   ensure_commands protoc:protobuf-compiler
 }
 ensure_etcd() {
-  ensure_commands etcd:etcd-server etcdctl:etcd-client
+  ensure_commands etcd:etcd-server etcdctl:etcd-client ip:iproute2 nft:nftables
 }
 
 # Installs Debian packages whose commands are missing: ensure_commands CMD:PACKAGE ...

@@ -267,7 +267,13 @@ impl Cluster {
 
     /// Starts `keyd serve` and waits for its address.
     pub fn serve(&mut self) -> Result<()> {
-        let (child, addr) = self.spawn(&self.config(), &self.dir.path().join("keyd.log"))?;
+        self.serve_in(None)
+    }
+
+    /// Starts `keyd serve` inside network namespace `netns` (when named).
+    pub fn serve_in(&mut self, netns: Option<&str>) -> Result<()> {
+        let (child, addr) =
+            self.spawn_in(&self.config(), &self.dir.path().join("keyd.log"), netns)?;
         self.child = Some(child);
         self.addr = addr;
         Ok(())
@@ -276,9 +282,19 @@ impl Cluster {
     /// Starts `keyd serve` with `config` and this keyd's seal token, logging to `log`:
     /// the process and its address (another instance, e.g. from a copy of the data).
     pub fn spawn(&self, config: &Path, log: &Path) -> Result<(Child, String)> {
-        let mut child = self
-            .seal
-            .command(&bins().keyd)
+        self.spawn_in(config, log, None)
+    }
+
+    fn spawn_in(&self, config: &Path, log: &Path, netns: Option<&str>) -> Result<(Child, String)> {
+        let mut command = match netns {
+            Some(ns) => {
+                let mut c = self.seal.command(Path::new("ip"));
+                c.args(["netns", "exec", ns]).arg(&bins().keyd);
+                c
+            }
+            None => self.seal.command(&bins().keyd),
+        };
+        let mut child = command
             .arg("--config")
             .arg(config)
             .arg("serve")

@@ -7,10 +7,105 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+/// A network namespace joined to this one by a veth pair: `root_ip` on this side,
+/// `ns_ip` inside. For a member (and a keyd) that can be cut off from the others.
+pub struct Netns {
+    /// Its name (`ip netns exec NAME …`).
+    pub name: String,
+    /// This side's address.
+    pub root_ip: String,
+    /// The address inside.
+    pub ns_ip: String,
+    veth: String,
+}
+
+fn ip(args: &[&str]) -> Result<()> {
+    let out = Command::new("ip").args(args).output()?;
+    if !out.status.success() {
+        bail!("ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(())
+}
+
+impl Netns {
+    /// A new namespace with its veth pair up (needs root, iproute2).
+    pub fn new() -> Result<Netns> {
+        let id = std::process::id() % 100_000;
+        let subnet = id % 200 + 20;
+        let (name, veth, peer) = (format!("keydt{id}"), format!("kr{id}"), format!("kn{id}"));
+        let (root_ip, ns_ip) = (format!("10.231.{subnet}.1"), format!("10.231.{subnet}.2"));
+        let _ = ip(&["netns", "del", &name]);
+        let _ = ip(&["link", "del", &veth]);
+        ip(&["netns", "add", &name])?;
+        let ns = Netns {
+            name: name.clone(),
+            root_ip: root_ip.clone(),
+            ns_ip: ns_ip.clone(),
+            veth: veth.clone(),
+        };
+        ip(&["link", "add", &veth, "type", "veth", "peer", "name", &peer])?;
+        ip(&["link", "set", &peer, "netns", &name])?;
+        ip(&["addr", "add", &format!("{root_ip}/24"), "dev", &veth])?;
+        ip(&["link", "set", &veth, "up"])?;
+        let (addr, net) = (format!("{ns_ip}/24"), name.as_str());
+        for args in [
+            ["addr", "add", addr.as_str(), "dev", peer.as_str()],
+            ["link", "set", peer.as_str(), "up", ""],
+            ["link", "set", "lo", "up", ""],
+        ] {
+            let mut full = vec!["netns", "exec", net, "ip"];
+            full.extend(args.iter().copied().filter(|a| !a.is_empty()));
+            ip(&full)?;
+        }
+        Ok(ns)
+    }
+
+    /// Cuts the namespace's etcd member (peer port `own`) off from the members on this
+    /// side (peer ports `others`): their raft traffic is dropped both ways, on the
+    /// connections either side opened, and nothing else.
+    pub fn cut(&self, own: u16, others: &[u16]) -> Result<()> {
+        let others = others
+            .iter()
+            .map(u16::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
+        let rules = format!(
+            "table inet keydcut {{\n chain out {{ type filter hook output priority 0; tcp dport {{ {others} }} drop; tcp sport {own} drop; }}\n chain in {{ type filter hook input priority 0; tcp dport {own} drop; tcp sport {{ {others} }} drop; }}\n}}\n"
+        );
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &self.name, "nft", "-f", "-"])
+            .stdin(Stdio::piped())
+            .spawn()
+            .context("nft (Debian package nftables)")?;
+        std::io::Write::write_all(child.stdin.as_mut().context("stdin")?, rules.as_bytes())?;
+        drop(child.stdin.take());
+        if !child.wait()?.success() {
+            bail!("nft refused the rules");
+        }
+        Ok(())
+    }
+
+    /// Lets the traffic through again.
+    pub fn heal(&self) -> Result<()> {
+        ip(&[
+            "netns", "exec", &self.name, "nft", "delete", "table", "inet", "keydcut",
+        ])
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = ip(&["link", "del", &self.veth]);
+        let _ = ip(&["netns", "del", &self.name]);
+    }
+}
+
 /// One etcd member.
 pub struct Member {
     /// Its client URL.
     pub client: String,
+    /// Its peer port.
+    pub peer_port: u16,
     child: Option<Child>,
 }
 
@@ -28,17 +123,23 @@ fn free_port() -> Result<u16> {
 }
 
 impl Etcd {
-    /// Starts `n` members and waits until the cluster answers.
+    /// Starts `n` members on 127.0.0.1 and waits until the cluster answers.
     pub fn start(n: usize) -> Result<Etcd> {
+        Self::start_on(&vec![("127.0.0.1", None); n])
+    }
+
+    /// Starts one member per `(address, namespace)`: the member listens on that address,
+    /// inside that network namespace when one is named.
+    pub fn start_on(at: &[(&str, Option<&str>)]) -> Result<Etcd> {
         let dir = tempfile::tempdir()?;
         let mut peers = Vec::new();
         let mut clients = Vec::new();
-        for i in 0..n {
-            peers.push((
-                format!("e{i}"),
-                format!("http://127.0.0.1:{}", free_port()?),
-            ));
-            clients.push(format!("http://127.0.0.1:{}", free_port()?));
+        let mut ports = Vec::new();
+        for (i, (addr, _)) in at.iter().enumerate() {
+            let port = free_port()?;
+            ports.push(port);
+            peers.push((format!("e{i}"), format!("http://{addr}:{port}")));
+            clients.push(format!("http://{addr}:{}", free_port()?));
         }
         let initial = peers
             .iter()
@@ -49,7 +150,15 @@ impl Etcd {
         for (i, (name, peer)) in peers.iter().enumerate() {
             let data: PathBuf = dir.path().join(name);
             let log = std::fs::File::create(dir.path().join(format!("{name}.log")))?;
-            let child = Command::new("etcd")
+            let mut command = match at[i].1 {
+                Some(ns) => {
+                    let mut c = Command::new("ip");
+                    c.args(["netns", "exec", ns, "etcd"]);
+                    c
+                }
+                None => Command::new("etcd"),
+            };
+            let child = command
                 .args(["--name", name])
                 .arg("--data-dir")
                 .arg(&data)
@@ -73,6 +182,7 @@ impl Etcd {
                 .context("cannot start etcd (Debian package etcd-server)")?;
             members.push(Member {
                 client: clients[i].clone(),
+                peer_port: ports[i],
                 child: Some(child),
             });
         }
@@ -92,9 +202,22 @@ impl Etcd {
 
     /// keyd.toml lines for replica `name` of a group under `prefix`.
     pub fn keyd_config(&self, replica: &str, prefix: &str) -> String {
+        self.keyd_config_of(replica, prefix, &self.endpoints())
+    }
+
+    /// [`Etcd::keyd_config`] naming only the members `which`.
+    pub fn keyd_config_at(&self, replica: &str, prefix: &str, which: &[usize]) -> String {
+        let endpoints = which
+            .iter()
+            .map(|i| format!("\"{}\"", self.members[*i].client))
+            .collect::<Vec<_>>()
+            .join(", ");
+        self.keyd_config_of(replica, prefix, &endpoints)
+    }
+
+    fn keyd_config_of(&self, replica: &str, prefix: &str, endpoints: &str) -> String {
         format!(
-            "store = \"etcd\"\n[etcd]\nendpoints = [{}]\nreplica = \"{replica}\"\nprefix = \"{prefix}\"\ntimeout_seconds = 2\ngrace_seconds = 30\n",
-            self.endpoints()
+            "store = \"etcd\"\n[etcd]\nendpoints = [{endpoints}]\nreplica = \"{replica}\"\nprefix = \"{prefix}\"\ntimeout_seconds = 2\ngrace_seconds = 30\n"
         )
     }
 

@@ -9,13 +9,21 @@ use anyhow::{Context, Result, bail, ensure};
 use serde_json::json;
 
 use crate::cluster::{Client, Cluster, keyctl};
-use crate::etcd::Etcd;
+use crate::etcd::{Etcd, Netns};
 
 /// Replica `a` (init, ceremony issue, import: the group's first) and replica `b`
 /// (init, approved at `a` with `keyctl replica add`, import: joins), both serving.
 fn group(etcd: &Etcd, prefix: &str) -> Result<(Cluster, Cluster)> {
     let a = Cluster::start_with(&etcd.keyd_config("a", prefix))?;
     let mut b = a.bare_peer(&etcd.keyd_config("b", prefix))?;
+    join(&a, &b)?;
+    b.serve()?;
+    Ok((a, b))
+}
+
+/// Replica `b` (configured, not yet initialised) joins `a`'s group: keyd init, approved
+/// at `a` with `keyctl replica add`, keyd import.
+fn join(a: &Cluster, b: &Cluster) -> Result<()> {
     let init = b.keyd(&["init"])?;
     let install = init
         .lines()
@@ -47,8 +55,7 @@ fn group(etcd: &Etcd, prefix: &str) -> Result<(Cluster, Cluster)> {
         &a.fingerprint()?,
     ])?;
     ensure!(joined.contains("replica b joined the group"), "{joined}");
-    b.serve()?;
-    Ok((a, b))
+    Ok(())
 }
 
 /// The logs of a fetched chain summary: per log, its entries and its head's seq and
@@ -403,6 +410,95 @@ fn a_replica_cut_off_from_quorum_refuses_changes_and_keeps_signing() -> Result<(
     ensure!(admin_a.get("/v1/nodes/forked")?.0 == admin_b.get("/v1/nodes/forked")?.0);
     let ca = a.fetch_chain(&a.dir.path().join("healed-a.cbor"))?;
     let cb = b.fetch_chain(&b.dir.path().join("healed-b.cbor"))?;
+    ensure!(
+        logs(&ca)? == logs(&cb)?,
+        "{:?} / {:?}",
+        logs(&ca)?,
+        logs(&cb)?
+    );
+    Ok(())
+}
+
+#[test]
+fn a_partitioned_replica_refuses_changes_while_the_others_go_on() -> Result<()> {
+    // Member e0 and replica b in a network namespace of their own; e1, e2 and replica a
+    // here. Cutting e0's raft traffic partitions b's member from the quorum, while this
+    // test still reaches b.
+    let ns = Netns::new()?;
+    let etcd = Etcd::start_on(&[
+        (ns.ns_ip.as_str(), Some(ns.name.as_str())),
+        (ns.root_ip.as_str(), None),
+        (ns.root_ip.as_str(), None),
+    ])?;
+    let prefix = "/keyd/t5/";
+    let a = Cluster::start_with(&etcd.keyd_config_at("a", prefix, &[1, 2]))?;
+    let mut b = a.bare_peer(&etcd.keyd_config_at("b", prefix, &[0]))?;
+    let text = std::fs::read_to_string(b.config())?.replace(
+        "listen = \"127.0.0.1:0\"",
+        &format!("listen = \"{0}:0\"\nserver_names = [\"{0}\"]", ns.ns_ip),
+    );
+    std::fs::write(b.config(), text)?;
+    join(&a, &b)?;
+    b.serve_in(Some(&ns.name))?;
+    let admin_a = a.admin()?;
+    let admin_b = a.admin_at(&b.addr)?;
+    let (node, _) = a.enrolled_node("part-1")?;
+    let node_b = node.at(&b.addr);
+    until(Duration::from_secs(5), || Ok(sign(&node_b)? == 200))?;
+
+    ns.cut(
+        etcd.members[0].peer_port,
+        &[etcd.members[1].peer_port, etcd.members[2].peer_port],
+    )?;
+    // (A change racing the cut itself may still land: the cut is the network's.)
+    std::thread::sleep(Duration::from_secs(1));
+    // b cannot reach a quorum: it refuses changes rather than fork the log …
+    let mut refused = None;
+    let cut_off = until(Duration::from_secs(15), || {
+        let (status, body) = admin_b.post("/v1/nodes", &json!({"name": "from-b"}))?;
+        ensure!(
+            status != 201 || refused.is_none(),
+            "b took a change while cut off: {body}"
+        );
+        let done = status == 503 && body["error"]["code"] == "store_unavailable";
+        refused = Some((status, body));
+        Ok(done)
+    });
+    if cut_off.is_err() {
+        bail!("b was not refused while cut off: {refused:?}\n{}", b.log()?);
+    }
+    // … keeps serving key operations from its last verified state (the grace), and says
+    // it is not ready.
+    ensure!(sign(&node_b)? == 200);
+    until(Duration::from_secs(10), || {
+        Ok(b.anonymous()?.get("/readyz")?.0 == 503)
+    })?;
+    // The others go on: a (with the quorum) takes changes meanwhile.
+    let (status, body) = admin_a.post("/v1/nodes", &json!({"name": "during-cut"}))?;
+    ensure!(status == 201, "{status} {body}");
+
+    ns.heal()?;
+    // b catches up with what a committed, and takes changes again.
+    until(Duration::from_secs(30), || {
+        Ok(admin_b.get("/v1/nodes/during-cut")?.0 == 200)
+    })?;
+    let mut attempt = 0;
+    until(Duration::from_secs(30), || {
+        attempt += 1;
+        let name = format!("after-heal-{attempt}");
+        Ok(admin_b.post("/v1/nodes", &json!({"name": name}))?.0 == 201)
+    })?;
+    until(Duration::from_secs(10), || {
+        Ok(b.anonymous()?.get("/readyz")?.0 == 200)
+    })?;
+    // One log: a write b could not get answered may have landed after the heal, but the
+    // same at both replicas.
+    until(Duration::from_secs(5), || {
+        Ok(admin_a.get(&format!("/v1/nodes/after-heal-{attempt}"))?.0 == 200)
+    })?;
+    ensure!(admin_a.get("/v1/nodes/from-b")?.0 == admin_b.get("/v1/nodes/from-b")?.0);
+    let ca = a.fetch_chain(&a.dir.path().join("part-a.cbor"))?;
+    let cb = b.fetch_chain(&b.dir.path().join("part-b.cbor"))?;
     ensure!(
         logs(&ca)? == logs(&cb)?,
         "{:?} / {:?}",
