@@ -113,7 +113,59 @@ pub struct Member {
 pub struct Etcd {
     /// The members.
     pub members: Vec<Member>,
+    /// With client TLS: the CA and a client certificate and key (PEM files).
+    pub tls: Option<Tls>,
     _dir: tempfile::TempDir,
+}
+
+/// Client TLS of the members: their CA, and a client certificate it signed.
+#[derive(Clone)]
+pub struct Tls {
+    /// The CA certificate.
+    pub ca: PathBuf,
+    /// A client certificate and its key.
+    pub client: (PathBuf, PathBuf),
+    server: (PathBuf, PathBuf),
+}
+
+impl Tls {
+    /// A CA, a server certificate for 127.0.0.1 and a client certificate (ECDSA
+    /// P-256), written to `dir`.
+    pub fn new(dir: &std::path::Path) -> Result<Tls> {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, SanType};
+        let alg = &rcgen::PKCS_ECDSA_P256_SHA256;
+        let ca_key = KeyPair::generate_for(alg)?;
+        let mut ca = CertificateParams::new(vec![])?;
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca_cert = ca.self_signed(&ca_key)?;
+        let issuer = Issuer::new(ca, ca_key);
+        let write = |name: &str, text: &str| -> Result<PathBuf> {
+            let p = dir.join(name);
+            std::fs::write(&p, text)?;
+            Ok(p)
+        };
+        let leaf = |name: &str, server: bool| -> Result<(PathBuf, PathBuf)> {
+            let key = KeyPair::generate_for(alg)?;
+            let mut params = CertificateParams::new(vec!["localhost".into()])?;
+            if server {
+                params
+                    .subject_alt_names
+                    .push(SanType::IpAddress("127.0.0.1".parse()?));
+            }
+            let cert = params.signed_by(&key, &issuer)?;
+            Ok((
+                write(&format!("{name}.pem"), &cert.pem())?,
+                write(&format!("{name}.key"), &key.serialize_pem())?,
+            ))
+        };
+        let server = leaf("etcd-server", true)?;
+        let client = leaf("etcd-client", false)?;
+        Ok(Tls {
+            ca: write("etcd-ca.pem", &ca_cert.pem())?,
+            client,
+            server,
+        })
+    }
 }
 
 fn free_port() -> Result<u16> {
@@ -128,10 +180,28 @@ impl Etcd {
         Self::start_on(&vec![("127.0.0.1", None); n])
     }
 
+    /// One member on 127.0.0.1 whose clients must speak TLS with a certificate of its CA.
+    pub fn start_tls() -> Result<Etcd> {
+        let dir = tempfile::tempdir()?;
+        let tls = Tls::new(dir.path())?;
+        let mut etcd = Self::launch(&[("127.0.0.1", None)], Some(&tls))?;
+        etcd.tls = Some(tls);
+        etcd._dir = dir;
+        etcd.wait_healthy(Duration::from_secs(30))?;
+        Ok(etcd)
+    }
+
     /// Starts one member per `(address, namespace)`: the member listens on that address,
     /// inside that network namespace when one is named.
     pub fn start_on(at: &[(&str, Option<&str>)]) -> Result<Etcd> {
+        let etcd = Self::launch(at, None)?;
+        etcd.wait_healthy(Duration::from_secs(30))?;
+        Ok(etcd)
+    }
+
+    fn launch(at: &[(&str, Option<&str>)], tls: Option<&Tls>) -> Result<Etcd> {
         let dir = tempfile::tempdir()?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let mut peers = Vec::new();
         let mut clients = Vec::new();
         let mut ports = Vec::new();
@@ -139,7 +209,7 @@ impl Etcd {
             let port = free_port()?;
             ports.push(port);
             peers.push((format!("e{i}"), format!("http://{addr}:{port}")));
-            clients.push(format!("http://{addr}:{}", free_port()?));
+            clients.push(format!("{scheme}://{addr}:{}", free_port()?));
         }
         let initial = peers
             .iter()
@@ -176,6 +246,17 @@ impl Etcd {
                     "--auto-compaction-retention",
                     "1h",
                 ])
+                .args(tls.map_or_else(Vec::new, |t| {
+                    vec![
+                        "--cert-file".into(),
+                        t.server.0.clone().into_os_string(),
+                        "--key-file".into(),
+                        t.server.1.clone().into_os_string(),
+                        "--trusted-ca-file".into(),
+                        t.ca.clone().into_os_string(),
+                        "--client-cert-auth".into(),
+                    ]
+                }))
                 .stdout(Stdio::null())
                 .stderr(log)
                 .spawn()
@@ -186,9 +267,11 @@ impl Etcd {
                 child: Some(child),
             });
         }
-        let etcd = Etcd { members, _dir: dir };
-        etcd.wait_healthy(Duration::from_secs(30))?;
-        Ok(etcd)
+        Ok(Etcd {
+            members,
+            tls: None,
+            _dir: dir,
+        })
     }
 
     /// Every member's client URL, as keyd.toml lists them.
@@ -216,8 +299,16 @@ impl Etcd {
     }
 
     fn keyd_config_of(&self, replica: &str, prefix: &str, endpoints: &str) -> String {
+        let tls = self.tls.as_ref().map_or_else(String::new, |t| {
+            format!(
+                "ca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
+                t.ca.display(),
+                t.client.0.display(),
+                t.client.1.display()
+            )
+        });
         format!(
-            "store = \"etcd\"\n[etcd]\nendpoints = [{endpoints}]\nreplica = \"{replica}\"\nprefix = \"{prefix}\"\ntimeout_seconds = 2\ngrace_seconds = 30\n"
+            "store = \"etcd\"\n[etcd]\nendpoints = [{endpoints}]\nreplica = \"{replica}\"\nprefix = \"{prefix}\"\ntimeout_seconds = 2\ngrace_seconds = 30\n{tls}"
         )
     }
 
@@ -229,7 +320,17 @@ impl Etcd {
             .map(|m| m.client.clone())
             .collect::<Vec<_>>()
             .join(",");
-        let out = Command::new("etcdctl")
+        let mut command = Command::new("etcdctl");
+        if let Some(t) = &self.tls {
+            command
+                .arg("--cacert")
+                .arg(&t.ca)
+                .arg("--cert")
+                .arg(&t.client.0)
+                .arg("--key")
+                .arg(&t.client.1);
+        }
+        let out = command
             .env("ETCDCTL_API", "3")
             .arg("--endpoints")
             .arg(endpoints)

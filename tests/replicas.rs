@@ -507,3 +507,40 @@ fn a_partitioned_replica_refuses_changes_while_the_others_go_on() -> Result<()> 
     );
     Ok(())
 }
+
+#[test]
+fn replicas_reach_etcd_over_tls_with_client_certificates() -> Result<()> {
+    let etcd = Etcd::start_tls()?;
+    let (a, b) = group(&etcd, "/keyd/t6/")?;
+    let (node, _) = a.enrolled_node("tls-1")?;
+    until(Duration::from_secs(5), || {
+        Ok(sign(&node.at(&b.addr))? == 200)
+    })?;
+    // Without its client certificate a replica is refused by etcd, and says where.
+    let c = a.bare_peer(
+        &etcd
+            .keyd_config("c", "/keyd/t6/")
+            .lines()
+            .filter(|l| !l.starts_with("cert") && !l.starts_with("key"))
+            .map(|l| format!("{l}\n"))
+            .collect::<String>(),
+    )?;
+    c.keyd(&["init"])?;
+    let out = c
+        .keyd_command()
+        .args([
+            "import",
+            "/nonexistent.bundle",
+            "--expect-root",
+            &a.fingerprint()?,
+        ])
+        .output()?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        !out.status.success()
+            && err.contains("etcd https://127.0.0.1")
+            && err.contains("unavailable"),
+        "{err}"
+    );
+    Ok(())
+}
