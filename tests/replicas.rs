@@ -544,3 +544,47 @@ fn replicas_reach_etcd_over_tls_with_client_certificates() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn a_replica_mirrors_a_long_peer_log_and_starts_again_from_etcd() -> Result<()> {
+    let etcd = Etcd::start(3)?;
+    let fast = "head_seconds = 1\npeer_pull_seconds = 1\n";
+    // A keyd of m/1' on redb whose log outgrows one etcd transaction …
+    let peer = Cluster::start_with(fast)?;
+    let admin_p = peer.admin()?;
+    for i in 0..80 {
+        let (status, body) = admin_p.post("/v1/nodes", &json!({"name": format!("p{i}")}))?;
+        ensure!(status == 201, "{status} {body}");
+    }
+    let peer_entries = logs(&peer.fetch_chain(&peer.dir.path().join("p.cbor"))?)?
+        .into_iter()
+        .find(|(l, ..)| l == "m/1'")
+        .context("m/1'")?
+        .1;
+    ensure!(peer_entries > 150, "{peer_entries}");
+    // … mirrored by a replica of m/2' (in several transactions, the head with the last).
+    let mut a = peer.join(
+        2,
+        "dc2",
+        &format!(
+            "{fast}peers = [\"{}\"]\n{}",
+            peer.url(),
+            etcd.keyd_config("a", "/keyd/t7/")
+        ),
+    )?;
+    let mirrored = |c: &Cluster| -> Result<u64> {
+        Ok(logs(&c.fetch_chain(&c.dir.path().join("a.cbor"))?)?
+            .into_iter()
+            .find(|(l, ..)| l == "m/1'")
+            .map_or(0, |l| l.1))
+    };
+    until(
+        Duration::from_secs(30),
+        || Ok(mirrored(&a)? == peer_entries),
+    )?;
+    // Restarted, it restores everything from etcd, the mirrored log included.
+    a.kill9()?;
+    a.serve()?;
+    ensure!(mirrored(&a)? == peer_entries);
+    Ok(())
+}

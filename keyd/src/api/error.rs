@@ -113,9 +113,6 @@ impl From<ServiceError> for ApiError {
             ServiceError::Store(StoreError::Unavailable { .. }) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable")
             }
-            ServiceError::Store(StoreError::Unsupported(_)) => {
-                (StatusCode::BAD_REQUEST, "unsupported")
-            }
             ServiceError::Store(StoreError::Corrupt { .. })
             | ServiceError::Store(_)
             | ServiceError::Identity(_)

@@ -176,6 +176,9 @@ pub fn serve(config: Config, output: super::report::Output) -> Result<()> {
 /// How often the audit log's counts of finished seconds are written.
 const AUDIT_FLUSH: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// How soon a replica tries again to apply a change it could not read from etcd.
+const FOLLOW_RETRY: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// How often a replica checks that etcd answers a quorum read.
 const ETCD_PROBE: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -268,12 +271,40 @@ fn background(svc: &actix_web::web::Data<Service>, hsm: Hsm) {
         // A replica: what the others commit, in force here within a watch round-trip.
         let s = svc.clone();
         std::thread::spawn(move || {
-            for tables in changes {
-                let started = std::time::Instant::now();
-                if let Err(e) = s.follow(&tables) {
-                    tracing::error!(error = %e, ?tables, "replica: could not apply a change made at another replica");
+            // What changed and is not yet applied: a failed reload (an etcd timeout) is
+            // tried again until it succeeds, so no change made elsewhere is skipped.
+            let mut pending: Option<std::collections::BTreeSet<String>> = None;
+            loop {
+                let wait = if pending.is_some() {
+                    FOLLOW_RETRY
+                } else {
+                    std::time::Duration::from_secs(3600)
+                };
+                match changes.recv_timeout(wait) {
+                    Ok(tables) => {
+                        let set = pending.get_or_insert_with(Default::default);
+                        if tables.is_empty() {
+                            set.insert(String::new()); // everything
+                        }
+                        set.extend(tables);
+                    }
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
                 }
-                keyd::api::metrics().watch_applied(started.elapsed());
+                let Some(set) = pending.take() else { continue };
+                let tables: Vec<String> = if set.contains("") {
+                    Vec::new()
+                } else {
+                    set.iter().cloned().collect()
+                };
+                let started = std::time::Instant::now();
+                match s.follow(&tables) {
+                    Ok(()) => keyd::api::metrics().watch_applied(started.elapsed()),
+                    Err(e) => {
+                        tracing::error!(error = %e, ?tables, "replica: could not apply a change made at another replica; trying again");
+                        pending = Some(set);
+                    }
+                }
             }
         });
         let s = svc.clone();

@@ -296,8 +296,19 @@ impl Service {
         if rows.is_empty() && head.is_none() {
             return Ok(());
         }
-        self.store
-            .append_audit(&rows, head.as_ref().map(|h| (h.seq, cbor_bytes(h))))?;
+        if let Err(e) = self
+            .store
+            .append_audit(&rows, head.as_ref().map(|h| (h.seq, cbor_bytes(h))))
+        {
+            // A replica's write may have landed in part (or late): go on from the end
+            // the store holds.
+            if self.replicated()
+                && let Ok(fresh) = Auditor::load(&self.store)
+            {
+                *tail = fresh.tail.into_inner().unwrap_or_else(|e| e.into_inner());
+            }
+            return Err(e.into());
+        }
         tail.seq = seq;
         tail.hash = hash;
         if let Some(h) = head {

@@ -86,6 +86,7 @@ impl Service {
     ) -> Result<T, ServiceError> {
         self.require_serving()?;
         self.require_current()?;
+        self.require_reachable()?;
         let (reply, answer) = channel();
         let build: Builder = Box::new(move |svc, chain| {
             build(svc, chain).map(|b| Built {

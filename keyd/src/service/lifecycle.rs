@@ -46,15 +46,25 @@ impl Service {
                 "{node} is not a node below this keyd's branch"
             )));
         }
-        self.next_epoch(node).inspect(|path| {
+        self.next_epoch(node, None).inspect(|path| {
             let detail = Some(format!("new epoch key {path}"));
             self.audit_event(&audited.0, op.name(), Some(audited.1), detail);
         })
     }
 
     /// Certifies `node`'s next epoch (the branch log's change): its epoch key path.
-    fn next_epoch(&self, node: KeyPath) -> Result<KeyPath, ServiceError> {
+    /// Moves `node` to its next epoch; with `due` (rotate every, now), only if its
+    /// current epoch is still due against the chain as it stands when the change is
+    /// built (another replica may have rotated it first): `NotDue` otherwise.
+    fn next_epoch(&self, node: KeyPath, due: Option<(u64, u64)>) -> Result<KeyPath, ServiceError> {
         self.append(move |svc, w| {
+            if let Some((every, now)) = due
+                && w.state()
+                    .current_epoch(&node)
+                    .is_some_and(|(_, e)| e.published_at.saturating_add(every) > now)
+            {
+                return Err(ServiceError::NotFound(format!("{node} is not due")));
+            }
             let next = match w.state().key(&node).map(|r| &r.kind) {
                 Some(KeyKind::Node { epochs, .. }) => epochs.last().map_or(0, |e| e + 1),
                 _ => return Err(ServiceError::NotFound(format!("{node} is not a node"))),
@@ -209,7 +219,7 @@ impl Service {
         let mut rotated = Vec::with_capacity(due.len());
         for (node, every) in due {
             let target = node.to_string();
-            match self.next_epoch(node) {
+            match self.next_epoch(node, Some((every, now))) {
                 Ok(key) => {
                     self.audit_event(
                         "keyd",
@@ -219,6 +229,8 @@ impl Service {
                     );
                     rotated.push(key);
                 }
+                // Rotated meanwhile (another replica): nothing to do.
+                Err(ServiceError::NotFound(_)) => {}
                 Err(e) => {
                     tracing::error!(node = %target, error = %e, "scheduled rotation failed");
                 }

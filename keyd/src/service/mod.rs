@@ -161,7 +161,7 @@ pub fn chain_of(logs: crate::store::StoredLogs) -> Result<Chain, ServiceError> {
 pub use crate::unix_now;
 
 /// A replica is ready while etcd answered a quorum read this recently.
-const READY_CONTACT: std::time::Duration = std::time::Duration::from_secs(3);
+pub(crate) const READY_CONTACT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// A signature made by `sign`, with the key that made it.
 #[derive(Debug)]
@@ -410,6 +410,7 @@ impl Service {
     /// Re-signs this keyd's branch head at the current time and stores it, so that
     /// verifiers demanding a fresh head accept it (DESIGN.md section 4: heads with time).
     pub fn refresh_head(&self) -> Result<(), ServiceError> {
+        self.require_reachable()?;
         let log = &self.branch_path;
         let key = self.material(log)?;
         let mut chain = self.chain.write().unwrap_or_else(|e| e.into_inner());

@@ -80,40 +80,77 @@ impl Service {
     }
 
     /// Brings the chain in memory up to what etcd holds: the entries other replicas
-    /// appended (and mirrored), verified as any pulled log is; how many were new. On a
-    /// refusal the chain is restored from the store.
+    /// appended (and mirrored), verified as any pulled log is; how many were new. etcd
+    /// is read without holding the chain's lock (key operations never wait for it); on
+    /// a refusal the chain is restored from the store.
     pub fn follow_logs(&self) -> Result<usize, ServiceError> {
         if !self.replicated() {
             return Ok(0);
         }
-        let sizes = self.store.shared_sizes()?;
-        let mut chain = self.chain.write().unwrap_or_else(|e| e.into_inner());
-        let mut bytes = Vec::new();
-        for (log, size) in sizes {
-            let Ok(path) = log.parse::<KeyPath>() else {
-                continue;
+        for _ in 0..3 {
+            let sizes = self.store.shared_sizes()?;
+            let held: Vec<(KeyPath, u64, u64)> = {
+                let chain = self.read_chain();
+                sizes
+                    .iter()
+                    .filter_map(|(log, size)| {
+                        let path = log.parse::<KeyPath>().ok()?;
+                        let n = chain.entries(&path).len() as u64;
+                        (*size > n).then_some((path, n, *size))
+                    })
+                    .collect()
             };
-            let held = chain.entries(&path).len() as u64;
-            if size > held {
-                let (entries, head) = self.store.log_tail(&log, held)?;
+            if held.is_empty() {
+                return Ok(0);
+            }
+            let mut bytes = Vec::new();
+            for (path, from, _) in &held {
+                let (entries, head) = self.store.log_tail(&path.to_string(), *from)?;
                 encode_log(&mut bytes, &entries, head.as_ref());
             }
-        }
-        if bytes.is_empty() {
-            return Ok(0);
-        }
-        let result = chain.update(&bytes).and_then(|n| {
-            chain.check_complete()?;
-            Ok(n)
-        });
-        match result {
-            Ok(n) => Ok(n),
-            Err(e) => {
-                tracing::error!(error = %e, "replica: what etcd holds does not verify; reloading");
-                *chain = self.reload_chain()?;
-                Err(e.into())
+            let mut chain = self.chain.write().unwrap_or_else(|e| e.into_inner());
+            if held
+                .iter()
+                .any(|(path, from, _)| chain.entries(path).len() as u64 != *from)
+            {
+                continue; // moved meanwhile (a commit, another follow): read again
             }
+            let result = chain.update(&bytes).and_then(|n| {
+                chain.check_complete()?;
+                Ok(n)
+            });
+            return match result {
+                Ok(n) => Ok(n),
+                Err(e) => {
+                    tracing::error!(error = %e, "replica: what etcd holds does not verify; reloading");
+                    *chain = self.reload_chain()?;
+                    Err(e.into())
+                }
+            };
         }
+        Ok(0)
+    }
+
+    /// Refuses a change at once when etcd has not answered lately, rather than hold the
+    /// chain's lock (and every key operation behind it) for an etcd timeout.
+    pub(super) fn require_reachable(&self) -> Result<(), ServiceError> {
+        let Some(etcd) = self.store.shared() else {
+            return Ok(());
+        };
+        if etcd
+            .last_contact()
+            .is_none_or(|t| t.elapsed() > super::READY_CONTACT)
+        {
+            return Err(StoreError::Unavailable {
+                what: etcd.describe(),
+                detail: format!(
+                    "no answer in the last {} s: state changes are refused until a quorum answers",
+                    super::READY_CONTACT.as_secs()
+                ),
+            }
+            .into());
+        }
+        Ok(())
     }
 
     /// Refuses key operations once etcd has not answered for longer than the grace:

@@ -28,8 +28,17 @@ impl Store {
             if let Some((seq, b)) = head {
                 puts.push((format!("audit_heads/{me}/{}", seq_key(seq)), b));
             }
+            // Each chunk only where nothing is yet: a write that timed out and landed
+            // late is never overwritten, nor does it overwrite; the caller then reads
+            // the log's end again.
             for chunk in puts.chunks(super::etcd::MAX_TXN_OPS) {
-                etcd.txn(Vec::new(), chunk.to_vec(), Vec::new())?;
+                let when = vec![super::etcd::Cmp::Absent(chunk[0].0.clone())];
+                if !etcd.txn(when, chunk.to_vec(), Vec::new())? {
+                    return Err(StoreError::Conflict(format!(
+                        "audit log of replica {me}: {} is written already",
+                        chunk[0].0
+                    )));
+                }
             }
             return Ok(());
         }

@@ -60,6 +60,9 @@ impl std::fmt::Debug for EtcdConfig {
     }
 }
 
+/// Keys (the part after a prefix) and their values, in key order.
+pub(crate) type Rows = Vec<(String, Vec<u8>)>;
+
 /// A condition of a transaction.
 pub(crate) enum Cmp {
     /// The key does not exist.
@@ -209,6 +212,30 @@ impl Etcd {
         }
     }
 
+    /// An etcd error: refused for good (auth, permissions, a request etcd will never
+    /// take), or unavailable (no quorum, no leader, a timeout: it may pass).
+    fn classify(&self, e: etcd_client::Error) -> StoreError {
+        use etcd_client::Error as E;
+        let refused = match &e {
+            // gRPC codes: invalid argument 3, permission denied 7, resource exhausted 8,
+            // failed precondition 9, out of range 11, unimplemented 12,
+            // unauthenticated 16.
+            E::GRpcStatus(status) => {
+                matches!(i32::from(status.code()), 3 | 7 | 8 | 9 | 11 | 12 | 16)
+            }
+            E::InvalidArgs(_) | E::InvalidUri(_) | E::InvalidMetadataValue(_) => true,
+            _ => false,
+        };
+        if refused {
+            StoreError::Refused {
+                what: self.describe(),
+                detail: e.to_string(),
+            }
+        } else {
+            self.unavailable(e.to_string())
+        }
+    }
+
     /// Runs `f` on the client's runtime and waits for it (at most the timeout). Safe to
     /// call from any thread, an actix worker's included: the caller only waits.
     fn run<T: Send + 'static>(
@@ -230,7 +257,7 @@ impl Etcd {
                     timeout.as_secs()
                 ))
             })?
-            .map_err(|e| self.unavailable(e.to_string()))?;
+            .map_err(|e| self.classify(e))?;
         *self.contact.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
         self.latency.record(started.elapsed());
         Ok(out)
@@ -272,49 +299,47 @@ impl Etcd {
 
     /// The value of `rest`.
     pub(crate) fn get(&self, rest: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.get_at(rest, 0)?.0)
+    }
+
+    /// The value of `rest` at `revision` (0: the latest), and the revision read.
+    pub(crate) fn get_at(
+        &self,
+        rest: &str,
+        revision: i64,
+    ) -> Result<(Option<Vec<u8>>, i64), StoreError> {
         let mut kv = self.kv.clone();
         let key = self.key(rest);
-        let mut reply = self.run(async move { kv.get(key, None).await })?;
-        Ok(reply
-            .take_kvs()
-            .into_iter()
-            .next()
-            .map(|kv| kv.value().to_vec()))
+        let options = (revision > 0).then(|| GetOptions::new().with_revision(revision));
+        let mut reply = self.run(async move { kv.get(key, options).await })?;
+        let at = reply.header().map_or(revision, |h| h.revision());
+        Ok((
+            reply
+                .take_kvs()
+                .into_iter()
+                .next()
+                .map(|kv| kv.value().to_vec()),
+            at,
+        ))
     }
 
     /// Every key under `rest` (the part after it) with its value, in key order, read at
     /// one revision.
     pub(crate) fn scan(&self, rest: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        Ok(self.scan_at(rest, 0)?.0)
+    }
+
+    /// [`Etcd::scan`] at `revision` (0: the latest), and the revision read.
+    pub(crate) fn scan_at(&self, rest: &str, revision: i64) -> Result<(Rows, i64), StoreError> {
         let start = self.key(rest);
         let end = prefix_end(start.as_bytes());
-        let mut from = start.clone().into_bytes();
-        let mut revision = 0i64;
-        let mut out = Vec::new();
-        loop {
-            let mut kv = self.kv.clone();
-            let (f, e) = (from.clone(), end.clone());
-            let mut options = GetOptions::new().with_range(e).with_limit(PAGE);
-            if revision > 0 {
-                options = options.with_revision(revision);
-            }
-            let mut reply = self.run(async move { kv.get(f, Some(options)).await })?;
-            if revision == 0 {
-                revision = reply.header().map_or(0, |h| h.revision());
-            }
-            let more = reply.more();
-            let kvs = reply.take_kvs();
-            for kv in &kvs {
-                let key = String::from_utf8_lossy(&kv.key()[start.len()..]).into_owned();
-                out.push((key, kv.value().to_vec()));
-            }
-            match kvs.last() {
-                Some(last) if more => {
-                    from = last.key().to_vec();
-                    from.push(0);
-                }
-                _ => return Ok(out),
-            }
-        }
+        self.pages(
+            &start,
+            start.clone().into_bytes(),
+            end,
+            usize::MAX,
+            revision,
+        )
     }
 
     /// Up to `limit` keys under `rest` after `after` (its full remainder), in order; or
@@ -328,6 +353,25 @@ impl Etcd {
     ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         let start = self.key(rest);
         let end = prefix_end(start.as_bytes());
+        if last {
+            let options = GetOptions::new()
+                .with_range(end)
+                .with_sort(SortTarget::Key, SortOrder::Descend)
+                .with_limit(1);
+            let mut kv = self.kv.clone();
+            let from = start.clone();
+            let mut reply = self.run(async move { kv.get(from, Some(options)).await })?;
+            return Ok(reply
+                .take_kvs()
+                .into_iter()
+                .map(|kv| {
+                    (
+                        String::from_utf8_lossy(&kv.key()[start.len()..]).into_owned(),
+                        kv.value().to_vec(),
+                    )
+                })
+                .collect());
+        }
         let from = match after {
             Some(a) => {
                 let mut k = format!("{start}{a}").into_bytes();
@@ -336,30 +380,69 @@ impl Etcd {
             }
             None => start.clone().into_bytes(),
         };
-        let mut options = GetOptions::new()
-            .with_range(end)
-            .with_limit(i64::try_from(limit).unwrap_or(i64::MAX));
-        if last {
-            options = options
-                .with_sort(SortTarget::Key, SortOrder::Descend)
-                .with_limit(1);
-        }
-        let mut kv = self.kv.clone();
-        let mut reply = self.run(async move { kv.get(from, Some(options)).await })?;
-        Ok(reply
-            .take_kvs()
-            .into_iter()
-            .map(|kv| {
-                (
-                    String::from_utf8_lossy(&kv.key()[start.len()..]).into_owned(),
+        Ok(self.pages(&start, from, end, limit, 0)?.0)
+    }
+
+    /// The keys under `rest` from `from` (inclusive) to `to` (exclusive), both
+    /// remainders, at `revision` (0: the latest); and the revision read.
+    pub(crate) fn between(
+        &self,
+        rest: &str,
+        from: &str,
+        to: &str,
+        revision: i64,
+    ) -> Result<(Rows, i64), StoreError> {
+        let start = self.key(rest);
+        let (f, t) = (format!("{start}{from}"), format!("{start}{to}"));
+        self.pages(&start, f.into_bytes(), t.into_bytes(), usize::MAX, revision)
+    }
+
+    /// Reads `[from, end)` page by page at one revision (the first page's, unless
+    /// given), at most `limit` keys; keys returned without `strip`.
+    fn pages(
+        &self,
+        strip: &str,
+        mut from: Vec<u8>,
+        end: Vec<u8>,
+        limit: usize,
+        revision: i64,
+    ) -> Result<(Rows, i64), StoreError> {
+        let mut revision = revision;
+        let mut out = Vec::new();
+        loop {
+            let want = PAGE.min(i64::try_from(limit - out.len()).unwrap_or(PAGE));
+            let mut kv = self.kv.clone();
+            let (f, e) = (from.clone(), end.clone());
+            let mut options = GetOptions::new().with_range(e).with_limit(want);
+            if revision > 0 {
+                options = options.with_revision(revision);
+            }
+            let mut reply = self.run(async move { kv.get(f, Some(options)).await })?;
+            if revision == 0 {
+                revision = reply.header().map_or(0, |h| h.revision());
+            }
+            let more = reply.more();
+            let kvs = reply.take_kvs();
+            for kv in &kvs {
+                let key = kv.key().get(strip.len()..).unwrap_or_default();
+                out.push((
+                    String::from_utf8_lossy(key).into_owned(),
                     kv.value().to_vec(),
-                )
-            })
-            .collect())
+                ));
+            }
+            match kvs.last() {
+                Some(last) if more && out.len() < limit => {
+                    from = last.key().to_vec();
+                    from.push(0);
+                }
+                _ => return Ok((out, revision)),
+            }
+        }
     }
 
     /// One transaction: when every condition holds, the puts and deletes (false, and
-    /// nothing written, when one does not).
+    /// nothing written, when one does not). A delete key ending in `/` removes every
+    /// key under it.
     pub(crate) fn txn(
         &self,
         when: Vec<Cmp>,

@@ -119,6 +119,14 @@ pub enum StoreError {
         /// Why.
         detail: String,
     },
+    /// The shared store refused the request for good (permissions, a limit).
+    #[error("{what}: refused: {detail}")]
+    Refused {
+        /// The store.
+        what: String,
+        /// Why.
+        detail: String,
+    },
     /// Another replica changed the shared state first; nothing was written.
     #[error("{0}")]
     Conflict(String),

@@ -105,20 +105,31 @@ impl Store {
         };
         let mut when = Vec::new();
         let mut puts = rows;
-        // Long stretches first, each chunk its own transaction.
-        for (log, list) in &mut by_log {
-            while !list.is_empty() && list.len() + puts.len() + 2 > MAX_TXN_OPS {
-                let n = MAX_TXN_OPS - 2;
-                let chunk: Vec<&Entry> = list.drain(..n.min(list.len())).collect();
-                let first = chunk[0].seq;
-                let next = first + chunk.len() as u64;
-                let mut ops: Vec<(String, Vec<u8>)> = chunk
+        // Everything in one transaction when it fits. Else the entries go first, in
+        // transactions that each require the logs' sizes to be still what this replica
+        // extends: written past the sizes, no reader sees them (and a later write
+        // overwrites an unfinished one); the last transaction moves the sizes and the
+        // heads together.
+        let total = entries.len() + 2 * by_log.len() + heads_by_log.len() + puts.len();
+        let staged = total > MAX_TXN_OPS;
+        if staged {
+            let all: Vec<&Entry> = by_log.values().flatten().copied().collect();
+            let first_of: BTreeMap<String, u64> = by_log
+                .iter()
+                .filter_map(|(l, list)| Some((l.clone(), list.first()?.seq)))
+                .collect();
+            for chunk in all.chunks(MAX_TXN_OPS - first_of.len()) {
+                let logs: std::collections::BTreeSet<String> =
+                    chunk.iter().map(|e| e.log.to_string()).collect();
+                let cmps = logs.iter().map(|l| size_cmp(l, first_of[l])).collect();
+                let ops = chunk
                     .iter()
-                    .map(|e| (format!("logs/{log}/{}", seq_key(e.seq)), cbor_bytes(*e)))
+                    .map(|e| (format!("logs/{}/{}", e.log, seq_key(e.seq)), cbor_bytes(*e)))
                     .collect();
-                ops.push((log_size_key(log), next.to_string().into_bytes()));
-                if !etcd.txn(vec![size_cmp(log, first)], ops, Vec::new())? {
-                    return Err(conflict(log, first));
+                if !etcd.txn(cmps, ops, Vec::new())? {
+                    let log = logs.into_iter().next().unwrap_or_default();
+                    let first = first_of.get(&log).copied().unwrap_or_default();
+                    return Err(conflict(&log, first));
                 }
             }
         }
@@ -127,8 +138,10 @@ impl Store {
                 continue;
             };
             when.push(size_cmp(log, first));
-            for e in list {
-                puts.push((format!("logs/{log}/{}", seq_key(e.seq)), cbor_bytes(*e)));
+            if !staged {
+                for e in list {
+                    puts.push((format!("logs/{log}/{}", seq_key(e.seq)), cbor_bytes(*e)));
+                }
             }
             let next = list.last().map_or(first, |e| e.seq + 1);
             puts.push((log_size_key(log), next.to_string().into_bytes()));
@@ -224,7 +237,8 @@ impl Store {
     /// Every committed entry row and head, as etcd holds them (entries beyond a log's
     /// size are an unfinished write: ignored).
     pub(super) fn shared_logs(etcd: &Etcd) -> Result<RawLogs, StoreError> {
-        let sizes = etcd.scan("size/")?;
+        // One revision for all three reads: sizes, entries and heads agree.
+        let (sizes, revision) = etcd.scan_at("size/", 0)?;
         let sizes: BTreeMap<String, u64> = sizes
             .into_iter()
             .map(|(log, v)| {
@@ -236,7 +250,7 @@ impl Store {
             })
             .collect();
         let mut rows = Vec::new();
-        for (key, bytes) in etcd.scan("logs/")? {
+        for (key, bytes) in etcd.scan_at("logs/", revision)?.0 {
             let Some((log, seq)) = key.rsplit_once('/') else {
                 continue;
             };
@@ -247,7 +261,7 @@ impl Store {
                 rows.push((log.to_owned(), seq, bytes));
             }
         }
-        let heads = etcd.scan("heads/")?;
+        let heads = etcd.scan_at("heads/", revision)?.0;
         Ok((rows, heads))
     }
 
@@ -279,37 +293,26 @@ impl Store {
             what,
             detail,
         };
-        let mut entries = Vec::new();
-        let mut after = from.checked_sub(1).map(seq_key);
-        loop {
-            let page = etcd.range(&format!("logs/{log}/"), after.as_deref(), 1000, false)?;
-            let Some((last, _)) = page.last() else { break };
-            after = Some(last.clone());
-            let n = page.len();
-            for (seq, bytes) in page {
-                let Ok(seq) = seq.parse::<u64>() else {
-                    continue;
-                };
-                let e: Entry =
-                    crate::chain::decode_exact(&bytes, crate::chain::MAX_RECORD_BYTES)
-                        .map_err(|e| corrupt(format!("entry {seq} of log {log}"), e.to_string()))?;
-                entries.push(e);
-            }
-            if n < 1000 {
-                break;
-            }
-        }
-        let head = match etcd.get(&format!("heads/{log}"))? {
-            Some(bytes) => Some(
-                crate::chain::decode_exact::<Head>(&bytes, 1024)
-                    .map_err(|e| corrupt(format!("head of log {log}"), e.to_string()))?,
-            ),
-            None => None,
+        // The head first, then exactly the entries it covers, at the same revision.
+        let (head, revision) = etcd.get_at(&format!("heads/{log}"), 0)?;
+        let Some(head) = head else {
+            return Ok((Vec::new(), None));
         };
-        // Entries beyond the head are an unfinished write (a long mirrored stretch).
-        if let Some(h) = &head {
-            entries.retain(|e| e.seq <= h.seq);
+        let head = crate::chain::decode_exact::<Head>(&head, 1024)
+            .map_err(|e| corrupt(format!("head of log {log}"), e.to_string()))?;
+        let (rows, _) = etcd.between(
+            &format!("logs/{log}/"),
+            &seq_key(from),
+            &seq_key(head.seq + 1),
+            revision,
+        )?;
+        let mut entries = Vec::with_capacity(rows.len());
+        for (seq, bytes) in rows {
+            let e: Entry = crate::chain::decode_exact(&bytes, crate::chain::MAX_RECORD_BYTES)
+                .map_err(|e| corrupt(format!("entry {seq} of log {log}"), e.to_string()))?;
+            entries.push(e);
         }
+        let head = Some(head);
         Ok((entries, head))
     }
 }
