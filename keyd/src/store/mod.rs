@@ -1,5 +1,7 @@
-//! redb storage: every write in one transaction, durable on commit, so nothing
-//! acknowledged is lost on `kill -9`.
+//! The store: one interface, two backends. redb (the default): every write in one
+//! transaction, durable on commit, so nothing acknowledged is lost on `kill -9`. etcd
+//! (`store = "etcd"`, [`Etcd`]): the state a replica group shares, each write one etcd
+//! transaction; the redb file then keeps only the replica's own sealed secrets (meta).
 //!
 //! Tables: `meta` (sealed secrets, identity), `logs` ((log, seq) → canonical entry
 //! bytes: the root log, this keyd's branch log and the logs mirrored from peers),
@@ -11,20 +13,20 @@
 
 mod audit;
 mod backup;
+mod credentials;
 mod etcd;
 mod lifecycle;
 mod policies;
 mod rows;
 mod shared;
 mod succession;
+mod tokens;
 mod trust;
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use redb::{
-    Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle,
-};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
 use thiserror::Error;
 
 use std::collections::BTreeMap;
@@ -323,35 +325,6 @@ impl Store {
         })
     }
 
-    /// Records an admin name as revoked (`record`: the revocation, CBOR); false when it
-    /// already was (the first record stays).
-    pub fn revoke_admin(&self, name: &str, record: &[u8]) -> Result<bool, StoreError> {
-        let row = self
-            .row_key()?
-            .seal(REVOKED_ADMINS_NAME, name.as_bytes(), record);
-        if let Some(etcd) = &self.shared {
-            let key = shared::row_key(REVOKED_ADMINS_NAME, name.as_bytes());
-            return etcd.txn(
-                vec![etcd::Cmp::Absent(key.clone())],
-                vec![(key, row)],
-                Vec::new(),
-            );
-        }
-        self.write(|tx| {
-            let mut table = tx.open_table(REVOKED_ADMINS)?;
-            let known = table.get(name)?.is_some();
-            if !known {
-                table.insert(name, row.as_slice())?;
-            }
-            Ok(!known)
-        })
-    }
-
-    /// Every revoked admin name with its record.
-    pub fn revoked_admins(&self) -> Result<Vec<(String, Checked)>, StoreError> {
-        self.rows(REVOKED_ADMINS)
-    }
-
     /// Stores an imported branch: its logs, heads and meta values, in one transaction
     /// (all or nothing).
     pub fn import(
@@ -465,84 +438,6 @@ impl Store {
         Ok(out)
     }
 
-    /// Stores an enrollment token record.
-    pub fn put_token(&self, hash: &[u8], record: &[u8]) -> Result<(), StoreError> {
-        let row = self.row_key()?.seal(TOKENS_NAME, hash, record);
-        if let Some(etcd) = &self.shared {
-            etcd.txn(
-                Vec::new(),
-                vec![(shared::row_key(TOKENS_NAME, hash), row)],
-                Vec::new(),
-            )?;
-            return Ok(());
-        }
-        self.write(|tx| {
-            tx.open_table(TOKENS)?.insert(hash, row.as_slice())?;
-            Ok(())
-        })
-    }
-
-    /// Records credential generations and issued certificates in one transaction; with
-    /// `token`, the enrollment token is spent in the same transaction, and nothing is
-    /// written (false) when it was spent already.
-    pub fn put_credentials(
-        &self,
-        token: Option<&[u8]>,
-        generations: &[(&str, &[u8])],
-        issued: &[(&str, &[u8])],
-    ) -> Result<bool, StoreError> {
-        let key = self.row_key()?;
-        let generations: Vec<(&str, Vec<u8>)> = generations
-            .iter()
-            .map(|(k, v)| (*k, key.seal(GENERATIONS_NAME, k.as_bytes(), v)))
-            .collect();
-        let issued: Vec<(&str, Vec<u8>)> = issued
-            .iter()
-            .map(|(k, v)| (*k, key.seal(CREDENTIALS_NAME, k.as_bytes(), v)))
-            .collect();
-        if let Some(etcd) = &self.shared {
-            let puts = generations
-                .iter()
-                .map(|(k, v)| (shared::row_key(GENERATIONS_NAME, k.as_bytes()), v.clone()))
-                .chain(
-                    issued
-                        .iter()
-                        .map(|(k, v)| (shared::row_key(CREDENTIALS_NAME, k.as_bytes()), v.clone())),
-                )
-                .collect();
-            let (when, deletes) = match token {
-                Some(hash) => {
-                    let k = shared::row_key(TOKENS_NAME, hash);
-                    (vec![etcd::Cmp::Present(k.clone())], vec![k])
-                }
-                None => (Vec::new(), Vec::new()),
-            };
-            return etcd.txn(when, puts, deletes);
-        }
-        let run = || -> Result<bool, redb::Error> {
-            let tx = self.db.begin_write()?;
-            if let Some(hash) = token
-                && tx.open_table(TOKENS)?.remove(hash)?.is_none()
-            {
-                tx.abort()?;
-                return Ok(false);
-            }
-            {
-                let mut table = tx.open_table(GENERATIONS)?;
-                for (k, v) in &generations {
-                    table.insert(*k, v.as_slice())?;
-                }
-                let mut table = tx.open_table(CREDENTIALS)?;
-                for (k, v) in &issued {
-                    table.insert(*k, v.as_slice())?;
-                }
-            }
-            tx.commit()?;
-            Ok(true)
-        };
-        run().map_err(self.db_err())
-    }
-
     /// Sets a node's suite policy.
     pub fn put_suite(&self, node: &str, policy: &[u8]) -> Result<(), StoreError> {
         let row = self.row_key()?.seal(SUITES_NAME, node.as_bytes(), policy);
@@ -558,16 +453,6 @@ impl Store {
     /// Every node's suite policy, checked.
     pub fn suites(&self) -> Result<Vec<(String, Checked)>, StoreError> {
         self.rows(SUITES)
-    }
-
-    /// Every principal's credential generation record.
-    pub fn generations(&self) -> Result<Vec<(String, Checked)>, StoreError> {
-        self.rows(GENERATIONS)
-    }
-
-    /// Every issued certificate's record, by serial.
-    pub fn credentials(&self) -> Result<Vec<(String, Checked)>, StoreError> {
-        self.rows(CREDENTIALS)
     }
 
     /// Every row of a protected string-keyed table, checked (none when the table does
@@ -607,93 +492,6 @@ impl Store {
                 (k, checked)
             })
             .collect())
-    }
-
-    /// The record of a token, if it is still there (not spent) and was written by keyd
-    /// (a planted or edited row is refused and logged).
-    pub fn token(&self, hash: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        let key = self.row_key()?;
-        let run = || -> Result<Option<Vec<u8>>, redb::Error> {
-            let tx = self.db.begin_read()?;
-            let tokens = tx.open_table(TOKENS)?;
-            Ok(tokens.get(hash)?.map(|v| v.value().to_vec()))
-        };
-        let stored = match &self.shared {
-            Some(etcd) => etcd.get(&shared::row_key(TOKENS_NAME, hash))?,
-            None => run().map_err(self.db_err())?,
-        };
-        Ok(match stored {
-            Some(stored) => match self.check(key, TOKENS_NAME, hash, &stored) {
-                Checked::Valid(record) => Some(record),
-                Checked::Tampered => None,
-            },
-            None => None,
-        })
-    }
-
-    /// Removes every token whose record `stale` says is of no more use (expired), in one
-    /// transaction: how many.
-    /// (A row that fails its tag is left for an operator to look at.)
-    pub fn purge_tokens(&self, stale: impl Fn(&[u8]) -> bool) -> Result<usize, StoreError> {
-        let key = self.row_key()?;
-        if let Some(etcd) = &self.shared {
-            let mut n = 0;
-            for (k, row) in Self::shared_rows(etcd, TOKENS_NAME)? {
-                let Ok(hash) = hex::decode(&k) else { continue };
-                if key.open(TOKENS_NAME, &hash, &row).is_some_and(&stale) {
-                    let k = shared::row_key(TOKENS_NAME, &hash);
-                    let gone =
-                        etcd.txn(vec![etcd::Cmp::Equals(k.clone(), row)], Vec::new(), vec![k])?;
-                    n += usize::from(gone);
-                }
-            }
-            return Ok(n);
-        }
-        self.write(|tx| {
-            let mut tokens = tx.open_table(TOKENS)?;
-            let before = tokens.len()?;
-            tokens.retain(|hash, row| {
-                key.open(TOKENS_NAME, hash, row)
-                    .is_none_or(|record| !stale(record))
-            })?;
-            Ok(usize::try_from(before - tokens.len()?).unwrap_or(usize::MAX))
-        })
-    }
-
-    /// Removes and returns the record of a token (single use), in one transaction; a
-    /// row that fails its tag is refused (and left in place).
-    pub fn take_token(&self, hash: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        let key = self.row_key()?;
-        let stored = if let Some(etcd) = &self.shared {
-            // Single use across every replica: the delete is conditional on the row
-            // being the one read.
-            etcd.take(&shared::row_key(TOKENS_NAME, hash), |row| {
-                key.open(TOKENS_NAME, hash, row).is_none()
-            })?
-        } else {
-            self.take_token_local(key, hash)?
-        };
-        Ok(match stored {
-            Some(row) => match self.check(key, TOKENS_NAME, hash, &row) {
-                Checked::Valid(record) => Some(record),
-                Checked::Tampered => None,
-            },
-            None => None,
-        })
-    }
-
-    fn take_token_local(&self, key: &RowKey, hash: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        self.write(|tx| {
-            let mut tokens = tx.open_table(TOKENS)?;
-            let stored = tokens.get(hash)?.map(|v| v.value().to_vec());
-            if stored
-                .as_deref()
-                .is_some_and(|row| key.open(TOKENS_NAME, hash, row).is_some())
-            {
-                tokens.remove(hash)?;
-            }
-            Ok(stored)
-        })
     }
 
     /// Writes one protected row (sealed by the caller) to the shared store.
