@@ -76,6 +76,16 @@ fn logs(summary: &serde_json::Value) -> Result<Vec<(String, u64, u64, String)>> 
         .collect()
 }
 
+/// Fetches and verifies the chain from both replicas (keyctl chain fetch) and checks
+/// they hold the same logs: `a`'s summary.
+fn same_logs(a: &Cluster, b: &Cluster, tag: &str) -> Result<serde_json::Value> {
+    let ca = a.fetch_chain(&a.dir.path().join(format!("{tag}-a.cbor")))?;
+    let cb = b.fetch_chain(&b.dir.path().join(format!("{tag}-b.cbor")))?;
+    let (la, lb) = (logs(&ca)?, logs(&cb)?);
+    ensure!(la == lb, "{la:?} / {lb:?}");
+    Ok(ca)
+}
+
 /// Polls `f` until it is true or `within` passed: how long it took.
 fn until(within: Duration, mut f: impl FnMut() -> Result<bool>) -> Result<Duration> {
     let start = Instant::now();
@@ -139,17 +149,7 @@ fn replicas_serve_one_branch_and_follow_each_other() -> Result<()> {
     );
     eprintln!("revocation at b in force at a after {took:?}");
     // Both replicas hold the same verified log.
-    let out = a.dir.path().join("chain-a.cbor");
-    let (ca, cb) = (
-        a.fetch_chain(&out)?,
-        b.fetch_chain(&b.dir.path().join("chain-b.cbor"))?,
-    );
-    ensure!(
-        logs(&ca)? == logs(&cb)?,
-        "{:?} / {:?}",
-        logs(&ca)?,
-        logs(&cb)?
-    );
+    let ca = same_logs(&a, &b, "chain")?;
     ensure!(ca["revoked"].as_u64() >= Some(1), "{ca}");
     // The audit logs are per replica: b's names the revocation.
     let audit = admin_b.get_json("/v1/audit?since=0&limit=1000")?;
@@ -267,9 +267,7 @@ fn racing_replicas_never_write_one_seq_twice() -> Result<()> {
             );
         }
     }
-    let ca = a.fetch_chain(&a.dir.path().join("race-a.cbor"))?;
-    let cb = b.fetch_chain(&b.dir.path().join("race-b.cbor"))?;
-    ensure!(logs(&ca)? == logs(&cb)?, "{ca} / {cb}");
+    let ca = same_logs(&a, &b, "race")?;
     // Exactly the acknowledged adds are in the log, each once.
     let added = ca["entries"].as_u64().context("entries")? - before;
     ensure!(
@@ -408,14 +406,7 @@ fn a_replica_cut_off_from_quorum_refuses_changes_and_keeps_signing() -> Result<(
         Ok(admin_a.get(&format!("/v1/nodes/{healed_name}"))?.0 == 200)
     })?;
     ensure!(admin_a.get("/v1/nodes/forked")?.0 == admin_b.get("/v1/nodes/forked")?.0);
-    let ca = a.fetch_chain(&a.dir.path().join("healed-a.cbor"))?;
-    let cb = b.fetch_chain(&b.dir.path().join("healed-b.cbor"))?;
-    ensure!(
-        logs(&ca)? == logs(&cb)?,
-        "{:?} / {:?}",
-        logs(&ca)?,
-        logs(&cb)?
-    );
+    same_logs(&a, &b, "healed")?;
     Ok(())
 }
 
@@ -497,14 +488,7 @@ fn a_partitioned_replica_refuses_changes_while_the_others_go_on() -> Result<()> 
         Ok(admin_a.get(&format!("/v1/nodes/after-heal-{attempt}"))?.0 == 200)
     })?;
     ensure!(admin_a.get("/v1/nodes/from-b")?.0 == admin_b.get("/v1/nodes/from-b")?.0);
-    let ca = a.fetch_chain(&a.dir.path().join("part-a.cbor"))?;
-    let cb = b.fetch_chain(&b.dir.path().join("part-b.cbor"))?;
-    ensure!(
-        logs(&ca)? == logs(&cb)?,
-        "{:?} / {:?}",
-        logs(&ca)?,
-        logs(&cb)?
-    );
+    same_logs(&a, &b, "part")?;
     Ok(())
 }
 

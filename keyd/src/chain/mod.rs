@@ -35,7 +35,7 @@ pub use state::{
 pub use statement::{
     Anchor, Body, Certify, Epoch, Extend, Genesis, KeySet, MAX_NAME, MAX_REASON,
     MAX_STATEMENT_BYTES, RekeyOrder, Replica, Revoke, STATEMENT_DOMAIN, STATEMENT_VERSION,
-    Statement, Succession, Trust, TrustLevel, Untrust, check_name, check_text,
+    Statement, Succession, Trust, TrustLevel, Untrust, check_name, check_replica_name, check_text,
 };
 pub use status::KeyStatus;
 

@@ -306,24 +306,29 @@ impl Body {
             }
             Body::Untrust(u) => text("reason", &u.reason, MAX_REASON, true),
             Body::Replica(r) => {
-                if r.name.is_empty()
-                    || r.name.len() > MAX_NAME
-                    || !r
-                        .name
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-                {
-                    return Err(format!(
-                        "replica name {:?}: 1 to 64 bytes of A-Z a-z 0-9 _ -",
-                        r.name
-                    ));
-                }
+                check_replica_name(&r.name)?;
                 match r.action.as_str() {
                     "add" | "remove" => Ok(()),
                     other => Err(format!("replica action {other:?}: add or remove")),
                 }
             }
         }
+    }
+}
+
+/// Replica names (a keyd group's replicas): 1-64 of `A-Z a-z 0-9 _ -`.
+pub fn check_replica_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_NAME
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "replica name {name:?}: 1 to 64 bytes of A-Z a-z 0-9 _ -"
+        ))
     }
 }
 

@@ -81,18 +81,7 @@ impl RawEtcd {
                 ));
             }
         }
-        if self.replica.is_empty()
-            || self.replica.len() > 64
-            || !self
-                .replica
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        {
-            return Err((
-                "etcd.replica",
-                format!("{:?}: 1 to 64 letters, digits, - or _", self.replica),
-            ));
-        }
+        crate::chain::check_replica_name(&self.replica).map_err(|m| ("etcd.replica", m))?;
         if !self.prefix.starts_with('/') || !self.prefix.ends_with('/') {
             return Err((
                 "etcd.prefix",
