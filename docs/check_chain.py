@@ -1,6 +1,7 @@
 """Independent check of the chain vectors (docs/test-vectors.json, `chain`), written from
 docs/formats/chain.md and DESIGN.md section 4 alone: a verifier of the links, the
-signatures, the authority of certify, epoch, revoke, extend, rekey_order and replica, revoked
+signatures, the authority of certify (nodes and named keys), epoch, revoke, extend, rekey_order
+and replica, the names of named keys, revoked
 signers, the branch
 anchors and the heads. Refusals carry the names keyd gives the same rules. Shares no
 code with keyd. Used by check_test_vectors.py.
@@ -25,8 +26,34 @@ def text(path):
     return "/".join(["m"] + [f"{i}'" for i in path])
 
 
+def role(path):
+    """'node' (m/i' then pairs 1',n'), 'named' (a node's 2',n'), 'epoch' (then 0',e'), or 'other'."""
+    if not path:
+        return "root"
+    pairs = [path[i:i + 2] for i in range(1, len(path), 2)]
+    if not pairs:
+        return "node"
+    if len(pairs[-1]) != 2:
+        return "other"
+    kind = "node"
+    for i, (branch, _) in enumerate(pairs):
+        last = i == len(pairs) - 1
+        if branch == 1 and kind == "node":
+            continue
+        if branch == 2 and kind == "node" and i >= len(pairs) - 2:
+            kind = "named"
+        elif branch == 0 and last:
+            return "epoch"
+        else:
+            return "other"
+    return kind
+
+
 def parent_node(path):
-    # Nodes are m/i' and P/1'/n': the parent of a level-1 node is m, else two levels up.
+    # Nodes are m/i' and P/1'/n', named keys P/2'/n': certified by m for a level-1 node,
+    # else by the node two levels up; nothing else is certified.
+    if role(path) not in ("node", "named"):
+        raise Refused("NotNode")
     return () if len(path) == 1 else path[:-2]
 
 
@@ -47,6 +74,7 @@ class Chain:
         self.root_entries = {}  # seq -> hash of the root log's entries
         self.succeeded = False  # the root named its successor: its log ends there
         self.replicas = {}  # (branch log, name) -> [install key, removed]
+        self.named = {}  # (owner, name) -> named key paths holding it
 
     def is_revoked(self, path):
         return any(path[:n] in self.revoked for n in range(1, len(path) + 1))
@@ -63,6 +91,11 @@ class Chain:
         st = entry["statement"]
         (kind, body), = st["body"].items()
         signer = parse(st["signer"])
+        if kind == "certify":
+            # A role key:<type> on named keys, and on them only.
+            fits = {"named": True, "node": False}.get(role(parse(body["path"])))
+            if fits is not None and fits != body["role"].startswith("key:"):
+                raise Refused("Bounds")
         if kind == "genesis":
             key = body["keys"]["ed25519"]
         else:
@@ -81,6 +114,12 @@ class Chain:
             path = parse(body["path"])
             if signer != parent_node(path):
                 raise Refused("NoAuthority")
+            if role(path) == "named":
+                # One live named key a name per owner.
+                holders = self.named.setdefault((signer, body["name"]), [])
+                if any(not self.is_revoked(h) for h in holders):
+                    raise Refused("NameTaken")
+                holders.append(path)
             self.keys[path] = body["keys"]["ed25519"]
             self.key_sets[path] = body["keys"]
             self.not_after[path] = body["not_after"]

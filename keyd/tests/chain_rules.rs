@@ -1530,10 +1530,10 @@ fn bad_keys_paths_and_versions() {
     assert_eq!(
         rule(verdict_with(
             &tree,
-            tree.sign(tree.certify_body(&p("m/1'/2'/0'"), "c"), &p("m/1'"))
+            tree.sign(tree.certify_body(&p("m/1'/3'/0'"), "c"), &p("m/1'"))
         )),
         Rule::NotNode {
-            path: p("m/1'/2'/0'")
+            path: p("m/1'/3'/0'")
         }
     );
     let epoch_key = p("m/1'/1'/0'/0'/0'");

@@ -54,7 +54,7 @@ fn the_chain_vector_verifies_and_every_invalid_one_breaks_its_rule() -> Result<(
         }
         refused += 1;
     }
-    assert_eq!(refused, 17);
+    assert_eq!(refused, 21);
     Ok(())
 }
 
@@ -362,6 +362,78 @@ fn print_chain_vectors() -> Result<()> {
             "m/1'",
             5,
             statement_of(tree.sign(replica("r2", "remove"), &branch)),
+        )),
+    ));
+    // Named keys (P/2'/n'): certified by their owner, role key:<type>, one live key a
+    // name per owner, no nodes below them.
+    let backups = web.named_key(0).context("named key")?;
+    let named = |path: &KeyPath, name: &str, role: &str| {
+        Body::Certify(keyd::chain::Certify {
+            path: path.clone(),
+            name: name.into(),
+            role: role.into(),
+            keys: tree.keyset(path),
+            not_before: NOW - 1000,
+            not_after: u64::MAX,
+        })
+    };
+    invalid.push((
+        "web's named key certified by the branch, not by web",
+        "NoAuthority",
+        encode(&mutate(
+            &tree,
+            &logs,
+            "m/1'",
+            5,
+            statement_of(tree.sign(named(&backups, "backups", "key:ed25519"), &branch)),
+        )),
+    ));
+    invalid.push((
+        "a named key certified with a node's role",
+        "Bounds",
+        encode(&mutate(
+            &tree,
+            &logs,
+            "m/1'",
+            5,
+            statement_of(tree.sign(named(&backups, "backups", "node"), &web)),
+        )),
+    ));
+    let with_backups = mutate(
+        &tree,
+        &logs,
+        "m/1'",
+        5,
+        statement_of(tree.sign(named(&backups, "backups", "key:ed25519"), &web)),
+    );
+    invalid.push((
+        "two live named keys of web called backups",
+        "NameTaken",
+        encode(&mutate(
+            &tree,
+            &with_backups,
+            "m/1'",
+            6,
+            statement_of(tree.sign(
+                named(
+                    &web.named_key(1).context("named key")?,
+                    "backups",
+                    "key:ed25519",
+                ),
+                &web,
+            )),
+        )),
+    ));
+    let below = backups.child_node(0).context("below")?;
+    invalid.push((
+        "a node certified below a named key",
+        "NotNode",
+        encode(&mutate(
+            &tree,
+            &with_backups,
+            "m/1'",
+            6,
+            statement_of(tree.sign(named(&below, "below", "node"), &backups)),
         )),
     ));
     let invalid: Vec<Value> = invalid

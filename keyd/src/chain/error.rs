@@ -157,7 +157,9 @@ pub enum Rule {
         why: String,
     },
     /// A path that is not a node (for certify) or not an epoch-able node.
-    #[error("{path} is not a node path (nodes are m/i' and P/1'/n')")]
+    #[error(
+        "{path} is not a node or named-key path (nodes are m/i' and P/1'/n', named keys P/2'/n')"
+    )]
     NotNode {
         /// The path.
         path: KeyPath,

@@ -15,6 +15,7 @@ mod cluster;
 mod entry;
 mod error;
 mod lifecycle;
+mod named;
 mod placement;
 mod replica;
 mod state;
@@ -29,6 +30,7 @@ pub use entry::{
     Entry, HEAD_DOMAIN, Head, MAX_RECORD_BYTES, Record, Records, encode_log, entry_hash_of_record,
 };
 pub use error::{ChainError, Rule};
+pub use named::NAMED_ROLE_PREFIX;
 pub use state::{
     ChainState, KeyKind, KeyRecord, Link, RekeyOrdered, ReplicaRecord, Revocation, TrustRecord,
 };

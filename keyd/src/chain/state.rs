@@ -7,7 +7,8 @@
 //! live (not revoked, itself or an ancestor, and within its validity) when it signs;
 //! revocation by any ancestor or by the key itself, irreversible, cascading to the whole
 //! subtree (a root-log revocation of a branch cuts off everything in its log); epochs
-//! only move forward; names are unique among the live keys of a log. Every rule is
+//! only move forward; names are unique among the live keys of a log (a named key's
+//! among its owner's live named keys: see [`super::named`]). Every rule is
 //! checked before anything changes, so a refused entry leaves the state as it was.
 
 use std::collections::{BTreeMap, HashMap};
@@ -19,7 +20,7 @@ use super::error::Rule;
 pub use super::placement::Link;
 use super::placement::in_log;
 use super::statement::{Body, KeySet, Statement, TrustLevel};
-use crate::derive::{KeyId, KeyPath};
+use crate::derive::{KeyId, KeyPath, PathRole};
 
 /// What a key of the chain is.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -123,6 +124,8 @@ pub struct ChainState {
     pub(super) rekey_orders: HashMap<KeyPath, RekeyOrdered>,
     /// Each branch's replicas (etcd groups): name → install key and whether removed.
     pub(super) replicas: BTreeMap<(KeyPath, String), ReplicaRecord>,
+    /// Each node's named keys.
+    pub(super) named: HashMap<KeyPath, super::named::NamedKeys>,
 }
 
 /// A replica of a branch's keyd group, as its branch log records it.
@@ -382,7 +385,9 @@ impl ChainState {
                         seq: existing.seq,
                     });
                 }
-                if let Some(holder) = self
+                if matches!(c.path.role(), PathRole::Named { .. }) {
+                    self.check_named_name(&parent, c)?;
+                } else if let Some(holder) = self
                     .names
                     .get(&c.name)
                     .and_then(|holders| holders.iter().find(|h| in_log(h, log) && self.is_live(h)))
@@ -505,9 +510,12 @@ impl ChainState {
     ) {
         let key_id = keys.key_id();
         self.by_id.insert(key_id, path.clone());
-        if let (KeyKind::Node { .. }, Some(parent), Some(index)) =
-            (&kind, path.parent_node(), path.indexes().last())
-        {
+        if let (KeyKind::Node { .. }, PathRole::Node, Some(parent), Some(index)) = (
+            &kind,
+            path.role(),
+            path.parent_node(),
+            path.indexes().last(),
+        ) {
             let next = self.next_child.entry(parent).or_default();
             *next = (*next).max(index.saturating_add(1));
         }
@@ -544,10 +552,14 @@ impl ChainState {
                 decoded,
             ),
             Body::Certify(c) => {
-                self.names
-                    .entry(c.name.clone())
-                    .or_default()
-                    .push(c.path.clone());
+                if let PathRole::Named { owner, index } = c.path.role() {
+                    self.commit_named(&owner, index, c);
+                } else {
+                    self.names
+                        .entry(c.name.clone())
+                        .or_default()
+                        .push(c.path.clone());
+                }
                 if c.path.depth() == 1 {
                     self.branch_certs.insert(c.path.clone(), (seq, hash));
                 }

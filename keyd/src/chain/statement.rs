@@ -279,6 +279,18 @@ impl Body {
             Body::Certify(c) => {
                 check_name(&c.name)?;
                 text("role", &c.role, MAX_ROLE, true)?;
+                let key_role = c.role.starts_with(super::NAMED_ROLE_PREFIX);
+                let fits = match c.path.role() {
+                    crate::derive::PathRole::Named { .. } => key_role,
+                    crate::derive::PathRole::Node => !key_role,
+                    _ => true, // not certifiable at all: refused as NotNode
+                };
+                if !fits {
+                    return Err(format!(
+                        "role {:?} does not fit {}: named keys (P/2'/n') and only they have a role key:<type>",
+                        c.role, c.path
+                    ));
+                }
                 if c.not_before >= c.not_after {
                     return Err("not_before must be before not_after".into());
                 }

@@ -16,7 +16,7 @@ pub(crate) mod root;
 pub use error::{DeriveError, PathError};
 pub use material::{KeyId, KeyMaterial, PublicKeys};
 pub use node::{NodeSecret, derive_node};
-pub use path::{CHILD_BRANCH, EPOCH_BRANCH, KeyPath, MAX_DEPTH, PathRole};
+pub use path::{CHILD_BRANCH, EPOCH_BRANCH, KeyPath, MAX_DEPTH, NAMED_BRANCH, PathRole};
 pub use root::{RootSecret, SoftwareRoot};
 
 /// Label the root node's `I` is computed over: `I = HSM("keyd/v1/root-identity")`.

@@ -54,17 +54,25 @@ impl KeyPath {
     }
 }
 
-/// What a path names in the key tree: `m`, nodes `m/i'(/1'/n')*`, and epoch keys
-/// `node/0'/e'`.
+/// What a path names in the key tree: `m`, nodes `m/i'(/1'/n')*`, named keys
+/// `node/2'/n'`, and epoch keys `node/0'/e'` (a named key's versions: `key/0'/v'`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PathRole {
     /// The root node `m`.
     Root,
     /// A node (level 1 `m/i'`, or a child `P/1'/n'`).
     Node,
-    /// The epoch `epoch` key of `node`.
+    /// A node's named key `P/2'/n'` (what transit calls a key): certified by its owner
+    /// `P`, versions as its epochs, never a TLS identity, no children.
+    Named {
+        /// The node that owns it.
+        owner: KeyPath,
+        /// Its index under the owner's named-key branch.
+        index: u32,
+    },
+    /// The epoch `epoch` key of `node` (a node, or a named key: then a version).
     Epoch {
-        /// The node.
+        /// The node or named key.
         node: KeyPath,
         /// The epoch.
         epoch: u32,
@@ -77,6 +85,8 @@ pub enum PathRole {
 pub const EPOCH_BRANCH: u32 = 0;
 /// Branch under a node holding its child nodes.
 pub const CHILD_BRANCH: u32 = 1;
+/// Branch under a node holding its named keys.
+pub const NAMED_BRANCH: u32 = 2;
 
 impl KeyPath {
     /// What this path names.
@@ -91,9 +101,12 @@ impl KeyPath {
             return PathRole::Other;
         }
         let pairs = rest.len() / 2;
+        // A named key ends the path, or is followed by one epoch pair.
+        let mut named = false;
         for (i, pair) in rest.chunks(2).enumerate() {
             match pair[0] {
-                CHILD_BRANCH => {}
+                CHILD_BRANCH if !named => {}
+                NAMED_BRANCH if !named && i + 2 >= pairs => named = true,
                 EPOCH_BRANCH if i + 1 == pairs => {
                     return PathRole::Epoch {
                         node: self.prefix(self.depth() - 2),
@@ -102,6 +115,13 @@ impl KeyPath {
                 }
                 _ => return PathRole::Other,
             }
+        }
+        if named {
+            let d = self.depth();
+            return PathRole::Named {
+                owner: self.prefix(d - 2),
+                index: ix[d - 1],
+            };
         }
         PathRole::Node
     }
@@ -120,14 +140,24 @@ impl KeyPath {
         self.depth() <= other.depth() && self.0.iter().zip(other.0.iter()).all(|(a, b)| a == b)
     }
 
-    /// The node that certifies this node: `m` for a level-1 node, `P` for `P/1'/n'`.
-    /// `None` for the root and for paths that are not nodes.
+    /// The node that certifies this node or named key: `m` for a level-1 node, `P` for
+    /// `P/1'/n'` and `P/2'/n'`. `None` for the root and for epoch keys.
     pub fn parent_node(&self) -> Option<KeyPath> {
         match (self.role(), self.depth()) {
             (PathRole::Node, 1) => Some(KeyPath::root()),
             (PathRole::Node, d) => Some(self.prefix(d - 2)),
+            (PathRole::Named { owner, .. }, _) => Some(owner),
             _ => None,
         }
+    }
+
+    /// The named key `n` of this node: `self/2'/n'` (`None` for the root, which owns
+    /// no named keys).
+    pub fn named_key(&self, n: u32) -> Option<KeyPath> {
+        if self.depth() == 0 {
+            return None;
+        }
+        self.child(NAMED_BRANCH)?.child(n)
     }
 
     /// The node paths from level 1 down to this path's node (for an epoch key, its
@@ -337,7 +367,31 @@ mod tests {
             PathRole::Other,
             "epoch keys have no children"
         );
-        assert_eq!(p("m/3'/2'/1'").role(), PathRole::Other);
+        assert_eq!(
+            p("m/3'/2'/1'").role(),
+            PathRole::Named {
+                owner: p("m/3'"),
+                index: 1
+            }
+        );
+        assert_eq!(
+            p("m/3'/1'/7'/2'/4'/0'/2'").role(),
+            PathRole::Epoch {
+                node: p("m/3'/1'/7'/2'/4'"),
+                epoch: 2
+            }
+        );
+        assert_eq!(
+            p("m/3'/2'/1'/1'/1'").role(),
+            PathRole::Other,
+            "named keys have no children"
+        );
+        assert_eq!(p("m/3'/2'/1'/2'/1'").role(), PathRole::Other);
+        assert_eq!(p("m/3'/2'/1'/0'/1'/0'/1'").role(), PathRole::Other);
+        assert_eq!(p("m/3'/2'/1'").parent_node(), Some(p("m/3'")));
+        assert_eq!(p("m/3'").named_key(1), Some(p("m/3'/2'/1'")));
+        assert_eq!(KeyPath::root().named_key(1), None);
+        assert_eq!(p("m/3'/3'/1'").role(), PathRole::Other);
         assert_eq!(p("m/3'/1'").role(), PathRole::Other);
         assert_eq!(p("m/3'/1'/7'").parent_node(), Some(p("m/3'")));
         assert_eq!(p("m/3'").parent_node(), Some(KeyPath::root()));
