@@ -575,6 +575,31 @@ impl Client {
         })
     }
 
+    /// Any method with `headers` and a raw body (none for `None`): the whole reply.
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> Result<Reply> {
+        let mut req = ureq::http::Request::builder()
+            .method(ureq::http::Method::from_bytes(method.as_bytes())?)
+            .uri(format!("{}{path}", self.base));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let mut resp = match body {
+            Some(b) => self.agent.run(req.body(b.to_vec())?)?,
+            None => self.agent.run(req.body(())?)?,
+        };
+        Ok(Reply {
+            status: resp.status().as_u16(),
+            headers: resp.headers().clone(),
+            body: resp.body_mut().read_to_vec()?,
+        })
+    }
+
     /// GETs: the whole reply.
     pub fn get_reply(&self, path: &str) -> Result<Reply> {
         self.get_accepting(path, "*/*")

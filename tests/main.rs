@@ -33,5 +33,7 @@ mod service;
 mod store_integrity;
 mod suites;
 mod tools;
+mod transit;
+mod transit_clients;
 mod trust;
 mod walkthrough;

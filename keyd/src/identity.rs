@@ -105,6 +105,11 @@ impl Principal {
             principal,
             not_after: cert.validity().not_after.timestamp(),
             generation,
+            fingerprint: sha2::Digest::finalize(sha2::Digest::chain_update(
+                <sha2::Sha256 as sha2::Digest>::new(),
+                der,
+            ))
+            .into(),
         })
     }
 
@@ -131,6 +136,8 @@ pub struct Presented {
     pub not_after: i64,
     /// The credential generation it belongs to.
     pub generation: u32,
+    /// SHA-256 of the certificate (DER): what a transit token is bound to.
+    pub fingerprint: [u8; 32],
 }
 
 /// A client certificate keyd issued: PEM, serial (hex) and `notAfter` (Unix seconds).

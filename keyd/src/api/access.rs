@@ -5,7 +5,8 @@
 //! the status and the time taken; nothing a client sent is logged.
 //!
 //! A request without a client certificate to a route that needs one is refused here
-//! (401 `unauthenticated`), before its body is read or decoded.
+//! (401 `unauthenticated`; the transit facade's 403 or 400, in its shape), before its
+//! body is read or decoded.
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -83,9 +84,11 @@ pub async fn observe(
             .set_connection_type(actix_web::http::ConnectionType::Close);
         res.map_into_right_body()
     } else if anonymous && needs_certificate {
-        let refused = super::ApiError::from(ServiceError::Unauthenticated);
-        req.into_response(refused.error_response())
-            .map_into_right_body()
+        // The transit facade refuses in transit's shape.
+        let refused = super::transit::without_certificate(&route).unwrap_or_else(|| {
+            super::ApiError::from(ServiceError::Unauthenticated).error_response()
+        });
+        req.into_response(refused).map_into_right_body()
     } else {
         next.call(req)
             .instrument(span.clone())

@@ -13,6 +13,7 @@ mod metrics;
 mod ops;
 mod policy;
 mod replicas;
+pub mod transit;
 mod trust;
 
 use actix_web::dev::Extensions;
@@ -178,6 +179,20 @@ fn principal_and_generation(
         ops::batch_rewrap,
         ops::datakey,
         ops::batch_datakey,
+        transit::login,
+        transit::keys::list,
+        transit::keys::key,
+        transit::keys::rotate,
+        transit::keys::config,
+        transit::crypto::sign,
+        transit::crypto::verify,
+        transit::crypto::encrypt,
+        transit::crypto::decrypt,
+        transit::crypto::rewrap,
+        transit::crypto::datakey,
+        transit::crypto::hmac,
+        transit::tools::random,
+        transit::tools::hash,
     )
 )]
 pub struct ApiDoc;
@@ -336,7 +351,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 "/trust/introduced",
                 web::post().to(trust::introduced_request),
             )
-            .route("/trust/sync", web::post().to(trust::sync)),
+            .route("/trust/sync", web::post().to(trust::sync))
+            .configure(transit::routes),
     )
     .default_service(web::to(unrouted));
 }

@@ -24,6 +24,8 @@ pub mod info {
     pub const X_WING: &[u8] = b"x-wing";
     /// AEAD storage key.
     pub const STORAGE: &[u8] = b"storage";
+    /// HMAC-SHA2 key (a named key's transit `hmac`).
+    pub const HMAC: &[u8] = b"hmac";
 }
 
 fn expand(hk: &Hkdf<Sha256>, info: &[u8]) -> Zeroizing<[u8; 32]> {
@@ -46,6 +48,7 @@ pub struct KeyMaterial {
     x_wing_seed: Zeroizing<[u8; 32]>,
     x_wing: OnceLock<XWingKeyPair>,
     storage: Zeroizing<[u8; 32]>,
+    hmac: Zeroizing<[u8; 32]>,
     public: OnceLock<PublicKeys>,
 }
 
@@ -62,6 +65,7 @@ impl KeyMaterial {
             x_wing_seed: expand(&hk, info::X_WING),
             x_wing: OnceLock::new(),
             storage: expand(&hk, info::STORAGE),
+            hmac: expand(&hk, info::HMAC),
             public: OnceLock::new(),
         }
     }
@@ -91,6 +95,11 @@ impl KeyMaterial {
     /// The 32-byte AEAD storage key.
     pub fn storage_key(&self) -> &[u8; 32] {
         &self.storage
+    }
+
+    /// The 32-byte HMAC key.
+    pub fn hmac_key(&self) -> &[u8; 32] {
+        &self.hmac
     }
 
     /// The public keys and key id (computed once: the X25519 public key costs a

@@ -339,7 +339,7 @@ impl Service {
 
     /// The common name for a principal's certificate: a node's name in the chain, an
     /// admin's name.
-    pub(super) fn name_of(&self, principal: &Principal) -> String {
+    pub fn name_of(&self, principal: &Principal) -> String {
         match principal {
             Principal::Admin(name) => name.clone(),
             Principal::Node(path) => match self.read_chain().state().key(path).map(|r| &r.kind) {

@@ -112,6 +112,18 @@ impl Service {
     ) -> Result<Vec<u8>, ServiceError> {
         check_context(context)?;
         let (path, key) = self.current_key(node)?;
+        let sealed = Self::seal_with(&path, &key, plaintext, context)?;
+        self.audit_use(principal, op, Some(&path));
+        Ok(sealed)
+    }
+
+    /// keyd's sealed envelope of `plaintext` under the key at `path`, bound to `context`.
+    pub(super) fn seal_with(
+        path: &KeyPath,
+        key: &KeyMaterial,
+        plaintext: &[u8],
+        context: &[u8],
+    ) -> Result<Vec<u8>, ServiceError> {
         // Salt and nonce from one read of the system's CSPRNG.
         let mut random = [0u8; 44];
         getrandom::fill(&mut random)
@@ -121,11 +133,9 @@ impl Service {
         let nonce: [u8; 12] = nonce
             .try_into()
             .unwrap_or_else(|_| unreachable!("12 bytes"));
-        let sealed = Sealed::seal_in(&path, &key, plaintext, context, salt, nonce)
+        Ok(Sealed::seal_in(path, key, plaintext, context, salt, nonce)
             .map_err(ServiceError::Envelope)?
-            .to_cbor();
-        self.audit_use(principal, op, Some(&path));
-        Ok(sealed)
+            .to_cbor())
     }
 
     /// Opens an envelope from [`Service::seal`] of this node, with its context.

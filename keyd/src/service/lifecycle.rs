@@ -56,7 +56,11 @@ impl Service {
     /// Moves `node` to its next epoch; with `due` (rotate every, now), only if its
     /// current epoch is still due against the chain as it stands when the change is
     /// built (another replica may have rotated it first): `NotDue` otherwise.
-    fn next_epoch(&self, node: KeyPath, due: Option<(u64, u64)>) -> Result<KeyPath, ServiceError> {
+    pub(super) fn next_epoch(
+        &self,
+        node: KeyPath,
+        due: Option<(u64, u64)>,
+    ) -> Result<KeyPath, ServiceError> {
         self.append(move |svc, w| {
             if let Some((every, now)) = due
                 && w.state()
@@ -93,24 +97,75 @@ impl Service {
     }
 }
 
-/// The minimum decryption epochs in `store`, by node. A row that fails its integrity
-/// tag holds its node at the highest epoch (fail closed: nothing older opens) until an
-/// admin sets it again.
-pub(super) fn load(store: &Store) -> Result<HashMap<KeyPath, u32>, ServiceError> {
+/// The limits on a node's or named key's epochs, as the `min_epochs` row holds them:
+/// `D` for a node (its minimum decryption epoch), `D E X` for a named key (minimum
+/// decryption epoch, minimum encryption epoch, deletion allowed 0/1: transit's key
+/// configuration, its versions being epochs + 1).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KeyLimits {
+    /// The oldest epoch whose envelopes still open.
+    pub min_decrypt: u32,
+    /// The oldest epoch that may still encrypt or sign when asked by version.
+    pub min_encrypt: u32,
+    /// Whether the key may be deleted (named keys).
+    pub deletion_allowed: bool,
+}
+
+impl KeyLimits {
+    /// Fail closed: nothing below the highest epoch, no deletion.
+    const CLOSED: KeyLimits = KeyLimits {
+        min_decrypt: u32::MAX,
+        min_encrypt: u32::MAX,
+        deletion_allowed: false,
+    };
+
+    fn parse(text: &str) -> Option<KeyLimits> {
+        let mut words = text.split(' ');
+        let min_decrypt = words.next()?.parse().ok()?;
+        let (min_encrypt, deletion_allowed) = match (words.next(), words.next()) {
+            (None, None) => (0, false),
+            (Some(e), Some(x)) => (e.parse().ok()?, x == "1"),
+            _ => return None,
+        };
+        words.next().is_none().then_some(KeyLimits {
+            min_decrypt,
+            min_encrypt,
+            deletion_allowed,
+        })
+    }
+
+    /// The row text.
+    pub(super) fn text(&self, named: bool) -> String {
+        match named {
+            false => self.min_decrypt.to_string(),
+            true => format!(
+                "{} {} {}",
+                self.min_decrypt,
+                self.min_encrypt,
+                u8::from(self.deletion_allowed)
+            ),
+        }
+    }
+}
+
+/// The epoch limits in `store`, by node or named key. A row that fails its integrity
+/// tag or does not parse holds its key at the highest epoch (fail closed: nothing older
+/// opens) until it is set again.
+pub(super) fn load(store: &Store) -> Result<HashMap<KeyPath, KeyLimits>, ServiceError> {
     let mut out = HashMap::new();
     for (node, row) in store.min_epochs()? {
         let Ok(path) = node.parse::<KeyPath>() else {
             tracing::error!(row = %node, "a minimum-epoch row names no key path; ignored");
             continue;
         };
-        let epoch = match row {
+        let limits = match row {
             Checked::Valid(bytes) => std::str::from_utf8(&bytes)
                 .ok()
-                .and_then(|t| t.parse().ok())
-                .unwrap_or(u32::MAX),
-            Checked::Tampered => u32::MAX,
+                .and_then(KeyLimits::parse)
+                .unwrap_or(KeyLimits::CLOSED),
+            Checked::Tampered => KeyLimits::CLOSED,
         };
-        out.insert(path, epoch);
+        out.insert(path, limits);
     }
     Ok(out)
 }
@@ -118,12 +173,31 @@ pub(super) fn load(store: &Store) -> Result<HashMap<KeyPath, u32>, ServiceError>
 impl Service {
     /// The minimum decryption epoch of `node` (0 when none was set).
     pub(super) fn min_epoch(&self, node: &KeyPath) -> u32 {
+        self.key_limits(node).min_decrypt
+    }
+
+    /// The epoch limits of a node or named key (none set: all zero).
+    pub(super) fn key_limits(&self, key: &KeyPath) -> KeyLimits {
         self.min_epochs
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .get(node)
+            .get(key)
             .copied()
-            .unwrap_or(0)
+            .unwrap_or_default()
+    }
+
+    /// Stores and applies the limits of `key` (a named key when `named`).
+    pub(super) fn put_key_limits(
+        &self,
+        key: &KeyPath,
+        limits: KeyLimits,
+        named: bool,
+    ) -> Result<(), ServiceError> {
+        let mut all = self.min_epochs.write().unwrap_or_else(|e| e.into_inner());
+        self.store
+            .put_min_epoch(&key.to_string(), &limits.text(named))?;
+        all.insert(key.clone(), limits);
+        Ok(())
     }
 
     /// Sets the minimum decryption epoch of node `name`: envelopes to or sealed by its
@@ -161,8 +235,7 @@ impl Service {
                 "epoch: {epoch} is above {node}'s current epoch {current}"
             )));
         }
-        let mut all = self.min_epochs.write().unwrap_or_else(|e| e.into_inner());
-        let previous = all.get(&node).copied().unwrap_or(0);
+        let previous = self.min_epoch(&node);
         match principal {
             Principal::Node(caller) if *caller != node => {
                 return Err(ServiceError::Forbidden(
@@ -176,9 +249,11 @@ impl Service {
             }
             _ => {}
         }
-        self.store.put_min_epoch(&node.to_string(), epoch)?;
-        all.insert(node.clone(), epoch);
-        drop(all);
+        let limits = KeyLimits {
+            min_decrypt: epoch,
+            ..KeyLimits::default()
+        };
+        self.put_key_limits(&node, limits, false)?;
         tracing::info!(node = %node, previous, epoch, "minimum decryption epoch set");
         self.audit_event(
             &principal.uri(),

@@ -22,6 +22,7 @@ mod enroll;
 mod keys;
 mod lifecycle;
 mod logs;
+pub mod named;
 mod nodes;
 mod pages;
 pub mod policy;
@@ -29,6 +30,7 @@ mod recover;
 mod replica;
 mod retired;
 pub mod suites;
+pub mod tokens;
 pub mod trust;
 
 pub use crate::wire::{
@@ -204,7 +206,7 @@ pub struct Service {
     /// The audit log's writer.
     audit: audit::Auditor,
     /// Each node's minimum decryption epoch (absent: 0).
-    min_epochs: RwLock<HashMap<KeyPath, u32>>,
+    min_epochs: RwLock<HashMap<KeyPath, lifecycle::KeyLimits>>,
     /// Why this keyd's store is behind its own branch log as a peer holds it, once seen.
     behind: RwLock<Option<String>>,
     /// The previous root's tree, after a root rekey until it is retired.

@@ -5,13 +5,13 @@ use redb::TableDefinition;
 use super::{Checked, Store, StoreError};
 
 pub(crate) const MIN_EPOCHS_NAME: &str = "min_epochs";
-/// Node path → its minimum decryption epoch (decimal).
+/// Node path → its minimum decryption epoch (decimal); named-key path → its limits.
 pub(crate) const MIN_EPOCHS: TableDefinition<&str, &[u8]> = TableDefinition::new(MIN_EPOCHS_NAME);
 
 impl Store {
-    /// Sets a node's minimum decryption epoch.
-    pub fn put_min_epoch(&self, node: &str, epoch: u32) -> Result<(), StoreError> {
-        let text = epoch.to_string();
+    /// Sets a node's minimum decryption epoch, or a named key's limits (the row text:
+    /// `D` or `D E X`, see `service::lifecycle::KeyLimits`).
+    pub fn put_min_epoch(&self, node: &str, text: &str) -> Result<(), StoreError> {
         let row = self
             .row_key()?
             .seal(MIN_EPOCHS_NAME, node.as_bytes(), text.as_bytes());
