@@ -593,3 +593,42 @@ fn cosign_and_go_kms_wrapping_requests_replayed() -> Result<()> {
     ensure!(opened["plaintext"] == f["request"]["plaintext"], "{opened}");
     Ok(())
 }
+
+#[test]
+fn keyctl_creates_lists_shows_and_rotates_named_keys() -> Result<()> {
+    use crate::cluster::{keyctl, keyctl_fails};
+    let c = Cluster::start()?;
+    crate::enroll::add_and_enroll(&c, &c.admin_config()?, "app", false)?;
+    let config = c.dir.path().join("app/keyctl.toml");
+    let config = config.to_str().context("path")?;
+    let empty = keyctl(&["key", "list", "--config", config], &[])?;
+    ensure!(empty["keys"] == json!([]), "{empty}");
+    let created = keyctl(
+        &[
+            "key", "create", "signing", "--type", "ed25519", "--config", config,
+        ],
+        &[],
+    )?;
+    ensure!(
+        created["type"] == "ed25519" && created["latest_version"] == 1,
+        "{created}"
+    );
+    keyctl(&["key", "create", "backups", "--config", config], &[])?;
+    let listed = keyctl(&["key", "list", "--config", config], &[])?;
+    ensure!(listed["keys"] == json!(["backups", "signing"]), "{listed}");
+    let rotated = keyctl(&["key", "rotate", "backups", "--config", config], &[])?;
+    ensure!(rotated["latest_version"] == 2, "{rotated}");
+    let shown = keyctl(&["key", "show", "backups", "--config", config], &[])?;
+    ensure!(
+        shown["type"] == "aes256-gcm96" && shown["keys"]["2"].is_u64(),
+        "{shown}"
+    );
+    let err = keyctl_fails(&["key", "show", "nosuch", "--config", config], &[])?;
+    ensure!(err.contains("nosuch"), "{err}");
+    let err = keyctl_fails(&["key", "create", "bad name", "--config", config], &[])?;
+    ensure!(err.contains("name"), "{err}");
+    // An admin has no named keys.
+    let err = keyctl_fails(&["key", "list", "--config", &c.admin_config()?], &[])?;
+    ensure!(err.contains("permission denied"), "{err}");
+    Ok(())
+}

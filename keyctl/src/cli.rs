@@ -81,7 +81,8 @@ pub enum Command {
     /// Check and show chain files offline; fetch one from keyd.
     #[command(subcommand)]
     Chain(ChainCmd),
-    /// Public keys from a chain file, offline, in the formats other tools read.
+    /// Public keys from a chain file, offline, in the formats other tools read; a
+    /// node's named keys on a running keyd (create, list, show, rotate).
     #[command(subcommand)]
     Key(KeyCmd),
     /// keyd's audit log: tail (and follow), export as JSON lines, verify.
@@ -322,6 +323,9 @@ pub enum KeyCmd {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// A node's named keys on a running keyd (create, list, show, rotate).
+    #[command(flatten)]
+    Named(crate::key_cmd::NamedKeyCmd),
 }
 
 /// `keyctl key export --format`.

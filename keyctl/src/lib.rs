@@ -8,6 +8,7 @@ pub mod cli;
 pub mod enroll;
 pub mod error;
 pub mod files;
+pub mod key_cmd;
 pub mod policy_cmd;
 pub mod progress;
 pub mod public;

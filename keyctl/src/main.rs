@@ -314,6 +314,7 @@ fn run(cli: Cli) -> Result<(), CtlError> {
             )
         }
         Command::Replica(cmd) => emit(output, &keyctl::replica_cmd::run(cmd)?),
+        Command::Key(KeyCmd::Named(cmd)) => emit(output, &keyctl::key_cmd::run(cmd)?),
         Command::Audit(cmd) => match keyctl::audit_cmd::run(cmd)? {
             Some(v) => emit(output, &v),
             None => Ok(()),

@@ -19,6 +19,7 @@
 mod config;
 pub mod enroll;
 mod error;
+mod transit;
 mod trust;
 
 use std::path::Path;
