@@ -358,6 +358,20 @@ fn openapi_lists_every_route() -> Result<()> {
         "get /v1/admin/replicas",
         "post /v1/admin/replicas/{name}/remove",
         "post /v1/nodes/{name}/rekey-order",
+        "post /v1/auth/cert/login",
+        "get /v1/transit/keys",
+        "post /v1/transit/keys/{name}",
+        "post /v1/transit/keys/{name}/rotate",
+        "post /v1/transit/keys/{name}/config",
+        "post /v1/transit/sign/{name}",
+        "post /v1/transit/verify/{name}",
+        "post /v1/transit/encrypt/{name}",
+        "post /v1/transit/decrypt/{name}",
+        "post /v1/transit/rewrap/{name}",
+        "post /v1/transit/datakey/{kind}/{name}",
+        "post /v1/transit/hmac/{name}",
+        "post /v1/transit/random",
+        "post /v1/transit/hash",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -384,6 +398,10 @@ fn openapi_lists_every_route() -> Result<()> {
     let anon = c.anonymous()?;
     for route in &listed {
         let (method, path) = route.split_once(' ').context("route")?;
+        // The transit facade answers in transit's shapes (tests/transit.rs).
+        if path.starts_with("/v1/transit/") || path == "/v1/auth/cert/login" {
+            continue;
+        }
         let called = path.replace("{name}", "nobody");
         if method == "get" {
             // The branch itself is a node: dc1. A keyd that never replaced its root

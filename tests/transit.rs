@@ -200,8 +200,23 @@ fn named_keys_sign_and_verify_and_the_chain_vouches_offline() -> Result<()> {
         json!({"input": b64(msg)}),
         400,
     )?;
-    // Admins have no named keys.
-    fails(&c.admin()?, "POST", "/v1/transit/keys/x", json!({}), 403)?;
+    // Admins have no named keys; a named key is neither a node nor a TLS identity.
+    let admin = c.admin()?;
+    fails(&admin, "POST", "/v1/transit/keys/x", json!({}), 403)?;
+    let nodes = admin.get_json("/v1/nodes")?.to_string();
+    ensure!(
+        !nodes.contains("release") && !nodes.contains("2'/0'"),
+        "{nodes}"
+    );
+    let encoded = path.to_string().replace('/', "%2F");
+    let (status, v) = admin.post(
+        &format!("/v1/nodes/{encoded}/reenroll"),
+        &json!({"mode": "held"}),
+    )?;
+    ensure!(
+        status == 403,
+        "a named key got an enrollment token: {status} {v}"
+    );
     Ok(())
 }
 

@@ -167,13 +167,15 @@ fn sops_encrypts_and_decrypts_a_yaml_file_through_keyd() -> Result<()> {
         crate::transit::call(&node.client, "PUT", "/v1/auth/cert/login", Some(json!({})))?;
     let token = login["auth"]["client_token"].as_str().context("token")?;
     let home = tempfile::tempdir()?;
+    // Encrypt with the certificate alone (sops sends no token then), decrypt with the
+    // token from auth/cert/login too.
     let env = [
         ("VAULT_ADDR", c.url()),
-        ("VAULT_TOKEN", token.to_owned()),
         ("VAULT_CACERT", node.file("ca.pem")),
         ("VAULT_CLIENT_CERT", node.file("node.pem")),
         ("VAULT_CLIENT_KEY", node.file("node.key")),
     ];
+    let with_token = [env.as_slice(), &[("VAULT_TOKEN", token.to_owned())]].concat();
     let plain = "database:\n    user: app\n    password: correct horse battery staple\n";
     let file = home.path().join("secrets.yaml");
     std::fs::write(&file, plain)?;
@@ -190,7 +192,7 @@ fn sops_encrypts_and_decrypts_a_yaml_file_through_keyd() -> Result<()> {
     let enc_file = home.path().join("secrets.enc.yaml");
     std::fs::write(&enc_file, &encrypted)?;
     let enc_arg = enc_file.to_string_lossy().into_owned();
-    let decrypted = run("sops", &["decrypt", &enc_arg], &env, home.path())?;
+    let decrypted = run("sops", &["decrypt", &enc_arg], &with_token, home.path())?;
     ensure!(decrypted == plain, "{decrypted:?}");
     Ok(())
 }

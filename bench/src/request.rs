@@ -47,6 +47,9 @@ pub enum Target {
     Keyd,
     /// OpenBao's transit engine, with a token.
     Openbao,
+    /// keyd's transit facade (`/v1/transit/`, the caller's named keys), with a client
+    /// certificate: the same requests as OpenBao's.
+    Facade,
     /// keyd-floor (`keyd-floor serve`): the same actix-web + rustls stack answering
     /// nothing.
     Floor,
@@ -58,6 +61,7 @@ impl Target {
         match self {
             Target::Keyd => "keyd",
             Target::Openbao => "openbao",
+            Target::Facade => "keyd-transit",
             Target::Floor => "floor",
         }
     }
@@ -151,7 +155,7 @@ pub fn plan(target: Target, op: Op, p: &Params, post: &Post) -> Result<Plan> {
             None,
             Some("\"error\""),
         ),
-        (Target::Openbao, Op::Sign) if p.batch > 1 => (
+        (Target::Openbao | Target::Facade, Op::Sign) if p.batch > 1 => (
             sign_path,
             json!({ "batch_input": vec![json!({ "input": payload }); p.batch] }),
             format!("transit batch sign {}", p.batch),
@@ -165,7 +169,7 @@ pub fn plan(target: Target, op: Op, p: &Params, post: &Post) -> Result<Plan> {
             None,
             None,
         ),
-        (Target::Openbao, Op::Sign) => (
+        (Target::Openbao | Target::Facade, Op::Sign) => (
             sign_path,
             json!({ "input": payload }),
             "transit sign".into(),
@@ -186,7 +190,7 @@ pub fn plan(target: Target, op: Op, p: &Params, post: &Post) -> Result<Plan> {
                 None,
             )
         }
-        (Target::Openbao, Op::Verify) => {
+        (Target::Openbao | Target::Facade, Op::Verify) => {
             let signed = post(&sign_path, &json!({ "input": payload }))?;
             let signature = field(&signed, &["data", "signature"])?;
             (
@@ -204,7 +208,7 @@ pub fn plan(target: Target, op: Op, p: &Params, post: &Post) -> Result<Plan> {
             None,
             None,
         ),
-        (Target::Openbao, Op::Seal) => (
+        (Target::Openbao | Target::Facade, Op::Seal) => (
             format!("/v1/transit/encrypt/{}", p.seal_key),
             json!({ "plaintext": payload }),
             "transit encrypt".into(),
@@ -222,7 +226,7 @@ pub fn plan(target: Target, op: Op, p: &Params, post: &Post) -> Result<Plan> {
                 None,
             )
         }
-        (Target::Openbao, Op::Unseal) => {
+        (Target::Openbao | Target::Facade, Op::Unseal) => {
             let path = format!("/v1/transit/encrypt/{}", p.seal_key);
             let sealed = post(&path, &json!({ "plaintext": payload }))?;
             let ciphertext = field(&sealed, &["data", "ciphertext"])?;
@@ -253,7 +257,7 @@ pub fn plan(target: Target, op: Op, p: &Params, post: &Post) -> Result<Plan> {
                 None,
             )
         }
-        (Target::Openbao, Op::Encrypt | Op::Decrypt) => {
+        (Target::Openbao | Target::Facade, Op::Encrypt | Op::Decrypt) => {
             bail!("OpenBao's transit engine has no public-key encryption to a node")
         }
         (Target::Keyd, Op::Datakey) => (
@@ -263,7 +267,7 @@ pub fn plan(target: Target, op: Op, p: &Params, post: &Post) -> Result<Plan> {
             None,
             None,
         ),
-        (Target::Openbao, Op::Datakey) => (
+        (Target::Openbao | Target::Facade, Op::Datakey) => (
             format!("/v1/transit/datakey/plaintext/{}", p.seal_key),
             json!({}),
             "transit datakey".into(),

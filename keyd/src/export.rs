@@ -56,7 +56,8 @@ pub fn resolve<'a>(
     let (path, record) = state
         .find(name_or_path)
         .ok_or_else(|| ExportError::NotFound(name_or_path.to_owned()))?;
-    let is_node_name = matches!(record.kind, KeyKind::Node { .. }) && path.depth() > 1;
+    let is_node_name =
+        matches!(record.kind, KeyKind::Node { .. }) && path.depth() > 1 && path.is_node();
     if !is_node_name {
         return Ok((path, record));
     }
@@ -112,7 +113,7 @@ pub fn jwk(record: &KeyRecord, usage: Use) -> Value {
 pub fn jwks(state: &ChainState, now: u64) -> Value {
     let keys: Vec<Value> = state
         .keys()
-        .filter(|(p, r)| p.depth() > 1 && matches!(r.kind, KeyKind::Node { .. }))
+        .filter(|(p, r)| p.depth() > 1 && p.is_node() && matches!(r.kind, KeyKind::Node { .. }))
         .map(|(p, _)| p)
         .filter(|p| state.status_at(p, now).is_valid())
         .filter_map(|p| resolve(state, &p.to_string()).ok())

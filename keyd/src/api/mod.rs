@@ -236,6 +236,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .route("/healthz", web::get().to(healthz))
     .route("/readyz", web::get().to(readyz))
     .route("/metrics", web::get().to(prometheus))
+    // The transit facade in its own scope: its requests skip the patterns of the rest
+    // of /v1, and the rest pays one prefix check for it.
+    .service(web::scope("/v1/transit").configure(transit::routes))
     .service(
         // Node operations first: routing (and the route lookups of the middleware) try
         // routes in order, and these static paths match without the patterns of the
@@ -352,7 +355,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 web::post().to(trust::introduced_request),
             )
             .route("/trust/sync", web::post().to(trust::sync))
-            .configure(transit::routes),
+            .route("/auth/cert/login", web::route().to(transit::login)),
     )
     .default_service(web::to(unrouted));
 }

@@ -126,6 +126,12 @@ impl KeyPath {
         PathRole::Node
     }
 
+    /// Whether this path names a node (`m/i'`, `P/1'/n'`): not the root, a named key
+    /// or an epoch key.
+    pub fn is_node(&self) -> bool {
+        self.role() == PathRole::Node
+    }
+
     /// The first `len` components (`len` at most the depth).
     pub fn prefix(&self, len: usize) -> KeyPath {
         let mut p = DerivationPath::default();

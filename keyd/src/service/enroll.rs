@@ -94,10 +94,12 @@ impl Service {
                     svc.branch_path
                 )));
             }
-            if !matches!(
-                state.key(&parent_path).map(|r| &r.kind),
-                Some(KeyKind::Node { .. })
-            ) {
+            if !parent_path.is_node()
+                || !matches!(
+                    state.key(&parent_path).map(|r| &r.kind),
+                    Some(KeyKind::Node { .. })
+                )
+            {
                 return Err(ServiceError::BadRequest(format!(
                     "{parent_path} is not a node"
                 )));
@@ -201,7 +203,9 @@ impl Service {
             let (path, record) = state
                 .find_in(target, &self.branch_path)
                 .ok_or_else(|| ServiceError::NotFound(format!("no node {target:?}")))?;
+            // A named key never holds a TLS identity.
             if !matches!(record.kind, KeyKind::Node { .. })
+                || !path.is_node()
                 || !self.branch_path.is_prefix_of(path)
                 || *path == self.branch_path
             {

@@ -215,7 +215,9 @@ impl Service {
         let current = {
             let chain = self.read_chain();
             match chain.state().key(&node).map(|r| &r.kind) {
-                Some(KeyKind::Node { .. }) if self.branch_path.is_prefix_of(&node) => {}
+                // A named key's minimum versions are its transit configuration.
+                Some(KeyKind::Node { .. })
+                    if self.branch_path.is_prefix_of(&node) && node.is_node() => {}
                 _ => {
                     return Err(ServiceError::Forbidden(format!(
                         "{node} is not a node of this keyd's branch {}",
@@ -279,8 +281,11 @@ impl Service {
             state
                 .keys()
                 .filter_map(|(path, record)| match &record.kind {
+                    // Named keys rotate when their owner asks (transit's rotate).
                     KeyKind::Node { name, .. }
-                        if self.branch_path.is_prefix_of(path) && *path != self.branch_path =>
+                        if self.branch_path.is_prefix_of(path)
+                            && *path != self.branch_path
+                            && path.is_node() =>
                     {
                         let every = policy.lifecycle(path, Some(name)).rotate_every?;
                         let (_, epoch) = state.current_epoch(path)?;

@@ -33,6 +33,7 @@ impl Service {
         let mut out: Vec<_> = chain
             .state()
             .keys()
+            .filter(|(p, _)| p.is_node())
             .filter(|(p, _)| scope.as_ref().is_none_or(|s| s.is_prefix_of(p) && s != *p))
             .filter_map(|(p, r)| match &r.kind {
                 KeyKind::Node { name, .. } => Some((p.clone(), name.clone())),
@@ -100,6 +101,7 @@ impl Service {
             .keys()
             .filter(|(p, r)| {
                 matches!(r.kind, KeyKind::Node { .. })
+                    && p.is_node()
                     && p.depth() == path.depth() + 2
                     && path.is_prefix_of(p)
             })

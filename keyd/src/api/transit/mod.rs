@@ -296,38 +296,28 @@ pub fn without_certificate(route: &str) -> Option<HttpResponse> {
     Some(fail.error_response())
 }
 
-/// Routes of the facade (inside `/v1`).
+/// Routes of the facade (inside `/v1/transit`).
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/auth/cert/login", web::route().to(login))
-        .route("/transit/keys", web::route().to(keys::list))
-        .route("/transit/keys/{name}", web::route().to(keys::key))
-        .route("/transit/keys/{name}/rotate", web::route().to(keys::rotate))
-        .route("/transit/keys/{name}/config", web::route().to(keys::config))
-        .route("/transit/sign/{name}", web::route().to(crypto::sign))
-        .route("/transit/sign/{name}/{hash}", web::route().to(crypto::sign))
-        .route("/transit/verify/{name}", web::route().to(crypto::verify))
-        .route(
-            "/transit/verify/{name}/{hash}",
-            web::route().to(crypto::verify),
-        )
-        .route("/transit/encrypt/{name}", web::route().to(crypto::encrypt))
-        .route("/transit/decrypt/{name}", web::route().to(crypto::decrypt))
-        .route("/transit/rewrap/{name}", web::route().to(crypto::rewrap))
-        .route(
-            "/transit/datakey/{kind}/{name}",
-            web::route().to(crypto::datakey),
-        )
-        .route("/transit/hmac/{name}", web::route().to(crypto::hmac))
-        .route("/transit/hmac/{name}/{alg}", web::route().to(crypto::hmac))
-        .route("/transit/random", web::route().to(tools::random))
-        .route("/transit/random/{a}", web::route().to(tools::random))
-        .route("/transit/random/{a}/{b}", web::route().to(tools::random))
-        .route("/transit/hash", web::route().to(tools::hash))
-        .route("/transit/hash/{alg}", web::route().to(tools::hash))
-        .route(
-            "/transit/{rest:.*}",
-            web::route().to(|| async {
-                Err::<HttpResponse, _>(Fail::new(StatusCode::NOT_FOUND, "unsupported path"))
-            }),
-        );
+    cfg.route("/keys", web::route().to(keys::list))
+        .route("/keys/{name}", web::route().to(keys::key))
+        .route("/keys/{name}/rotate", web::route().to(keys::rotate))
+        .route("/keys/{name}/config", web::route().to(keys::config))
+        .route("/sign/{name}", web::route().to(crypto::sign))
+        .route("/sign/{name}/{hash}", web::route().to(crypto::sign))
+        .route("/verify/{name}", web::route().to(crypto::verify))
+        .route("/verify/{name}/{hash}", web::route().to(crypto::verify))
+        .route("/encrypt/{name}", web::route().to(crypto::encrypt))
+        .route("/decrypt/{name}", web::route().to(crypto::decrypt))
+        .route("/rewrap/{name}", web::route().to(crypto::rewrap))
+        .route("/datakey/{kind}/{name}", web::route().to(crypto::datakey))
+        .route("/hmac/{name}", web::route().to(crypto::hmac))
+        .route("/hmac/{name}/{alg}", web::route().to(crypto::hmac))
+        .route("/random", web::route().to(tools::random))
+        .route("/random/{a}", web::route().to(tools::random))
+        .route("/random/{a}/{b}", web::route().to(tools::random))
+        .route("/hash", web::route().to(tools::hash))
+        .route("/hash/{alg}", web::route().to(tools::hash))
+        .default_service(web::to(|| async {
+            Err::<HttpResponse, _>(Fail::new(StatusCode::NOT_FOUND, "unsupported path"))
+        }));
 }
