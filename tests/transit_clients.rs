@@ -91,6 +91,36 @@ fn json_of(text: &str) -> Result<Value> {
     serde_json::from_str(text).with_context(|| format!("not JSON: {text}"))
 }
 
+/// The bao CLI's flow with `env`: create an ed25519 key, sign `msg`, verify, read,
+/// list; each step's JSON output by name.
+fn bao_cli_flow(env: &[(&str, String)], home: &Path, msg: &[u8]) -> Result<Value> {
+    let bao = |args: &[&str]| -> Result<Value> { json_of(&run("bao", args, env, home)?) };
+    let created = bao(&[
+        "write",
+        "-format=json",
+        "transit/keys/release",
+        "type=ed25519",
+    ])?;
+    let input = format!("input={}", B64.encode(msg));
+    let signed = bao(&["write", "-format=json", "transit/sign/release", &input])?;
+    let signature = signed["data"]["signature"].as_str().context("signature")?;
+    ensure!(signature.starts_with("vault:v1:"), "{signed}");
+    let sig_arg = format!("signature={signature}");
+    let verified = bao(&[
+        "write",
+        "-format=json",
+        "transit/verify/release",
+        &input,
+        &sig_arg,
+    ])?;
+    ensure!(verified["data"]["valid"] == true, "{verified}");
+    let read = bao(&["read", "-format=json", "transit/keys/release"])?;
+    ensure!(read["data"]["latest_version"] == 1, "{read}");
+    let listed = bao(&["list", "-format=json", "transit/keys"])?;
+    ensure!(listed == json!(["release"]), "{listed}");
+    Ok(json!({"create": created, "sign": signed, "verify": verified, "read": read, "list": listed}))
+}
+
 #[test]
 fn the_bao_cli_logs_in_by_certificate_signs_and_verifies() -> Result<()> {
     let c = Cluster::start()?;
@@ -102,38 +132,21 @@ fn the_bao_cli_logs_in_by_certificate_signs_and_verifies() -> Result<()> {
         ("BAO_CLIENT_CERT", node.file("node.pem")),
         ("BAO_CLIENT_KEY", node.file("node.key")),
     ];
-    let bao = |args: &[&str]| run("bao", args, &env, home.path());
-    let login = json_of(&bao(&["login", "-method=cert", "-format=json"])?)?;
+    let login = json_of(&run(
+        "bao",
+        &["login", "-method=cert", "-format=json"],
+        &env,
+        home.path(),
+    )?)?;
     let token = login["auth"]["client_token"].as_str().context("token")?;
     ensure!(
         std::fs::read_to_string(home.path().join(".vault-token"))? == token,
         "bao keeps the token it was given"
     );
-    bao(&["write", "transit/keys/release", "type=ed25519"])?;
     let msg = b"artifact digest 1234";
-    let input = format!("input={}", B64.encode(msg));
-    let signed = json_of(&bao(&[
-        "write",
-        "-format=json",
-        "transit/sign/release",
-        &input,
-    ])?)?;
-    let signature = signed["data"]["signature"].as_str().context("signature")?;
-    ensure!(signature.starts_with("vault:v1:"), "{signed}");
-    let sig_arg = format!("signature={signature}");
-    let verified = json_of(&bao(&[
-        "write",
-        "-format=json",
-        "transit/verify/release",
-        &input,
-        &sig_arg,
-    ])?)?;
-    ensure!(verified["data"]["valid"] == true, "{verified}");
-    let read = json_of(&bao(&["read", "-format=json", "transit/keys/release"])?)?;
-    ensure!(read["data"]["latest_version"] == 1, "{read}");
-    let listed = json_of(&bao(&["list", "-format=json", "transit/keys"])?)?;
-    ensure!(listed == json!(["release"]), "{listed}");
+    let from_keyd = bao_cli_flow(&env, home.path(), msg)?;
     // Offline: the chain publishes the key bao read, and it verifies the signature.
+    let read = &from_keyd["read"];
     let public = B64.decode(
         read["data"]["keys"]["1"]["public_key"]
             .as_str()
@@ -146,6 +159,9 @@ fn the_bao_cli_logs_in_by_certificate_signs_and_verifies() -> Result<()> {
         .key(&path.epoch_key(0).context("v1")?)
         .context("version 1 in the chain")?;
     ensure!(record.keys.ed25519.as_slice() == public.as_slice());
+    let signature = from_keyd["sign"]["data"]["signature"]
+        .as_str()
+        .context("sig")?;
     let sig = B64.decode(signature.trim_start_matches("vault:v1:"))?;
     ed25519_dalek::VerifyingKey::from_bytes(&record.keys.ed25519)?
         .verify_strict(msg, &ed25519_dalek::Signature::from_slice(&sig)?)?;
@@ -155,6 +171,20 @@ fn the_bao_cli_logs_in_by_certificate_signs_and_verifies() -> Result<()> {
         .err()
         .context("a token without its certificate was accepted")?;
     ensure!(err.to_string().contains("permission denied"), "{err}");
+    // The same commands against OpenBao's own transit print the same fields.
+    let dev_home = tempfile::tempdir()?;
+    let dev = DevServer::start(dev_home.path())?;
+    let dev_env = [
+        ("BAO_ADDR", dev.addr.clone()),
+        ("BAO_TOKEN", "root".to_owned()),
+    ];
+    let from_bao = bao_cli_flow(&dev_env, dev_home.path(), msg)?;
+    let unexpected = compare(&from_keyd, &from_bao)?;
+    ensure!(
+        unexpected.is_empty(),
+        "the bao CLI prints differently for keyd and OpenBao:\n{}",
+        unexpected.join("\n")
+    );
     Ok(())
 }
 
@@ -290,6 +320,35 @@ const ALLOWED: &[&str] = &[
     "/warnings",
 ];
 
+/// The differences between keyd's and OpenBao's answers, step by step, beyond
+/// [`ALLOWED`]: failures by kind (hvac's exception class), answers by shape.
+fn compare(keyd: &Value, bao: &Value) -> Result<Vec<String>> {
+    let mut unexpected = Vec::new();
+    for (step, b) in bao.as_object().context("steps")? {
+        let k = keyd
+            .get(step)
+            .with_context(|| format!("step {step} missing at keyd"))?;
+        if b.get("error_status").is_some() || k.get("error_status").is_some() {
+            if k["error_status"] != b["error_status"] {
+                unexpected.push(format!(
+                    "{step}: {} at keyd ({}), {} at OpenBao ({})",
+                    k["error_status"], k["error"], b["error_status"], b["error"]
+                ));
+            }
+            continue;
+        }
+        let mut found = Vec::new();
+        differences("", &shape(k), &shape(b), &mut found);
+        unexpected.extend(
+            found
+                .into_iter()
+                .filter(|d| !ALLOWED.iter().any(|a| d.starts_with(a)))
+                .map(|d| format!("{step}{d}")),
+        );
+    }
+    Ok(unexpected)
+}
+
 #[test]
 fn hvac_gets_the_same_shapes_from_keyd_as_from_openbao() -> Result<()> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("transit/hvac_flow.py");
@@ -328,32 +387,8 @@ fn hvac_gets_the_same_shapes_from_keyd_as_from_openbao() -> Result<()> {
     ensure!(status.success(), "the hvac flow against keyd failed");
     let bao: Value = serde_json::from_slice(&std::fs::read(&from_bao)?)?;
     let keyd: Value = serde_json::from_slice(&std::fs::read(&from_keyd)?)?;
-    let steps = bao.as_object().context("steps")?;
-    ensure!(steps.len() >= 25, "{} steps", steps.len());
-    let mut unexpected = Vec::new();
-    for (step, b) in steps {
-        let k = keyd
-            .get(step)
-            .with_context(|| format!("step {step} missing at keyd"))?;
-        // Failures: the same kind of error (hvac's exception class, from the status).
-        if b.get("error_status").is_some() || k.get("error_status").is_some() {
-            if k["error_status"] != b["error_status"] {
-                unexpected.push(format!(
-                    "{step}: {} at keyd ({}), {} at OpenBao ({})",
-                    k["error_status"], k["error"], b["error_status"], b["error"]
-                ));
-            }
-            continue;
-        }
-        let mut found = Vec::new();
-        differences("", &shape(k), &shape(b), &mut found);
-        unexpected.extend(
-            found
-                .into_iter()
-                .filter(|d| !ALLOWED.iter().any(|a| d.starts_with(a) || d == a))
-                .map(|d| format!("{step}{d}")),
-        );
-    }
+    ensure!(bao.as_object().is_some_and(|s| s.len() >= 25), "{bao}");
+    let unexpected = compare(&keyd, &bao)?;
     ensure!(
         unexpected.is_empty(),
         "keyd answers hvac differently from OpenBao:\n{}",
