@@ -35,5 +35,6 @@ mod suites;
 mod tools;
 mod transit;
 mod transit_clients;
+mod transit_replay;
 mod trust;
 mod walkthrough;
