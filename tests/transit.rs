@@ -217,6 +217,12 @@ fn named_keys_sign_and_verify_and_the_chain_vouches_offline() -> Result<()> {
         status == 403,
         "a named key got an enrollment token: {status} {v}"
     );
+    // Nor does anyone encrypt to it: envelopes go to nodes.
+    let (status, v) = other.post(
+        "/v1/encrypt",
+        &json!({"to": path.to_string(), "plaintext": b64(b"x"), "suite": "x25519"}),
+    )?;
+    ensure!(status == 404, "an envelope to a named key: {status} {v}");
     Ok(())
 }
 

@@ -187,9 +187,11 @@ impl Service {
         let recipient = {
             let chain = self.read_chain();
             let state = chain.state();
+            // Envelopes go to nodes, never to a named key (only its owner uses it).
             let target = state
                 .find_in(to, &self.branch_path)
                 .map(|(p, _)| p.clone())
+                .filter(KeyPath::is_node)
                 .ok_or_else(|| ServiceError::NotFound(format!("no node {to:?}")))?;
             drop(chain);
             self.authorize_on(principal, Op::Encrypt, &target)?;
