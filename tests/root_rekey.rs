@@ -71,6 +71,13 @@ fn a_new_root_succeeds_and_keyd_moves_its_tree_resuming_after_kill_9() -> Result
         &json!({"to": "web", "plaintext": B64.encode("db to web")}),
     )?;
     let (_, signed) = web.post("/v1/sign", &json!({"data": B64.encode("release 7")}))?;
+    // A named key of web (transit facade) with two versions, a ciphertext of each.
+    let transit = |path: &str, body: Value| crate::transit::ok(&web, "POST", path, body);
+    transit("/v1/transit/keys/rows", json!({}))?;
+    let row = json!({"plaintext": B64.encode("named row")});
+    let named_v1 = transit("/v1/transit/encrypt/rows", row.clone())?["ciphertext"].clone();
+    transit("/v1/transit/keys/rows/rotate", json!({}))?;
+    let named_v2 = transit("/v1/transit/encrypt/rows", row)?["ciphertext"].clone();
     let nodes_before = admin.get_json("/v1/nodes")?["nodes"].clone();
     // A node's copy of the chain, as nodes keep it.
     let held = c.dir.path().join("node-chain.cbor");
@@ -189,10 +196,11 @@ fn a_new_root_succeeds_and_keyd_moves_its_tree_resuming_after_kill_9() -> Result
         !status.success(),
         "the re-wrap finished before kill -9:\n{seen}"
     );
-    ensure!(seen.contains("re-wrapped 2 of 9 nodes"), "{seen}");
+    // 9 nodes and web's named key `rows`, carried like a node.
+    ensure!(seen.contains("re-wrapped 2 of 10 nodes"), "{seen}");
     let done = c.keyd(&rekey)?;
     ensure!(
-        done.contains("9 nodes re-wrapped (resumed)") && done.contains(new_fp),
+        done.contains("10 nodes re-wrapped (resumed)") && done.contains(new_fp),
         "{done}"
     );
     // Run again once done (say its report was lost): nothing moves twice.
@@ -268,6 +276,25 @@ fn a_new_root_succeeds_and_keyd_moves_its_tree_resuming_after_kill_9() -> Result
     // Old envelopes open, and re-wrap under the new tree.
     opens(&web, "/v1/unseal", &sealed["envelope"], "web's row")?;
     opens(&web, "/v1/decrypt", &to_web["envelope"], "db to web")?;
+    // The named key's ciphertexts of both versions open too, and rewrap under the new
+    // tree.
+    let transit = |path: &str, body: Value| crate::transit::ok(&web, "POST", path, body);
+    for ct in [&named_v1, &named_v2] {
+        let opened = transit("/v1/transit/decrypt/rows", json!({"ciphertext": ct}))?;
+        ensure!(
+            opened["plaintext"] == B64.encode("named row"),
+            "{ct}: {opened}"
+        );
+    }
+    let moved = transit("/v1/transit/rewrap/rows", json!({"ciphertext": named_v1}))?;
+    let opened = transit(
+        "/v1/transit/decrypt/rows",
+        json!({"ciphertext": moved["ciphertext"]}),
+    )?;
+    ensure!(
+        opened["plaintext"] == B64.encode("named row"),
+        "{moved} {opened}"
+    );
     let (status, rewrapped) = web.post("/v1/rewrap", &json!({"envelope": sealed["envelope"]}))?;
     ensure!(status == 200, "{status} {rewrapped}");
     opens(

@@ -214,7 +214,10 @@ fn named_keys_sign_and_verify_and_the_chain_vouches_offline() -> Result<()> {
         &json!({"mode": "held"}),
     )?;
     ensure!(
-        status == 403,
+        status == 403
+            && v["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("is not a node")),
         "a named key got an enrollment token: {status} {v}"
     );
     // Nor does anyone encrypt to it: envelopes go to nodes.
@@ -317,7 +320,7 @@ fn encryption_keys_rotate_rewrap_and_refuse_what_they_must() -> Result<()> {
         ("vault:vX:abc", "version number could not be decoded"),
         ("foo", "no prefix"),
         ("vault:v2:!!!", "could not decode base64"),
-        ("vault:v9:AAAA", "no version 9"),
+        ("vault:v9:AAAA", "version is too new"),
     ] {
         let e = fails(
             &node,
@@ -328,15 +331,25 @@ fn encryption_keys_rotate_rewrap_and_refuse_what_they_must() -> Result<()> {
         )?;
         ensure!(e.contains(says), "{bad}: {e}");
     }
-    // A ciphertext of another key does not open under this one.
+    // A ciphertext of another key (of a version this key has) does not open under it.
+    ok(&node, "POST", "/v1/transit/keys/other", json!({}))?;
+    ok(&node, "POST", "/v1/transit/keys/other/rotate", json!({}))?;
     let other = ok(
         &node,
         "POST",
         "/v1/transit/encrypt/other",
         json!({"plaintext": b64(b"y")}),
     )?;
-    let (status, _) = open(other["ciphertext"].as_str().context("ct")?, "")?;
-    ensure!(status == 400);
+    let other_ct = other["ciphertext"].as_str().context("ct")?;
+    ensure!(other_ct.starts_with("vault:v2:"), "{other}");
+    let (status, v) = open(other_ct, "")?;
+    ensure!(
+        status == 400
+            && v["errors"][0]
+                .as_str()
+                .is_some_and(|e| e.contains("not of version 2")),
+        "{status} {v}"
+    );
     fails(
         &node,
         "POST",
@@ -345,9 +358,25 @@ fn encryption_keys_rotate_rewrap_and_refuse_what_they_must() -> Result<()> {
         400,
     )?;
     ensure!(
-        chain_length(&c)? == before + 2,
-        "only the new key 'other' was added"
+        chain_length(&c)? == before + 3,
+        "only the new key 'other' and its rotation were added"
     );
+    // A version below the minimum decryption version makes nothing new, whatever the
+    // minimum encryption version.
+    ok(
+        &node,
+        "POST",
+        "/v1/transit/keys/secrets/config",
+        json!({"min_encryption_version": 0}),
+    )?;
+    let e = fails(
+        &node,
+        "POST",
+        "/v1/transit/encrypt/secrets",
+        json!({"plaintext": b64(b"x"), "key_version": 1}),
+        400,
+    )?;
+    ensure!(e.contains("minimum decryption version"), "{e}");
     // Batch encrypt with a bad item: 400 with every result, as transit.
     let (status, v) = call(
         &node,
@@ -467,9 +496,14 @@ fn encryption_keys_rotate_rewrap_and_refuse_what_they_must() -> Result<()> {
         "a deleted key's ciphertext opens"
     );
     ok(&node, "POST", "/v1/transit/keys/secrets", json!({}))?;
+    ok(&node, "POST", "/v1/transit/keys/secrets/rotate", json!({}))?;
+    let (status, v) = open(&ct2, &ad)?;
     ensure!(
-        open(&ct2, &ad)?.0 == 400,
-        "a new key of the same name opens the old one's"
+        status == 400
+            && v["errors"][0]
+                .as_str()
+                .is_some_and(|e| e.contains("not of version 2")),
+        "a new key of the same name opens the old one's: {status} {v}"
     );
     Ok(())
 }

@@ -60,8 +60,9 @@ def main():
     step("decrypt_malformed", lambda: t.decrypt_data("hv", ciphertext="vault:v1"))
     step("decrypt_unknown_key", lambda: t.decrypt_data("nosuch", ciphertext=rw["data"]["ciphertext"]))
     sig = step("sign", lambda: t.sign_data("hs", hash_input=b64(b"release")))
-    step("verify", lambda: t.verify_signed_data("hs", hash_input=b64(b"release"),
-                                               signature=sig["data"]["signature"]))
+    good = step("verify", lambda: t.verify_signed_data("hs", hash_input=b64(b"release"),
+                                                      signature=sig["data"]["signature"]))
+    assert good["data"]["valid"] is True, good
     bad = step("verify_wrong", lambda: t.verify_signed_data("hs", hash_input=b64(b"other"),
                                                             signature=sig["data"]["signature"]))
     assert bad["data"]["valid"] is False, bad

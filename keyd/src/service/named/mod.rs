@@ -210,13 +210,16 @@ impl Service {
                 svc.derived(&version)?,
             );
             let now = unix_now();
+            // Valid from a little before now: the group's entries carry the commit's time,
+            // which may be a second behind this one, and replicas' clocks differ.
+            let not_before = now.saturating_sub(300);
             let certify = Statement::sign(
                 Body::Certify(Certify {
                     path: path.clone(),
                     name: key_name.clone(),
                     role: format!("{NAMED_ROLE_PREFIX}{}", key_type.name()),
                     keys: (&key.public_keys()).into(),
-                    not_before: now,
+                    not_before,
                     not_after: u64::MAX,
                 }),
                 owner.clone(),
@@ -314,9 +317,13 @@ impl Service {
         let min_dec = change
             .min_decryption_version
             .unwrap_or(key.min_decryption_version);
-        let min_enc = change
-            .min_encryption_version
-            .unwrap_or(key.min_encryption_version);
+        // A configuration that failed its integrity tag (held closed) is set anew.
+        let tampered = key.min_decryption_version > latest;
+        let min_enc = change.min_encryption_version.unwrap_or(if tampered {
+            0
+        } else {
+            key.min_encryption_version
+        });
         if !(1..=latest).contains(&min_dec) {
             return Err(ServiceError::BadRequest(format!(
                 "min_decryption_version: {min_dec}; it lies between 1 and the latest version {latest}"

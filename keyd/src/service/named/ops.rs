@@ -83,6 +83,20 @@ impl Service {
             }
             Some(v) => v,
         };
+        // A version that no longer decrypts makes nothing new either (and a key whose
+        // configuration row failed its integrity tag makes nothing until it is set).
+        if version < key.min_decryption_version {
+            return Err(ServiceError::EpochRetired(format!(
+                "version {version} of key {:?} is below its minimum decryption version {}: it signs and encrypts no more{}",
+                key.name,
+                key.min_decryption_version,
+                if key.min_decryption_version > key.latest_version {
+                    " (its configuration did not verify: set min_decryption_version again)"
+                } else {
+                    ""
+                }
+            )));
+        }
         let v = key
             .versions
             .iter()
@@ -195,24 +209,48 @@ impl Service {
         context: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>, ServiceError> {
         let key = self.key_of_type(principal, Op::Unseal, name, false)?;
-        let v = self.version_to_open(&key, version)?;
-        let sealed = Sealed::from_cbor(envelope).map_err(ServiceError::Envelope)?;
-        if sealed.key != v.path {
-            return Err(ServiceError::BadRequest(format!(
-                "the ciphertext is not of version {version} of key {name:?}"
+        if version < key.min_decryption_version {
+            return Err(ServiceError::EpochRetired(format!(
+                "version {version} is below the key's minimum decryption version {}",
+                key.min_decryption_version
             )));
         }
-        let status = self.read_chain().state().status_at(&v.path, unix_now());
-        if !matches!(
-            status,
-            KeyStatus::Valid { .. } | KeyStatus::Superseded { .. }
-        ) {
-            return Err(ServiceError::Revoked(describe(&status)));
+        if version > key.latest_version {
+            return Err(ServiceError::BadRequest(format!(
+                "invalid ciphertext: version is too new (key {name:?} has {} versions)",
+                key.latest_version
+            )));
         }
+        let sealed = Sealed::from_cbor(envelope).map_err(ServiceError::Envelope)?;
+        let path = version
+            .checked_sub(1)
+            .and_then(|e| key.path.epoch_key(e))
+            .filter(|p| *p == sealed.key)
+            .ok_or_else(|| {
+                ServiceError::BadRequest(format!(
+                    "the ciphertext is not of version {version} of key {name:?}"
+                ))
+            })?;
+        // After a root rekey, a version of the previous tree opens until it is retired
+        // (named by the envelope's key id), as nodes' envelopes do.
+        let material = match self.retired_key(&path, sealed.kid.as_ref())? {
+            Some(old) => Arc::new(old),
+            None => {
+                let v = self.version_to_open(&key, version)?;
+                let status = self.read_chain().state().status_at(&v.path, unix_now());
+                if !matches!(
+                    status,
+                    KeyStatus::Valid { .. } | KeyStatus::Superseded { .. }
+                ) {
+                    return Err(ServiceError::Revoked(describe(&status)));
+                }
+                self.material(&v.path)?
+            }
+        };
         let plaintext = sealed
-            .open_in(&*self.material(&v.path)?, context)
+            .open_in(&material, context)
             .map_err(ServiceError::Envelope)?;
-        self.audit_use(principal, Op::Unseal, Some(&v.path));
+        self.audit_use(principal, Op::Unseal, Some(&path));
         Ok(plaintext)
     }
 
