@@ -342,13 +342,15 @@ fn encryption_keys_rotate_rewrap_and_refuse_what_they_must() -> Result<()> {
     )?;
     let other_ct = other["ciphertext"].as_str().context("ct")?;
     ensure!(other_ct.starts_with("vault:v2:"), "{other}");
-    let (status, v) = open(other_ct, "")?;
-    ensure!(
+    let not_bound = |(status, v): (u16, Value)| {
         status == 400
             && v["errors"][0]
                 .as_str()
-                .is_some_and(|e| e.contains("not of version 2")),
-        "{status} {v}"
+                .is_some_and(|e| e.contains("not of version 2"))
+    };
+    ensure!(
+        not_bound(open(other_ct, "")?),
+        "another key's ciphertext opens"
     );
     fails(
         &node,
@@ -497,13 +499,9 @@ fn encryption_keys_rotate_rewrap_and_refuse_what_they_must() -> Result<()> {
     );
     ok(&node, "POST", "/v1/transit/keys/secrets", json!({}))?;
     ok(&node, "POST", "/v1/transit/keys/secrets/rotate", json!({}))?;
-    let (status, v) = open(&ct2, &ad)?;
     ensure!(
-        status == 400
-            && v["errors"][0]
-                .as_str()
-                .is_some_and(|e| e.contains("not of version 2")),
-        "a new key of the same name opens the old one's: {status} {v}"
+        not_bound(open(&ct2, &ad)?),
+        "a new key of the same name opens the old one's"
     );
     Ok(())
 }
