@@ -208,18 +208,24 @@ fn named_keys_sign_and_verify_and_the_chain_vouches_offline() -> Result<()> {
         !nodes.contains("release") && !nodes.contains("2'/0'"),
         "{nodes}"
     );
+    // Nor is it re-enrolled (a TLS identity), rekeyed or ordered to, or given a suite
+    // policy as a node: it rotates through its owner.
     let encoded = path.to_string().replace('/', "%2F");
-    let (status, v) = admin.post(
-        &format!("/v1/nodes/{encoded}/reenroll"),
-        &json!({"mode": "held"}),
-    )?;
-    ensure!(
-        status == 403
-            && v["error"]["message"]
-                .as_str()
-                .is_some_and(|m| m.contains("is not a node")),
-        "a named key got an enrollment token: {status} {v}"
-    );
+    for (op, body) in [
+        ("reenroll", json!({"mode": "held"})),
+        ("rekey", json!({})),
+        ("rekey-order", json!({"reason": "rotate"})),
+        ("suite", json!({"suite": "any"})),
+    ] {
+        let (status, v) = admin.post(&format!("/v1/nodes/{encoded}/{op}"), &body)?;
+        ensure!(
+            status == 403
+                && v["error"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("is not a node")),
+            "{op} of a named key: {status} {v}"
+        );
+    }
     // Nor does anyone encrypt to it: envelopes go to nodes.
     let (status, v) = other.post(
         "/v1/encrypt",

@@ -207,7 +207,8 @@ pub fn to_json(v: &Chain) -> Value {
                     not_after,
                     ..
                 } => {
-                    k["kind"] = "node".into();
+                    let named = matches!(path.role(), keyd::derive::PathRole::Named { .. });
+                    k["kind"] = if named { "named key" } else { "node" }.into();
                     k["name"] = name.clone().into();
                     k["role"] = role.clone().into();
                     k["not_before"] = (*not_before).into();

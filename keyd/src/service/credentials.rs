@@ -248,7 +248,8 @@ impl Service {
             .state()
             .find_in(name, &self.branch_path)
             .ok_or_else(|| ServiceError::NotFound(format!("no node {name:?}")))?;
-        if !self.branch_path.is_prefix_of(path) || *path == self.branch_path {
+        // A named key is no principal: it holds no credential.
+        if !self.branch_path.is_prefix_of(path) || *path == self.branch_path || !path.is_node() {
             return Err(ServiceError::Forbidden(format!(
                 "{path} is not a node below this keyd's branch {}",
                 self.branch_path

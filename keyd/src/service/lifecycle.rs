@@ -41,7 +41,8 @@ impl Service {
         };
         self.authorize_on(principal, op, &node)?;
         let audited = (principal.uri(), node.to_string());
-        if !self.branch_path.is_prefix_of(&node) || node == self.branch_path {
+        // A named key rotates through its owner (transit's rotate), not as a node.
+        if !self.branch_path.is_prefix_of(&node) || node == self.branch_path || !node.is_node() {
             return Err(ServiceError::Forbidden(format!(
                 "{node} is not a node below this keyd's branch"
             )));
@@ -406,7 +407,7 @@ impl Service {
         self.authorize_on(principal, Op::NodeRekey, &node)?;
         crate::chain::check_text("reason", reason, crate::chain::MAX_REASON, true)
             .map_err(ServiceError::BadRequest)?;
-        if !self.branch_path.is_prefix_of(&node) || node == self.branch_path {
+        if !self.branch_path.is_prefix_of(&node) || node == self.branch_path || !node.is_node() {
             return Err(ServiceError::Forbidden(format!(
                 "{node} is not a node below this keyd's branch {}",
                 self.branch_path

@@ -45,9 +45,13 @@ impl Service {
                 )));
             }
             let state = t.chain.state();
-            let node = state.find(to).map(|(p, _)| p.clone()).ok_or_else(|| {
-                ServiceError::NotFound(format!("no node {to:?} in cluster {cluster}"))
-            })?;
+            let node = state
+                .find(to)
+                .map(|(p, _)| p.clone())
+                .filter(KeyPath::is_node)
+                .ok_or_else(|| {
+                    ServiceError::NotFound(format!("no node {to:?} in cluster {cluster}"))
+                })?;
             let standing = state.status_at(&node, now);
             if !standing.is_valid() {
                 return Err(ServiceError::PartyNotValid(format!(
