@@ -13,8 +13,8 @@ use super::params::Params;
 use super::{Fail, answer, blocking, caller, counted, is_write, write_request};
 use crate::api::MAX_BATCH;
 use crate::identity::Principal;
+use crate::service::Service;
 use crate::service::named::{HmacAlg, KeyType};
-use crate::service::{Service, ServiceError};
 
 /// The path parameters of a request (key name, hash or algorithm).
 struct Route {
@@ -335,12 +335,9 @@ pub async fn encrypt(
 ) -> Result<HttpResponse, Fail> {
     let who = caller(&req, &svc)?;
     let name = req.match_info().get("name").unwrap_or_default().to_owned();
-    if is_write(&req)
-        && matches!(
-            svc.read_named_key(&who, &name),
-            Err(ServiceError::NotFound(_))
-        )
-    {
+    // One lookup on the hot path; the key is read (and authorized) once, by the
+    // operation itself.
+    if is_write(&req) && !svc.has_named_key(&who, &name) {
         match Params::parse(&body)?.text("type")?.as_deref() {
             None | Some("aes256-gcm96") => {}
             Some(other) => return Err(Fail::bad(format!("unknown key type {other}"))),

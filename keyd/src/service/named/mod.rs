@@ -265,6 +265,19 @@ impl Service {
             .collect())
     }
 
+    /// Whether the caller has a live named key `name` (a lookup, nothing built: for
+    /// transit's encrypt, which creates a missing key).
+    pub fn has_named_key(&self, principal: &Principal, name: &str) -> bool {
+        let Ok(owner) = Self::key_owner(principal) else {
+            return false;
+        };
+        let chain = self.read_chain();
+        let state = chain.state();
+        state
+            .named_key(owner, name)
+            .is_some_and(|(p, _)| state.revocation(p).is_none())
+    }
+
     /// The caller's named key `name`.
     pub fn read_named_key(
         &self,
