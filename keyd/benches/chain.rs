@@ -8,7 +8,8 @@
 //! on one core (decoding, hashing, every signature and rule, every head) and reports
 //! the rate in entries per second, beside the raw Ed25519 `verify_strict` rate measured
 //! in the same run (N signatures over messages the size of the chain's statements), plus
-//! the resident memory the verified chain (its entries and state) takes per key; then
+//! the resident memory the verified chain (its entries and state) takes per key, and of
+//! it the state's (measured on a copy of the state); then
 //! restores the same logs as keyd does at start-up (the root log fully verified, each
 //! branch log by its links and its signed head, not every signature). Each chain is
 //! verified in a child process of this benchmark, so that its memory is measured alone.
@@ -292,6 +293,9 @@ struct Measured {
     entries: usize,
     verify_s: f64,
     held_bytes: u64,
+    /// Of `held_bytes`, what the state takes (measured on a copy of it): the rest is
+    /// the entries held.
+    state_bytes: u64,
     keys: usize,
     restore_s: f64,
 }
@@ -306,6 +310,11 @@ fn verify_child(file: &str) {
     let chain = verify_file(&bytes).unwrap_or_else(|e| panic!("{file}: {e}"));
     let verify_s = t.elapsed().as_secs_f64();
     let held_bytes = rss_bytes().saturating_sub(rss0);
+    let before_state = rss_bytes();
+    let state = chain.state().clone();
+    let state_bytes = rss_bytes() - before_state;
+    drop(black_box(state));
+
     let (entries, keys) = (chain.len(), chain.state().len());
     let stored: Vec<(Vec<Entry>, Head, bool)> = chain
         .logs()
@@ -325,7 +334,7 @@ fn verify_child(file: &str) {
     let restore_s = t.elapsed().as_secs_f64();
     assert_eq!(restored.len(), entries);
     drop(black_box(restored));
-    println!("{entries} {verify_s} {held_bytes} {keys} {restore_s}");
+    println!("{entries} {verify_s} {held_bytes} {keys} {restore_s} {state_bytes}");
 }
 
 /// Verifies `file` in a child process.
@@ -345,13 +354,14 @@ fn measure(file: &std::path::Path) -> Measured {
         .split_whitespace()
         .filter_map(|x| x.parse().ok())
         .collect();
-    assert_eq!(v.len(), 5, "child said {text:?}");
+    assert_eq!(v.len(), 6, "child said {text:?}");
     Measured {
         entries: v[0] as usize,
         verify_s: v[1],
         held_bytes: v[2] as u64,
         keys: v[3] as usize,
         restore_s: v[4],
+        state_bytes: v[5] as u64,
     }
 }
 
@@ -406,7 +416,7 @@ fn run(tree: &Tree, dir: &std::path::Path, n: usize, log_counts: &[u32]) {
         "raw Ed25519 verify_strict: {n} signatures over {msg_len}-byte messages, {raw:.0}/s on one core\n"
     );
     println!(
-        "{:>5} {:>9} {:>8} {:>8} {:>11} {:>7} {:>9} {:>8} {:>11}",
+        "{:>5} {:>9} {:>8} {:>8} {:>11} {:>7} {:>9} {:>8} {:>12} {:>11}",
         "logs",
         "entries",
         "build s",
@@ -415,6 +425,7 @@ fn run(tree: &Tree, dir: &std::path::Path, n: usize, log_counts: &[u32]) {
         "vs raw",
         "held MB",
         "B/key",
+        "state B/key",
         "restore /s"
     );
     for (logs, build_s, file_mb, m) in rows {
@@ -423,10 +434,11 @@ fn run(tree: &Tree, dir: &std::path::Path, n: usize, log_counts: &[u32]) {
             "bench": "chain", "logs": logs, "entries": m.entries, "verify_per_second": rate,
             "raw_verify_per_second": raw, "held_bytes": m.held_bytes, "keys": m.keys,
             "bytes_per_key": m.held_bytes as f64 / m.keys as f64,
+            "state_bytes_per_key": m.state_bytes as f64 / m.keys as f64,
             "restore_per_second": m.entries as f64 / m.restore_s, "file_mb": file_mb,
         }));
         println!(
-            "{:>5} {:>9} {:>8.1} {:>8.1} {:>11.0} {:>6.0}% {:>9.1} {:>8.0} {:>11.0}",
+            "{:>5} {:>9} {:>8.1} {:>8.1} {:>11.0} {:>6.0}% {:>9.1} {:>8.0} {:>12.0} {:>11.0}",
             logs,
             m.entries,
             build_s,
@@ -435,6 +447,7 @@ fn run(tree: &Tree, dir: &std::path::Path, n: usize, log_counts: &[u32]) {
             100.0 * rate / raw,
             m.held_bytes as f64 / 1e6,
             m.held_bytes as f64 / m.keys as f64,
+            m.state_bytes as f64 / m.keys as f64,
             m.entries as f64 / m.restore_s
         );
     }

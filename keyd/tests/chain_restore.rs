@@ -201,6 +201,64 @@ fn restore_refuses_changed_entries_and_heads() {
     assert_eq!(e.rule, Rule::UnknownLog { log: b1 });
 }
 
+/// keyd's start-up: rows decoded as stored (no re-encoding) and hashed as they are. The
+/// same state as the canonical restore; a row rewritten in another encoding of the same
+/// entry, or with its content changed, breaks its link or the head.
+#[test]
+fn restore_from_stored_bytes_refuses_rows_not_as_written() {
+    use sha2::{Digest, Sha256};
+    let tree = Tree::new(6);
+    let b1 = p("m/1'");
+    let w = chain(&tree);
+    let head = w.head(&b1).expect("head").clone();
+    let rows: Vec<Vec<u8>> = w.entries(&b1).iter().map(keyd::chain::cbor_bytes).collect();
+    let restore = |rows: &[Vec<u8>]| {
+        let entries: Vec<Entry> = rows
+            .iter()
+            .map(|r| keyd::chain::decode_hashed(r, keyd::chain::MAX_RECORD_BYTES))
+            .collect::<Result<_, _>>()
+            .expect("rows decode");
+        let hashes: Vec<[u8; 32]> = rows.iter().map(|r| Sha256::digest(r).into()).collect();
+        let mut c = with_root(&w);
+        c.restore_hashed(entries, &hashes, head.clone()).map(|()| c)
+    };
+    let restored = restore(&rows).expect("rows as written");
+    assert_eq!(restored.entries(&b1), w.entries(&b1));
+    assert_eq!(restored.state().len(), w.state().len());
+
+    // Entry 2 with its seq written in two bytes (0x18 0x02): valid CBOR, the same entry,
+    // not the bytes that were hashed when it was appended.
+    let mut longer = rows.clone();
+    let at = longer[2]
+        .windows(5)
+        .position(|w| w == [0x63, b's', b'e', b'q', 0x02])
+        .expect("seq field");
+    longer[2].splice(at + 4..at + 5, [0x18, 0x02]);
+    let same: Entry =
+        keyd::chain::decode_hashed(&longer[2], keyd::chain::MAX_RECORD_BYTES).expect("decodes");
+    assert_eq!(same, w.entries(&b1)[2]);
+    let e = restore(&longer).expect_err("another encoding");
+    assert_eq!((e.rule, e.seq), (Rule::BadPrev, Some(3)));
+
+    // A byte of the last row's signature changed in place (a trusted restore checks
+    // no signature): still an entry, not the one the head names.
+    let mut edited = rows.clone();
+    let last = edited.last_mut().expect("rows");
+    let at = last
+        .windows(9)
+        .position(|w| w == b"signature")
+        .expect("signature field");
+    last[at + 9 + 2 + 5] ^= 0x01;
+    keyd::chain::decode_hashed::<Entry>(last, keyd::chain::MAX_RECORD_BYTES).expect("decodes");
+    assert_eq!(restore(&edited).expect_err("edited").rule, Rule::HeadHash);
+    // Fewer hashes than entries.
+    let entries = w.entries(&b1).to_vec();
+    let e = with_root(&w)
+        .restore_hashed(entries, &[[0; 32]], head.clone())
+        .expect_err("hashes missing");
+    assert!(matches!(e.rule, Rule::HeadMismatch { .. }), "{e}");
+}
+
 /// A node that holds verified logs pulls updates and verifies only them.
 #[test]
 fn incremental_updates_verify_and_refuse_forks_and_gaps() {

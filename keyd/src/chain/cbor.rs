@@ -46,6 +46,34 @@ pub fn decode_prefix<T: Serialize + DeserializeOwned>(
     input: &[u8],
     limit: usize,
 ) -> Result<(T, usize), CborError> {
+    let (value, used) = read_prefix(input, limit)?;
+    if to_vec(&value) != input[..used] {
+        return Err(CborError::NonCanonical);
+    }
+    Ok((value, used))
+}
+
+/// Decodes exactly one item filling all of `input`, without re-encoding it to check
+/// that it is canonical: only for bytes that are hashed as they are and checked against
+/// a signed hash (a store's own log rows, whose hashes link up to a signed head), where
+/// any other encoding of the content fails that check.
+pub fn decode_hashed<T: DeserializeOwned>(input: &[u8], limit: usize) -> Result<T, CborError> {
+    if input.len() > limit {
+        return Err(CborError::TooLarge {
+            size: input.len(),
+            limit,
+        });
+    }
+    let (value, used) = read_prefix(input, limit)?;
+    if used != input.len() {
+        return Err(CborError::Trailing(input.len() - used));
+    }
+    Ok(value)
+}
+
+/// Reads one item from the front of `input` (at most `limit` bytes), without the
+/// canonical check.
+fn read_prefix<T: DeserializeOwned>(input: &[u8], limit: usize) -> Result<(T, usize), CborError> {
     // Never read past the limit: an item declaring a huge length ends as too large.
     let window = &input[..input.len().min(limit)];
     let mut rest = window;
@@ -63,27 +91,17 @@ pub fn decode_prefix<T: Serialize + DeserializeOwned>(
             CborError::Malformed("nested too deeply".into())
         }
     })?;
-    let used = window.len() - rest.len();
-    if to_vec(&value) != input[..used] {
-        return Err(CborError::NonCanonical);
-    }
-    Ok((value, used))
+    Ok((value, window.len() - rest.len()))
 }
 
-/// Decodes exactly one item filling all of `input`.
+/// Decodes exactly one item filling all of `input`, in its canonical encoding.
 pub fn decode_exact<T: Serialize + DeserializeOwned>(
     input: &[u8],
     limit: usize,
 ) -> Result<T, CborError> {
-    if input.len() > limit {
-        return Err(CborError::TooLarge {
-            size: input.len(),
-            limit,
-        });
-    }
-    let (value, used) = decode_prefix(input, limit)?;
-    if used != input.len() {
-        return Err(CborError::Trailing(input.len() - used));
+    let value = decode_hashed(input, limit)?;
+    if to_vec(&value) != input {
+        return Err(CborError::NonCanonical);
     }
     Ok(value)
 }

@@ -177,35 +177,87 @@ impl Chain {
         head: Head,
         trusted: bool,
     ) -> Result<(), ChainError> {
+        if trusted {
+            let hashes: Vec<[u8; 32]> = entries.iter().map(Entry::hash).collect();
+            return self.restore_hashed(entries, &hashes, head);
+        }
         let log = head.log.clone();
-        let fail = |position, seq, rule| ChainError {
+        for (i, e) in entries.iter().enumerate() {
+            Self::check_stored_in(&log, i, e)?;
+            self.state
+                .apply(e)
+                .map_err(|rule| Self::restore_error(&log, i, Some(e.seq), rule))?;
+        }
+        self.keep_restored(log, entries, head)
+    }
+
+    /// [`Chain::restore_log`] of a trusted log whose entries' hashes were computed from
+    /// the bytes they were stored as (`hashes[i]` of `entries[i]`): each entry is checked
+    /// by its link to the one before, its place, and the signed head over the last hash,
+    /// without encoding any entry again.
+    pub fn restore_hashed(
+        &mut self,
+        entries: Vec<Entry>,
+        hashes: &[[u8; 32]],
+        head: Head,
+    ) -> Result<(), ChainError> {
+        let log = head.log.clone();
+        if hashes.len() != entries.len() {
+            return Err(Self::restore_error(
+                &log,
+                0,
+                None,
+                Rule::HeadMismatch {
+                    seq: head.seq,
+                    last: i128::try_from(hashes.len()).unwrap_or(i128::MAX) - 1,
+                },
+            ));
+        }
+        for (i, (e, hash)) in entries.iter().zip(hashes).enumerate() {
+            Self::check_stored_in(&log, i, e)?;
+            self.state
+                .apply_trusted_hashed(e, *hash)
+                .map_err(|rule| Self::restore_error(&log, i, Some(e.seq), rule))?;
+        }
+        self.keep_restored(log, entries, head)
+    }
+
+    fn restore_error(log: &KeyPath, position: usize, seq: Option<u64>, rule: Rule) -> ChainError {
+        ChainError {
             position,
             log: Some(log.clone()),
             seq,
             rule,
-        };
-        for (i, e) in entries.iter().enumerate() {
-            if e.log != log {
-                return Err(fail(
-                    i,
-                    Some(e.seq),
-                    Rule::WrongLog {
-                        log: e.log.clone(),
-                        kind: e.statement.body.kind(),
-                        why: format!("stored among the entries of log {log}"),
-                    },
-                ));
-            }
-            let applied = if trusted {
-                self.state.apply_trusted(e)
-            } else {
-                self.state.apply(e)
-            };
-            applied.map_err(|rule| fail(i, Some(e.seq), rule))?;
         }
+    }
+
+    /// Refuses an entry stored among another log's entries.
+    fn check_stored_in(log: &KeyPath, i: usize, e: &Entry) -> Result<(), ChainError> {
+        if e.log == *log {
+            return Ok(());
+        }
+        Err(Self::restore_error(
+            log,
+            i,
+            Some(e.seq),
+            Rule::WrongLog {
+                log: e.log.clone(),
+                kind: e.statement.body.kind(),
+                why: format!("stored among the entries of log {log}"),
+            },
+        ))
+    }
+
+    /// Checks the head of a restored log and keeps the log.
+    fn keep_restored(
+        &mut self,
+        log: KeyPath,
+        entries: Vec<Entry>,
+        head: Head,
+    ) -> Result<(), ChainError> {
         self.state
             .verify_head(&head)
-            .map_err(|rule| fail(entries.len(), None, rule))?;
+            .map_err(|rule| Self::restore_error(&log, entries.len(), None, rule))?;
         self.logs.insert(
             log,
             Log {

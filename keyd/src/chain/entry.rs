@@ -112,6 +112,7 @@ impl Head {
 /// its head.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[allow(clippy::large_enum_variant)] // decoded one at a time, never held in bulk
 pub enum Record {
     /// An entry.
     Entry(Entry),

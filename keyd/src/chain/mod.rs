@@ -24,7 +24,7 @@ mod status;
 
 use std::collections::BTreeMap;
 
-pub use cbor::{CborError, decode_exact, to_vec as cbor_bytes};
+pub use cbor::{CborError, decode_exact, decode_hashed, to_vec as cbor_bytes};
 pub use cluster::{Chain, Log, Page, verify_file};
 pub use entry::{
     Entry, HEAD_DOMAIN, Head, MAX_RECORD_BYTES, Record, Records, encode_log, entry_hash_of_record,

@@ -146,8 +146,8 @@ impl ChainState {
 /// Whether the node at `path` is certified in `log`: level-1 branches in the root log,
 /// every node below a branch in that branch's log.
 pub(super) fn in_log(path: &KeyPath, log: &KeyPath) -> bool {
-    match log.child_numbers().first() {
+    match log.index_slice().first() {
         None => path.depth() == 1,
-        Some(branch) => path.depth() >= 2 && path.child_numbers().first() == Some(branch),
+        Some(branch) => path.depth() >= 2 && path.index_slice().first() == Some(branch),
     }
 }

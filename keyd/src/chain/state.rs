@@ -14,6 +14,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use ed25519_dalek::VerifyingKey;
+use smallvec::SmallVec;
 
 use super::entry::{Entry, Head};
 use super::error::Rule;
@@ -78,10 +79,13 @@ pub struct KeyRecord {
     pub published_at: u64,
     /// What it is.
     pub kind: KeyKind,
-    /// Its own revocation, if any (ancestors' are found by [`ChainState::revocation`]).
-    pub revoked: Option<Revocation>,
-    /// The decoded Ed25519 key of the root and nodes (the keys that sign statements),
-    /// kept so that applying an entry never decodes its signer's key again.
+    /// Its own revocation, if any (ancestors' are found by [`ChainState::revocation`]);
+    /// boxed: few keys are revoked, and every record is held in memory.
+    pub revoked: Option<Box<Revocation>>,
+    /// The decoded Ed25519 key of the root and the level-1 branches (the keys that sign
+    /// most statements and every branch head), kept so that applying an entry does not
+    /// decode it again; other nodes' keys are decoded when they sign (192 bytes a node
+    /// saved against a point decompression per statement a node signs).
     signer: Option<Box<VerifyingKey>>,
 }
 
@@ -110,8 +114,9 @@ pub struct TrustRecord {
 pub struct ChainState {
     pub(super) keys: HashMap<KeyPath, KeyRecord>,
     pub(super) by_id: HashMap<KeyId, KeyPath>,
-    /// Holders of each name, in the order they were certified.
-    pub(super) names: HashMap<String, Vec<KeyPath>>,
+    /// Holders of each name, in the order they were certified (almost always one, held
+    /// inline).
+    pub(super) names: HashMap<String, SmallVec<[KeyPath; 1]>>,
     pub(super) trusted: HashMap<(KeyPath, [u8; 32]), TrustRecord>,
     pub(super) successor: Option<(KeySet, u64)>,
     pub(super) revocations: Vec<KeyPath>,
@@ -197,9 +202,15 @@ impl ChainState {
     /// [`ChainState::verify_head`]: the signed head covers the hash of the last entry,
     /// which covers every entry before it, so a changed entry fails there.
     pub fn apply_trusted(&mut self, entry: &Entry) -> Result<(), Rule> {
+        self.apply_trusted_hashed(entry, entry.hash())
+    }
+
+    /// [`ChainState::apply_trusted`] for an entry whose hash was computed from the bytes
+    /// it was stored as.
+    pub fn apply_trusted_hashed(&mut self, entry: &Entry, hash: [u8; 32]) -> Result<(), Rule> {
         let link = self.check_link(entry)?;
         self.check_placement(entry, &link)?;
-        self.commit(entry, entry.hash(), None);
+        self.commit(entry, hash, None);
         Ok(())
     }
 
@@ -308,7 +319,7 @@ impl ChainState {
         let revoked = |p: &KeyPath| {
             self.keys
                 .get_key_value(p)
-                .and_then(|(p, rec)| rec.revoked.as_ref().map(|r| (p, r)))
+                .and_then(|(p, rec)| rec.revoked.as_deref().map(|r| (p, r)))
                 .filter(|(_, r)| counts(r))
         };
         // Few revocations: test each; many: walk the lineage.
@@ -519,9 +530,10 @@ impl ChainState {
             let next = self.next_child.entry(parent).or_default();
             *next = (*next).max(index.saturating_add(1));
         }
-        // Only keys that sign statements keep their decoded form.
+        // Only the root and the branches keep their decoded form.
         let signer = match kind {
             KeyKind::Epoch { .. } => None,
+            _ if path.depth() > 1 => None,
             _ => decoded.map(Box::new),
         };
         self.keys.insert(
@@ -593,12 +605,12 @@ impl ChainState {
             }
             Body::Revoke(r) => {
                 if let Some(record) = self.keys.get_mut(&r.target) {
-                    record.revoked = Some(Revocation {
+                    record.revoked = Some(Box::new(Revocation {
                         by: st.signer.clone(),
                         log: log.clone(),
                         seq,
                         reason: r.reason.clone(),
-                    });
+                    }));
                     self.revocations.push(r.target.clone());
                 }
             }

@@ -322,6 +322,6 @@ impl ChainState {
 
     /// The revocation record of `path` itself.
     pub fn own_revocation(&self, path: &KeyPath) -> Option<&Revocation> {
-        self.keys.get(path)?.revoked.as_ref()
+        self.keys.get(path)?.revoked.as_deref()
     }
 }

@@ -1,23 +1,30 @@
-//! Hardened-only key paths, parsed and printed with the `bip32` crate.
+//! Hardened-only key paths, parsed with the `bip32` crate's component syntax.
 
 use std::fmt;
 use std::str::FromStr;
 
-use bip32::{ChildNumber, DerivationPath};
+use bip32::ChildNumber;
+use smallvec::SmallVec;
 
 use super::PathError;
 
 /// Deepest path keyd accepts (root node excluded).
 pub const MAX_DEPTH: usize = 64;
 
-/// A key path whose every component is hardened, e.g. `m/3'/7'/0'/2'`.
+/// Components held inline: a node under a branch and its epoch keys (`m/i'/1'/n'/0'/e'`)
+/// take no allocation; deeper paths spill to the heap.
+const INLINE: usize = 6;
+
+/// A key path whose every component is hardened, e.g. `m/3'/7'/0'/2'`. Held as the
+/// components' indexes (the hardened bit implied), inline up to six components: the
+/// chain state holds millions of paths.
 #[derive(Clone, PartialEq, Eq)]
-pub struct KeyPath(DerivationPath);
+pub struct KeyPath(SmallVec<[u32; INLINE]>);
 
 impl KeyPath {
     /// The root node `m`.
     pub fn root() -> Self {
-        KeyPath(DerivationPath::default())
+        KeyPath(SmallVec::new())
     }
 
     /// The hardened child `index'` of this path.
@@ -27,15 +34,17 @@ impl KeyPath {
         if self.depth() >= MAX_DEPTH {
             return None;
         }
-        let number = ChildNumber::new(index, true).ok()?;
+        // Indexes of 2^31 and above have no hardened form.
+        ChildNumber::new(index, true).ok()?;
         let mut path = self.0.clone();
-        path.push(number);
+        path.push(index);
         Some(KeyPath(path))
     }
 
     /// The parent path, `None` for the root.
     pub fn parent(&self) -> Option<Self> {
-        self.0.parent().map(KeyPath)
+        let (_, parent) = self.0.split_last()?;
+        Some(KeyPath(SmallVec::from_slice(parent)))
     }
 
     /// Number of components after `m` (0 for the root node).
@@ -44,13 +53,13 @@ impl KeyPath {
     }
 
     /// The child indexes, without the hardened bit (`m/3'/7'` gives 3, 7).
-    pub fn indexes(&self) -> impl Iterator<Item = u32> + '_ {
-        self.0.iter().map(|c| c.index())
+    pub fn indexes(&self) -> impl DoubleEndedIterator<Item = u32> + ExactSizeIterator + '_ {
+        self.0.iter().copied()
     }
 
-    /// The components as `bip32` child numbers (hardened bit set).
-    pub fn child_numbers(&self) -> &[ChildNumber] {
-        self.0.as_ref()
+    /// The child indexes as a slice (`m/3'/7'` gives `[3, 7]`).
+    pub fn index_slice(&self) -> &[u32] {
+        &self.0
     }
 }
 
@@ -91,7 +100,7 @@ pub const NAMED_BRANCH: u32 = 2;
 impl KeyPath {
     /// What this path names.
     pub fn role(&self) -> PathRole {
-        let ix: Vec<u32> = self.indexes().collect();
+        let ix = self.index_slice();
         if ix.is_empty() {
             return PathRole::Root;
         }
@@ -134,16 +143,12 @@ impl KeyPath {
 
     /// The first `len` components (`len` at most the depth).
     pub fn prefix(&self, len: usize) -> KeyPath {
-        let mut p = DerivationPath::default();
-        for c in self.0.iter().take(len) {
-            p.push(c);
-        }
-        KeyPath(p)
+        KeyPath(SmallVec::from_slice(&self.0[..len.min(self.0.len())]))
     }
 
     /// Whether `self` is `other` or one of its ancestors (a prefix of it).
     pub fn is_prefix_of(&self, other: &KeyPath) -> bool {
-        self.depth() <= other.depth() && self.0.iter().zip(other.0.iter()).all(|(a, b)| a == b)
+        other.0.starts_with(&self.0)
     }
 
     /// The node that certifies this node or named key: `m` for a level-1 node, `P` for
@@ -188,8 +193,8 @@ impl KeyPath {
 
 impl std::hash::Hash for KeyPath {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        for c in self.0.iter() {
-            state.write_u32(u32::from(c));
+        for &c in self.0.iter() {
+            state.write_u32(c);
         }
         state.write_usize(self.depth());
     }
@@ -203,7 +208,7 @@ impl PartialOrd for KeyPath {
 
 impl Ord for KeyPath {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.indexes().cmp(other.indexes())
+        self.0.as_slice().cmp(other.0.as_slice())
     }
 }
 
@@ -217,9 +222,9 @@ impl FromStr for KeyPath {
                 input: input.to_owned(),
             });
         }
-        // Parse component by component so the error can name the faulty one; the
-        // representation stays bip32's.
-        let mut path = DerivationPath::default();
+        // Parse component by component (bip32's syntax) so the error can name the
+        // faulty one.
+        let mut path = SmallVec::new();
         for (i, component) in parts.enumerate() {
             let position = i + 1;
             if position > MAX_DEPTH {
@@ -251,7 +256,7 @@ impl FromStr for KeyPath {
                     component: component.to_owned(),
                 });
             }
-            path.push(number);
+            path.push(number.index());
         }
         Ok(KeyPath(path))
     }
@@ -259,13 +264,17 @@ impl FromStr for KeyPath {
 
 impl fmt::Display for KeyPath {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)
+        f.write_str("m")?;
+        for index in self.indexes() {
+            write!(f, "/{index}'")?;
+        }
+        Ok(())
     }
 }
 
 impl fmt::Debug for KeyPath {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "KeyPath({})", self.0)
+        write!(f, "KeyPath({self})")
     }
 }
 
@@ -286,6 +295,21 @@ impl<'de> serde::Deserialize<'de> for KeyPath {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn paths_up_to_six_components_take_no_allocation() {
+        // The chain state holds millions of paths: a node under a branch and its epoch
+        // keys sit inline, in 32 bytes.
+        assert_eq!(std::mem::size_of::<KeyPath>(), 32);
+        let epoch: KeyPath = "m/1'/1'/7'/0'/3'".parse().unwrap();
+        assert!(!epoch.0.spilled());
+        let deep: KeyPath = "m/1'/1'/7'/1'/2'/0'/3'".parse().unwrap();
+        assert!(deep.0.spilled());
+        assert_eq!(deep.to_string(), "m/1'/1'/7'/1'/2'/0'/3'");
+        assert_eq!(deep.parent().unwrap().to_string(), "m/1'/1'/7'/1'/2'/0'");
+        assert!(epoch.prefix(3).is_prefix_of(&deep));
+        assert!(!deep.is_prefix_of(&epoch));
+    }
 
     #[test]
     fn parses_and_prints_hardened_paths() {

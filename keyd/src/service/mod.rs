@@ -148,14 +148,14 @@ pub fn restore_chain(store: &Store) -> Result<Chain, ServiceError> {
 /// [`restore_chain`] from logs read out of the store (current, staged or retired).
 pub fn chain_of(logs: crate::store::StoredLogs) -> Result<Chain, ServiceError> {
     let mut chain = Chain::new();
-    for (log, (entries, head)) in logs {
-        let head = head.ok_or_else(|| ChainError {
-            position: entries.len(),
+    for (log, stored) in logs {
+        let head = stored.head.ok_or_else(|| ChainError {
+            position: stored.entries.len(),
             log: Some(log.clone()),
             seq: None,
             rule: Rule::LogWithoutHead { log: log.clone() },
         })?;
-        chain.restore_log(entries, head, true)?;
+        chain.restore_hashed(stored.entries, &stored.hashes, head)?;
     }
     Ok(chain)
 }

@@ -221,7 +221,7 @@ pub(super) fn rolled_back(
         } else {
             (held.entries.clone(), held.head.clone())
         };
-        logs.insert(path.clone(), (entries, head));
+        logs.insert(path.clone(), crate::store::StoredLog::of(entries, head));
     }
     super::chain_of(logs)
 }

@@ -17,6 +17,7 @@ mod credentials;
 mod etcd;
 mod lifecycle;
 mod policies;
+mod raw_rows;
 mod rows;
 mod shared;
 mod succession;
@@ -35,6 +36,7 @@ use crate::chain::{self, Entry, Head, cbor_bytes};
 use crate::derive::KeyPath;
 use crate::hsm::HsmError;
 pub use etcd::{Etcd, EtcdConfig};
+use raw_rows::RawRows;
 pub use rows::RowKey;
 pub use shared::Latency;
 
@@ -149,11 +151,34 @@ pub enum Checked {
     Tampered,
 }
 
-/// Stored entry rows (log, seq, bytes) and heads (log, bytes), undecoded.
-type RawLogs = (Vec<(String, u64, Vec<u8>)>, Vec<(String, Vec<u8>)>);
+/// Stored entry rows and heads (log, bytes), undecoded.
+type RawLogs = (RawRows, Vec<(String, Vec<u8>)>);
+
+/// One log as a store holds it.
+#[derive(Debug, Default)]
+pub struct StoredLog {
+    /// Its entries in order, from seq 0.
+    pub entries: Vec<Entry>,
+    /// The SHA-256 of each entry's stored bytes (what the next entry's `prev` and the
+    /// head must name, unless the row was altered).
+    pub hashes: Vec<[u8; 32]>,
+    /// Its latest head.
+    pub head: Option<Head>,
+}
+
+impl StoredLog {
+    /// A log of `entries` (hashed here) and `head`.
+    pub fn of(entries: Vec<Entry>, head: Option<Head>) -> Self {
+        StoredLog {
+            hashes: entries.iter().map(Entry::hash).collect(),
+            entries,
+            head,
+        }
+    }
+}
 
 /// The logs a store holds: per log, its entries and its latest head.
-pub type StoredLogs = BTreeMap<KeyPath, (Vec<Entry>, Option<Head>)>;
+pub type StoredLogs = BTreeMap<KeyPath, StoredLog>;
 
 /// The keyd database.
 pub struct Store {
@@ -389,12 +414,12 @@ impl Store {
         let read_local = || {
             (|| -> Result<RawLogs, redb::Error> {
                 let tx = self.db.begin_read()?;
-                let mut rows = Vec::new();
+                let mut rows = RawRows::default();
                 if let Some(t) = existing(&tx, tables.logs)? {
                     for row in t.range::<(&str, u64)>(..)? {
                         let (k, v) = row?;
                         let (log, seq) = k.value();
-                        rows.push((log.to_owned(), seq, v.value().to_vec()));
+                        rows.push(log, seq, v.value());
                     }
                 }
                 let mut heads = Vec::new();
@@ -413,17 +438,18 @@ impl Store {
             None => read_local()?,
         };
         let mut out = StoredLogs::new();
-        for (log, seq, row) in rows {
+        for (log, seq, decoded) in rows.decode() {
             let what = || format!("entry {seq} of log {log} in {}", tables.logs.name());
-            let e: Entry = chain::decode_exact(&row, chain::MAX_RECORD_BYTES)
-                .map_err(|e| corrupt(what(), e.to_string()))?;
+            let (e, hash) = decoded.map_err(|e| corrupt(what(), e.to_string()))?;
             if e.log.to_string() != log || e.seq != seq {
                 return Err(corrupt(
                     what(),
                     format!("holds entry {} of log {}", e.seq, e.log),
                 ));
             }
-            out.entry(e.log.clone()).or_default().0.push(e);
+            let held = out.entry(e.log.clone()).or_default();
+            held.entries.push(e);
+            held.hashes.push(hash);
         }
         for (log, bytes) in heads {
             let what = || format!("head of log {log} in {}", tables.heads.name());
@@ -433,7 +459,7 @@ impl Store {
                 return Err(corrupt(what(), format!("names log {}", h.log)));
             }
             let log = h.log.clone();
-            out.entry(log).or_default().1 = Some(h);
+            out.entry(log).or_default().head = Some(h);
         }
         Ok(out)
     }

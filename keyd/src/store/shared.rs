@@ -249,7 +249,7 @@ impl Store {
                 (log, n)
             })
             .collect();
-        let mut rows = Vec::new();
+        let mut rows = super::RawRows::default();
         for (key, bytes) in etcd.scan_at("logs/", revision)?.0 {
             let Some((log, seq)) = key.rsplit_once('/') else {
                 continue;
@@ -258,7 +258,7 @@ impl Store {
                 continue;
             };
             if seq < *size {
-                rows.push((log.to_owned(), seq, bytes));
+                rows.push(log, seq, &bytes);
             }
         }
         let heads = etcd.scan_at("heads/", revision)?.0;
