@@ -37,7 +37,7 @@ fn logs_json(v: &Chain) -> Vec<Value> {
             let head = l.head.as_ref().map(|h| {
                 json!({"seq": h.seq, "hash": hex::encode(h.hash), "signed_at": h.signed_at, "age_seconds": h.age(now)})
             });
-            json!({"log": log.to_string(), "entries": l.entries.len(), "head": head})
+            json!({"log": log.to_string(), "entries": l.len(), "head": head})
         })
         .collect()
 }
@@ -49,13 +49,13 @@ fn logs_text(v: &Chain) -> String {
         .map(|(log, l)| match &l.head {
             Some(h) => format!(
                 "log {log}: {} entries, head seq {} hash {} signed at {} ({} s ago)",
-                l.entries.len(),
+                l.len(),
                 h.seq,
                 hex::encode(h.hash),
                 h.signed_at,
                 h.age(now)
             ),
-            None => format!("log {log}: {} entries, no head", l.entries.len()),
+            None => format!("log {log}: {} entries, no head", l.len()),
         })
         .collect::<Vec<_>>()
         .join("\n")

@@ -10,8 +10,9 @@
 //! in the same run (N signatures over messages the size of the chain's statements), plus
 //! the resident memory the verified chain (its entries and state) takes per key, and of
 //! it the state's (measured on a copy of the state); then
-//! restores the same logs as keyd does at start-up (the root log fully verified, each
-//! branch log by its links and its signed head, not every signature). Each chain is
+//! restores the same logs as keyd does at start-up from its store (the root log fully
+//! verified, each branch log decoded from its rows, by its links and its signed head,
+//! not every signature, its entries left in the store). Each chain is
 //! verified in a child process of this benchmark, so that its memory is measured alone.
 
 #[path = "../tests/common/mod.rs"]
@@ -301,9 +302,12 @@ struct Measured {
 }
 
 /// The child: verifies the chain file, then restores its logs as keyd does at start-up
-/// (the root log verified, its own stored logs restored with their links and signed
-/// heads checked, not every signature: `Chain::restore_log`). Prints the figures.
+/// from its store: the root log verified, its own stored logs decoded from their rows
+/// (not re-encoded), hashed as stored and restored offloaded (their links, places and
+/// signed heads checked, not every signature: `Chain::restore_offloaded`). Prints the
+/// figures.
 fn verify_child(file: &str) {
+    use sha2::Digest;
     let bytes = std::fs::read(file).unwrap_or_else(|e| panic!("{file}: {e}"));
     let rss0 = rss_bytes();
     let t = Instant::now();
@@ -316,20 +320,36 @@ fn verify_child(file: &str) {
     drop(black_box(state));
 
     let (entries, keys) = (chain.len(), chain.state().len());
-    let stored: Vec<(Vec<Entry>, Head, bool)> = chain
+    // Per log: its rows as a store holds them (each entry's canonical bytes), its head.
+    let stored: Vec<(Vec<Vec<u8>>, Head, bool)> = chain
         .logs()
         .map(|(log, l)| {
             let head = l.head.clone().unwrap_or_else(|| unreachable!("verified"));
-            (l.entries.clone(), head, log.depth() > 0)
+            let rows = l.entries.iter().map(keyd::chain::cbor_bytes).collect();
+            (rows, head, log.depth() > 0)
         })
         .collect();
     drop(black_box(chain));
     let t = Instant::now();
     let mut restored = keyd::chain::Chain::new();
-    for (entries, head, trusted) in stored {
-        restored
-            .restore_log(entries, head, trusted)
-            .unwrap_or_else(|e| panic!("restore: {e}"));
+    for (rows, head, trusted) in stored {
+        let entries: Vec<Entry> = rows
+            .iter()
+            .map(|r| {
+                keyd::chain::decode_hashed(r, keyd::chain::MAX_RECORD_BYTES)
+                    .unwrap_or_else(|e| panic!("row: {e}"))
+            })
+            .collect();
+        let restoring = if trusted {
+            let hashes = rows
+                .iter()
+                .map(|r| sha2::Sha256::digest(r).into())
+                .collect();
+            restored.restore_offloaded(entries, hashes, head)
+        } else {
+            restored.restore_log(entries, head, false)
+        };
+        restoring.unwrap_or_else(|e| panic!("restore: {e}"));
     }
     let restore_s = t.elapsed().as_secs_f64();
     assert_eq!(restored.len(), entries);

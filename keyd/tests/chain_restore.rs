@@ -402,3 +402,93 @@ fn updates_bring_new_logs() {
     assert_eq!(e.rule, Rule::Diverged { seq: 2 });
     assert_eq!(e.log, Some(KeyPath::root()));
 }
+
+/// keyd serving from its store: logs restored offloaded (only their hashes in memory)
+/// give the same state, pages and files as logs held whole (the older entries read back
+/// as stored), take repeated entries by their hash and refuse a changed one, and keep
+/// what is appended after.
+#[test]
+fn offloaded_logs_serve_what_whole_logs_serve() {
+    use std::collections::BTreeMap;
+    let tree = Tree::new(8);
+    let b1 = p("m/1'");
+    let mut whole = chain(&tree);
+    let rows: BTreeMap<KeyPath, Vec<Vec<u8>>> = whole
+        .logs()
+        .map(|(log, l)| {
+            let rows = l.entries.iter().map(keyd::chain::cbor_bytes).collect();
+            (log.clone(), rows)
+        })
+        .collect();
+    let mut off = Chain::new();
+    for (_, l) in whole.logs() {
+        let hashes = l.entries.iter().map(Entry::hash).collect();
+        off.restore_offloaded(l.entries.clone(), hashes, l.head.clone().expect("head"))
+            .expect("restored offloaded");
+    }
+    let reads = std::cell::Cell::new(0);
+    let older = |log: &KeyPath, seqs: std::ops::Range<u64>, out: &mut Vec<u8>| {
+        for seq in seqs {
+            reads.set(reads.get() + 1);
+            keyd::chain::push_entry_record(out, &rows[log][seq as usize]);
+        }
+        Ok::<(), ()>(())
+    };
+    assert!(off.entries(&b1).is_empty());
+    assert_eq!((off.len(), off.log_len(&b1)), (whole.len(), 6));
+    assert_eq!(off.state().len(), whole.state().len());
+    assert_eq!(off.entry_hash(&b1, 4), Some(whole.entries(&b1)[4].hash()));
+    assert_eq!(off.positions(), whole.positions());
+    assert_eq!(off.version(), whole.version());
+
+    let check_pages = |off: &Chain, whole: &Chain| {
+        for (held, limit) in [
+            (BTreeMap::new(), 100),
+            (BTreeMap::new(), 3),
+            (BTreeMap::from([(m(), 2)]), 4),
+            (BTreeMap::from([(m(), 2), (b1.clone(), 5)]), 100),
+            (BTreeMap::from([(m(), 2), (b1.clone(), 6)]), 1),
+        ] {
+            let page = off.since_with(&held, limit, older).expect("page");
+            let want = whole.since(&held, limit);
+            assert_eq!(
+                (page.bytes, page.complete),
+                (want.bytes, want.complete),
+                "{held:?} {limit}"
+            );
+        }
+        let logs = [m(), b1.clone()];
+        assert_eq!(
+            off.file_of_with(&logs, older).expect("file"),
+            whole.file_of(&logs)
+        );
+    };
+    check_pages(&off, &whole);
+    assert!(reads.get() > 0, "the offloaded entries were read back");
+
+    // A pull repeating the held entries: taken by their hashes, nothing new.
+    let everything = whole.since(&BTreeMap::new(), 100).bytes;
+    assert_eq!(off.update(&everything).expect("repeats"), 0);
+    // ... one of them changed (a byte of its signature): refused as a fork.
+    let mut changed = everything.clone();
+    let at = changed
+        .windows(9)
+        .enumerate()
+        .filter(|(_, w)| *w == b"signature")
+        .map(|(i, _)| i)
+        .nth(4)
+        .expect("a fifth entry");
+    changed[at + 9 + 2 + 3] ^= 0x10;
+    let e = off.update(&changed).expect_err("changed entry");
+    assert!(matches!(e.rule, Rule::Diverged { .. }), "{e}");
+
+    // Appends after the restore are held in memory and served with the older ones.
+    for c in [&mut off, &mut whole] {
+        c.append(&b1, tree.certify(&p("m/1'/1'/2'"), "c"), NOW)
+            .expect("append");
+        tree.close(c, NOW + 1);
+    }
+    assert_eq!(off.entries(&b1).len(), 1);
+    assert_eq!(off.log(&b1).expect("log").first_held(), 6);
+    check_pages(&off, &whole);
+}

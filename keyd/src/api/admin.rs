@@ -83,7 +83,7 @@ pub async fn chain(
         .map_err(|m| ApiError::bad_request("bad_query", format!("since: {m}")))?;
     let (page, length, cached) = web::block(move || svc.chain_page(&positions, limit))
         .await
-        .map_err(|_| ApiError::internal())?;
+        .map_err(|_| ApiError::internal())??;
     super::metrics().chain_page(cached);
     Ok(HttpResponse::Ok()
         .content_type("application/cbor")
@@ -155,7 +155,7 @@ pub async fn enroll(
     let s = svc.clone();
     let (enrolled, chain) = committed("enroll", move || {
         let enrolled = s.enroll(&r.token, &r.csr, r.install_key.as_deref())?;
-        Ok((enrolled, s.own_logs()))
+        Ok((enrolled, s.own_logs()?))
     })
     .await?;
     Format::wanted(&req).reply(

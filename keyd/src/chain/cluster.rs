@@ -10,30 +10,10 @@ use ed25519_dalek::SigningKey;
 
 use super::entry::{self, Entry, Head, Record, Records, encode_log};
 use super::error::{ChainError, Rule};
+pub use super::log::Log;
 use super::state::ChainState;
 use super::statement::Statement;
 use crate::derive::KeyPath;
-
-/// One log as held: its entries in order, and the latest verified head (which may
-/// name an earlier entry while a paged pull is under way).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Log {
-    /// The entries, from seq 0.
-    pub entries: Vec<Entry>,
-    /// The latest verified head.
-    pub head: Option<Head>,
-}
-
-impl Log {
-    /// Whether the head names the last entry.
-    pub fn is_complete(&self) -> bool {
-        match (&self.head, self.entries.last()) {
-            (Some(h), Some(last)) => h.seq == last.seq,
-            (None, None) => true,
-            _ => false,
-        }
-    }
-}
 
 /// The logs of a cluster this holder has, and the state they verify to.
 #[derive(Clone, Debug, Default)]
@@ -91,9 +71,21 @@ impl Chain {
         self.logs.get(log)
     }
 
-    /// The entries of a log (none for a log not held).
+    /// The entries of a log held in memory (none for a log not held): every entry,
+    /// unless the log was restored offloaded ([`Chain::restore_offloaded`]): then
+    /// those appended since. [`Chain::log_len`] counts them all.
     pub fn entries(&self, log: &KeyPath) -> &[Entry] {
         self.logs.get(log).map_or(&[], |l| &l.entries)
+    }
+
+    /// The hash of the entry at `seq` of `log`, held in memory or offloaded.
+    pub fn entry_hash(&self, log: &KeyPath, seq: u64) -> Option<[u8; 32]> {
+        self.logs.get(log)?.hash(seq)
+    }
+
+    /// How many entries a log has, held in memory or not (0 for a log not held).
+    pub fn log_len(&self, log: &KeyPath) -> u64 {
+        self.logs.get(log).map_or(0, Log::len)
     }
 
     /// The latest verified head of a log.
@@ -101,9 +93,9 @@ impl Chain {
         self.logs.get(log).and_then(|l| l.head.as_ref())
     }
 
-    /// Entries held over all logs.
+    /// Entries over all logs (held in memory or not).
     pub fn len(&self) -> usize {
-        self.logs.values().map(|l| l.entries.len()).sum()
+        self.logs.values().map(|l| l.len() as usize).sum()
     }
 
     /// Whether no entry is held.
@@ -201,6 +193,35 @@ impl Chain {
         hashes: &[[u8; 32]],
         head: Head,
     ) -> Result<(), ChainError> {
+        self.check_hashed(&entries, hashes, &head)?;
+        self.logs.insert(head.log.clone(), Log::new(entries, head));
+        Ok(())
+    }
+
+    /// [`Chain::restore_hashed`], keeping only the entries' hashes in memory: the holder
+    /// serves the entries from its store (reading them back with
+    /// [`Chain::since_with`], each checked against its hash). Entries appended later
+    /// are held as usual.
+    pub fn restore_offloaded(
+        &mut self,
+        entries: Vec<Entry>,
+        hashes: Vec<[u8; 32]>,
+        head: Head,
+    ) -> Result<(), ChainError> {
+        self.check_hashed(&entries, &hashes, &head)?;
+        drop(entries);
+        let log = head.log.clone();
+        self.logs.insert(log, Log::offloaded(hashes, head));
+        Ok(())
+    }
+
+    /// Applies stored entries by their links and places, then checks the head.
+    fn check_hashed(
+        &mut self,
+        entries: &[Entry],
+        hashes: &[[u8; 32]],
+        head: &Head,
+    ) -> Result<(), ChainError> {
         let log = head.log.clone();
         if hashes.len() != entries.len() {
             return Err(Self::restore_error(
@@ -219,7 +240,9 @@ impl Chain {
                 .apply_trusted_hashed(e, *hash)
                 .map_err(|rule| Self::restore_error(&log, i, Some(e.seq), rule))?;
         }
-        self.keep_restored(log, entries, head)
+        self.state
+            .verify_head(head)
+            .map_err(|rule| Self::restore_error(&log, entries.len(), None, rule))
     }
 
     fn restore_error(log: &KeyPath, position: usize, seq: Option<u64>, rule: Rule) -> ChainError {
@@ -258,13 +281,7 @@ impl Chain {
         self.state
             .verify_head(&head)
             .map_err(|rule| Self::restore_error(&log, entries.len(), None, rule))?;
-        self.logs.insert(
-            log,
-            Log {
-                entries,
-                head: Some(head),
-            },
-        );
+        self.logs.insert(log, Log::new(entries, head));
         Ok(())
     }
 
@@ -290,10 +307,10 @@ impl Chain {
         let mut closed: BTreeSet<KeyPath> = BTreeSet::new();
         // Only the entries held before this update may be repeated (identically): an
         // entry repeated within the update is applied again, and refused as a duplicate.
-        let held_before: BTreeMap<KeyPath, usize> = self
+        let held_before: BTreeMap<KeyPath, u64> = self
             .logs
             .iter()
-            .map(|(log, l)| (log.clone(), l.entries.len()))
+            .map(|(log, l)| (log.clone(), l.len()))
             .collect();
         let mut section: Option<KeyPath> = None;
         for (position, record) in Records::new(bytes).enumerate() {
@@ -344,18 +361,21 @@ impl Chain {
                         return Err(fail(Some(&log), Some(seq), Rule::AfterHead));
                     }
                     let held = held_before.get(&log).copied().unwrap_or(0);
-                    let ours = usize::try_from(seq)
-                        .ok()
-                        .filter(|i| *i < held)
-                        .and_then(|i| self.logs.get(&log)?.entries.get(i));
-                    match ours {
-                        Some(ours) if *ours == entry => {}
-                        Some(_) => {
+                    let hash = entry::entry_hash_of_record(raw).unwrap_or_else(|| entry.hash());
+                    // An entry held (in memory, or offloaded: by its hash) must repeat.
+                    let same = (seq < held)
+                        .then(|| self.logs.get(&log))
+                        .flatten()
+                        .map(|l| match l.entry(seq) {
+                            Some(ours) => *ours == entry,
+                            None => l.hash(seq) == Some(hash),
+                        });
+                    match same {
+                        Some(true) => {}
+                        Some(false) => {
                             return Err(fail(Some(&log), Some(seq), Rule::Diverged { seq }));
                         }
                         None => {
-                            let hash =
-                                entry::entry_hash_of_record(raw).unwrap_or_else(|| entry.hash());
                             self.state
                                 .apply_hashed(&entry, hash)
                                 .map_err(|rule| fail(Some(&log), Some(seq), rule))?;
@@ -429,50 +449,93 @@ impl Chain {
         self.file_of(self.logs.keys())
     }
 
-    /// The named logs (those held) as a file, each with its head.
+    /// The named logs (those held) as a file, each with its head. Only for a chain
+    /// that holds its entries in memory (nothing restored offloaded).
     pub fn file_of<'a>(&self, logs: impl IntoIterator<Item = &'a KeyPath>) -> Vec<u8> {
         let mut out = Vec::new();
         for log in logs {
             if let Some(held) = self.logs.get(log) {
+                debug_assert_eq!(held.first_held(), 0, "file of an offloaded log");
                 encode_log(&mut out, &held.entries, held.head.as_ref());
             }
         }
         out
     }
 
+    /// [`Chain::file_of`], taking the records of offloaded entries from `older` (as
+    /// [`Chain::since_with`] does).
+    pub fn file_of_with<'a, E>(
+        &self,
+        logs: impl IntoIterator<Item = &'a KeyPath>,
+        mut older: impl FnMut(&KeyPath, std::ops::Range<u64>, &mut Vec<u8>) -> Result<(), E>,
+    ) -> Result<Vec<u8>, E> {
+        let mut out = Vec::new();
+        for log in logs {
+            if let Some(held) = self.logs.get(log) {
+                if held.first_held() > 0 {
+                    older(log, 0..held.first_held(), &mut out)?;
+                }
+                encode_log(&mut out, &held.entries, held.head.as_ref());
+            }
+        }
+        Ok(out)
+    }
+
     /// What a holder at positions `held` (per log, the seq of the next entry it needs;
     /// 0 for logs it does not name) lacks: at most `limit` entries (at least one per
     /// page), root log first, then branch logs in path order; each log section reaching
     /// the log's head ends with that head, even with no new entries, so the holder
-    /// learns how fresh it is.
+    /// learns how fresh it is. Only for a chain that holds its entries in memory; a
+    /// chain restored offloaded is served by [`Chain::since_with`].
     pub fn since(&self, held: &BTreeMap<KeyPath, u64>, limit: usize) -> Page {
+        self.since_with(held, limit, |_, _, _| Err(()))
+            .unwrap_or(Page {
+                bytes: Vec::new(),
+                complete: false,
+            })
+    }
+
+    /// [`Chain::since`], taking the records of offloaded entries from `older`:
+    /// `older(log, from, to, out)` appends to `out` the records of the entries of `log`
+    /// from seq `from` up to `to` (excluded), as the store holds them (checked by the
+    /// caller against [`Log::hash`]).
+    pub fn since_with<E>(
+        &self,
+        held: &BTreeMap<KeyPath, u64>,
+        limit: usize,
+        mut older: impl FnMut(&KeyPath, std::ops::Range<u64>, &mut Vec<u8>) -> Result<(), E>,
+    ) -> Result<Page, E> {
         let mut out = Vec::new();
-        let mut budget = limit.max(1);
+        let mut budget = limit.max(1) as u64;
         for (log, l) in &self.logs {
-            let from = held
-                .get(log)
-                .and_then(|s| usize::try_from(*s).ok())
-                .unwrap_or(0)
-                .min(l.entries.len());
-            let to = from.saturating_add(budget).min(l.entries.len());
-            let complete = to == l.entries.len() && l.is_complete();
+            let len = l.len();
+            let from = held.get(log).copied().unwrap_or(0).min(len);
+            let to = from.saturating_add(budget).min(len);
+            let complete = to == len && l.is_complete();
             budget -= to - from;
+            let first_held = l.first_held().clamp(from, to);
+            if from < first_held {
+                older(log, from..first_held, &mut out)?;
+            }
             encode_log(
                 &mut out,
-                &l.entries[from..to],
+                l.entries_from(first_held).map_or(&[], |e| {
+                    e.get(..usize::try_from(to - first_held).unwrap_or(0))
+                        .unwrap_or(e)
+                }),
                 l.head.as_ref().filter(|_| complete),
             );
             if !complete {
-                return Page {
+                return Ok(Page {
                     bytes: out,
                     complete: false,
-                };
+                });
             }
         }
-        Page {
+        Ok(Page {
             bytes: out,
             complete: true,
-        }
+        })
     }
 
     /// What identifies this chain's content for a cache of pages: per log, its entry
@@ -481,12 +544,7 @@ impl Chain {
     pub fn version(&self) -> Vec<(u64, Option<(u64, u64)>)> {
         self.logs
             .values()
-            .map(|l| {
-                (
-                    l.entries.len() as u64,
-                    l.head.as_ref().map(|h| (h.seq, h.signed_at)),
-                )
-            })
+            .map(|l| (l.len(), l.head.as_ref().map(|h| (h.seq, h.signed_at))))
             .collect()
     }
 
@@ -494,7 +552,7 @@ impl Chain {
     pub fn positions(&self) -> BTreeMap<KeyPath, u64> {
         self.logs
             .iter()
-            .map(|(log, l)| (log.clone(), l.entries.len() as u64))
+            .map(|(log, l)| (log.clone(), l.len()))
             .collect()
     }
 }

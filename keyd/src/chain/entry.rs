@@ -155,6 +155,13 @@ impl<'a> Records<'a> {
 /// The encoding of a record's opening: a one-entry map keyed "entry".
 const ENTRY_RECORD_PREFIX: &[u8] = &[0xa1, 0x65, b'e', b'n', b't', b'r', b'y'];
 
+/// Appends to `out` the record of an entry from the entry's canonical bytes (as a store
+/// holds them), without decoding it.
+pub fn push_entry_record(out: &mut Vec<u8>, entry_bytes: &[u8]) {
+    out.extend_from_slice(ENTRY_RECORD_PREFIX);
+    out.extend_from_slice(entry_bytes);
+}
+
 /// The hash of the entry inside a record's canonical bytes, without re-encoding it.
 pub fn entry_hash_of_record(record_bytes: &[u8]) -> Option<[u8; 32]> {
     record_bytes

@@ -15,6 +15,7 @@ mod cluster;
 mod entry;
 mod error;
 mod lifecycle;
+mod log;
 mod named;
 mod placement;
 mod replica;
@@ -28,6 +29,7 @@ pub use cbor::{CborError, decode_exact, decode_hashed, to_vec as cbor_bytes};
 pub use cluster::{Chain, Log, Page, verify_file};
 pub use entry::{
     Entry, HEAD_DOMAIN, Head, MAX_RECORD_BYTES, Record, Records, encode_log, entry_hash_of_record,
+    push_entry_record,
 };
 pub use error::{ChainError, Rule};
 pub use named::NAMED_ROLE_PREFIX;

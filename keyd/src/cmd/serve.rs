@@ -18,10 +18,7 @@ use super::provision::unseal_branch;
 /// becomes the mark.
 /// Whether `chain`'s log `branch` holds the entry `mark` names.
 fn holds(chain: &Chain, branch: &KeyPath, mark: &keyd::chain::Head) -> bool {
-    usize::try_from(mark.seq)
-        .ok()
-        .and_then(|i| chain.entries(branch).get(i))
-        .is_some_and(|e| e.hash() == mark.hash)
+    chain.entry_hash(branch, mark.seq) == Some(mark.hash)
 }
 
 fn check_mark(
@@ -65,14 +62,14 @@ fn check_mark(
         tracing::warn!(log = %branch, seq = head.seq, "no mark on the seal token: the current branch head is now the mark");
         return Ok(());
     };
-    let entries = chain.entries(branch);
+    let len = chain.log_len(branch);
     if !holds(chain, branch, &mark) {
         bail!(
             "the store was rolled back or replaced: this keyd signed a head of its branch log {branch} at seq {} (signed at {}), but the store's branch log ends at seq {}{}; keyd refuses to serve from it (restore the latest copy of {}, or rebuild the branch from the root and the logs)",
             mark.seq,
             keyd::rfc3339(mark.signed_at),
-            entries.len().saturating_sub(1),
-            if entries.len() as u64 > mark.seq {
+            len.saturating_sub(1),
+            if len > mark.seq {
                 " with another entry at that seq"
             } else {
                 ""
@@ -86,7 +83,7 @@ fn check_mark(
 fn load_service(config: Config) -> Result<(Service, Hsm)> {
     let (store, name, path, branch, hsm) = unseal_branch(&config)?;
     let started = std::time::Instant::now();
-    let chain = keyd::service::restore_chain(&store).context("the stored chain")?;
+    let chain = keyd::service::restore_serving(&store).context("the stored chain")?;
     tracing::info!(
         entries = chain.len(),
         millis = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),

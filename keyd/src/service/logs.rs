@@ -40,7 +40,7 @@ impl Service {
             .into());
         }
         let new_entries = self.take(bytes)?;
-        let root_length = self.read_chain().entries(&KeyPath::root()).len() as u64;
+        let root_length = self.read_chain().log_len(&KeyPath::root());
         let branch_revoked = self.branch_revoked().is_some();
         tracing::info!(
             new_entries,
@@ -103,12 +103,8 @@ impl Service {
                     _ => None,
                 })
                 .filter(|h| {
-                    let held = chain.entries(&h.log);
-                    let same_entry = usize::try_from(h.seq)
-                        .ok()
-                        .and_then(|i| held.get(i))
-                        .is_some_and(|e| e.hash() == h.hash);
-                    let nothing_new = held.len() as u64 > h.seq + 1
+                    let same_entry = chain.entry_hash(&h.log, h.seq) == Some(h.hash);
+                    let nothing_new = chain.log_len(&h.log) > h.seq + 1
                         || chain
                             .head(&h.log)
                             .is_some_and(|ours| ours.signed_at >= h.signed_at);
@@ -130,34 +126,34 @@ impl Service {
         let own = &self.branch_path;
         let finding = {
             let chain = self.read_chain();
-            let held = chain.entries(own);
+            let held = chain.log_len(own);
             Records::new(bytes).find_map(|r| match r {
                 // The peer's head of this log names an entry this keyd lacks, or another
                 // one at that seq (a head is served even when no entry is).
                 Ok((_, crate::chain::Record::Head(h), _)) if h.log == *own => {
-                    match usize::try_from(h.seq).ok().and_then(|i| held.get(i)) {
-                        Some(ours) if ours.hash() != h.hash => Some(format!(
+                    match chain.entry_hash(own, h.seq) {
+                        Some(ours) if ours != h.hash => Some(format!(
                             "peer {peer} holds a head over another entry at seq {} of this keyd's branch log {own}: the logs forked",
                             h.seq
                         )),
                         Some(_) => None,
                         None => Some(format!(
                             "peer {peer} holds this keyd's branch log {own} beyond seq {} (up to {})",
-                            held.len().saturating_sub(1),
+                            held.saturating_sub(1),
                             h.seq
                         )),
                     }
                 }
                 Ok((_, crate::chain::Record::Entry(e), _)) if e.log == *own => {
-                    match usize::try_from(e.seq).ok().and_then(|i| held.get(i)) {
-                        Some(ours) if ours.hash() != e.hash() => Some(format!(
+                    match chain.entry_hash(own, e.seq) {
+                        Some(ours) if ours != e.hash() => Some(format!(
                             "peer {peer} holds another entry at seq {} of this keyd's branch log {own}: the logs forked",
                             e.seq
                         )),
                         Some(_) => None,
                         None => Some(format!(
                             "peer {peer} holds this keyd's branch log {own} beyond seq {} (entry {} at least)",
-                            held.len().saturating_sub(1),
+                            held.saturating_sub(1),
                             e.seq
                         )),
                     }
@@ -286,14 +282,25 @@ impl Service {
         }
         let mut entries = Vec::new();
         let mut heads = Vec::new();
+        let mut not_held = None;
         for (log, held) in chain.logs() {
-            let from = before.get(log).copied().unwrap_or(0) as usize;
-            entries.extend_from_slice(&held.entries[from..]);
+            let from = before.get(log).copied().unwrap_or(0);
+            // What was taken now was appended in memory, offloaded logs or not.
+            match held.entries_from(from) {
+                Some(new) => entries.extend_from_slice(new),
+                None => not_held = Some(format!("log {log} from seq {from}")),
+            }
             if let Some(h) = &held.head
                 && heads_before.get(log).and_then(|h| h.as_ref()) != Some(h)
             {
                 heads.push(h.clone());
             }
+        }
+        if let Some(what) = not_held {
+            *chain = self.reload_chain()?;
+            return Err(ServiceError::Uncommitted(format!(
+                "the entries taken in ({what}) are not held in memory; nothing was stored"
+            )));
         }
         if entries.is_empty() && heads.is_empty() {
             return Ok(0);

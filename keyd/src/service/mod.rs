@@ -28,6 +28,7 @@ mod pages;
 pub mod policy;
 mod recover;
 mod replica;
+mod restore;
 mod retired;
 pub mod suites;
 pub mod tokens;
@@ -134,33 +135,8 @@ impl From<ChainError> for ServiceError {
     }
 }
 
-/// The stored logs, restored by their hash links and their stored heads, not every
-/// signature again ([`Chain::restore_log`]): every entry was verified before it was
-/// stored, and each head, signed by its log's authority (the root, this keyd's branch
-/// key, a peer's branch key) over the hash of the last entry, vouches for all of them, so
-/// a changed entry fails there. Root log first: it certifies the keys that sign the
-/// branch heads. This keyd's own log must end where the seal token's mark says (checked
-/// by the caller).
-pub fn restore_chain(store: &Store) -> Result<Chain, ServiceError> {
-    chain_of(store.load_logs()?)
-}
-
-/// [`restore_chain`] from logs read out of the store (current, staged or retired).
-pub fn chain_of(logs: crate::store::StoredLogs) -> Result<Chain, ServiceError> {
-    let mut chain = Chain::new();
-    for (log, stored) in logs {
-        let head = stored.head.ok_or_else(|| ChainError {
-            position: stored.entries.len(),
-            log: Some(log.clone()),
-            seq: None,
-            rule: Rule::LogWithoutHead { log: log.clone() },
-        })?;
-        chain.restore_hashed(stored.entries, &stored.hashes, head)?;
-    }
-    Ok(chain)
-}
-
 pub use crate::unix_now;
+pub use restore::{chain_of, restore_chain, restore_serving};
 
 /// A replica is ready while etcd answered a quorum read this recently.
 pub(crate) const READY_CONTACT: std::time::Duration = std::time::Duration::from_secs(3);
@@ -393,7 +369,7 @@ impl Service {
     }
 
     fn reload_chain(&self) -> Result<Chain, ServiceError> {
-        restore_chain(&self.store)
+        restore_serving(&self.store)
     }
 
     /// The latest head of this keyd's own branch log (what the seal token's mark holds).
@@ -405,7 +381,7 @@ impl Service {
     pub fn log_lengths(&self) -> Vec<(String, usize)> {
         self.read_chain()
             .logs()
-            .map(|(log, held)| (log.to_string(), held.entries.len()))
+            .map(|(log, held)| (log.to_string(), held.len() as usize))
             .collect()
     }
 
@@ -565,9 +541,14 @@ impl Service {
     }
 
     /// The logs a new node of this branch needs: the root log and this branch's log.
-    pub fn own_logs(&self) -> Vec<u8> {
-        self.read_chain()
-            .file_of([&KeyPath::root(), &self.branch_path])
+    pub fn own_logs(&self) -> Result<Vec<u8>, ServiceError> {
+        let chain = self.read_chain();
+        Ok(
+            chain.file_of_with([&KeyPath::root(), &self.branch_path], |log, seqs, out| {
+                self.store
+                    .log_records(log, seqs, |seq| chain.entry_hash(log, seq), out)
+            })?,
+        )
     }
 
     /// What a holder at `positions` lacks of every log this keyd holds (at most `limit`
@@ -578,10 +559,15 @@ impl Service {
         &self,
         positions: &BTreeMap<KeyPath, u64>,
         limit: usize,
-    ) -> (Arc<Page>, u64, bool) {
+    ) -> Result<(Arc<Page>, u64, bool), ServiceError> {
         let chain = self.read_chain();
-        let (page, cached) = self.pages.page(&chain, positions, limit);
-        (page, chain.len() as u64, cached)
+        let (page, cached) = self
+            .pages
+            .page(&chain, positions, limit, |log, seqs, out| {
+                self.store
+                    .log_records(log, seqs, |seq| chain.entry_hash(log, seq), out)
+            })?;
+        Ok((page, chain.len() as u64, cached))
     }
 
     /// Whether keyd can serve: its store answers a read and its branch is not revoked;

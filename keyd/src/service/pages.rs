@@ -30,14 +30,15 @@ pub struct PageCache {
 }
 
 impl PageCache {
-    /// The page of `chain` from `held`, at most `limit` entries, and whether it came
-    /// from the cache.
-    pub fn page(
+    /// The page of `chain` from `held`, at most `limit` entries (offloaded ones read by
+    /// `older`, as [`Chain::since_with`] does), and whether it came from the cache.
+    pub fn page<E>(
         &self,
         chain: &Chain,
         held: &BTreeMap<KeyPath, u64>,
         limit: usize,
-    ) -> (Arc<Page>, bool) {
+        older: impl FnMut(&KeyPath, std::ops::Range<u64>, &mut Vec<u8>) -> Result<(), E>,
+    ) -> Result<(Arc<Page>, bool), E> {
         let version = chain.version();
         let key = (held.clone(), limit);
         {
@@ -45,10 +46,10 @@ impl PageCache {
             if inner.version == version
                 && let Some(page) = inner.pages.get(&key)
             {
-                return (page.clone(), true);
+                return Ok((page.clone(), true));
             }
         }
-        let page = Arc::new(chain.since(held, limit));
+        let page = Arc::new(chain.since_with(held, limit, older)?);
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         if inner.version != version {
             inner.version = version;
@@ -59,6 +60,6 @@ impl PageCache {
             inner.bytes += page.bytes.len();
             inner.pages.insert(key, page.clone());
         }
-        (page, false)
+        Ok((page, false))
     }
 }

@@ -95,7 +95,7 @@ impl Service {
                     .iter()
                     .filter_map(|(log, size)| {
                         let path = log.parse::<KeyPath>().ok()?;
-                        let n = chain.entries(&path).len() as u64;
+                        let n = chain.log_len(&path);
                         (*size > n).then_some((path, n, *size))
                     })
                     .collect()
@@ -111,7 +111,7 @@ impl Service {
             let mut chain = self.chain.write().unwrap_or_else(|e| e.into_inner());
             if held
                 .iter()
-                .any(|(path, from, _)| chain.entries(path).len() as u64 != *from)
+                .any(|(path, from, _)| chain.log_len(path) != *from)
             {
                 continue; // moved meanwhile (a commit, another follow): read again
             }
@@ -239,9 +239,7 @@ impl Service {
     ) -> Result<Vec<u8>, ServiceError> {
         let key = self.check_replica_request(principal, install_key)?;
         self.record_replica(name, key, "add")?;
-        let chain = self
-            .read_chain()
-            .file_of([&KeyPath::root(), &self.branch_path]);
+        let chain = self.own_logs()?;
         let bundle = BranchBundle::seal(
             &self.branch_name,
             &self.branch_path,

@@ -6,7 +6,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use redb::{
-    Database, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition, TableHandle,
+    ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition, TableHandle,
     WriteTransaction,
 };
 
@@ -53,7 +53,7 @@ impl Store {
             .mode(0o600)
             .open(to)
             .map_err(|e| err(redb::Error::Io(e)))?;
-        let dest = Database::create(to).map_err(|e| err(e.into()))?;
+        let dest = super::builder().create(to).map_err(|e| err(e.into()))?;
         let run = || -> Result<u64, redb::Error> {
             let from = self.db.begin_read()?;
             // Never a partial backup: a table this code does not know stops it.

@@ -16,8 +16,8 @@ mod backup;
 mod credentials;
 mod etcd;
 mod lifecycle;
+mod log_rows;
 mod policies;
-mod raw_rows;
 mod rows;
 mod shared;
 mod succession;
@@ -36,7 +36,7 @@ use crate::chain::{self, Entry, Head, cbor_bytes};
 use crate::derive::KeyPath;
 use crate::hsm::HsmError;
 pub use etcd::{Etcd, EtcdConfig};
-use raw_rows::RawRows;
+use log_rows::RawRows;
 pub use rows::RowKey;
 pub use shared::Latency;
 
@@ -180,6 +180,18 @@ impl StoredLog {
 /// The logs a store holds: per log, its entries and its latest head.
 pub type StoredLogs = BTreeMap<KeyPath, StoredLog>;
 
+/// redb's page cache: bounded well below redb's default of 1 GiB, which a start-up's one
+/// pass over every log row would otherwise fill and keep resident (about 800 bytes per
+/// node). The interior pages that every lookup touches fit many times over; what the
+/// start-up reads once is read from the OS's file cache.
+const CACHE_BYTES: usize = 64 << 20;
+
+pub(super) fn builder() -> redb::Builder {
+    let mut b = redb::Builder::new();
+    b.set_cache_size(CACHE_BYTES);
+    b
+}
+
 /// The keyd database.
 pub struct Store {
     db: Database,
@@ -228,7 +240,7 @@ impl Store {
                 path: path.to_owned(),
                 source: redb::Error::Io(e),
             })?;
-        let db = Database::create(path).map_err(|e| StoreError::Db {
+        let db = builder().create(path).map_err(|e| StoreError::Db {
             path: path.to_owned(),
             source: e.into(),
         })?;
@@ -257,7 +269,7 @@ impl Store {
         if !path.exists() {
             return Err(StoreError::Missing(path.to_owned()));
         }
-        let db = Database::open(path).map_err(|e| match e {
+        let db = builder().open(path).map_err(|e| match e {
             redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse(path.to_owned()),
             e => StoreError::Db {
                 path: path.to_owned(),

@@ -69,7 +69,7 @@ impl Service {
         let (succession, current) = match previous {
             Some(_) => (
                 self.retired_chain().map(crate::wire::Bytes::new),
-                Some(crate::wire::Bytes::new(self.own_logs())),
+                Some(crate::wire::Bytes::new(self.own_logs()?)),
             ),
             None => (None, None),
         };

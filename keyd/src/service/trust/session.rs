@@ -227,7 +227,7 @@ impl Service {
             level: grant.level,
             permissions: grant.permissions.clone(),
             expires_at: grant.expires_at,
-            chain: self.own_logs(),
+            chain: self.own_logs()?,
         };
         chain::check_text("persona", &persona.persona, chain::MAX_NAME, true)
             .map_err(ServiceError::BadRequest)?;
