@@ -167,3 +167,83 @@ fn rows_planted_or_edited_in_the_data_directory_are_refused() -> Result<()> {
     );
     Ok(())
 }
+
+const LOGS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("logs");
+
+/// The branch log's rows as the chain pulled from keyd gives them.
+fn pulled(c: &Cluster) -> Result<Vec<u8>> {
+    let (status, bytes) = c.anonymous()?.get("/v1/chain")?;
+    ensure!(status == 200, "GET /v1/chain: {status}");
+    keyd::chain::verify_file(&bytes)?;
+    Ok(bytes)
+}
+
+/// keyd keeps its logs' entries in its store and serves them from there: someone who can
+/// write the data directory rewrites one entry of the branch log in another encoding of
+/// the same entry, then changes a byte of it. keyd refuses to start on either, naming the
+/// entry; with the row as keyd wrote it, keyd serves the very chain it served before.
+#[test]
+fn a_log_row_rewritten_in_the_data_directory_is_refused() -> Result<()> {
+    let mut c = Cluster::start()?;
+    let admin = c.admin()?;
+    for name in ["web", "api", "db"] {
+        let (status, v) = admin.post("/v1/nodes", &json!({"name": name}))?;
+        ensure!(status == 201, "{v}");
+    }
+    let before = pulled(&c)?;
+    c.kill9()?;
+
+    let file = c.data().join("keyd.redb");
+    let row = |edit: &dyn Fn(&[u8]) -> Vec<u8>| -> Result<Vec<u8>> {
+        let store = Database::open(&file)?;
+        let tx = store.begin_write()?;
+        let original = {
+            let mut logs = tx.open_table(LOGS)?;
+            let original = logs
+                .get(("m/1'", 2))?
+                .context("entry 2 of the branch log")?
+                .value()
+                .to_vec();
+            logs.insert(("m/1'", 2), edit(&original).as_slice())?;
+            original
+        };
+        tx.commit()?;
+        Ok(original)
+    };
+    // 1. The entry's seq (2) written in two bytes (0x18 0x02): valid CBOR of the same entry.
+    let original = row(&|r| {
+        let at = r
+            .windows(5)
+            .position(|w| w == [0x63, b's', b'e', b'q', 0x02])
+            .unwrap_or(r.len());
+        let mut longer = r.to_vec();
+        longer.splice(at + 4..at + 5, [0x18, 0x02]);
+        longer
+    })?;
+    let err = c.serve().expect_err("a rewritten row must not serve");
+    ensure!(err.to_string().contains("did not start"), "{err:#}");
+    let log = c.log()?;
+    ensure!(
+        log.contains("log m/1' entry 3") && log.contains("prev does not match"),
+        "keyd names the entry whose link breaks:\n{log}"
+    );
+    // 2. A byte of its signature changed instead.
+    row(&|_| {
+        let mut changed = original.clone();
+        let at = changed
+            .windows(9)
+            .position(|w| w == b"signature")
+            .unwrap_or(0);
+        changed[at + 9 + 2 + 7] ^= 0x01;
+        changed
+    })?;
+    ensure!(c.serve().is_err(), "a changed row must not serve");
+    // 3. As keyd wrote it: the same chain as before, served from the store.
+    row(&|_| original.clone())?;
+    c.serve()?;
+    ensure!(
+        pulled(&c)? == before,
+        "the chain served from the store is the one served before"
+    );
+    Ok(())
+}
