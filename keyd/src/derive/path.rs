@@ -286,8 +286,50 @@ impl serde::Serialize for KeyPath {
 
 impl<'de> serde::Deserialize<'de> for KeyPath {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
+        struct Text;
+        impl serde::de::Visitor<'_> for Text {
+            type Value = KeyPath;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a key path such as m/1'/2'")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<KeyPath, E> {
+                match KeyPath::parse_canonical(s) {
+                    Some(path) => Ok(path),
+                    None => s.parse().map_err(E::custom),
+                }
+            }
+        }
+        d.deserialize_str(Text)
+    }
+}
+
+impl KeyPath {
+    /// The text [`fmt::Display`] writes (`m/3'/7'`: indexes without leading zeros, each
+    /// with `'`), parsed without allocating: every path in a stored or pulled entry is
+    /// in this form. `None` for any other text, which [`FromStr`] parses (it also takes
+    /// `h` and `H`, and names what is wrong).
+    fn parse_canonical(s: &str) -> Option<KeyPath> {
+        let rest = s.strip_prefix('m')?;
+        if !rest.is_empty() && !rest.starts_with('/') {
+            return None;
+        }
+        let mut path = SmallVec::new();
+        for component in rest.split('/').skip(1) {
+            let digits = component.strip_suffix('\'')?;
+            let canonical = !digits.is_empty()
+                && digits.len() <= 10
+                && (digits == "0" || !digits.starts_with('0'))
+                && digits.bytes().all(|b| b.is_ascii_digit());
+            if !canonical || path.len() >= MAX_DEPTH {
+                return None;
+            }
+            let index: u32 = digits.parse().ok()?;
+            if index >= 1 << 31 {
+                return None;
+            }
+            path.push(index);
+        }
+        Some(KeyPath(path))
     }
 }
 
@@ -295,6 +337,54 @@ impl<'de> serde::Deserialize<'de> for KeyPath {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn the_canonical_text_is_parsed_as_from_str_parses_it() {
+        for text in [
+            "m",
+            "m/0'",
+            "m/1'/1'/7'/0'/3'",
+            "m/2147483647'",
+            "m/10'/0'/1'/0'/1'/0'/1'",
+        ] {
+            let fast = KeyPath::parse_canonical(text).unwrap();
+            assert_eq!(Some(&fast), text.parse::<KeyPath>().ok().as_ref(), "{text}");
+            assert_eq!(fast.to_string(), text);
+        }
+        // Anything else is left to FromStr, which accepts or refuses it with its reason.
+        for text in [
+            "m/01'",
+            "m/1h",
+            "m/1H",
+            "m/1",
+            "m/",
+            "mm",
+            "m//1'",
+            "m/2147483648'",
+            "",
+            "n/1'",
+        ] {
+            assert!(KeyPath::parse_canonical(text).is_none(), "{text}");
+        }
+        let deep = format!("m{}", "/1'".repeat(MAX_DEPTH + 1));
+        assert!(KeyPath::parse_canonical(&deep).is_none());
+        // Through serde: canonical and other accepted forms, and a refusal.
+        let p: KeyPath = serde_json::from_str("\"m/1'/2'\"").unwrap();
+        assert_eq!(p, "m/1'/2'".parse().unwrap());
+        let h: KeyPath = serde_json::from_str("\"m/1h/2H\"").unwrap();
+        assert_eq!(h, p);
+        assert!(serde_json::from_str::<KeyPath>("\"m/1'/2\"").is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn canonical_text_round_trips(ix in proptest::collection::vec(0u32..(1 << 31), 0..12)) {
+            let text = format!("m{}", ix.iter().map(|i| format!("/{i}'")).collect::<String>());
+            let fast = KeyPath::parse_canonical(&text).unwrap();
+            prop_assert_eq!(fast.index_slice(), ix.as_slice());
+            prop_assert_eq!(fast.to_string(), text);
+        }
+    }
 
     #[test]
     fn paths_up_to_six_components_take_no_allocation() {
