@@ -32,6 +32,9 @@ pub enum Op {
     Datakey,
     /// keyd-floor: an empty answer to a request carrying `--size` bytes.
     Floor,
+    /// keyd-floor: the request (carrying `--size` bytes) echoed back as the answer: the
+    /// payload both ways, as seal and unseal carry it.
+    FloorEcho,
     /// keyd, as an admin: POST /v1/nodes, a new node per request (a durable change to
     /// the branch log).
     AddNode,
@@ -147,7 +150,16 @@ pub fn plan(target: Target, op: Op, p: &Params, post: &Post) -> Result<Plan> {
             None,
             None,
         ),
-        (Target::Floor, _) | (_, Op::Floor) => bail!("--op floor goes with --target floor"),
+        (Target::Floor, Op::FloorEcho) => (
+            "/floor/echo".into(),
+            json!({ "data": payload }),
+            "echo request".into(),
+            None,
+            None,
+        ),
+        (Target::Floor, _) | (_, Op::Floor | Op::FloorEcho) => {
+            bail!("--op floor and floor-echo go with --target floor")
+        }
         (Target::Keyd, Op::Sign) if p.batch > 1 => (
             "/v1/batch/sign".into(),
             json!({ "items": vec![json!({ "data": payload }); p.batch] }),

@@ -191,7 +191,7 @@ pub fn to_json(v: &Chain) -> Value {
                 "key_id": r.key_id.to_string(),
                 "ed25519_public": hex::encode(r.keys.ed25519),
                 "x25519_public": hex::encode(r.keys.x25519),
-                "log": r.log.to_string(),
+                "log": keyd::chain::log_of(path).to_string(),
                 "seq": r.seq,
                 "status": status_json(&s.status_at(path, now)),
             });

@@ -80,8 +80,8 @@ fn restore_gives_the_verified_state_and_appends_stay_checked() {
             let path = p(path);
             let (a, b) = (r.state().key(&path), w.state().key(&path));
             assert_eq!(
-                a.map(|k| (&k.keys, &k.kind, &k.revoked, &k.log, k.seq)),
-                b.map(|k| (&k.keys, &k.kind, &k.revoked, &k.log, k.seq))
+                a.map(|k| (&k.keys, &k.kind, &k.revoked, k.published_at, k.seq)),
+                b.map(|k| (&k.keys, &k.kind, &k.revoked, k.published_at, k.seq))
             );
             assert_eq!(
                 r.state().status_at(&path, NOW),
@@ -199,6 +199,33 @@ fn restore_refuses_changed_entries_and_heads() {
         .restore_log(good, head, true)
         .expect_err("no root log");
     assert_eq!(e.rule, Rule::UnknownLog { log: b1 });
+}
+
+/// The log a key's record names (derived from its path, not stored) is the log of the
+/// entry that published it: the record's seq in that log holds the statement that
+/// published its keys.
+#[test]
+fn every_key_is_published_in_the_log_its_path_names() {
+    let tree = Tree::new(9);
+    let mut c = chain(&tree);
+    tree.open_branch(&mut c, &p("m/2'"), "second");
+    c.append(&p("m/2'"), tree.epoch(&p("m/2'"), 0), NOW)
+        .expect("the branch's own epoch");
+    let mut checked = 0;
+    for (path, record) in c.state().keys() {
+        let log = keyd::chain::log_of(path);
+        let entry = &c.entries(&log)[record.seq as usize];
+        let published = match &entry.statement.body {
+            Body::Genesis(g) => g.keys,
+            Body::Certify(x) => x.keys,
+            Body::Epoch(x) => x.keys,
+            other => panic!("{path}: {} publishes no key", other.kind()),
+        };
+        assert_eq!(published, record.keys, "{path} in log {log}");
+        checked += 1;
+    }
+    assert_eq!(checked, c.state().len());
+    assert!(checked >= 8, "root, branches, nodes and epochs: {checked}");
 }
 
 /// keyd's start-up: rows decoded as stored (no re-encoding) and hashed as they are. The

@@ -16,6 +16,13 @@ async fn floor(body: web::Bytes) -> HttpResponse {
     HttpResponse::Ok().finish()
 }
 
+/// Reads the body and answers it back: the payload both ways, with no work on it.
+async fn echo(body: web::Bytes) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(std::hint::black_box(body))
+}
+
 fn tls(client_ca: &Path, write_ca: &Path) -> Result<rustls::ServerConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
@@ -48,8 +55,12 @@ pub fn run(client_ca: &Path, write_ca: &Path) -> Result<()> {
     let config = tls(client_ca, write_ca)?;
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     let addr = listener.local_addr()?;
-    let server = HttpServer::new(|| App::new().route("/floor", web::post().to(floor)))
-        .listen_rustls_0_23(listener, config)?;
+    let server = HttpServer::new(|| {
+        App::new()
+            .route("/floor", web::post().to(floor))
+            .route("/floor/echo", web::post().to(echo))
+    })
+    .listen_rustls_0_23(listener, config)?;
     println!("keyd-floor listening on https://{addr}");
     std::io::stdout().flush()?;
     actix_rt::System::new().block_on(server.run())?;

@@ -18,6 +18,7 @@ mod lifecycle;
 mod log;
 mod named;
 mod placement;
+mod records;
 mod replica;
 mod state;
 mod statement;
@@ -33,6 +34,7 @@ pub use entry::{
 };
 pub use error::{ChainError, Rule};
 pub use named::NAMED_ROLE_PREFIX;
+pub use placement::log_of;
 pub use state::{
     ChainState, KeyKind, KeyRecord, Link, RekeyOrdered, ReplicaRecord, Revocation, TrustRecord,
 };

@@ -143,6 +143,16 @@ impl ChainState {
     }
 }
 
+/// The log that publishes the key at `path`: the root log for the root and the level-1
+/// branches (the root certifies them), the branch's own log for every key below a
+/// branch (one writer per log). Derived, so that no key record holds it.
+pub fn log_of(path: &KeyPath) -> KeyPath {
+    match path.depth() {
+        0 | 1 => KeyPath::root(),
+        _ => path.prefix(1),
+    }
+}
+
 /// Whether the node at `path` is certified in `log`: level-1 branches in the root log,
 /// every node below a branch in that branch's log.
 pub(super) fn in_log(path: &KeyPath, log: &KeyPath) -> bool {

@@ -41,8 +41,8 @@ pub enum KeyKind {
         not_before: u64,
         /// Valid until.
         not_after: u64,
-        /// Epochs certified so far, ascending.
-        epochs: Vec<u32>,
+        /// Epochs certified so far, ascending (inline up to two).
+        epochs: SmallVec<[u32; 2]>,
     },
     /// An epoch key.
     Epoch {
@@ -71,8 +71,6 @@ pub struct KeyRecord {
     pub keys: KeySet,
     /// Its key id.
     pub key_id: KeyId,
-    /// The log of the entry that published it.
-    pub log: KeyPath,
     /// That entry's seq.
     pub seq: u64,
     /// That entry's time (Unix seconds).
@@ -112,7 +110,7 @@ pub struct TrustRecord {
 /// Everything the chain says, verified.
 #[derive(Clone, Debug, Default)]
 pub struct ChainState {
-    pub(super) keys: HashMap<KeyPath, KeyRecord>,
+    pub(super) keys: super::records::Keys,
     pub(super) by_id: HashMap<KeyId, KeyPath>,
     /// Holders of each name, in the order they were certified (almost always one, held
     /// inline).
@@ -541,7 +539,6 @@ impl ChainState {
             KeyRecord {
                 keys,
                 key_id,
-                log: entry.log.clone(),
                 seq: entry.seq,
                 published_at: entry.appended_at,
                 kind,
@@ -584,7 +581,7 @@ impl ChainState {
                         role: c.role.clone(),
                         not_before: c.not_before,
                         not_after: c.not_after,
-                        epochs: Vec::new(),
+                        epochs: SmallVec::new(),
                     },
                     decoded,
                 );

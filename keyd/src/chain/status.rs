@@ -312,7 +312,8 @@ impl ChainState {
     pub fn cut_off_by(&self, target: &KeyPath) -> Vec<KeyPath> {
         let mut out: Vec<KeyPath> = self
             .keys
-            .keys()
+            .iter()
+            .map(|(p, _)| p)
             .filter(|p| target.is_prefix_of(p))
             .cloned()
             .collect();
