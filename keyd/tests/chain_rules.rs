@@ -125,7 +125,10 @@ fn valid_chain_verifies_and_round_trips() {
             .is_valid()
     );
     let a = s.key(&p("m/1'/1'/0'")).expect("a");
-    assert_eq!((keyd::chain::log_of(&p("m/1'/1'/0'")), a.seq), (p("m/1'"), 1));
+    assert_eq!(
+        (keyd::chain::log_of(&p("m/1'/1'/0'")), a.seq),
+        (p("m/1'"), 1)
+    );
     assert!(s.key(&p("m/2'")).is_some());
     assert_eq!(keyd::chain::log_of(&p("m/2'")), m());
     assert_eq!(s.find("a").map(|(p, _)| p.clone()), Some(p("m/1'/1'/0'")));

@@ -56,6 +56,11 @@ impl Chain {
         Self::default()
     }
 
+    /// Makes room in the state for `entries` more entries (see [`ChainState::reserve`]).
+    pub fn reserve(&mut self, entries: usize) {
+        self.state.reserve(entries);
+    }
+
     /// The verified state.
     pub fn state(&self) -> &ChainState {
         &self.state

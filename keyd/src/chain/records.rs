@@ -36,6 +36,10 @@ impl Keys {
         self.0.iter().map(|(p, r)| (p, &**r))
     }
 
+    pub(super) fn reserve(&mut self, more: usize) {
+        self.0.reserve(more);
+    }
+
     pub(super) fn len(&self) -> usize {
         self.0.len()
     }

@@ -161,6 +161,15 @@ impl ChainState {
         Self::default()
     }
 
+    /// Makes room for the keys of `entries` more entries (each publishes at most one
+    /// key): a restore of a large store grows its maps once instead of doubling them
+    /// again and again.
+    pub fn reserve(&mut self, entries: usize) {
+        self.keys.reserve(entries);
+        self.by_id.reserve(entries);
+        self.names.reserve(entries / 2);
+    }
+
     /// Where `log` stands (the default, empty link for a log not started).
     pub fn link(&self, log: &KeyPath) -> Link {
         self.links.get(log).copied().unwrap_or_default()

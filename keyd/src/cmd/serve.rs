@@ -109,10 +109,6 @@ fn load_service(config: Config) -> Result<(Service, Hsm)> {
         );
         svc = svc.keep_retired(retired)?;
     }
-    let purged = svc.purge_expired_tokens()?;
-    if purged > 0 {
-        tracing::info!(purged, "expired enrollment tokens removed");
-    }
     if let Some(e) = svc.branch_revoked() {
         tracing::error!(error = %e, "serving the chain only");
     }
@@ -170,6 +166,9 @@ pub fn serve(config: Config, output: super::report::Output) -> Result<()> {
     Ok(())
 }
 
+/// How often expired enrollment tokens are removed.
+const TOKEN_PURGE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
 /// How often the audit log's counts of finished seconds are written.
 const AUDIT_FLUSH: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -190,6 +189,20 @@ const SEAL_PROBE: u64 = 10;
 /// the mark on the seal token at the latest head it signed, and pulling each peer's
 /// logs at the pull interval.
 fn background(svc: &actix_web::web::Data<Service>, hsm: Hsm) {
+    // Expired enrollment tokens are refused when presented; removing them is
+    // housekeeping, done once keyd serves (a scan of every token row: seconds with a
+    // million of them) and every day after.
+    let s = svc.clone();
+    std::thread::spawn(move || {
+        loop {
+            match s.purge_expired_tokens() {
+                Ok(0) => {}
+                Ok(purged) => tracing::info!(purged, "expired enrollment tokens removed"),
+                Err(e) => tracing::error!(error = %e, "removing expired enrollment tokens"),
+            }
+            std::thread::sleep(TOKEN_PURGE);
+        }
+    });
     let s = svc.clone();
     std::thread::spawn(move || {
         let metrics = keyd::api::metrics();

@@ -40,8 +40,8 @@ pub struct Enrolled {
 use crate::policy::MAX_NODE_SECONDS;
 
 impl Service {
-    /// Removes the enrollment tokens that expired unused (at start): how many. A record
-    /// that does not decode is kept (and refused if ever presented).
+    /// Removes the enrollment tokens that expired unused (soon after start, then daily):
+    /// how many. A record that does not decode is kept (and refused if ever presented).
     pub fn purge_expired_tokens(&self) -> Result<usize, ServiceError> {
         let now = unix_now();
         Ok(self.store.purge_tokens(|record| {

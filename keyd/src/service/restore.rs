@@ -19,7 +19,7 @@ pub fn restore_chain(store: &Store) -> Result<Chain, ServiceError> {
 
 /// [`restore_chain`] from logs read out of the store (current, staged or retired).
 pub fn chain_of(logs: crate::store::StoredLogs) -> Result<Chain, ServiceError> {
-    let mut chain = Chain::new();
+    let mut chain = sized(&logs);
     for (log, stored) in logs {
         let head = stored_head(&log, stored.head, stored.entries.len())?;
         chain.restore_hashed(stored.entries, &stored.hashes, head)?;
@@ -35,12 +35,19 @@ pub fn restore_serving(store: &Store) -> Result<Chain, ServiceError> {
     if store.shared().is_some() {
         return chain_of(logs);
     }
-    let mut chain = Chain::new();
+    let mut chain = sized(&logs);
     for (log, stored) in logs {
         let head = stored_head(&log, stored.head, stored.entries.len())?;
         chain.restore_offloaded(stored.entries, stored.hashes, head)?;
     }
     Ok(chain)
+}
+
+/// An empty chain with room for the keys of `logs`.
+fn sized(logs: &crate::store::StoredLogs) -> Chain {
+    let mut chain = Chain::new();
+    chain.reserve(logs.values().map(|l| l.entries.len()).sum());
+    chain
 }
 
 fn stored_head(log: &KeyPath, head: Option<Head>, entries: usize) -> Result<Head, ChainError> {
