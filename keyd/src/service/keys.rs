@@ -25,7 +25,31 @@ pub(super) fn check_context(context: &[u8]) -> Result<(), ServiceError> {
     Ok(())
 }
 
+/// Most decoded public keys kept for verify requests (emptied when full: callers
+/// choosing keys cannot grow it).
+const VERIFYING_KEYS: usize = 4096;
+
 impl Service {
+    /// The decoded Ed25519 key of `public` (`None`: not a valid point), from the cache of
+    /// the keys verify requests named.
+    pub(super) fn verifying_key(&self, public: &[u8; 32]) -> Option<ed25519_dalek::VerifyingKey> {
+        if let Some(k) = self
+            .verifying
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(public)
+        {
+            return Some(*k);
+        }
+        let key = ed25519_dalek::VerifyingKey::from_bytes(public).ok()?;
+        let mut cache = self.verifying.write().unwrap_or_else(|e| e.into_inner());
+        if cache.len() >= VERIFYING_KEYS {
+            cache.clear();
+        }
+        cache.insert(*public, key);
+        Some(key)
+    }
+
     /// The node a principal is, for key operations.
     fn node_of(principal: &Principal) -> Result<&KeyPath, ServiceError> {
         match principal {
