@@ -545,16 +545,29 @@ impl Service {
     /// The logs a new node of this branch needs: the root log and this branch's log.
     pub fn own_logs(&self) -> Result<Vec<u8>, ServiceError> {
         let chain = self.read_chain();
-        Ok(
-            chain.file_of_with([&KeyPath::root(), &self.branch_path], |log, seqs, out| {
-                self.store
-                    .log_records(log, seqs, |seq| chain.entry_hash(log, seq), out)
-            })?,
-        )
+        Ok(chain.file_of_with(
+            [&KeyPath::root(), &self.branch_path],
+            self.stored_records(&chain),
+        )?)
     }
 
-    /// What a holder at `positions` lacks of every log this keyd holds (at most `limit`
-    /// entries), and the number of entries held over all logs.
+    /// Reads offloaded entries of `chain` back from the store, each checked against
+    /// the hash the chain holds (for [`Chain::since_with`] and [`Chain::file_of_with`]).
+    fn stored_records<'a>(
+        &'a self,
+        chain: &'a Chain,
+    ) -> impl FnMut(
+        &KeyPath,
+        std::ops::Range<u64>,
+        &mut Vec<u8>,
+    ) -> Result<(), crate::store::StoreError>
+    + 'a {
+        move |log, seqs, out| {
+            self.store
+                .log_records(log, seqs, |seq| chain.entry_hash(log, seq), out)
+        }
+    }
+
     /// The chain page from `positions` (at most `limit` entries), the chain's length, and
     /// whether the page came from the cache of encoded pages.
     pub fn chain_page(
@@ -563,12 +576,9 @@ impl Service {
         limit: usize,
     ) -> Result<(Arc<Page>, u64, bool), ServiceError> {
         let chain = self.read_chain();
-        let (page, cached) = self
-            .pages
-            .page(&chain, positions, limit, |log, seqs, out| {
-                self.store
-                    .log_records(log, seqs, |seq| chain.entry_hash(log, seq), out)
-            })?;
+        let (page, cached) =
+            self.pages
+                .page(&chain, positions, limit, self.stored_records(&chain))?;
         Ok((page, chain.len() as u64, cached))
     }
 

@@ -27,29 +27,28 @@ impl Store {
             detail: detail.into(),
         };
         let mut next = seqs.start;
-        let read = (|| -> Result<Result<(), StoreError>, redb::Error> {
+        // The first row that does not hash as verified, if any; a gap ends the read.
+        let changed = (|| -> Result<Option<u64>, redb::Error> {
             let tx = self.db.begin_read()?;
             let table = tx.open_table(CURRENT.logs)?;
             for row in table.range((name.as_str(), seqs.start)..(name.as_str(), seqs.end))? {
                 let (k, v) = row?;
                 let seq = k.value().1;
                 if seq != next {
-                    return Ok(Err(corrupt(next, "missing from the store")));
+                    break;
                 }
-                let hash: [u8; 32] = Sha256::digest(v.value()).into();
-                if expected(seq) != Some(hash) {
-                    return Ok(Err(corrupt(
-                        seq,
-                        "changed since keyd verified it at start-up",
-                    )));
+                if expected(seq) != Some(Sha256::digest(v.value()).into()) {
+                    return Ok(Some(seq));
                 }
                 chain::push_entry_record(out, v.value());
                 next += 1;
             }
-            Ok(Ok(()))
+            Ok(None)
         })()
         .map_err(self.db_err())?;
-        read?;
+        if let Some(seq) = changed {
+            return Err(corrupt(seq, "changed since keyd verified it at start-up"));
+        }
         if next != seqs.end {
             return Err(corrupt(next, "missing from the store"));
         }
